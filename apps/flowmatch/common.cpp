@@ -1,0 +1,186 @@
+#include "common.h"
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include "flowmatch/checkpoint.h"
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/train.h"
+
+namespace fmcli {
+
+namespace fs = std::filesystem;
+
+void add_common_flags(CLI::App* app, CommonFlags& flags) {
+  app->add_option("--threads", flags.threads, "CPU threads for LibTorch (0: one per core)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app->add_option("--device", flags.device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app->add_option("--seed", flags.seed, "random seed")->capture_default_str();
+}
+
+c10::Device apply_common_flags(const CommonFlags& flags) {
+  const int threads = flags.threads > 0 ? flags.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  if (flags.device == "cuda") {
+    if (!torch::cuda::is_available()) {
+      throw UsageError("--device cuda: no CUDA device is available to this LibTorch build (use --device cpu)");
+    }
+    return c10::Device(c10::kCUDA);
+  }
+  return c10::Device(c10::kCPU);
+}
+
+RunFolder open_run(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw UsageError("run folder '" + dir + "' does not exist");
+  RunFolder run{dir, {}};
+  if (!fs::exists(run.config_path(), ec)) {
+    throw UsageError("'" + dir + "' is not a run folder (no config.json; create one with 'flowmatch train --out " + dir + "')");
+  }
+  try {
+    run.config = json::parse(flowmatch::io::read_file(run.config_path()));
+  } catch (const json::exception& e) {
+    throw std::runtime_error("'" + run.config_path() + "' is not valid JSON: " + e.what());
+  }
+  for (const char* key : {"data", "model", "path", "coupling"}) {
+    if (!run.config.contains(key)) throw std::runtime_error("'" + run.config_path() + "' lacks the '" + key + "' section");
+  }
+  return run;
+}
+
+std::string latest_checkpoint(const RunFolder& run) {
+  auto all = flowmatch::list_checkpoints(run.checkpoint_dir());
+  if (all.empty()) throw std::runtime_error("run '" + run.dir + "' has no checkpoint yet (in " + run.checkpoint_dir() + ")");
+  return all.back();
+}
+
+std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
+                                                                 const c10::Device& device) {
+  const std::string path = checkpoint.empty() ? latest_checkpoint(run) : checkpoint;
+  auto model = flowmatch::load_model(path, /*ema=*/true);
+  if (model->spec() != run.config["model"]) {
+    throw std::runtime_error("'" + path + "' holds model " + model->spec().dump() + ", but the run describes " +
+                             run.config["model"].dump());
+  }
+  model->to(device);
+  return model;
+}
+
+flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which) {
+  const json& data = run.config["data"];
+  if (!data.contains(which) || !data[which].is_string()) {
+    throw std::runtime_error("'" + run.config_path() + "': data." + which + " is missing");
+  }
+  return flowmatch::data::toy2d_sampler(data[which].get<std::string>());
+}
+
+void write_json_atomic(const std::string& path, const json& value) {
+  flowmatch::io::write_file_atomic(path, value.dump(2) + "\n");
+}
+
+std::string with_extension(const std::string& path, const std::string& extension) {
+  return fs::path(path).replace_extension(extension).string();
+}
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e7) return "?";
+  const auto s = static_cast<long>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  }
+  return buf;
+}
+
+void ensure_parent_writable(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  try {
+    flowmatch::io::ensure_writable_directory(parent.empty() ? "." : parent.string());
+  } catch (const std::runtime_error& e) {
+    throw UsageError(std::string("cannot write '") + path + "': " + e.what());
+  }
+}
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_signal(int signal) {
+  g_interrupted.store(true);
+  std::signal(signal, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+}  // namespace
+
+void install_interrupt_handlers() {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+}
+
+bool interrupted() { return g_interrupted.load(); }
+
+std::vector<std::string> expand_config_file(const std::vector<std::string>& args) {
+  if (args.size() < 2) return args;
+  std::string file;
+  std::vector<std::string> rest;
+  for (size_t k = 1; k < args.size(); ++k) {
+    if (args[k] == "--config") {
+      if (k + 1 >= args.size()) throw UsageError("--config needs a file name");
+      file = args[++k];
+    } else if (args[k].rfind("--config=", 0) == 0) {
+      file = args[k].substr(9);
+    } else {
+      rest.push_back(args[k]);
+    }
+  }
+  if (file.empty()) return args;
+  const std::string command = rest.empty() ? std::string() : rest.front();
+  std::vector<CLI::ConfigItem> items;
+  {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) throw UsageError("config file '" + file + "' does not exist");
+    try {
+      items = CLI::ConfigTOML().from_file(file);
+    } catch (const std::exception& e) {
+      throw UsageError("config file '" + file + "' cannot be read: " + e.what());
+    }
+  }
+  auto given = [&](const std::string& name) {
+    for (const auto& a : rest)
+      if (a == "--" + name || a.rfind("--" + name + "=", 0) == 0) return true;
+    return false;
+  };
+  std::vector<std::string> injected;
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section markers
+    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == command)) {
+      std::string section;
+      for (const auto& p : item.parents) section += (section.empty() ? "" : ".") + p;
+      throw UsageError("config file '" + file + "': section [" + section + "] is not '" + command +
+                       "' (put keys at the top level or under [" + command + "])");
+    }
+    std::string name = item.name;
+    std::replace(name.begin(), name.end(), '_', '-');
+    if (given(name)) continue;
+    if (item.inputs.size() == 1) {
+      injected.push_back("--" + name + "=" + item.inputs[0]);
+    } else {
+      injected.push_back("--" + name);
+      for (const auto& v : item.inputs) injected.push_back(v);
+    }
+  }
+  std::vector<std::string> out = {args[0]};
+  if (!rest.empty()) out.push_back(rest.front());
+  out.insert(out.end(), injected.begin(), injected.end());
+  if (rest.size() > 1) out.insert(out.end(), rest.begin() + 1, rest.end());
+  return out;
+}
+
+}  // namespace fmcli

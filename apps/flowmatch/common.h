@@ -1,0 +1,87 @@
+#pragma once
+// Shared pieces of the flowmatch subcommands: flags every command takes, the run folder,
+// terminal output and the error types that decide the exit code.
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <c10/core/Device.h>
+#include <nlohmann/json.hpp>
+
+#include "flowmatch/data/toy2d.h"
+#include "flowmatch/models/velocity_model.h"
+
+namespace fmcli {
+
+using nlohmann::json;
+
+/// A usage error (exit 2): bad flags or values, a missing run folder.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Exit codes (shared/DESIGN.md).
+constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitInterrupted = 130;
+
+/// One subcommand: its CLI11 app and what to run once flags are parsed.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command register_train(CLI::App& root);
+Command register_sample(CLI::App& root);
+Command register_eval(CLI::App& root);
+
+/// --threads, --device, --seed.
+struct CommonFlags {
+  int threads = 0;
+  std::string device = "cpu";
+  uint64_t seed = 0;
+};
+void add_common_flags(CLI::App* app, CommonFlags& flags);
+/// Sets LibTorch's thread count and returns the device (UsageError if CUDA is unavailable).
+c10::Device apply_common_flags(const CommonFlags& flags);
+
+/// A run folder (runs/NAME) as written by `flowmatch train`.
+struct RunFolder {
+  std::string dir;
+  json config;
+  std::string config_path() const { return dir + "/config.json"; }
+  std::string checkpoint_dir() const { return dir + "/checkpoints"; }
+  std::string metrics_jsonl() const { return dir + "/metrics.jsonl"; }
+  std::string metrics_json() const { return dir + "/metrics.json"; }
+};
+/// Reads runs/NAME/config.json; UsageError when the folder or file is missing, runtime_error if malformed.
+RunFolder open_run(const std::string& dir);
+/// The newest checkpoint of a run; runtime_error when there is none.
+std::string latest_checkpoint(const RunFolder& run);
+/// The run's trained network (EMA weights when kept) from `checkpoint` (or the newest), on `device`.
+std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
+                                                                 const c10::Device& device);
+/// Samplers for the run's source and target data.
+flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which);
+
+void write_json_atomic(const std::string& path, const json& value);
+
+/// Replaces the extension of `path` (e.g. samples.npy → samples.png).
+std::string with_extension(const std::string& path, const std::string& extension);
+std::string format_duration(double seconds);
+/// Makes the parent folder of `path` (UsageError if it cannot be written).
+void ensure_parent_writable(const std::string& path);
+
+/// SIGINT/SIGTERM set this flag while installed; a second signal exits at once.
+void install_interrupt_handlers();
+bool interrupted();
+
+/// Expands `--config FILE` (TOML or INI, as CLI11 reads them) after the subcommand into flags,
+/// skipping keys that the command line sets itself. Keys may sit at the top level or in a section
+/// named after the command ([train]).
+std::vector<std::string> expand_config_file(const std::vector<std::string>& args);
+
+}  // namespace fmcli

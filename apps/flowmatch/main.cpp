@@ -1,0 +1,71 @@
+// flowmatch: the command-line tool. Parses flags (and --config files), runs one subcommand,
+// and turns every error into one line on stderr with the exit code of shared/DESIGN.md.
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <c10/util/Exception.h>
+
+#include "common.h"
+
+namespace {
+
+std::string one_line(std::string message) {
+  const auto nl = message.find('\n');
+  if (nl != std::string::npos) message = message.substr(0, nl);
+  return message;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace fmcli;
+  CLI::App app{"flowmatch " FLOWMATCH_VERSION ": flow-matching generative models in C++ (LibTorch)"};
+  app.name("flowmatch");
+  app.require_subcommand(1, 1);
+  app.set_version_flag("--version", FLOWMATCH_VERSION);
+  app.footer("Run 'flowmatch COMMAND --help' for a command's flags. Exit codes: 0 ok, 1 runtime error, 2 usage error, 130 interrupted.");
+  std::vector<Command> commands = {register_train(app), register_sample(app), register_eval(app)};
+
+  std::vector<std::string> args(argv, argv + argc);
+  try {
+    args = expand_config_file(args);
+    std::vector<const char*> cargs;
+    for (const auto& a : args) cargs.push_back(a.c_str());
+    app.parse(static_cast<int>(cargs.size()), cargs.data());
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "flowmatch: error: " << one_line(e.what()) << " (see 'flowmatch "
+              << (args.size() > 1 ? args[1] + " " : std::string()) << "--help')\n";
+    return kExitUsage;
+  } catch (const UsageError& e) {
+    std::cerr << "flowmatch: error: " << one_line(e.what()) << "\n";
+    return kExitUsage;
+  }
+
+  for (auto& command : commands) {
+    if (!command.app->parsed()) continue;
+    try {
+      return command.run();
+    } catch (const UsageError& e) {
+      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
+      return kExitUsage;
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
+      return kExitUsage;
+    } catch (const c10::Error& e) {
+      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what_without_backtrace()) << "\n";
+      return kExitRuntime;
+    } catch (const std::exception& e) {
+      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
+      return kExitRuntime;
+    }
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,309 @@
+// flowmatch train: fit a velocity field between two distributions and keep checkpoints,
+// metrics.jsonl and a loss curve in the run folder.
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <ATen/ATen.h>
+
+#include "common.h"
+#include "flowmatch/checkpoint.h"
+#include "flowmatch/coupling.h"
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/io/plot.h"
+#include "flowmatch/models/mlp.h"
+#include "flowmatch/paths.h"
+#include "flowmatch/train.h"
+
+namespace fmcli {
+
+namespace fs = std::filesystem;
+namespace fm = flowmatch;
+
+namespace {
+
+struct TrainFlags {
+  CommonFlags common;
+  std::string source = "8gaussians", target = "moons";
+  int64_t steps = 20000, batch = 256;
+  double lr = 1e-3, sigma = 0.1, weight_decay = 0, grad_clip = 0, ema = 0, warmup = 0, min_lr_ratio = 0;
+  std::string coupling = "exact-ot", optimizer = "adam", lr_schedule = "constant";
+  int64_t width = 64, depth = 3, time_features = 16;
+  std::string activation = "selu", time_encoding = "plain";
+  int64_t log_every = 100, checkpoint_every = 1000, keep = 3;
+  std::string out;
+  bool resume = false, quiet = false;
+};
+
+// The resolved configuration, as saved in config.json. Flag name → JSON pointer, for the
+// check that a resumed run is not silently changed.
+json build_config(const TrainFlags& f) {
+  fm::models::MLPOptions mlp(2);
+  mlp.width(f.width)
+      .depth(f.depth)
+      .activation(fm::models::activation_from_string(f.activation))
+      .time_encoding(fm::models::time_encoding_from_string(f.time_encoding))
+      .time_features(f.time_features);
+  return {{"flowmatch_version", FLOWMATCH_VERSION},
+          {"data", {{"source", f.source}, {"target", f.target}}},
+          {"model", {{"type", "mlp"}, {"options", fm::models::to_json(mlp)}}},
+          {"path", fm::CondOTPath(fm::CondOTPathOptions().sigma(f.sigma)).spec()},
+          {"coupling", fm::make_coupling(f.coupling)->spec()},
+          {"training",
+           {{"steps", f.steps},
+            {"batch", f.batch},
+            {"lr", f.lr},
+            {"optimizer", f.optimizer},
+            {"weight_decay", f.weight_decay},
+            {"grad_clip", f.grad_clip},
+            {"ema", f.ema},
+            {"lr_schedule", f.lr_schedule},
+            {"warmup", static_cast<int64_t>(f.warmup)},
+            {"min_lr_ratio", f.min_lr_ratio},
+            {"seed", f.common.seed},
+            {"log_every", f.log_every},
+            {"checkpoint_every", f.checkpoint_every},
+            {"keep", f.keep}}}};
+}
+
+const std::vector<std::pair<std::string, std::string>> kFrozenOnResume = {
+    {"--source", "/data/source"},         {"--target", "/data/target"},
+    {"--width", "/model/options/width"},  {"--depth", "/model/options/depth"},
+    {"--activation", "/model/options/activation"}, {"--time-encoding", "/model/options/time_encoding"},
+    {"--time-features", "/model/options/time_features"}, {"--sigma", "/path/sigma"},
+    {"--coupling", "/coupling/type"},     {"--batch", "/training/batch"},
+    {"--lr", "/training/lr"},             {"--optimizer", "/training/optimizer"},
+    {"--weight-decay", "/training/weight_decay"}, {"--grad-clip", "/training/grad_clip"},
+    {"--ema", "/training/ema"},           {"--lr-schedule", "/training/lr_schedule"},
+    {"--warmup", "/training/warmup"},     {"--min-lr-ratio", "/training/min_lr_ratio"},
+    {"--seed", "/training/seed"}};
+
+fm::TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir) {
+  return fm::TrainerOptions()
+      .steps(t.at("steps").get<int64_t>())
+      .batch_size(t.at("batch").get<int64_t>())
+      .lr(t.at("lr").get<double>())
+      .optimizer(fm::optimizer_kind_from_string(t.at("optimizer").get<std::string>()))
+      .weight_decay(t.at("weight_decay").get<double>())
+      .grad_clip(t.at("grad_clip").get<double>())
+      .ema_decay(t.at("ema").get<double>())
+      .lr_schedule(fm::lr_schedule_from_string(t.at("lr_schedule").get<std::string>()))
+      .warmup_steps(t.at("warmup").get<int64_t>())
+      .min_lr_ratio(t.at("min_lr_ratio").get<double>())
+      .seed(t.at("seed").get<uint64_t>())
+      .log_every(t.at("log_every").get<int64_t>())
+      .checkpoint_every(t.at("checkpoint_every").get<int64_t>())
+      .keep_checkpoints(t.at("keep").get<int64_t>())
+      .checkpoint_dir(checkpoint_dir);
+}
+
+// metrics.jsonl keeps one line per report; on resume the lines after the checkpoint are dropped
+// (they will be produced again). Malformed (partially written) lines are skipped.
+std::vector<json> read_metrics(const std::string& path, int64_t up_to_step) {
+  std::vector<json> lines;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      json j = json::parse(line);
+      if (j.contains("step") && j["step"].get<int64_t>() <= up_to_step) lines.push_back(j);
+    } catch (const json::exception&) {
+    }
+  }
+  return lines;
+}
+
+void write_loss_curve(const RunFolder& run) {
+  std::vector<double> x, y;
+  for (const auto& j : read_metrics(run.metrics_jsonl(), INT64_MAX)) {
+    if (j.contains("loss")) {
+      x.push_back(j["step"].get<double>());
+      y.push_back(j["loss"].get<double>());
+    }
+  }
+  if (x.empty()) return;
+  fm::io::PlotStyle style;
+  style.width = 720;
+  style.height = 420;
+  style.title = "training loss (log scale) vs step";
+  fm::io::write_line_png(run.dir + "/loss.png", {{x, y, {31, 119, 180}, "loss"}}, style, /*log_y=*/true);
+}
+
+int run_train(TrainFlags& f, CLI::App* app) {
+  const c10::Device device = apply_common_flags(f.common);
+  try {
+    fm::io::ensure_writable_directory(f.out);
+  } catch (const std::runtime_error& e) {
+    throw UsageError(std::string("--out: ") + e.what());
+  }
+  RunFolder run{f.out, build_config(f)};
+  const bool has_run = fs::exists(run.config_path()) || !fm::list_checkpoints(run.checkpoint_dir()).empty();
+  std::string resume_from;
+  if (f.resume) {
+    if (!fs::exists(run.config_path())) throw UsageError("--resume: '" + f.out + "' holds no run (no config.json)");
+    RunFolder stored = open_run(f.out);
+    for (const auto& [flag, pointer] : kFrozenOnResume) {
+      if (app->count(flag) == 0) continue;
+      const json::json_pointer ptr(pointer);
+      if (!stored.config.contains(ptr) || stored.config[ptr] != run.config[ptr]) {
+        throw UsageError("--resume: " + flag + " " + run.config[ptr].dump() + " differs from the run's " +
+                         (stored.config.contains(ptr) ? stored.config[ptr].dump() : "(unset)") +
+                         "; a resumed run keeps its settings (start a new --out instead)");
+      }
+    }
+    const int64_t steps = run.config["training"]["steps"];
+    const int64_t log_every = run.config["training"]["log_every"];
+    const int64_t checkpoint_every = run.config["training"]["checkpoint_every"];
+    const int64_t keep = run.config["training"]["keep"];
+    run.config = stored.config;
+    if (app->count("--steps")) run.config["training"]["steps"] = steps;
+    if (app->count("--log-every")) run.config["training"]["log_every"] = log_every;
+    if (app->count("--checkpoint-every")) run.config["training"]["checkpoint_every"] = checkpoint_every;
+    if (app->count("--keep")) run.config["training"]["keep"] = keep;
+    auto checkpoints = fm::list_checkpoints(run.checkpoint_dir());
+    if (!checkpoints.empty()) resume_from = checkpoints.back();
+  } else if (has_run) {
+    throw UsageError("'" + f.out + "' already holds a run; pass --resume to continue it or choose another --out");
+  }
+
+  // Build everything before writing anything, so bad settings leave no files behind.
+  const json& cfg = run.config;
+  fm::FlowMatchingProblem problem{fm::data::toy2d_sampler(cfg["data"]["source"]),
+                                  fm::data::toy2d_sampler(cfg["data"]["target"]), fm::make_path(cfg["path"]),
+                                  fm::make_coupling(cfg["coupling"])};
+  const fm::TrainerOptions options = trainer_options(cfg["training"], run.checkpoint_dir());
+  fm::validate(options);
+  at::manual_seed(options.seed());
+  auto model = fm::models::make_model(cfg["model"]);
+  model->to(device);
+  fm::Trainer trainer(model, problem, options);
+  if (!resume_from.empty()) {
+    try {
+      trainer.load_checkpoint(resume_from);
+    } catch (const std::runtime_error& e) {
+      auto all = fm::list_checkpoints(run.checkpoint_dir());
+      std::string hint = all.size() > 1 ? " (an older checkpoint is " + all[all.size() - 2] + ": move the bad one away to resume from it)" : "";
+      throw std::runtime_error(std::string(e.what()) + hint);
+    }
+  }
+  if (trainer.step() >= options.steps()) {
+    std::cout << "run '" << f.out << "' is already at step " << trainer.step() << " of " << options.steps()
+              << "; raise --steps to train further\n";
+    return kExitOk;
+  }
+
+  fs::create_directories(run.checkpoint_dir());
+  write_json_atomic(run.config_path(), run.config);
+  {
+    // Keep the loss history up to the resumed step only.
+    std::string kept;
+    for (const auto& j : read_metrics(run.metrics_jsonl(), trainer.step())) kept += j.dump() + "\n";
+    fm::io::write_file_atomic(run.metrics_jsonl(), kept);
+  }
+  std::ofstream metrics(run.metrics_jsonl(), std::ios::app);
+
+  if (!f.quiet) {
+    std::cerr << (resume_from.empty() ? "training " : "resuming at step " + std::to_string(trainer.step()) + ": ")
+              << cfg["data"]["source"].get<std::string>() << " -> " << cfg["data"]["target"].get<std::string>()
+              << ", " << fm::models::parameter_count(*model) << " parameters, " << at::get_num_threads()
+              << " thread(s), " << options.steps() << " steps of batch " << options.batch_size() << "\n";
+  }
+  install_interrupt_handlers();
+  auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  fm::TrainCallbacks callbacks;
+  double last_it_per_s = 0;
+  callbacks.progress = [&](const fm::TrainProgress& p) {
+    last_it_per_s = p.it_per_s;
+    metrics << json{{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}}.dump() << "\n";
+    metrics.flush();
+    const auto now = std::chrono::steady_clock::now();
+    if (!f.quiet && (now - last_print > std::chrono::seconds(2) || p.step == p.total_steps)) {
+      char line[256];
+      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f it/s  elapsed %s  left %s",
+                    static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s,
+                    format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
+      std::cerr << line << "\n";
+      last_print = now;
+    }
+  };
+  callbacks.should_stop = [] { return interrupted(); };
+  std::string last_checkpoint;
+  callbacks.checkpoint_saved = [&](const std::string& path, int64_t) { last_checkpoint = path; };
+
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first = trainer.step();
+  trainer.train(callbacks);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  metrics.close();
+  write_loss_curve(run);
+
+  const double rate = seconds > 0 ? static_cast<double>(trainer.step() - first) / seconds : 0;
+  if (interrupted()) {
+    std::cerr << "interrupted at step " << trainer.step() << "; checkpoint " << last_checkpoint
+              << "; continue with: flowmatch train --out " << f.out << " --resume\n";
+    return kExitInterrupted;
+  }
+  std::cout << "trained " << (trainer.step() - first) << " steps in " << format_duration(seconds) << " ("
+            << static_cast<long>(rate) << " it/s); checkpoint " << last_checkpoint << "; loss curve " << run.dir
+            << "/loss.png\n";
+  (void)last_it_per_s;
+  return kExitOk;
+}
+
+}  // namespace
+
+Command register_train(CLI::App& root) {
+  auto flags = std::make_shared<TrainFlags>();
+  TrainFlags& f = *flags;
+  CLI::App* app = root.add_subcommand("train", "Train a flow-matching model between two 2-D distributions");
+  app->footer(
+      "Flags may also come from --config FILE (TOML/INI: `steps = 5000`, top level or under [train]);\n"
+      "the command line wins. The run folder gets config.json, checkpoints/step-N.ckpt,\n"
+      "metrics.jsonl and loss.png. Ctrl-C saves a checkpoint and exits 130; --resume continues.");
+  std::vector<std::string> names = flowmatch::data::toy2d_names();
+  app->add_option("--out", f.out, "run folder to create (e.g. runs/NAME)")->required();
+  app->add_flag("--resume", f.resume, "continue the run in --out from its newest checkpoint");
+  app->add_option("--source", f.source, "source distribution (t = 0)")->check(CLI::IsMember(names))->capture_default_str();
+  app->add_option("--target", f.target, "target distribution (t = 1)")->check(CLI::IsMember(names))->capture_default_str();
+  app->add_option("--steps", f.steps, "optimisation steps in total")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--lr", f.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--sigma", f.sigma, "Gaussian smoothing of the straight path (I-CFM sigma)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--coupling", f.coupling, "pairing of noise and data")
+      ->check(CLI::IsMember(flowmatch::coupling_names()))->capture_default_str();
+  app->add_option("--optimizer", f.optimizer, "adam or adamw")->check(CLI::IsMember({"adam", "adamw"}))->capture_default_str();
+  app->add_option("--weight-decay", f.weight_decay, "weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--grad-clip", f.grad_clip, "clip the gradient norm to this (0: off)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--ema", f.ema, "EMA decay of the weights used for sampling (0: off)")
+      ->check(CLI::Range(0.0, 0.99999999))->capture_default_str();
+  app->add_option("--lr-schedule", f.lr_schedule, "constant or cosine")
+      ->check(CLI::IsMember({"constant", "cosine"}))->capture_default_str();
+  app->add_option("--warmup", f.warmup, "linear warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--min-lr-ratio", f.min_lr_ratio, "final lr / lr for the cosine schedule")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app->add_option("--width", f.width, "MLP hidden width")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--depth", f.depth, "MLP hidden layers")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--activation", f.activation, "selu, silu, relu or gelu")
+      ->check(CLI::IsMember({"selu", "silu", "relu", "gelu"}))->capture_default_str();
+  app->add_option("--time-encoding", f.time_encoding, "plain (t as a feature) or sinusoidal")
+      ->check(CLI::IsMember({"plain", "sinusoidal"}))->capture_default_str();
+  app->add_option("--time-features", f.time_features, "sinusoidal time features (even)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--log-every", f.log_every, "write a metrics.jsonl line every N steps")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--checkpoint-every", f.checkpoint_every, "checkpoint every N steps (0: only at the end)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--keep", f.keep, "newest checkpoints to keep")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_flag("--quiet", f.quiet, "no progress lines");
+  add_common_flags(app, f.common);
+  return {app, [flags, app] { return run_train(*flags, app); }};
+}
+
+}  // namespace fmcli

@@ -1,0 +1,56 @@
+#pragma once
+/// \file
+/// Small PNG plots for people to look at: scatter plots, trajectories and line curves,
+/// with axes, tick labels and a legend (text by stb_easy_font, PNG by stb_image_write).
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+
+namespace flowmatch::io {
+
+using Color = std::array<unsigned char, 3>;
+
+struct PlotStyle {
+  int width = 640;
+  int height = 640;
+  std::string title;
+  /// Data range; when lo == hi it is taken from the data (with a margin).
+  double x_lo = 0, x_hi = 0, y_lo = 0, y_hi = 0;
+};
+
+/// One labelled set of 2-D points (n, 2).
+struct ScatterSeries {
+  at::Tensor points;
+  Color color;
+  std::string label;
+  float alpha = 0.35f;
+};
+
+/// Scatter plot of several series (drawn in order, later over earlier).
+void write_scatter_png(const std::string& path, const std::vector<ScatterSeries>& series,
+                       const PlotStyle& style);
+
+/// Trajectories: a (T, n, 2) tensor of states over time, drawn as polylines from the first
+/// state (source, blue dots) to the last (end points, red dots).
+void write_trajectories_png(const std::string& path, const at::Tensor& states,
+                            const PlotStyle& style);
+
+/// One line series y(x).
+struct LineSeries {
+  std::vector<double> x;
+  std::vector<double> y;
+  Color color;
+  std::string label;
+};
+
+/// Line plot; with log_y the y axis is logarithmic (non-positive values are skipped).
+void write_line_png(const std::string& path, const std::vector<LineSeries>& series,
+                    const PlotStyle& style, bool log_y = false);
+
+/// Encodes an RGB image (height × width × 3 bytes) as PNG bytes.
+std::string encode_png(const std::vector<unsigned char>& rgb, int width, int height);
+
+}  // namespace flowmatch::io

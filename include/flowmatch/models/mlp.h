@@ -1,0 +1,66 @@
+#pragma once
+/// \file
+/// A multilayer perceptron velocity network for low-dimensional data (2-D toys, point clouds).
+
+#include <string>
+
+#include <torch/arg.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include "flowmatch/models/velocity_model.h"
+
+namespace flowmatch::models {
+
+enum class Activation { SELU, SiLU, ReLU, GELU };
+/// How time enters the network: as one extra input feature, or as sinusoidal features
+/// sin(π 2^k t), cos(π 2^k t) for k = 0..time_features/2 − 1.
+enum class TimeEncoding { Plain, Sinusoidal };
+
+Activation activation_from_string(const std::string& name);
+std::string to_string(Activation activation);
+TimeEncoding time_encoding_from_string(const std::string& name);
+std::string to_string(TimeEncoding encoding);
+
+/// Options for `MLP`.
+///
+/// Example:
+/// ```
+/// MLP net(MLPOptions(2).width(64).depth(3).activation(Activation::SELU));
+/// ```
+struct MLPOptions {
+  explicit MLPOptions(int64_t dim = 2) : dim_(dim) {}
+  /// Data dimension D (input and output width).
+  TORCH_ARG(int64_t, dim);
+  /// Width of each hidden layer.
+  TORCH_ARG(int64_t, width) = 64;
+  /// Number of hidden layers (TorchCFM's "3×64" is depth 3, width 64).
+  TORCH_ARG(int64_t, depth) = 3;
+  TORCH_ARG(Activation, activation) = Activation::SELU;
+  TORCH_ARG(TimeEncoding, time_encoding) = TimeEncoding::Plain;
+  /// Number of sinusoidal features (even); ignored for TimeEncoding::Plain.
+  TORCH_ARG(int64_t, time_features) = 16;
+};
+
+nlohmann::json to_json(const MLPOptions& options);
+MLPOptions mlp_options_from_json(const nlohmann::json& j);
+
+/// v(x, t) = Linear(act(... act(Linear([x, τ(t)])))), with τ the time encoding.
+class MLPImpl : public VelocityModel {
+ public:
+  explicit MLPImpl(MLPOptions options = MLPOptions());
+  void reset();
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
+  nlohmann::json spec() const override;
+  MLPOptions options;
+
+ private:
+  at::Tensor encode_time(const at::Tensor& t, int64_t batch, const at::TensorOptions& opts) const;
+  at::Tensor activate(const at::Tensor& h) const;
+  torch::nn::ModuleList layers_{nullptr};
+  at::Tensor frequencies_;
+};
+TORCH_MODULE(MLP);
+
+}  // namespace flowmatch::models

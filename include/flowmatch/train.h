@@ -1,0 +1,135 @@
+#pragma once
+/// \file
+/// The flow-matching trainer: samples (x₀, x₁), couples them, draws t and x_t on the path,
+/// regresses the network on the path velocity, and keeps everything needed to resume exactly
+/// (weights, optimizer state, EMA, step, random generator state) in checkpoints.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <ATen/core/Generator.h>
+#include <torch/arg.h>
+#include <torch/optim/optimizer.h>
+
+#include "flowmatch/coupling.h"
+#include "flowmatch/data/toy2d.h"
+#include "flowmatch/models/velocity_model.h"
+#include "flowmatch/paths.h"
+
+namespace flowmatch {
+
+enum class OptimizerKind { Adam, AdamW };
+enum class LRSchedule { Constant, Cosine };
+
+OptimizerKind optimizer_kind_from_string(const std::string& name);
+std::string to_string(OptimizerKind kind);
+LRSchedule lr_schedule_from_string(const std::string& name);
+std::string to_string(LRSchedule schedule);
+
+/// Options for `Trainer`.
+///
+/// Example:
+/// ```
+/// TrainerOptions().steps(20000).batch_size(256).lr(1e-3).ema_decay(0.999).seed(42)
+/// ```
+struct TrainerOptions {
+  TORCH_ARG(int64_t, steps) = 20000;
+  TORCH_ARG(int64_t, batch_size) = 256;
+  TORCH_ARG(double, lr) = 1e-3;
+  TORCH_ARG(OptimizerKind, optimizer) = OptimizerKind::Adam;
+  TORCH_ARG(double, weight_decay) = 0.0;
+  /// Largest global gradient norm (0: no clipping).
+  TORCH_ARG(double, grad_clip) = 0.0;
+  /// Decay of the exponential moving average of the weights (0: no EMA).
+  TORCH_ARG(double, ema_decay) = 0.0;
+  /// Constant, or cosine decay from lr to lr·min_lr_ratio over the steps after warm-up.
+  TORCH_ARG(LRSchedule, lr_schedule) = LRSchedule::Constant;
+  TORCH_ARG(int64_t, warmup_steps) = 0;
+  TORCH_ARG(double, min_lr_ratio) = 0.0;
+  /// Seeds the trainer's generator (data, times, path noise, coupling).
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Call the progress callback every this many steps (and at the last step).
+  TORCH_ARG(int64_t, log_every) = 100;
+  /// Write `checkpoint_dir/step-N.ckpt` every this many steps and at the end (0: only at the end).
+  TORCH_ARG(int64_t, checkpoint_every) = 1000;
+  /// Where checkpoints go; empty: none are written.
+  TORCH_ARG(std::string, checkpoint_dir) = "";
+  /// How many of the newest checkpoints to keep (older ones are deleted).
+  TORCH_ARG(int64_t, keep_checkpoints) = 3;
+};
+
+/// Validates options; throws std::invalid_argument naming the bad value.
+void validate(const TrainerOptions& options);
+
+struct TrainProgress {
+  int64_t step = 0;          ///< steps completed
+  int64_t total_steps = 0;
+  double loss = 0;           ///< mean loss since the previous report
+  double lr = 0;
+  double it_per_s = 0;       ///< since the previous report
+  double elapsed_s = 0;      ///< in this call of train()
+  double eta_s = 0;          ///< estimated time left
+};
+
+struct TrainCallbacks {
+  std::function<void(const TrainProgress&)> progress;
+  /// Polled after every step; when it returns true the trainer checkpoints and returns.
+  std::function<bool()> should_stop;
+  std::function<void(const std::string& path, int64_t step)> checkpoint_saved;
+};
+
+/// What to learn: a flow from `source` to `target` along `path`, pairs chosen by `coupling`.
+struct FlowMatchingProblem {
+  data::PointSampler source;
+  data::PointSampler target;
+  std::shared_ptr<ProbabilityPath> path;
+  std::shared_ptr<Coupling> coupling;
+};
+
+class Trainer {
+ public:
+  /// The model's parameters should already be initialised (seed the global RNG before building it).
+  Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProblem problem,
+          TrainerOptions options);
+
+  /// Trains from the current step up to options.steps. Returns the step reached (smaller when
+  /// stopped). Throws std::runtime_error on a non-finite loss, naming the step; the previous
+  /// checkpoint is left as it was.
+  int64_t train(const TrainCallbacks& callbacks = {});
+
+  /// One optimisation step; returns the loss.
+  double train_step();
+
+  void save_checkpoint(const std::string& path);
+  /// Restores weights, optimizer, EMA, step and generator state. Throws std::runtime_error when the
+  /// checkpoint's model description differs from this trainer's model.
+  void load_checkpoint(const std::string& path);
+
+  int64_t step() const { return step_; }
+  double current_lr() const;
+  const TrainerOptions& options() const { return options_; }
+  std::shared_ptr<models::VelocityModel> model() const { return model_; }
+  /// The EMA weights when ema_decay > 0, else the model itself.
+  std::shared_ptr<models::VelocityModel> sampling_model() const;
+  at::Generator& generator() { return generator_; }
+
+ private:
+  double lr_at(int64_t step) const;
+  void apply_lr(double lr);
+  void update_ema();
+
+  std::shared_ptr<models::VelocityModel> model_;
+  std::shared_ptr<models::VelocityModel> ema_;
+  FlowMatchingProblem problem_;
+  TrainerOptions options_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  at::Generator generator_;
+  int64_t step_ = 0;
+};
+
+/// A trained network read back from a checkpoint written by `Trainer` (architecture from the
+/// stored description). With `ema` true the EMA weights are returned when the run kept them.
+std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema = true);
+
+}  // namespace flowmatch

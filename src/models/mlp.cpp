@@ -1,0 +1,113 @@
+#include "flowmatch/models/mlp.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace flowmatch::models {
+
+Activation activation_from_string(const std::string& name) {
+  if (name == "selu") return Activation::SELU;
+  if (name == "silu") return Activation::SiLU;
+  if (name == "relu") return Activation::ReLU;
+  if (name == "gelu") return Activation::GELU;
+  throw std::invalid_argument("unknown activation '" + name + "' (expected: selu, silu, relu, gelu)");
+}
+
+std::string to_string(Activation activation) {
+  switch (activation) {
+    case Activation::SELU: return "selu";
+    case Activation::SiLU: return "silu";
+    case Activation::ReLU: return "relu";
+    case Activation::GELU: return "gelu";
+  }
+  return "?";
+}
+
+TimeEncoding time_encoding_from_string(const std::string& name) {
+  if (name == "plain") return TimeEncoding::Plain;
+  if (name == "sinusoidal") return TimeEncoding::Sinusoidal;
+  throw std::invalid_argument("unknown time encoding '" + name + "' (expected: plain, sinusoidal)");
+}
+
+std::string to_string(TimeEncoding encoding) {
+  return encoding == TimeEncoding::Plain ? "plain" : "sinusoidal";
+}
+
+nlohmann::json to_json(const MLPOptions& o) {
+  return {{"dim", o.dim()},
+          {"width", o.width()},
+          {"depth", o.depth()},
+          {"activation", to_string(o.activation())},
+          {"time_encoding", to_string(o.time_encoding())},
+          {"time_features", o.time_features()}};
+}
+
+MLPOptions mlp_options_from_json(const nlohmann::json& j) {
+  MLPOptions o(j.value("dim", int64_t{2}));
+  o.width(j.value("width", o.width()))
+      .depth(j.value("depth", o.depth()))
+      .activation(activation_from_string(j.value("activation", to_string(o.activation()))))
+      .time_encoding(time_encoding_from_string(j.value("time_encoding", to_string(o.time_encoding()))))
+      .time_features(j.value("time_features", o.time_features()));
+  return o;
+}
+
+MLPImpl::MLPImpl(MLPOptions options_) : options(std::move(options_)) { reset(); }
+
+void MLPImpl::reset() {
+  TORCH_CHECK(options.dim() >= 1, "MLP dim must be >= 1, got ", options.dim());
+  TORCH_CHECK(options.width() >= 1, "MLP width must be >= 1, got ", options.width());
+  TORCH_CHECK(options.depth() >= 1, "MLP depth must be >= 1, got ", options.depth());
+  const bool sinusoidal = options.time_encoding() == TimeEncoding::Sinusoidal;
+  TORCH_CHECK(!sinusoidal || (options.time_features() >= 2 && options.time_features() % 2 == 0),
+              "MLP time_features must be even and >= 2, got ", options.time_features());
+  const int64_t time_width = sinusoidal ? options.time_features() : 1;
+  layers_ = register_module("layers", torch::nn::ModuleList());
+  int64_t in = options.dim() + time_width;
+  for (int64_t i = 0; i < options.depth(); ++i) {
+    layers_->push_back(torch::nn::Linear(in, options.width()));
+    in = options.width();
+  }
+  layers_->push_back(torch::nn::Linear(in, options.dim()));
+  if (sinusoidal) {
+    const int64_t half = options.time_features() / 2;
+    frequencies_ = register_buffer(
+        "frequencies", at::exp2(at::arange(half, at::kFloat)).mul_(static_cast<float>(M_PI)));
+  }
+}
+
+at::Tensor MLPImpl::encode_time(const at::Tensor& t, int64_t batch, const at::TensorOptions& opts) const {
+  at::Tensor column = time_column(t, batch, opts);
+  if (options.time_encoding() == TimeEncoding::Plain) return column;
+  at::Tensor angles = column * frequencies_.to(opts).unsqueeze(0);
+  return at::cat({at::sin(angles), at::cos(angles)}, 1);
+}
+
+at::Tensor MLPImpl::activate(const at::Tensor& h) const {
+  switch (options.activation()) {
+    case Activation::SELU: return at::selu(h);
+    case Activation::SiLU: return at::silu(h);
+    case Activation::ReLU: return at::relu(h);
+    case Activation::GELU: return at::gelu(h);
+  }
+  return h;
+}
+
+at::Tensor MLPImpl::forward(const at::Tensor& x, const at::Tensor& t) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ",
+              options.dim(), "), got ", x.sizes());
+  at::Tensor h = at::cat({x, encode_time(t, x.size(0), x.options())}, 1);
+  const size_t n = layers_->size();
+  for (size_t i = 0; i < n; ++i) {
+    h = layers_[i]->as<torch::nn::Linear>()->forward(h);
+    if (i + 1 < n) h = activate(h);
+  }
+  return h;
+}
+
+nlohmann::json MLPImpl::spec() const { return {{"type", "mlp"}, {"options", to_json(options)}}; }
+
+}  // namespace flowmatch::models

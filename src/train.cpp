@@ -1,0 +1,268 @@
+#include "flowmatch/train.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <mutex>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include "flowmatch/checkpoint.h"
+#include "flowmatch/loss.h"
+
+namespace flowmatch {
+
+namespace fs = std::filesystem;
+
+OptimizerKind optimizer_kind_from_string(const std::string& name) {
+  if (name == "adam") return OptimizerKind::Adam;
+  if (name == "adamw") return OptimizerKind::AdamW;
+  throw std::invalid_argument("unknown optimizer '" + name + "' (expected: adam, adamw)");
+}
+std::string to_string(OptimizerKind kind) { return kind == OptimizerKind::Adam ? "adam" : "adamw"; }
+LRSchedule lr_schedule_from_string(const std::string& name) {
+  if (name == "constant") return LRSchedule::Constant;
+  if (name == "cosine") return LRSchedule::Cosine;
+  throw std::invalid_argument("unknown learning-rate schedule '" + name + "' (expected: constant, cosine)");
+}
+std::string to_string(LRSchedule schedule) { return schedule == LRSchedule::Constant ? "constant" : "cosine"; }
+
+void validate(const TrainerOptions& o) {
+  auto bad = [](const std::string& what, const std::string& value, const std::string& expected) {
+    throw std::invalid_argument(what + " must be " + expected + ", got " + value);
+  };
+  if (o.steps() < 1) bad("steps", std::to_string(o.steps()), ">= 1");
+  if (o.batch_size() < 1) bad("batch size", std::to_string(o.batch_size()), ">= 1");
+  if (!(o.lr() > 0) || !std::isfinite(o.lr())) bad("learning rate", std::to_string(o.lr()), "finite and > 0");
+  if (!(o.weight_decay() >= 0) || !std::isfinite(o.weight_decay())) bad("weight decay", std::to_string(o.weight_decay()), ">= 0");
+  if (!(o.grad_clip() >= 0) || !std::isfinite(o.grad_clip())) bad("gradient clip", std::to_string(o.grad_clip()), ">= 0");
+  if (!(o.ema_decay() >= 0 && o.ema_decay() < 1)) bad("EMA decay", std::to_string(o.ema_decay()), "in [0, 1)");
+  if (o.warmup_steps() < 0) bad("warm-up steps", std::to_string(o.warmup_steps()), ">= 0");
+  if (!(o.min_lr_ratio() >= 0 && o.min_lr_ratio() <= 1)) bad("min lr ratio", std::to_string(o.min_lr_ratio()), "in [0, 1]");
+  if (o.log_every() < 1) bad("log interval", std::to_string(o.log_every()), ">= 1");
+  if (o.checkpoint_every() < 0) bad("checkpoint interval", std::to_string(o.checkpoint_every()), ">= 0");
+  if (o.keep_checkpoints() < 1) bad("checkpoints kept", std::to_string(o.keep_checkpoints()), ">= 1");
+}
+
+Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProblem problem, TrainerOptions options)
+    : model_(std::move(model)),
+      problem_(std::move(problem)),
+      options_(std::move(options)),
+      generator_(at::make_generator<at::CPUGeneratorImpl>(options_.seed())) {
+  validate(options_);
+  if (!model_) throw std::invalid_argument("Trainer: model is null");
+  if (!problem_.source || !problem_.target) throw std::invalid_argument("Trainer: source and target samplers are required");
+  if (!problem_.path) throw std::invalid_argument("Trainer: a probability path is required");
+  if (!problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
+  if (options_.optimizer() == OptimizerKind::Adam) {
+    optimizer_ = std::make_unique<torch::optim::Adam>(
+        model_->parameters(), torch::optim::AdamOptions(options_.lr()).weight_decay(options_.weight_decay()));
+  } else {
+    optimizer_ = std::make_unique<torch::optim::AdamW>(
+        model_->parameters(), torch::optim::AdamWOptions(options_.lr()).weight_decay(options_.weight_decay()));
+  }
+  if (options_.ema_decay() > 0) {
+    ema_ = model_->clone_model();
+    for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+  }
+}
+
+double Trainer::lr_at(int64_t step) const {
+  const double base = options_.lr();
+  const int64_t warm = options_.warmup_steps();
+  if (step < warm) return base * static_cast<double>(step + 1) / static_cast<double>(warm);
+  if (options_.lr_schedule() == LRSchedule::Constant) return base;
+  const double span = static_cast<double>(std::max<int64_t>(1, options_.steps() - warm));
+  const double progress = std::min(1.0, static_cast<double>(step - warm) / span);
+  const double r = options_.min_lr_ratio();
+  return base * (r + (1 - r) * 0.5 * (1 + std::cos(M_PI * progress)));
+}
+
+double Trainer::current_lr() const { return lr_at(step_); }
+
+void Trainer::apply_lr(double lr) {
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+}
+
+void Trainer::update_ema() {
+  if (!ema_) return;
+  torch::NoGradGuard no_grad;
+  const double d = options_.ema_decay();
+  auto ema_params = ema_->parameters();
+  auto params = model_->parameters();
+  for (size_t k = 0; k < params.size(); ++k) ema_params[k].mul_(d).add_(params[k].detach(), 1 - d);
+}
+
+std::shared_ptr<models::VelocityModel> Trainer::sampling_model() const { return ema_ ? ema_ : model_; }
+
+double Trainer::train_step() {
+  const int64_t b = options_.batch_size();
+  at::Tensor x0 = problem_.source(b, generator_);
+  at::Tensor x1 = problem_.target(b, generator_);
+  CoupledBatch pair = problem_.coupling->pair(x0, x1, generator_);
+  at::Tensor t = at::rand({b}, generator_, at::kFloat);
+  PathSample s = problem_.path->sample(pair.x0, pair.x1, t, generator_);
+  const auto device = model_->parameters().front().device();
+  at::Tensor xt = s.x_t.to(device), target = s.velocity.to(device), td = t.to(device);
+
+  apply_lr(lr_at(step_));
+  optimizer_->zero_grad();
+  at::Tensor loss = flow_matching_loss(model_->forward(xt, td), target);
+  const double value = loss.item<double>();
+  if (!std::isfinite(value)) {
+    throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ") at step " +
+                             std::to_string(step_ + 1) + "; the last checkpoint is kept");
+  }
+  loss.backward();
+  if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip());
+  optimizer_->step();
+  update_ema();
+  ++step_;
+  return value;
+}
+
+int64_t Trainer::train(const TrainCallbacks& callbacks) {
+  validate(options_);
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  auto last = start;
+  int64_t last_step = step_;
+  const int64_t first_step = step_;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  const std::string dir = options_.checkpoint_dir();
+  auto checkpoint = [&]() {
+    if (dir.empty()) return;
+    const std::string path = (fs::path(dir) / ("step-" + std::to_string(step_) + ".ckpt")).string();
+    save_checkpoint(path);
+    auto all = list_checkpoints(dir);
+    for (size_t k = 0; k + static_cast<size_t>(options_.keep_checkpoints()) < all.size(); ++k) {
+      std::error_code ec;
+      fs::remove(all[k], ec);
+    }
+    if (callbacks.checkpoint_saved) callbacks.checkpoint_saved(path, step_);
+  };
+  while (step_ < options_.steps()) {
+    loss_sum += train_step();
+    ++loss_count;
+    const bool stop = callbacks.should_stop && callbacks.should_stop();
+    if (callbacks.progress && (step_ % options_.log_every() == 0 || step_ == options_.steps() || stop)) {
+      const auto now = clock::now();
+      TrainProgress p;
+      p.step = step_;
+      p.total_steps = options_.steps();
+      p.loss = loss_sum / static_cast<double>(loss_count);
+      p.lr = lr_at(step_ - 1);
+      const double dt = std::chrono::duration<double>(now - last).count();
+      p.it_per_s = dt > 0 ? static_cast<double>(step_ - last_step) / dt : 0;
+      p.elapsed_s = std::chrono::duration<double>(now - start).count();
+      const double rate = p.elapsed_s > 0 ? static_cast<double>(step_ - first_step) / p.elapsed_s : 0;
+      p.eta_s = rate > 0 ? static_cast<double>(options_.steps() - step_) / rate : 0;
+      callbacks.progress(p);
+      last = now;
+      last_step = step_;
+      loss_sum = 0;
+      loss_count = 0;
+    }
+    const bool periodic = options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0;
+    if (periodic || step_ == options_.steps() || stop) checkpoint();
+    if (stop) break;
+  }
+  return step_;
+}
+
+void Trainer::save_checkpoint(const std::string& path) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format", c10::IValue(int64_t{1}));
+  archive.write("model_spec", c10::IValue(model_->spec().dump()));
+  archive.write("optimizer_kind", c10::IValue(to_string(options_.optimizer())));
+  archive.write("step", c10::IValue(step_));
+  {
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    archive.write("generator_state", generator_.get_state());
+  }
+  torch::serialize::OutputArchive model_archive, optimizer_archive;
+  model_->save(model_archive);
+  archive.write("model", model_archive);
+  optimizer_->save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  if (ema_) {
+    torch::serialize::OutputArchive ema_archive;
+    ema_->save(ema_archive);
+    archive.write("ema", ema_archive);
+  }
+  write_checkpoint(path, archive);
+}
+
+namespace {
+std::string read_string(torch::serialize::InputArchive& archive, const std::string& key, const std::string& path) {
+  c10::IValue v;
+  if (!archive.try_read(key, v) || !v.isString()) {
+    throw std::runtime_error("'" + path + "': checkpoint has no '" + key + "' entry (not written by flowmatch's trainer?)");
+  }
+  return v.toStringRef();
+}
+}  // namespace
+
+void Trainer::load_checkpoint(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  read_checkpoint(path, archive);
+  const std::string spec = read_string(archive, "model_spec", path);
+  if (nlohmann::json::parse(spec) != model_->spec()) {
+    throw std::runtime_error("'" + path + "': checkpoint holds model " + spec + ", but this run's model is " +
+                             model_->spec().dump());
+  }
+  const std::string kind = read_string(archive, "optimizer_kind", path);
+  if (kind != to_string(options_.optimizer())) {
+    throw std::runtime_error("'" + path + "': checkpoint used optimizer " + kind + ", this run uses " +
+                             to_string(options_.optimizer()));
+  }
+  try {
+    torch::serialize::InputArchive model_archive, optimizer_archive;
+    archive.read("model", model_archive);
+    model_->load(model_archive);
+    archive.read("optimizer", optimizer_archive);
+    optimizer_->load(optimizer_archive);
+    if (ema_) {
+      torch::serialize::InputArchive ema_archive;
+      if (archive.try_read("ema", ema_archive)) {
+        ema_->load(ema_archive);
+      } else {
+        models::copy_parameters(*model_, *ema_);
+      }
+    }
+    c10::IValue step;
+    archive.read("step", step);
+    at::Tensor state;
+    archive.read("generator_state", state);
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    generator_.set_state(state);
+    step_ = step.toInt();
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("'" + path + "': checkpoint is incomplete: " + e.what_without_backtrace());
+  }
+}
+
+std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema) {
+  torch::serialize::InputArchive archive;
+  read_checkpoint(checkpoint_path, archive);
+  auto model = models::make_model(nlohmann::json::parse(read_string(archive, "model_spec", checkpoint_path)));
+  try {
+    torch::serialize::InputArchive weights;
+    if (!(ema && archive.try_read("ema", weights))) archive.read("model", weights);
+    model->load(weights);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("'" + checkpoint_path + "': model weights cannot be read: " + e.what_without_backtrace());
+  }
+  model->eval();
+  return model;
+}
+
+}  // namespace flowmatch

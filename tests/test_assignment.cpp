@@ -1,0 +1,80 @@
+// Linear assignment against enumeration of all permutations.
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+#include "flowmatch/assignment.h"
+#include "test_util.h"
+
+namespace fm = flowmatch;
+
+namespace {
+// Minimum over all injective maps rows → cols, by enumerating permutations of the columns.
+double brute_force(const at::Tensor& cost) {
+  const int64_t n = cost.size(0), m = cost.size(1);
+  std::vector<int64_t> cols(m);
+  std::iota(cols.begin(), cols.end(), 0);
+  double best = 1e300;
+  auto c = cost.accessor<double, 2>();
+  do {
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) total += c[i][cols[i]];
+    best = std::min(best, total);
+  } while (std::next_permutation(cols.begin(), cols.end()));
+  return best;
+}
+}  // namespace
+
+TEST(Assignment, MatchesEnumerationForSquareProblemsUpTo8) {
+  auto g = fmtest::generator(0);
+  for (int64_t n = 1; n <= 8; ++n)
+    for (int trial = 0; trial < 6; ++trial) {
+      at::Tensor cost = at::rand({n, n}, g, at::kDouble) * 10;
+      if (trial % 2) cost = cost.round();  // ties
+      auto a = fm::solve_assignment(cost);
+      EXPECT_NEAR(a.total_cost, brute_force(cost), 1e-9) << "n=" << n;
+      std::set<int64_t> used(a.column_of_row.begin(), a.column_of_row.end());
+      EXPECT_EQ(static_cast<int64_t>(used.size()), n) << "not a permutation";
+    }
+}
+
+TEST(Assignment, MatchesEnumerationForRectangularProblems) {
+  auto g = fmtest::generator(1);
+  for (auto [n, m] : {std::pair<int64_t, int64_t>{2, 5}, {3, 7}, {4, 6}, {1, 8}})
+    for (int trial = 0; trial < 5; ++trial) {
+      at::Tensor cost = at::randn({n, m}, g, at::kDouble);
+      auto a = fm::solve_assignment(cost);
+      EXPECT_NEAR(a.total_cost, brute_force(cost), 1e-9);
+      std::set<int64_t> used(a.column_of_row.begin(), a.column_of_row.end());
+      EXPECT_EQ(static_cast<int64_t>(used.size()), n);
+    }
+}
+
+TEST(Assignment, OneDimensionalSquaredCostPairsInSortedOrder) {
+  auto g = fmtest::generator(2);
+  const int64_t n = 1000;
+  at::Tensor a = at::randn({n, 1}, g, at::kDouble), b = at::randn({n, 1}, g, at::kDouble) * 2 + 1;
+  auto plan = fm::solve_assignment(fm::squared_distances(a, b));
+  // For a convex cost in 1-D the optimal plan is monotone: rank i goes to rank i.
+  at::Tensor ra = a.squeeze(1).argsort(), rb = b.squeeze(1).argsort();
+  std::vector<int64_t> sorted_target(n);
+  for (int64_t k = 0; k < n; ++k) sorted_target[ra[k].item<int64_t>()] = rb[k].item<int64_t>();
+  EXPECT_EQ(plan.column_of_row, sorted_target);
+  const double sorted_cost = (std::get<0>(a.squeeze(1).sort()) - std::get<0>(b.squeeze(1).sort())).square().sum().item<double>();
+  EXPECT_NEAR(plan.total_cost, sorted_cost, 1e-9 * sorted_cost);
+}
+
+TEST(Assignment, RejectsBadInput) {
+  EXPECT_THROW(fm::solve_assignment(at::zeros({3, 2}, at::kDouble)), std::invalid_argument);
+  at::Tensor c = at::zeros({2, 2}, at::kDouble);
+  c[0][1] = NAN;
+  EXPECT_THROW(fm::solve_assignment(c), std::invalid_argument);
+  EXPECT_THROW(fm::solve_assignment(at::zeros({4}, at::kDouble)), c10::Error);
+}
+
+TEST(SquaredDistances, AgreesWithTheDefinition) {
+  auto g = fmtest::generator(3);
+  at::Tensor a = at::randn({7, 3}, g, at::kDouble), b = at::randn({5, 3}, g, at::kDouble);
+  at::Tensor direct = (a.unsqueeze(1) - b.unsqueeze(0)).square().sum(2);
+  EXPECT_TRUE(fmtest::AllClose(fm::squared_distances(a, b), direct, 1e-12, 1e-12));
+}

@@ -1,0 +1,208 @@
+// The command-line tool as a user meets it: exit codes, one-line errors, no partial files,
+// config files, resume and interruption.
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/io/npy.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+namespace fm = flowmatch;
+
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+  size_t err_lines() const { return static_cast<size_t>(std::count(err.begin(), err.end(), '\n')); }
+};
+
+// Runs `flowmatch ARGS` in `dir` (output captured outside it, so the folder shows only what the tool wrote).
+Result cli(const fmtest::TempDir& dir, const std::string& args, const std::string& prefix = "") {
+  static fmtest::TempDir io;
+  const std::string cmd = "cd '" + dir.str() + "' && " + prefix + "timeout 300 " + FLOWMATCH_CLI + " " + args +
+                          " > '" + (io / "out") + "' 2> '" + (io / "err") + "'";
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = fm::io::read_file(io / "out");
+  r.err = fm::io::read_file(io / "err");
+  return r;
+}
+
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& e : fs::recursive_directory_iterator(dir, ec)) out.push_back(fs::relative(e.path(), dir).string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+const char* kTiny = "--steps 60 --batch 32 --width 16 --depth 2 --threads 1 --log-every 10 --quiet";
+
+}  // namespace
+
+TEST(CLI, HelpDescribesEveryFlag) {
+  fmtest::TempDir dir;
+  Result train = cli(dir, "train --help");
+  EXPECT_EQ(train.code, 0);
+  for (const char* flag : {"--out", "--resume", "--source", "--target", "--steps", "--batch", "--lr", "--sigma",
+                           "--coupling", "--ema", "--threads", "--device", "--seed", "--config", "8gaussians"}) {
+    EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
+  }
+  for (const char* cmd : {"sample", "eval"}) {
+    Result r = cli(dir, std::string(cmd) + " --help");
+    EXPECT_EQ(r.code, 0);
+    EXPECT_NE(r.out.find("--run"), std::string::npos);
+    EXPECT_NE(r.out.find("--threads"), std::string::npos);
+  }
+  Result none = cli(dir, "");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_EQ(none.err_lines(), 1u);
+}
+
+TEST(CLI, UsageErrorsAreOneLineExitTwoAndWriteNothing) {
+  fmtest::TempDir dir;
+  std::ofstream(dir / "blocker") << "a file, not a folder";
+  const std::pair<std::string, std::string> cases[] = {
+      {"train --out runs/a --source nine", "8gaussians"},
+      {"train --out runs/a --target", "--target"},
+      {"train --out runs/a --steps 0", "--steps"},
+      {"train --out runs/a --batch -4", "--batch"},
+      {"train --out runs/a --lr abc", "--lr"},
+      {"train --out runs/a --coupling greedy", "exact-ot"},
+      {"train --out blocker/run", "blocker"},
+      {"train", "--out"},
+      {"train --out runs/a --config missing.toml", "missing.toml"},
+      {"sample --run runs/none", "does not exist"},
+      {"eval --run runs/none", "does not exist"},
+      {"eval --samples a.npy", "--reference"},
+      {"teleport", "teleport"}};
+  for (const auto& [args, needle] : cases) {
+    Result r = cli(dir, args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_EQ(r.err_lines(), 1u) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+  }
+  EXPECT_EQ(entries(dir.str()), (std::vector<std::string>{"blocker"}));
+}
+
+TEST(CLI, TrainSampleEvalEndToEnd) {
+  fmtest::TempDir dir;
+  Result t = cli(dir, std::string("train --out runs/r ") + kTiny);
+  ASSERT_EQ(t.code, 0) << t.err;
+  for (const char* f : {"config.json", "metrics.jsonl", "loss.png", "checkpoints/step-60.ckpt"})
+    EXPECT_TRUE(fs::exists(dir / ("runs/r/" + std::string(f)))) << f;
+  auto config = nlohmann::json::parse(fm::io::read_file(dir / "runs/r/config.json"));
+  EXPECT_EQ(config["training"]["steps"], 60);
+  EXPECT_EQ(config["data"]["target"], "moons");
+
+  Result s = cli(dir, "sample --run runs/r --n 500 --steps 20 --solver rk4 --out out/s.npy --trajectories 10 --threads 1");
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NE(s.out.find("NFE 80"), std::string::npos) << s.out;
+  at::Tensor x = fm::io::load_npy(dir / "out/s.npy");
+  EXPECT_EQ(x.sizes(), (at::IntArrayRef{500, 2}));
+  EXPECT_EQ(x.scalar_type(), at::kFloat);
+  EXPECT_TRUE(fs::exists(dir / "out/s.png"));
+  EXPECT_TRUE(fs::exists(dir / "out/s-trajectories.png"));
+
+  Result e = cli(dir, "eval --run runs/r --n 300 --threads 1");
+  ASSERT_EQ(e.code, 0) << e.err;
+  auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "runs/r/metrics.json"));
+  for (const char* key : {"w2_euler1", "w2_euler10", "w2_euler100", "w2_floor"}) {
+    ASSERT_TRUE(metrics.contains(key)) << key;
+    EXPECT_GT(metrics[key].get<double>(), 0.0) << key;
+  }
+  EXPECT_TRUE(fs::exists(dir / "runs/r/eval.png"));
+
+  Result same = cli(dir, "eval --samples out/s.npy --reference out/s.npy --out w.json");
+  ASSERT_EQ(same.code, 0) << same.err;
+  EXPECT_EQ(nlohmann::json::parse(same.out)["w2"].get<double>(), 0.0);
+  EXPECT_TRUE(fs::exists(dir / "w.json"));
+}
+
+TEST(CLI, DamagedCheckpointsAreNamedAndNothingIsWritten) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out runs/r ") + kTiny + " --checkpoint-every 0").code, 0);
+  const std::string ckpt = dir / "runs/r/checkpoints/step-60.ckpt";
+  const std::string bytes = fm::io::read_file(ckpt);
+  fm::io::write_file_atomic(ckpt, bytes.substr(0, bytes.size() - 10));
+  Result r = cli(dir, "sample --run runs/r --out s.npy");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines(), 1u);
+  EXPECT_NE(r.err.find("truncated"), std::string::npos) << r.err;
+  fm::io::write_file_atomic(ckpt, "{\"not\": \"a checkpoint\"}");
+  r = cli(dir, "eval --run runs/r");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("not a flowmatch checkpoint"), std::string::npos) << r.err;
+  r = cli(dir, "train --out runs/r --resume");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("not a flowmatch checkpoint"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "s.npy"));
+  EXPECT_FALSE(fs::exists(dir / "runs/r/metrics.json"));
+  // A .npy that is not one.
+  std::ofstream(dir / "bad.npy") << "garbage";
+  r = cli(dir, "eval --samples bad.npy --reference bad.npy");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("bad.npy"), std::string::npos) << r.err;
+}
+
+TEST(CLI, ConfigFileSetsFlagsAndTheCommandLineWins) {
+  fmtest::TempDir dir;
+  std::ofstream(dir / "run.toml") << "steps = 30\nbatch = 16\nwidth = 8\n[train]\ndepth = 1\nquiet = true\n";
+  Result r = cli(dir, "train --config run.toml --out runs/c --batch 24 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto config = nlohmann::json::parse(fm::io::read_file(dir / "runs/c/config.json"));
+  EXPECT_EQ(config["training"]["steps"], 30);
+  EXPECT_EQ(config["training"]["batch"], 24);
+  EXPECT_EQ(config["model"]["options"]["width"], 8);
+  EXPECT_EQ(config["model"]["options"]["depth"], 1);
+  std::ofstream(dir / "bad.toml") << "stepz = 30\n";
+  r = cli(dir, "train --config bad.toml --out runs/d");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("stepz"), std::string::npos) << r.err;
+}
+
+TEST(CLI, ResumeExtendsARunAndRefusesToChangeIt) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out runs/r ") + kTiny + " --checkpoint-every 20").code, 0);
+  Result again = cli(dir, std::string("train --out runs/r ") + kTiny);
+  EXPECT_EQ(again.code, 2);
+  EXPECT_NE(again.err.find("--resume"), std::string::npos);
+  Result changed = cli(dir, "train --out runs/r --resume --width 32");
+  EXPECT_EQ(changed.code, 2);
+  EXPECT_NE(changed.err.find("--width"), std::string::npos) << changed.err;
+  Result more = cli(dir, "train --out runs/r --resume --steps 90 --quiet --threads 1");
+  ASSERT_EQ(more.code, 0) << more.err;
+  EXPECT_TRUE(fs::exists(dir / "runs/r/checkpoints/step-90.ckpt"));
+  // metrics.jsonl: one line per 10 steps, none repeated.
+  std::ifstream in(dir / "runs/r/metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(in, line);) steps.push_back(nlohmann::json::parse(line)["step"]);
+  ASSERT_EQ(steps.size(), 9u);
+  EXPECT_EQ(steps.back(), 90);
+}
+
+TEST(CLI, InterruptedRunResumesToTheSameModel) {
+  fmtest::TempDir dir;
+  const std::string flags = " --steps 3000 --batch 64 --width 16 --depth 2 --threads 1 --log-every 10 --checkpoint-every 500";
+  ASSERT_EQ(cli(dir, "train --out runs/straight --quiet" + flags).code, 0);
+  // Interrupt once training has started, then resume.
+  const std::string cmd = "sh -c '" + std::string(FLOWMATCH_CLI) + " train --out runs/cut --quiet" + flags +
+                          " & pid=$!; i=0; while [ ! -s runs/cut/metrics.jsonl ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done;"
+                          " kill -INT $pid; wait $pid; echo $? > code'";
+  ASSERT_EQ(std::system(("cd '" + dir.str() + "' && " + cmd).c_str()), 0);
+  EXPECT_EQ(fm::io::read_file(dir / "code"), "130\n");
+  auto cut = entries(dir / "runs/cut/checkpoints");
+  ASSERT_FALSE(cut.empty());
+  EXPECT_NE(cut.back(), "step-3000.ckpt") << "the interrupt came too late to test anything";
+  Result resumed = cli(dir, "train --out runs/cut --resume --quiet");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  ASSERT_EQ(cli(dir, "sample --run runs/straight --n 200 --out a.npy --threads 1").code, 0);
+  ASSERT_EQ(cli(dir, "sample --run runs/cut --n 200 --out b.npy --threads 1").code, 0);
+  EXPECT_EQ(fm::io::read_file(dir / "a.npy"), fm::io::read_file(dir / "b.npy"));
+}

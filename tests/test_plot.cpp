@@ -1,0 +1,73 @@
+// Plots decode as PNGs of the requested size with the series' colours in them.
+#include <filesystem>
+
+#include <stb_image.h>
+
+#include "flowmatch/io/plot.h"
+#include "test_util.h"
+
+namespace fm = flowmatch;
+
+namespace {
+struct Image {
+  int w = 0, h = 0;
+  std::vector<unsigned char> rgb;
+  int64_t count_near(const fm::io::Color& c, int tol = 40) const {
+    int64_t n = 0;
+    for (size_t k = 0; k + 2 < rgb.size(); k += 3)
+      if (std::abs(rgb[k] - c[0]) < tol && std::abs(rgb[k + 1] - c[1]) < tol && std::abs(rgb[k + 2] - c[2]) < tol) ++n;
+    return n;
+  }
+};
+Image load(const std::string& path) {
+  Image img;
+  int channels = 0;
+  unsigned char* data = stbi_load(path.c_str(), &img.w, &img.h, &channels, 3);
+  if (data != nullptr) {
+    img.rgb.assign(data, data + img.w * img.h * 3);
+    stbi_image_free(data);
+  }
+  return img;
+}
+size_t files_in(const std::string& dir) {
+  size_t n = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir)) n += e.is_regular_file();
+  return n;
+}
+}  // namespace
+
+TEST(Plot, ScatterShowsEverySeries) {
+  fmtest::TempDir dir;
+  fm::io::PlotStyle style;
+  style.width = 320;
+  style.height = 240;
+  style.title = "test";
+  fm::io::write_scatter_png(dir / "s.png",
+                            {{at::randn({500, 2}), {0, 0, 255}, "blue", 1.0f}, {at::randn({500, 2}) + 2, {255, 0, 0}, "red", 1.0f}},
+                            style);
+  Image img = load(dir / "s.png");
+  EXPECT_EQ(img.w, 320);
+  EXPECT_EQ(img.h, 240);
+  EXPECT_GT(img.count_near({0, 0, 255}), 200);
+  EXPECT_GT(img.count_near({255, 0, 0}), 200);
+  EXPECT_EQ(files_in(dir.str()), 1u);  // no temporary file left
+}
+
+TEST(Plot, TrajectoriesAndLines) {
+  fmtest::TempDir dir;
+  at::Tensor states = at::stack({at::zeros({20, 2}), at::randn({20, 2}), at::randn({20, 2}) * 3});
+  fm::io::write_trajectories_png(dir / "t.png", states, {});
+  Image t = load(dir / "t.png");
+  EXPECT_EQ(t.w, 640);
+  EXPECT_GT(t.count_near({214, 39, 40}, 20), 20);  // end points
+  fm::io::write_line_png(dir / "l.png", {{{1, 2, 3, 4}, {1.0, 0.1, 0.01, 0.001}, {0, 160, 0}, "loss"}}, {}, true);
+  EXPECT_GT(load(dir / "l.png").count_near({0, 160, 0}, 20), 50);
+}
+
+TEST(Plot, RejectsBadShapesAndPaths) {
+  fmtest::TempDir dir;
+  EXPECT_THROW(fm::io::write_scatter_png(dir / "x.png", {{at::zeros({5, 3}), {0, 0, 0}, ""}}, {}), std::invalid_argument);
+  EXPECT_THROW(fm::io::write_trajectories_png(dir / "x.png", at::zeros({1, 5, 2}), {}), std::invalid_argument);
+  EXPECT_THROW(fm::io::write_scatter_png("/nonexistent/dir/x.png", {{at::zeros({5, 2}), {0, 0, 0}, ""}}, {}),
+               std::runtime_error);
+}

@@ -1,0 +1,96 @@
+// Fixed-step solvers on dx/dt = A x (exact solution exp(tA) x0): order of convergence, NFE.
+#include <cmath>
+
+#include "flowmatch/solvers.h"
+#include "test_util.h"
+
+namespace fm = flowmatch;
+
+namespace {
+// A rotation with decay: exact flow x(t) = e^{-0.5 t} R(2t) x0.
+at::Tensor matrix() { return at::tensor({-0.5, -2.0, 2.0, -0.5}, at::kDouble).view({2, 2}); }
+fm::VelocityField linear_field() {
+  at::Tensor a = matrix();
+  return [a](const at::Tensor& x, const at::Tensor&) { return x.mm(a.t()); };
+}
+at::Tensor exact(const at::Tensor& x0, double t) {
+  const double c = std::cos(2 * t), s = std::sin(2 * t), d = std::exp(-0.5 * t);
+  at::Tensor r = at::tensor({c, -s, s, c}, at::kDouble).view({2, 2}) * d;
+  return x0.mm(r.t());
+}
+double error(fm::SolverMethod method, int64_t steps) {
+  at::Tensor x0 = at::tensor({1.0, 0.5, -0.3, 2.0}, at::kDouble).view({2, 2});
+  auto r = fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(method).steps(steps).t1(2.0));
+  return (r.x - exact(x0, 2.0)).abs().max().item<double>();
+}
+}  // namespace
+
+TEST(Solvers, OrderOfConvergenceOnALinearODE) {
+  const std::pair<fm::SolverMethod, double> cases[] = {{fm::SolverMethod::Euler, 1.0},
+                                                       {fm::SolverMethod::Midpoint, 2.0},
+                                                       {fm::SolverMethod::Heun, 2.0},
+                                                       {fm::SolverMethod::RK4, 4.0}};
+  for (const auto& [method, order] : cases) {
+    // Least-squares slope of log error against log step over step counts 64..512.
+    std::vector<double> lx, ly;
+    for (int64_t steps : {64, 128, 256, 512}) {
+      lx.push_back(std::log(2.0 / steps));
+      ly.push_back(std::log(error(method, steps)));
+    }
+    double mx = 0, my = 0;
+    for (size_t k = 0; k < lx.size(); ++k) mx += lx[k] / lx.size(), my += ly[k] / ly.size();
+    double num = 0, den = 0;
+    for (size_t k = 0; k < lx.size(); ++k) num += (lx[k] - mx) * (ly[k] - my), den += (lx[k] - mx) * (lx[k] - mx);
+    EXPECT_NEAR(num / den, order, 0.2) << fm::to_string(method);
+  }
+}
+
+TEST(Solvers, ReportedNFEEqualsTheCallsTheFieldSaw) {
+  for (auto method : {fm::SolverMethod::Euler, fm::SolverMethod::Midpoint, fm::SolverMethod::Heun, fm::SolverMethod::RK4}) {
+    fm::CountingVelocityField counter(linear_field());
+    auto r = fm::solve_ode(counter.field(), at::ones({3, 2}, at::kDouble), fm::SolverOptions().method(method).steps(17));
+    EXPECT_EQ(r.nfe, counter.calls());
+    EXPECT_EQ(r.nfe, 17 * fm::evaluations_per_step(method));
+    EXPECT_EQ(r.steps, 17);
+  }
+}
+
+TEST(Solvers, EulerOneStepIsExactlyXPlusV) {
+  at::Tensor x0 = at::tensor({1.0, 2.0}, at::kDouble).view({1, 2});
+  auto r = fm::solve_ode(linear_field(), x0, fm::SolverOptions().steps(1));
+  EXPECT_TRUE(fmtest::AllClose(r.x, x0 + x0.mm(matrix().t()), 0, 1e-15));
+}
+
+TEST(Solvers, ExplicitGridReverseTimeAndTrajectory) {
+  at::Tensor x0 = at::tensor({1.0, 0.0}, at::kDouble).view({1, 2});
+  auto forward = fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::RK4).steps(200));
+  // Integrating back from t = 1 to 0 returns to the start (to RK4's accuracy).
+  auto back = fm::solve_ode(linear_field(), forward.x, fm::SolverOptions().method(fm::SolverMethod::RK4).steps(200).t0(1).t1(0));
+  EXPECT_TRUE(fmtest::AllClose(back.x, x0, 0, 1e-9));
+  auto grid = fm::solve_ode(linear_field(), x0,
+                            fm::SolverOptions().time_grid({0.0, 0.1, 0.5, 1.0}).record_trajectory(true));
+  EXPECT_EQ(grid.steps, 3);
+  ASSERT_EQ(grid.trajectory.size(), 4u);
+  EXPECT_TRUE(at::equal(grid.trajectory.front(), x0));
+  EXPECT_TRUE(at::equal(grid.trajectory.back(), grid.x));
+  EXPECT_EQ(grid.times, (std::vector<double>{0.0, 0.1, 0.5, 1.0}));
+}
+
+TEST(Solvers, GradientsFlowThroughTheSolveWhenEnabled) {
+  at::Tensor x0 = at::tensor({1.0, 0.5}, at::kDouble).view({1, 2}).requires_grad_();
+  auto r = fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::Heun).steps(10));
+  r.x.sum().backward();
+  ASSERT_TRUE(x0.grad().defined());
+  EXPECT_GT(x0.grad().abs().sum().item<double>(), 0);
+}
+
+TEST(Solvers, RejectsBadOptions) {
+  at::Tensor x0 = at::zeros({1, 2}, at::kDouble);
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().steps(0)), std::invalid_argument);
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().t0(1).t1(1)), std::invalid_argument);
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().time_grid({0.0, 0.5, 0.4})), std::invalid_argument);
+  EXPECT_THROW(fm::solve_ode(fm::VelocityField(), x0, fm::SolverOptions()), std::invalid_argument);
+  auto wrong = [](const at::Tensor& x, const at::Tensor&) { return x.sum(1); };
+  EXPECT_THROW(fm::solve_ode(wrong, x0, fm::SolverOptions()), c10::Error);
+  EXPECT_THROW(fm::solver_method_from_string("leapfrog"), std::invalid_argument);
+}
