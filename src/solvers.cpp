@@ -14,7 +14,8 @@ SolverMethod solver_method_from_string(const std::string& name) {
   if (name == "midpoint") return SolverMethod::Midpoint;
   if (name == "heun") return SolverMethod::Heun;
   if (name == "rk4") return SolverMethod::RK4;
-  throw std::invalid_argument("unknown solver '" + name + "' (expected: euler, midpoint, heun, rk4)");
+  if (name == "dopri5") return SolverMethod::Dopri5;
+  throw std::invalid_argument("unknown solver '" + name + "' (expected: euler, midpoint, heun, rk4, dopri5)");
 }
 
 std::string to_string(SolverMethod method) {
@@ -23,6 +24,7 @@ std::string to_string(SolverMethod method) {
     case SolverMethod::Midpoint: return "midpoint";
     case SolverMethod::Heun: return "heun";
     case SolverMethod::RK4: return "rk4";
+    case SolverMethod::Dopri5: return "dopri5";
   }
   return "?";
 }
@@ -33,6 +35,7 @@ int64_t evaluations_per_step(SolverMethod method) {
     case SolverMethod::Midpoint: return 2;
     case SolverMethod::Heun: return 2;
     case SolverMethod::RK4: return 4;
+    case SolverMethod::Dopri5: return 6;
   }
   return 0;
 }
@@ -64,9 +67,154 @@ std::vector<double> time_grid(const SolverOptions& options) {
   return grid;
 }
 
+namespace {
+
+// Dormand–Prince 5(4) tableau (Hairer, Nørsett & Wanner, Solving ODEs I, Table 5.2).
+constexpr double kC[7] = {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0};
+constexpr double kA[7][6] = {
+    {},
+    {1.0 / 5},
+    {3.0 / 40, 9.0 / 40},
+    {44.0 / 45, -56.0 / 15, 32.0 / 9},
+    {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729},
+    {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656},
+    {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84}};
+// Fifth-order weights minus the embedded fourth-order ones (stage 7 is f at the new point).
+constexpr double kE[7] = {71.0 / 57600, 0.0, -71.0 / 16695, 71.0 / 1920, -17253.0 / 339200, 22.0 / 525, -1.0 / 40};
+
+// The largest per-sample RMS of err / (atol + rtol·max(|a|, |b|)).
+double error_norm(const at::Tensor& err, const at::Tensor& a, const at::Tensor& b, double atol, double rtol) {
+  at::Tensor scale = at::maximum(a.abs(), b.abs()).mul_(rtol).add_(atol);
+  at::Tensor ratio = (err / scale).square_();
+  if (ratio.dim() == 0) return std::sqrt(ratio.item<double>());
+  return ratio.reshape({ratio.size(0), -1}).mean(1).max().sqrt().item<double>();
+}
+
+}  // namespace
+
+static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+  if (!(options.atol() > 0) || !(options.rtol() >= 0) || !std::isfinite(options.atol()) || !std::isfinite(options.rtol())) {
+    throw std::invalid_argument("dopri5 needs atol > 0 and rtol >= 0, got atol=" + std::to_string(options.atol()) +
+                                " rtol=" + std::to_string(options.rtol()));
+  }
+  if (options.max_steps() < 1) throw std::invalid_argument("dopri5 max_steps must be >= 1, got " + std::to_string(options.max_steps()));
+  if (!(options.initial_step() >= 0) || !std::isfinite(options.initial_step())) {
+    throw std::invalid_argument("dopri5 initial_step must be finite and >= 0, got " + std::to_string(options.initial_step()));
+  }
+  std::vector<double> outputs = options.time_grid();
+  if (outputs.empty()) {
+    if (!std::isfinite(options.t0()) || !std::isfinite(options.t1()) || options.t0() == options.t1()) {
+      throw std::invalid_argument("solver needs finite t0 != t1, got t0=" + std::to_string(options.t0()) +
+                                  " t1=" + std::to_string(options.t1()));
+    }
+    outputs = {options.t0(), options.t1()};
+  } else {
+    outputs = time_grid(options);  // validates monotonicity
+  }
+  const double t_end = outputs.back();
+  const double direction = t_end > outputs.front() ? 1.0 : -1.0;
+  const bool every_step = options.record_trajectory() && options.time_grid().empty();
+  const double atol = options.atol(), rtol = options.rtol();
+
+  SolveResult result;
+  auto call = [&](const at::Tensor& state, double t) {
+    ++result.nfe;
+    at::Tensor v = field(state, at::scalar_tensor(t, x0.options()));
+    TORCH_CHECK(v.sizes() == state.sizes(), "velocity field returned shape ", v.sizes(), " for a state of shape ",
+                state.sizes());
+    return v;
+  };
+  double t = outputs.front();
+  at::Tensor x = x0;
+  if (options.record_trajectory()) {
+    result.trajectory.push_back(x0.clone());
+    result.times.push_back(t);
+  }
+  at::Tensor k[7];
+  k[0] = call(x, t);
+
+  double h = options.initial_step();
+  if (h == 0.0) {
+    // Hairer's starting step: from the sizes of x and v, then one trial Euler step.
+    auto norm = [&](const at::Tensor& v) { return error_norm(v, x, x, atol, rtol); };
+    const double d0 = norm(x), d1 = norm(k[0]);
+    double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+    h0 = std::min(h0, std::fabs(t_end - t));
+    at::Tensor f1 = call(x + (direction * h0) * k[0], t + direction * h0);
+    const double d2 = norm(f1 - k[0]) / h0;
+    const double h1 = std::max(d1, d2) <= 1e-15 ? std::max(1e-6, h0 * 1e-3) : std::pow(0.01 / std::max(d1, d2), 1.0 / 5);
+    h = std::min(100 * h0, h1);
+  }
+  h = std::min(h, std::fabs(t_end - t));
+
+  // PI step-size control (Hairer's DOPRI5: β = 0.04, exponent 0.2 − 0.75β, factors in [0.2, 10]).
+  const double beta = 0.04, exponent = 0.2 - beta * 0.75, safety = 0.9;
+  double previous_error = 1e-4;
+  size_t next_output = 1;
+  int64_t attempts = 0;
+  while (direction * (t_end - t) > 0) {
+    if (++attempts > options.max_steps()) {
+      throw std::runtime_error("dopri5 did not reach t=" + std::to_string(t_end) + " within " +
+                               std::to_string(options.max_steps()) + " steps (at t=" + std::to_string(t) +
+                               "); loosen atol/rtol or raise max_steps");
+    }
+    // Land exactly on the next requested output time.
+    const double target = outputs[next_output];
+    bool lands = false;
+    if (h >= std::fabs(target - t) * (1 - 1e-12)) {
+      h = std::fabs(target - t);
+      lands = true;
+    }
+    const double hs = direction * h;
+    auto combine = [&](int row) {  // x + h Σ_j a[row][j] k_j
+      at::Tensor stage = x.clone();
+      for (int j = 0; j < row; ++j)
+        if (kA[row][j] != 0.0) stage.add_(k[j], hs * kA[row][j]);
+      return stage;
+    };
+    for (int s = 1; s < 6; ++s) k[s] = call(combine(s), t + kC[s] * hs);
+    at::Tensor x_new = combine(6);
+    k[6] = call(x_new, t + hs);
+    at::Tensor err = at::zeros_like(x);
+    for (int j = 0; j < 7; ++j)
+      if (kE[j] != 0.0) err.add_(k[j], hs * kE[j]);
+    const double e = error_norm(err, x, x_new, atol, rtol);
+    if (!std::isfinite(e)) {
+      throw std::runtime_error("dopri5: non-finite error estimate at t=" + std::to_string(t) +
+                               " (does the velocity field return NaN or Inf?)");
+    }
+    if (e <= 1.0) {
+      t = lands ? target : t + hs;
+      x = x_new;
+      k[0] = k[6];  // first same as last
+      ++result.steps;
+      if (lands) {
+        if (options.record_trajectory() && !every_step) {
+          result.trajectory.push_back(x.clone());
+          result.times.push_back(t);
+        }
+        ++next_output;
+      }
+      if (every_step) {
+        result.trajectory.push_back(x.clone());
+        result.times.push_back(t);
+      }
+      const double factor = std::pow(std::max(e, 1e-10), exponent) / std::pow(previous_error, beta);
+      h = h / std::clamp(factor / safety, 0.1, 5.0);
+      previous_error = std::max(e, 1e-4);
+    } else {
+      ++result.rejected_steps;
+      h = h / std::min(5.0, std::pow(e, exponent) / safety);
+    }
+  }
+  result.x = x;
+  return result;
+}
+
 SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
   if (!field) throw std::invalid_argument("solve_ode: velocity field is empty");
   TORCH_CHECK(x0.defined() && x0.is_floating_point(), "solve_ode: x0 must be a floating-point tensor");
+  if (options.method() == SolverMethod::Dopri5) return solve_dopri5(field, x0, options);
   const std::vector<double> grid = time_grid(options);
   const SolverMethod method = options.method();
   // In-place updates are safe only when no autograd graph refers to the state.
@@ -122,6 +270,8 @@ SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const So
         axpy(x, k1 + 2.0 * (k2 + k3) + k4, h / 6.0);
         break;
       }
+      case SolverMethod::Dopri5:
+        break;  // handled by solve_dopri5
     }
     ++result.steps;
     if (options.record_trajectory()) result.trajectory.push_back(x.clone());

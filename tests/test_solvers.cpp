@@ -94,3 +94,51 @@ TEST(Solvers, RejectsBadOptions) {
   EXPECT_THROW(fm::solve_ode(wrong, x0, fm::SolverOptions()), c10::Error);
   EXPECT_THROW(fm::solver_method_from_string("leapfrog"), std::invalid_argument);
 }
+
+TEST(Dopri5, MeetsItsToleranceAndTighterToleranceGivesSmallerError) {
+  at::Tensor x0 = at::tensor({1.0, 0.5, -0.3, 2.0}, at::kDouble).view({2, 2});
+  double previous = 1e300;
+  for (double tol : {1e-4, 1e-6, 1e-8, 1e-10}) {
+    auto r = fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(tol).rtol(tol).t1(2.0));
+    const double err = (r.x - exact(x0, 2.0)).abs().max().item<double>();
+    // Local error per step ≤ tol; over ~tens of steps the global error stays within 10·tol·|x|.
+    EXPECT_LT(err, 10 * tol * 2.0) << "tol " << tol;
+    EXPECT_LT(err, previous);
+    previous = err;
+  }
+}
+
+TEST(Dopri5, NFEIsExactlyCountedAndAccountedFor) {
+  for (double h0 : {0.0, 0.05}) {
+    fm::CountingVelocityField counter(linear_field());
+    auto r = fm::solve_ode(counter.field(), at::ones({4, 2}, at::kDouble),
+                           fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-9).rtol(1e-9).initial_step(h0));
+    EXPECT_EQ(r.nfe, counter.calls());
+    // One evaluation at the start, one more for the automatic first step, six per attempted step.
+    EXPECT_EQ(r.nfe, 1 + (h0 == 0.0 ? 1 : 0) + 6 * (r.steps + r.rejected_steps));
+    EXPECT_GT(r.steps, 3);
+  }
+  // A first step far too large must be rejected and shrunk.
+  auto r = fm::solve_ode(linear_field(), at::ones({1, 2}, at::kDouble),
+                         fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-10).rtol(1e-10).initial_step(1.0));
+  EXPECT_GT(r.rejected_steps, 0);
+}
+
+TEST(Dopri5, LandsOnRequestedTimesForwardAndBackward) {
+  at::Tensor x0 = at::tensor({1.0, -1.0}, at::kDouble).view({1, 2});
+  auto r = fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-10).rtol(1e-10)
+                                                 .time_grid({0.0, 0.3, 0.7, 1.5}).record_trajectory(true));
+  ASSERT_EQ(r.times, (std::vector<double>{0.0, 0.3, 0.7, 1.5}));
+  for (size_t k = 0; k < r.times.size(); ++k) EXPECT_TRUE(fmtest::AllClose(r.trajectory[k], exact(x0, r.times[k]), 0, 1e-8));
+  auto back = fm::solve_ode(linear_field(), r.x, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-10).rtol(1e-10).t0(1.5).t1(0.0));
+  EXPECT_TRUE(fmtest::AllClose(back.x, x0, 0, 1e-8));
+}
+
+TEST(Dopri5, GivesUpAfterMaxStepsAndRejectsBadTolerances) {
+  at::Tensor x0 = at::ones({1, 2}, at::kDouble);
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-12).rtol(1e-12).max_steps(3)),
+               std::runtime_error);
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(0)), std::invalid_argument);
+  auto nan_field = [](const at::Tensor& x, const at::Tensor&) { return x * NAN; };
+  EXPECT_THROW(fm::solve_ode(nan_field, x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5)), std::runtime_error);
+}

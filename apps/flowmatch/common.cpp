@@ -24,6 +24,9 @@ void add_common_flags(CLI::App* app, CommonFlags& flags) {
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app->add_option("--seed", flags.seed, "random seed")->capture_default_str();
+  // Read before parsing (expand_config_file); declared here so that --help lists it.
+  app->add_option("--config", "flags from a TOML/INI file (keys = flag names, top level or under [COMMAND]); "
+                              "the command line wins");
 }
 
 c10::Device apply_common_flags(const CommonFlags& flags) {

@@ -22,6 +22,7 @@ struct SampleFlags {
   CommonFlags common;
   std::string run, out, checkpoint, solver = "euler";
   int64_t n = 10000, steps = 100, trajectories = 0;
+  double atol = 1e-5, rtol = 1e-5;
 };
 
 int run_sample(SampleFlags& f) {
@@ -32,7 +33,7 @@ int run_sample(SampleFlags& f) {
   auto model = load_run_model(run, f.checkpoint, device);
   auto source = run_sampler(run, "source");
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(f.common.seed);
-  auto options = fm::SolverOptions().method(fm::solver_method_from_string(f.solver)).steps(f.steps);
+  auto options = fm::SolverOptions().method(fm::solver_method_from_string(f.solver)).steps(f.steps).atol(f.atol).rtol(f.rtol);
 
   c10::InferenceMode guard;
   at::Tensor x0 = source(f.n, gen).to(device);
@@ -41,7 +42,8 @@ int run_sample(SampleFlags& f) {
   fm::io::save_npy(f.out, x);
   const std::string png = with_extension(f.out, ".png");
   fm::io::PlotStyle style;
-  style.title = "samples: " + f.solver + " " + std::to_string(f.steps) + " steps, NFE " + std::to_string(result.nfe);
+  const std::string how = f.solver == "dopri5" ? "dopri5" : f.solver + " " + std::to_string(f.steps) + " steps";
+  style.title = "samples: " + how + ", NFE " + std::to_string(result.nfe);
   fm::io::write_scatter_png(png, {{x, {214, 39, 40}, "generated", 0.3f}}, style);
   std::cout << "wrote " << f.out << " (" << x.size(0) << " x " << x.size(1) << ", float32) and " << png << "; NFE "
             << result.nfe << "\n";
@@ -50,7 +52,7 @@ int run_sample(SampleFlags& f) {
     auto traj = fm::solve_ode(fm::as_velocity_field(model), x0.slice(0, 0, k), fm::SolverOptions(options).record_trajectory(true));
     const std::string tpng = with_extension(f.out, "") + "-trajectories.png";
     fm::io::PlotStyle ts;
-    ts.title = std::to_string(k) + " trajectories, " + f.solver + " " + std::to_string(f.steps) + " steps";
+    ts.title = std::to_string(k) + " trajectories, " + how;
     fm::io::write_trajectories_png(tpng, at::stack(traj.trajectory).to(at::kCPU), ts);
     std::cout << "wrote " << tpng << "\n";
   }
@@ -66,8 +68,10 @@ Command register_sample(CLI::App& root) {
   app->add_option("--run", f.run, "run folder written by 'flowmatch train'")->required();
   app->add_option("--n", f.n, "number of samples")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--steps", f.steps, "solver steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--solver", f.solver, "euler, midpoint, heun or rk4")
-      ->check(CLI::IsMember({"euler", "midpoint", "heun", "rk4"}))->capture_default_str();
+  app->add_option("--solver", f.solver, "euler, midpoint, heun, rk4 (fixed --steps) or dopri5 (adaptive, --atol/--rtol)")
+      ->check(CLI::IsMember({"euler", "midpoint", "heun", "rk4", "dopri5"}))->capture_default_str();
+  app->add_option("--atol", f.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--rtol", f.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--out", f.out, "output .npy (float32, shape (n, 2)); default RUN/samples.npy; the PNG goes beside it");
   app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest)");
   app->add_option("--trajectories", f.trajectories, "also plot this many trajectories to OUT-trajectories.png")

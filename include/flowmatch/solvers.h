@@ -13,13 +13,14 @@
 
 namespace flowmatch {
 
-/// Explicit Runge–Kutta methods with a fixed time grid. Evaluations per step:
-/// Euler 1, Midpoint 2, Heun 2, RK4 4.
-enum class SolverMethod { Euler, Midpoint, Heun, RK4 };
+/// Explicit Runge–Kutta methods. Fixed grid: Euler (1 evaluation per step), Midpoint (2),
+/// Heun (2), RK4 (4). Adaptive: Dopri5, the Dormand–Prince 5(4) pair (6 evaluations per step
+/// with first-same-as-last reuse, plus 2 for the initial step size when it is not given).
+enum class SolverMethod { Euler, Midpoint, Heun, RK4, Dopri5 };
 
 SolverMethod solver_method_from_string(const std::string& name);
 std::string to_string(SolverMethod method);
-/// Velocity evaluations per step of `method`.
+/// Velocity evaluations per step of a fixed-step `method` (6 for Dopri5's accepted steps after the first).
 int64_t evaluations_per_step(SolverMethod method);
 
 /// Options for `solve_ode`.
@@ -38,7 +39,17 @@ struct SolverOptions {
   /// An explicit, strictly monotone grid (first = start, last = end); overrides steps/t0/t1.
   TORCH_ARG(std::vector<double>, time_grid) = {};
   /// Keep the state at every grid time (including the start) in `SolveResult::trajectory`.
+  /// For Dopri5 the grid (when given) lists the output times, which steps land on exactly;
+  /// without a grid every accepted step is kept.
   TORCH_ARG(bool, record_trajectory) = false;
+  /// Dopri5: absolute and relative tolerances. A step is accepted when, for every sample b,
+  /// sqrt(mean_d (err_bd / (atol + rtol·max(|x_bd|, |x_new,bd|)))²) ≤ 1.
+  TORCH_ARG(double, atol) = 1e-5;
+  TORCH_ARG(double, rtol) = 1e-5;
+  /// Dopri5: the most steps (accepted + rejected) before giving up with std::runtime_error.
+  TORCH_ARG(int64_t, max_steps) = 100000;
+  /// Dopri5: first step size (0: Hairer's automatic choice, 2 extra evaluations).
+  TORCH_ARG(double, initial_step) = 0.0;
 };
 
 struct SolveResult {
@@ -46,7 +57,8 @@ struct SolveResult {
   std::vector<at::Tensor> trajectory;  ///< states at `times` (when recorded)
   std::vector<double> times;         ///< grid times of `trajectory`
   int64_t nfe = 0;                   ///< velocity evaluations made
-  int64_t steps = 0;                 ///< steps taken
+  int64_t steps = 0;                 ///< accepted steps
+  int64_t rejected_steps = 0;        ///< rejected steps (adaptive methods)
 };
 
 /// The grid `options` describes (validated: ≥ 2 points, strictly monotone, finite).
