@@ -68,9 +68,13 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
     optimizer_ = std::make_unique<torch::optim::AdamW>(
         model_->parameters(), torch::optim::AdamWOptions(options_.lr()).weight_decay(options_.weight_decay()));
   }
+  parameters_ = model_->parameters();
+  if (parameters_.empty()) throw std::invalid_argument("Trainer: the model has no parameters");
   if (options_.ema_decay() > 0) {
     ema_ = model_->clone_model();
-    for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+    ema_->to(parameters_.front().device());
+    ema_parameters_ = ema_->parameters();
+    for (auto& p : ema_parameters_) p.set_requires_grad(false);
   }
 }
 
@@ -95,9 +99,7 @@ void Trainer::update_ema() {
   if (!ema_) return;
   torch::NoGradGuard no_grad;
   const double d = options_.ema_decay();
-  auto ema_params = ema_->parameters();
-  auto params = model_->parameters();
-  for (size_t k = 0; k < params.size(); ++k) ema_params[k].mul_(d).add_(params[k].detach(), 1 - d);
+  for (size_t k = 0; k < parameters_.size(); ++k) ema_parameters_[k].mul_(d).add_(parameters_[k].detach(), 1 - d);
 }
 
 std::shared_ptr<models::VelocityModel> Trainer::sampling_model() const { return ema_ ? ema_ : model_; }
@@ -109,7 +111,7 @@ double Trainer::train_step() {
   CoupledBatch pair = problem_.coupling->pair(x0, x1, generator_);
   at::Tensor t = at::rand({b}, generator_, at::kFloat);
   PathSample s = problem_.path->sample(pair.x0, pair.x1, t, generator_);
-  const auto device = model_->parameters().front().device();
+  const auto device = parameters_.front().device();
   at::Tensor xt = s.x_t.to(device), target = s.velocity.to(device), td = t.to(device);
 
   apply_lr(lr_at(step_));
@@ -121,7 +123,7 @@ double Trainer::train_step() {
                              std::to_string(step_ + 1) + "; the last checkpoint is kept");
   }
   loss.backward();
-  if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), options_.grad_clip());
+  if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
   optimizer_->step();
   update_ema();
   ++step_;

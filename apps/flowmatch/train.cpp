@@ -216,9 +216,7 @@ int run_train(TrainFlags& f, CLI::App* app) {
   install_interrupt_handlers();
   auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
   fm::TrainCallbacks callbacks;
-  double last_it_per_s = 0;
   callbacks.progress = [&](const fm::TrainProgress& p) {
-    last_it_per_s = p.it_per_s;
     metrics << json{{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}}.dump() << "\n";
     metrics.flush();
     const auto now = std::chrono::steady_clock::now();
@@ -251,7 +249,6 @@ int run_train(TrainFlags& f, CLI::App* app) {
   std::cout << "trained " << (trainer.step() - first) << " steps in " << format_duration(seconds) << " ("
             << static_cast<long>(rate) << " it/s); checkpoint " << last_checkpoint << "; loss curve " << run.dir
             << "/loss.png\n";
-  (void)last_it_per_s;
   return kExitOk;
 }
 

@@ -89,7 +89,8 @@ struct FlowMatchingProblem {
 
 class Trainer {
  public:
-  /// The model's parameters should already be initialised (seed the global RNG before building it).
+  /// The model's parameters should already be initialised (seed the global RNG before building it)
+  /// and on the device to train on; batches are moved to that device.
   Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProblem problem,
           TrainerOptions options);
 
@@ -121,6 +122,7 @@ class Trainer {
 
   std::shared_ptr<models::VelocityModel> model_;
   std::shared_ptr<models::VelocityModel> ema_;
+  std::vector<at::Tensor> parameters_, ema_parameters_;  // cached: no per-step vector copies
   FlowMatchingProblem problem_;
   TrainerOptions options_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
