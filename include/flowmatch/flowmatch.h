@@ -9,6 +9,7 @@
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/plot.h"
+#include "flowmatch/likelihood.h"
 #include "flowmatch/loss.h"
 #include "flowmatch/metrics.h"
 #include "flowmatch/models/mlp.h"
