@@ -40,16 +40,22 @@ int64_t evaluations_per_step(SolverMethod method) {
   return 0;
 }
 
+namespace {
+void check_interval(const SolverOptions& options) {
+  if (!std::isfinite(options.t0()) || !std::isfinite(options.t1()) || options.t0() == options.t1()) {
+    throw std::invalid_argument("solver needs finite t0 != t1, got t0=" + std::to_string(options.t0()) +
+                                " t1=" + std::to_string(options.t1()));
+  }
+}
+}  // namespace
+
 std::vector<double> time_grid(const SolverOptions& options) {
   std::vector<double> grid = options.time_grid();
   if (grid.empty()) {
     if (options.steps() < 1) {
       throw std::invalid_argument("solver steps must be >= 1, got " + std::to_string(options.steps()));
     }
-    if (!std::isfinite(options.t0()) || !std::isfinite(options.t1()) || options.t0() == options.t1()) {
-      throw std::invalid_argument("solver needs finite t0 != t1, got t0=" + std::to_string(options.t0()) +
-                                  " t1=" + std::to_string(options.t1()));
-    }
+    check_interval(options);
     grid.resize(static_cast<size_t>(options.steps()) + 1);
     const double dt = (options.t1() - options.t0()) / static_cast<double>(options.steps());
     for (size_t k = 0; k < grid.size(); ++k) grid[k] = options.t0() + dt * static_cast<double>(k);
@@ -101,12 +107,9 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
   if (!(options.initial_step() >= 0) || !std::isfinite(options.initial_step())) {
     throw std::invalid_argument("dopri5 initial_step must be finite and >= 0, got " + std::to_string(options.initial_step()));
   }
-  std::vector<double> outputs = options.time_grid();
-  if (outputs.empty()) {
-    if (!std::isfinite(options.t0()) || !std::isfinite(options.t1()) || options.t0() == options.t1()) {
-      throw std::invalid_argument("solver needs finite t0 != t1, got t0=" + std::to_string(options.t0()) +
-                                  " t1=" + std::to_string(options.t1()));
-    }
+  std::vector<double> outputs;
+  if (options.time_grid().empty()) {
+    check_interval(options);
     outputs = {options.t0(), options.t1()};
   } else {
     outputs = time_grid(options);  // validates monotonicity
@@ -122,10 +125,19 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
     at::Tensor v = field(state, at::scalar_tensor(t, x0.options()));
     TORCH_CHECK(v.sizes() == state.sizes(), "velocity field returned shape ", v.sizes(), " for a state of shape ",
                 state.sizes());
-    return v;
+    return v.is_alias_of(state) ? v.clone() : v;  // the stage buffers are overwritten later
   };
+  // As for the fixed-step methods: buffers are reused in place only when no autograd graph can
+  // refer to them; with gradients enabled every stage is a new tensor.
+  const bool in_place = !at::GradMode::is_enabled();
   double t = outputs.front();
-  at::Tensor x = x0;
+  at::Tensor x = in_place ? x0.clone() : x0;
+  at::Tensor stage, x_new, err;
+  if (in_place) {
+    stage = at::empty_like(x0);
+    x_new = at::empty_like(x0);
+    err = at::empty_like(x0);
+  }
   if (options.record_trajectory()) {
     result.trajectory.push_back(x0.clone());
     result.times.push_back(t);
@@ -166,16 +178,26 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
       lands = true;
     }
     const double hs = direction * h;
-    auto combine = [&](int row) {  // x + h Σ_j a[row][j] k_j
-      at::Tensor stage = x.clone();
+    auto combine = [&](int row, at::Tensor& into) {  // x + h Σ_j a[row][j] k_j
+      if (in_place) {
+        into.copy_(x);
+      } else {
+        into = x.clone();
+      }
       for (int j = 0; j < row; ++j)
-        if (kA[row][j] != 0.0) stage.add_(k[j], hs * kA[row][j]);
-      return stage;
+        if (kA[row][j] != 0.0) into.add_(k[j], hs * kA[row][j]);
     };
-    for (int s = 1; s < 6; ++s) k[s] = call(combine(s), t + kC[s] * hs);
-    at::Tensor x_new = combine(6);
+    for (int s = 1; s < 6; ++s) {
+      combine(s, stage);
+      k[s] = call(stage, t + kC[s] * hs);
+    }
+    combine(6, x_new);
     k[6] = call(x_new, t + hs);
-    at::Tensor err = at::zeros_like(x);
+    if (in_place) {
+      err.zero_();
+    } else {
+      err = at::zeros_like(x);
+    }
     for (int j = 0; j < 7; ++j)
       if (kE[j] != 0.0) err.add_(k[j], hs * kE[j]);
     const double e = error_norm(err, x, x_new, atol, rtol);
@@ -185,7 +207,7 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
     }
     if (e <= 1.0) {
       t = lands ? target : t + hs;
-      x = x_new;
+      std::swap(x, x_new);  // in place: the old state's buffer becomes the next x_new
       k[0] = k[6];  // first same as last
       ++result.steps;
       if (lands) {

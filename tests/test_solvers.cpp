@@ -142,3 +142,12 @@ TEST(Dopri5, GivesUpAfterMaxStepsAndRejectsBadTolerances) {
   auto nan_field = [](const at::Tensor& x, const at::Tensor&) { return x * NAN; };
   EXPECT_THROW(fm::solve_ode(nan_field, x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5)), std::runtime_error);
 }
+
+TEST(Dopri5, AFieldReturningItsInputIsNotCorruptedByBufferReuse) {
+  // dx/dt = x written as `return x`: the stage buffers must not alias the stored stages.
+  auto identity = [](const at::Tensor& x, const at::Tensor&) { return x; };
+  at::NoGradGuard no_grad;
+  auto r = fm::solve_ode(identity, at::ones({2, 2}, at::kDouble),
+                         fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-10).rtol(1e-10));
+  EXPECT_TRUE(fmtest::AllClose(r.x, at::full({2, 2}, std::exp(1.0), at::kDouble), 0, 1e-8));
+}

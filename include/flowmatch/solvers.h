@@ -14,13 +14,13 @@
 namespace flowmatch {
 
 /// Explicit Runge–Kutta methods. Fixed grid: Euler (1 evaluation per step), Midpoint (2),
-/// Heun (2), RK4 (4). Adaptive: Dopri5, the Dormand–Prince 5(4) pair (6 evaluations per step
-/// with first-same-as-last reuse, plus 2 for the initial step size when it is not given).
+/// Heun (2), RK4 (4). Adaptive: Dopri5, the Dormand–Prince 5(4) pair: one evaluation at the start,
+/// one more for the automatic first step, then 6 per attempted step (first-same-as-last reuse).
 enum class SolverMethod { Euler, Midpoint, Heun, RK4, Dopri5 };
 
 SolverMethod solver_method_from_string(const std::string& name);
 std::string to_string(SolverMethod method);
-/// Velocity evaluations per step of a fixed-step `method` (6 for Dopri5's accepted steps after the first).
+/// Velocity evaluations per step of `method` (for Dopri5: per attempted step).
 int64_t evaluations_per_step(SolverMethod method);
 
 /// Options for `solve_ode`.
@@ -48,7 +48,7 @@ struct SolverOptions {
   TORCH_ARG(double, rtol) = 1e-5;
   /// Dopri5: the most steps (accepted + rejected) before giving up with std::runtime_error.
   TORCH_ARG(int64_t, max_steps) = 100000;
-  /// Dopri5: first step size (0: Hairer's automatic choice, 2 extra evaluations).
+  /// Dopri5: first step size (0: Hairer's automatic choice, 1 extra evaluation).
   TORCH_ARG(double, initial_step) = 0.0;
 };
 
@@ -65,7 +65,9 @@ struct SolveResult {
 std::vector<double> time_grid(const SolverOptions& options);
 
 /// Integrates dx/dt = field(x, t) from the grid's first time to its last. The field is called
-/// with a 0-dim time tensor of x's dtype and device. Throws std::invalid_argument for bad options.
+/// with a 0-dim time tensor of x's dtype and device. With gradient mode off the solver reuses its
+/// state buffers in place, so the field must not keep the state tensor it is given beyond the call.
+/// Throws std::invalid_argument for bad options.
 SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options);
 
 }  // namespace flowmatch
