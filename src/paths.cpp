@@ -18,38 +18,114 @@ at::Tensor expand_time_like(const at::Tensor& t, const at::Tensor& x) {
   return t.to(x.options()).view(shape);
 }
 
-CondOTPath::CondOTPath(CondOTPathOptions options) : options_(options) {
-  if (!(options_.sigma() >= 0.0) || !std::isfinite(options_.sigma())) {
-    throw std::invalid_argument("CondOTPath: sigma must be finite and >= 0, got " +
-                                std::to_string(options_.sigma()));
-  }
+InterpolantNoise interpolant_noise_from_string(const std::string& name) {
+  if (name == "none") return InterpolantNoise::None;
+  if (name == "constant") return InterpolantNoise::Constant;
+  if (name == "brownian-bridge") return InterpolantNoise::BrownianBridge;
+  throw std::invalid_argument("unknown interpolant noise '" + name + "' (expected: none, constant, brownian-bridge)");
 }
 
-PathSample CondOTPath::sample(const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t,
+std::string to_string(InterpolantNoise noise) {
+  switch (noise) {
+    case InterpolantNoise::None: return "none";
+    case InterpolantNoise::Constant: return "constant";
+    case InterpolantNoise::BrownianBridge: return "brownian-bridge";
+  }
+  return "none";
+}
+
+AffinePath::AffinePath(std::shared_ptr<const Scheduler> scheduler, AffinePathOptions options)
+    : scheduler_(std::move(scheduler)), options_(options) {
+  if (!scheduler_) throw std::invalid_argument("AffinePath: scheduler is null");
+  const double s = options_.noise_scale();
+  if (!(s >= 0.0) || !std::isfinite(s)) {
+    throw std::invalid_argument("path noise scale (sigma) must be finite and >= 0, got " + std::to_string(s));
+  }
+  const SchedulerValues v = (*scheduler_)(at::zeros({}, at::kDouble));
+  sigma0_ = v.sigma.item<double>();
+  straight_ = scheduler_->spec() == CondOTScheduler().spec();
+}
+
+bool AffinePath::has_interpolant_noise() const {
+  return options_.noise() != InterpolantNoise::None && options_.noise_scale() > 0;
+}
+
+at::Tensor AffinePath::start(const at::Tensor& x0) const { return sigma0_ == 1.0 ? x0 : x0 * sigma0_; }
+
+PathSample AffinePath::sample(const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t,
                               std::optional<at::Generator> generator) const {
-  TORCH_CHECK(x0.sizes() == x1.sizes(), "CondOTPath: x0 ", x0.sizes(), " and x1 ", x1.sizes(),
-              " must have the same shape");
+  TORCH_CHECK(x0.sizes() == x1.sizes(), "path: x0 ", x0.sizes(), " and x1 ", x1.sizes(), " must have the same shape");
+  TORCH_CHECK(t.dim() <= 1, "path: time must have shape (B) or be a scalar, got ", t.sizes());
   at::Tensor tt = expand_time_like(t, x0);
   PathSample out;
-  out.velocity = x1 - x0;
-  out.x_t = at::addcmul(x0, tt, out.velocity);  // (1 − t) x0 + t x1
-  if (options_.sigma() > 0.0) {
+  out.x0 = x0;
+  out.x1 = x1;
+  out.t = t;
+  if (straight_) {  // the common case in two operations: u = x₁ − x₀, x_t = x₀ + t·u
+    out.velocity = x1 - x0;
+    out.x_t = at::addcmul(x0, tt, out.velocity);
+  } else {
+    const SchedulerValues v = (*scheduler_)(tt);
+    out.x_t = v.alpha * x1 + v.sigma * x0;
+    out.velocity = v.d_alpha * x1 + v.d_sigma * x0;
+  }
+  if (has_interpolant_noise()) {
     c10::optional<at::Generator> gen;
     if (generator) gen = *generator;
-    out.x_t.add_(at::randn(x0.sizes(), gen, x0.options()), options_.sigma());
+    at::Tensor z = at::randn(x0.sizes(), gen, x0.options());
+    const double s = options_.noise_scale();
+    if (options_.noise() == InterpolantNoise::Constant) {
+      out.x_t.add_(z, s);
+    } else {
+      at::Tensor var = tt * (1 - tt);
+      at::Tensor gamma = s * at::sqrt(var);
+      at::Tensor d_gamma = s * (1 - 2 * tt) / (2 * at::sqrt(var.clamp_min(1e-8)));
+      out.x_t.addcmul_(gamma, z);
+      out.velocity.addcmul_(d_gamma, z);
+    }
   }
   return out;
 }
 
-nlohmann::json CondOTPath::spec() const { return {{"type", "condot"}, {"sigma", options_.sigma()}}; }
+nlohmann::json AffinePath::spec() const {
+  return {{"type", "affine"},
+          {"scheduler", scheduler_->spec()},
+          {"noise", to_string(options_.noise())},
+          {"sigma", options_.noise_scale()}};
+}
+
+CondOTPath::CondOTPath(CondOTPathOptions options)
+    : AffinePath(std::make_shared<CondOTScheduler>(),
+                 AffinePathOptions().noise(InterpolantNoise::Constant).noise_scale(options.sigma())) {}
+
+std::vector<std::string> path_names() { return scheduler_names(); }
 
 std::shared_ptr<ProbabilityPath> make_path(const nlohmann::json& spec) {
-  const std::string type = spec.is_string() ? spec.get<std::string>() : spec.value("type", std::string());
-  if (type == "condot") {
-    const double sigma = spec.is_object() ? spec.value("sigma", 0.0) : 0.0;
-    return std::make_shared<CondOTPath>(CondOTPathOptions().sigma(sigma));
+  if (!spec.is_string() && !spec.is_object()) {
+    throw std::invalid_argument("path description must be a name or an object, got " + spec.dump());
   }
-  throw std::invalid_argument("unknown path '" + type + "' (expected: condot)");
+  const std::string type = spec.is_string() ? spec.get<std::string>() : spec.value("type", std::string());
+  try {
+    if (type == "condot" && spec.is_object() && spec.contains("sigma") && !spec.contains("sigma_min")) {  // runs written before schedulers
+      return std::make_shared<CondOTPath>(CondOTPathOptions().sigma(spec.value("sigma", 0.0)));
+    }
+    if (type == "affine") {
+      if (!spec.contains("scheduler")) throw std::invalid_argument("affine path " + spec.dump() + " lacks 'scheduler'");
+      return std::make_shared<AffinePath>(
+          make_scheduler(spec.at("scheduler")),
+          AffinePathOptions()
+              .noise(interpolant_noise_from_string(spec.value("noise", std::string("none"))))
+              .noise_scale(spec.value("sigma", 0.0)));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("path " + spec.dump() + ": " + e.what());
+  }
+  // A bare scheduler name: the noiseless affine path with that scheduler.
+  for (const auto& name : scheduler_names()) {
+    if (type == name) return std::make_shared<AffinePath>(make_scheduler(spec));
+  }
+  throw std::invalid_argument("unknown path '" + type + "' (expected: affine, or a scheduler name: condot, polynomial, "
+                              "cosine, vp, linear-vp, ve)");
 }
 
 }  // namespace flowmatch

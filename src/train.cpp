@@ -61,6 +61,17 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
   if (!problem_.source || !problem_.target) throw std::invalid_argument("Trainer: source and target samplers are required");
   if (!problem_.path) throw std::invalid_argument("Trainer: a probability path is required");
   if (!problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
+  validate(problem_.time_sampling);
+  if (problem_.time_sampling.weighting() == LossWeighting::SigmaSquared && !problem_.path->scheduler()) {
+    throw std::invalid_argument("loss weighting sigma-squared needs an affine Gaussian path, got " +
+                                problem_.path->spec().dump());
+  }
+  if (problem_.prediction != PredictionTarget::Velocity) {
+    // Fails now, naming the problem, rather than at the first step.
+    const auto zero = at::zeros({1, 1});
+    PathSample probe{zero, zero, zero, zero, at::full({1}, 0.5)};
+    regression_target(*problem_.path, probe, problem_.prediction);
+  }
   if (options_.optimizer() == OptimizerKind::Adam) {
     optimizer_ = std::make_unique<torch::optim::Adam>(
         model_->parameters(), torch::optim::AdamOptions(options_.lr()).weight_decay(options_.weight_decay()));
@@ -109,14 +120,22 @@ double Trainer::train_step() {
   at::Tensor x0 = problem_.source(b, generator_);
   at::Tensor x1 = problem_.target(b, generator_);
   CoupledBatch pair = problem_.coupling->pair(x0, x1, generator_);
-  at::Tensor t = at::rand({b}, generator_, at::kFloat);
+  at::Tensor t = sample_times(b, problem_.time_sampling, generator_);
   PathSample s = problem_.path->sample(pair.x0, pair.x1, t, generator_);
   const auto device = parameters_.front().device();
-  at::Tensor xt = s.x_t.to(device), target = s.velocity.to(device), td = t.to(device);
+  at::Tensor target = regression_target(*problem_.path, s, problem_.prediction).to(device);
+  at::Tensor xt = s.x_t.to(device), td = t.to(device);
+  at::Tensor weight;
+  if (problem_.time_sampling.weighting() == LossWeighting::SigmaSquared) {
+    weight = (*problem_.path->scheduler())(t).sigma.square();
+  } else {
+    weight = loss_weights(t, problem_.time_sampling);
+  }
+  if (weight.defined()) weight = weight.to(device);
 
   apply_lr(lr_at(step_));
   optimizer_->zero_grad();
-  at::Tensor loss = flow_matching_loss(model_->forward(xt, td), target);
+  at::Tensor loss = flow_matching_loss(model_->forward(xt, td), target, weight);
   const double value = loss.item<double>();
   if (!std::isfinite(value)) {
     throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ") at step " +

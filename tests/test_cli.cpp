@@ -2,6 +2,7 @@
 // config files, resume and interruption.
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -205,4 +206,51 @@ TEST(CLI, InterruptedRunResumesToTheSameModel) {
   ASSERT_EQ(cli(dir, "sample --run runs/straight --n 200 --out a.npy --threads 1").code, 0);
   ASSERT_EQ(cli(dir, "sample --run runs/cut --n 200 --out b.npy --threads 1").code, 0);
   EXPECT_EQ(fm::io::read_file(dir / "a.npy"), fm::io::read_file(dir / "b.npy"));
+}
+
+TEST(CLI, PathPredictionAndTimeSamplingAreStoredAndUsedBySampleAndEval) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("train --out run --path vp --beta-max 15 --predict data --time-sampling logit-normal "
+                                  "--logit-scale 0.8 --source gaussian --target moons ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto config = nlohmann::json::parse(fm::io::read_file(dir / "run/config.json"));
+  EXPECT_EQ(config["path"]["scheduler"]["type"], "vp");
+  EXPECT_EQ(config["path"]["scheduler"]["beta_max"], 15.0);
+  EXPECT_EQ(config["path"]["sigma"], 0.0);  // σ defaults to 0 off condot
+  EXPECT_EQ(config["prediction"], "data");
+  EXPECT_EQ(config["time_sampling"]["distribution"], "logit-normal");
+  EXPECT_EQ(config["time_sampling"]["scale"], 0.8);
+  // A resumed run keeps its path.
+  r = cli(dir, "train --out run --resume --path cosine --steps 80 --quiet");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--path"), std::string::npos) << r.err;
+  r = cli(dir, "eval --run run --n 200 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "run/metrics.json"));
+  EXPECT_EQ(metrics["prediction"], "data");
+  EXPECT_EQ(metrics["scheduler"], "vp");
+  EXPECT_TRUE(std::isfinite(metrics["w2_euler100"].get<double>()));
+  // Sampling through another scheduler (schedule transform) gives finite points.
+  r = cli(dir, "sample --run run --n 100 --scheduler cosine --out s.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor x = fm::io::load_npy(dir / "s.npy");
+  EXPECT_EQ(x.size(0), 100);
+  EXPECT_TRUE(at::isfinite(x).all().item<bool>());
+}
+
+TEST(CLI, PathFlagMistakesAreNamed) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("train --out a --beta-min 0.2 ") + kTiny);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--beta-min applies to --path vp"), std::string::npos) << r.err;
+  r = cli(dir, std::string("train --out b --predict noise ") + kTiny);  // condot's default σ = 0.1
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--sigma 0"), std::string::npos) << r.err;
+  r = cli(dir, std::string("train --out c --path zigzag ") + kTiny);
+  EXPECT_EQ(r.code, 2);
+  r = cli(dir, std::string("train --out d --path vp --beta-min 30 ") + kTiny);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("beta_max"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err_lines(), 1u) << r.err;
+  EXPECT_TRUE(entries(dir.str()).empty());
 }

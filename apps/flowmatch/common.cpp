@@ -10,6 +10,8 @@
 
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/io/atomic_file.h"
+#include "flowmatch/prediction.h"
+#include "flowmatch/schedulers.h"
 #include "flowmatch/train.h"
 
 namespace fmcli {
@@ -75,6 +77,37 @@ std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder
   }
   model->to(device);
   return model;
+}
+
+RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::VelocityModel> model,
+                 const std::string& scheduler) {
+  namespace fm = flowmatch;
+  RunFlow flow;
+  try {
+    flow.path = fm::make_path(run.config["path"]);
+    flow.prediction = run.config.value("prediction", std::string("velocity"));
+    const fm::PredictionTarget target = fm::prediction_target_from_string(flow.prediction);
+    auto trained = flow.path->scheduler();
+    flow.field = fm::velocity_from_prediction(fm::as_velocity_field(std::move(model)), target, trained);
+    flow.scheduler = trained ? trained->name() : run.config["path"].value("type", std::string("?"));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("'" + run.config_path() + "': " + e.what());
+  }
+  if (!scheduler.empty()) {
+    if (!flow.path->scheduler()) throw UsageError("--scheduler: this run's path has no scheduler to replace");
+    std::shared_ptr<const fm::Scheduler> wanted;
+    try {
+      wanted = fm::make_scheduler(scheduler);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string("--scheduler: ") + e.what());
+    }
+    if (wanted->spec() != flow.path->scheduler()->spec()) {
+      flow.field = fm::schedule_transformed_field(flow.field, flow.path->scheduler(), wanted);
+      flow.scheduler = wanted->name() + " (transformed from " + flow.scheduler + ")";
+      flow.path = std::make_shared<fm::AffinePath>(wanted);
+    }
+  }
+  return flow;
 }
 
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which) {

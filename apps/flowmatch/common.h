@@ -15,6 +15,8 @@
 
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/models/velocity_model.h"
+#include "flowmatch/paths.h"
+#include "flowmatch/velocity_field.h"
 
 namespace fmcli {
 
@@ -64,6 +66,18 @@ std::string latest_checkpoint(const RunFolder& run);
 /// The run's trained network (EMA weights when kept) from `checkpoint` (or the newest), on `device`.
 std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
                                                                  const c10::Device& device);
+/// How a run's model is sampled: its velocity field (converted from the run's prediction target,
+/// and moved to another scheduler when asked) and the path whose t = 0 end sampling starts from.
+struct RunFlow {
+  flowmatch::VelocityField field;
+  std::shared_ptr<flowmatch::ProbabilityPath> path;
+  std::string prediction;  ///< what the network predicts
+  std::string scheduler;   ///< the scheduler sampled with
+};
+/// `scheduler`: empty for the run's own, else a scheduler name (condot, cosine, vp, ...) with its
+/// default parameters (UsageError if unknown or if the run's path has no scheduler).
+RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::VelocityModel> model,
+                 const std::string& scheduler = "");
 /// Samplers for the run's source and target data.
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which);
 

@@ -13,6 +13,7 @@
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/metrics.h"
+#include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
 
 namespace fmcli {
@@ -23,7 +24,7 @@ namespace {
 
 struct EvalFlags {
   CommonFlags common;
-  std::string run, checkpoint, samples, reference, out;
+  std::string run, checkpoint, samples, reference, out, scheduler;
   int64_t n = 2000;
 };
 
@@ -70,13 +71,15 @@ int eval_run(EvalFlags& f) {
   auto target = run_sampler(run, "target");
   // A generator of its own: evaluation draws are fresh, never the training batches.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(f.common.seed + 0x5eed0000ULL);
-  auto field = fm::as_velocity_field(model);
+  RunFlow flow = run_flow(run, model, f.scheduler);
+  const auto& field = flow.field;
 
   c10::InferenceMode guard;
-  json metrics = {{"checkpoint", checkpoint}, {"step", fm::checkpoint_step(checkpoint)}, {"n", f.n}};
+  json metrics = {{"checkpoint", checkpoint}, {"step", fm::checkpoint_step(checkpoint)}, {"n", f.n},
+                  {"prediction", flow.prediction}, {"scheduler", flow.scheduler}};
   at::Tensor shown_generated, shown_target;
   for (int64_t steps : {1, 10, 100}) {
-    at::Tensor x0 = source(f.n, gen).to(device);
+    at::Tensor x0 = flow.path->start(source(f.n, gen)).to(device);
     auto result = fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Euler).steps(steps));
     at::Tensor reference = target(f.n, gen);
     metrics["w2_euler" + std::to_string(steps)] = fm::metrics::wasserstein2(result.x.to(at::kCPU), reference);
@@ -96,7 +99,7 @@ int eval_run(EvalFlags& f) {
   fm::io::write_scatter_png(run.dir + "/eval.png",
                             {{shown_target, {31, 119, 180}, "target", 0.35f}, {shown_generated, {214, 39, 40}, "generated", 0.35f}},
                             style);
-  at::Tensor x0 = source(300, gen).to(device);
+  at::Tensor x0 = flow.path->start(source(300, gen)).to(device);
   auto traj = fm::solve_ode(field, x0, fm::SolverOptions().steps(100).record_trajectory(true));
   fm::io::PlotStyle ts;
   ts.title = "300 trajectories, Euler 100 steps";
@@ -125,6 +128,8 @@ Command register_eval(CLI::App& root) {
   run->excludes(samples)->excludes(reference);
   app->add_option("--n", f.n, "samples per W2 estimate (generated and target)")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest)");
+  app->add_option("--scheduler", f.scheduler, "evaluate with another scheduler than the run's (schedule transform)")
+      ->check(CLI::IsMember(flowmatch::scheduler_names()));
   app->add_option("--out", f.out, "metrics JSON file (default RUN/metrics.json; with --samples, optional)");
   add_common_flags(app, f.common);
   return {app, [flags] {

@@ -10,6 +10,7 @@
 #include "common.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/plot.h"
+#include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
 
 namespace fmcli {
@@ -20,7 +21,7 @@ namespace {
 
 struct SampleFlags {
   CommonFlags common;
-  std::string run, out, checkpoint, solver = "euler";
+  std::string run, out, checkpoint, solver = "euler", scheduler;
   int64_t n = 10000, steps = 100, trajectories = 0;
   double atol = 1e-5, rtol = 1e-5;
 };
@@ -31,25 +32,27 @@ int run_sample(SampleFlags& f) {
   if (f.out.empty()) f.out = run.dir + "/samples.npy";
   ensure_parent_writable(f.out);
   auto model = load_run_model(run, f.checkpoint, device);
+  RunFlow flow = run_flow(run, model, f.scheduler);
   auto source = run_sampler(run, "source");
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(f.common.seed);
   auto options = fm::SolverOptions().method(fm::solver_method_from_string(f.solver)).steps(f.steps).atol(f.atol).rtol(f.rtol);
 
   c10::InferenceMode guard;
-  at::Tensor x0 = source(f.n, gen).to(device);
-  fm::SolveResult result = fm::solve_ode(fm::as_velocity_field(model), x0, options);
+  at::Tensor x0 = flow.path->start(source(f.n, gen)).to(device);
+  fm::SolveResult result = fm::solve_ode(flow.field, x0, options);
   at::Tensor x = result.x.to(at::kCPU);
   fm::io::save_npy(f.out, x);
   const std::string png = with_extension(f.out, ".png");
   fm::io::PlotStyle style;
-  const std::string how = f.solver == "dopri5" ? "dopri5" : f.solver + " " + std::to_string(f.steps) + " steps";
+  std::string how = f.solver == "dopri5" ? "dopri5" : f.solver + " " + std::to_string(f.steps) + " steps";
+  if (!f.scheduler.empty()) how += ", " + flow.scheduler;
   style.title = "samples: " + how + ", NFE " + std::to_string(result.nfe);
   fm::io::write_scatter_png(png, {{x, {214, 39, 40}, "generated", 0.3f}}, style);
   std::cout << "wrote " << f.out << " (" << x.size(0) << " x " << x.size(1) << ", float32) and " << png << "; NFE "
             << result.nfe << "\n";
   if (f.trajectories > 0) {
     const int64_t k = std::min(f.trajectories, f.n);
-    auto traj = fm::solve_ode(fm::as_velocity_field(model), x0.slice(0, 0, k), fm::SolverOptions(options).record_trajectory(true));
+    auto traj = fm::solve_ode(flow.field, x0.slice(0, 0, k), fm::SolverOptions(options).record_trajectory(true));
     const std::string tpng = with_extension(f.out, "") + "-trajectories.png";
     fm::io::PlotStyle ts;
     ts.title = std::to_string(k) + " trajectories, " + how;
@@ -74,6 +77,9 @@ Command register_sample(CLI::App& root) {
   app->add_option("--rtol", f.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--out", f.out, "output .npy (float32, shape (n, 2)); default RUN/samples.npy; the PNG goes beside it");
   app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest)");
+  app->add_option("--scheduler", f.scheduler,
+                  "sample with another scheduler than the run was trained with (schedule transform; default parameters)")
+      ->check(CLI::IsMember(flowmatch::scheduler_names()));
   app->add_option("--trajectories", f.trajectories, "also plot this many trajectories to OUT-trajectories.png")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   add_common_flags(app, f.common);

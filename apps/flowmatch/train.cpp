@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -31,7 +32,14 @@ struct TrainFlags {
   CommonFlags common;
   std::string source = "8gaussians", target = "moons";
   int64_t steps = 20000, batch = 256;
-  double lr = 1e-3, sigma = 0.1, weight_decay = 0, grad_clip = 0, ema = 0, warmup = 0, min_lr_ratio = 0;
+  double lr = 1e-3, weight_decay = 0, grad_clip = 0, ema = 0, warmup = 0, min_lr_ratio = 0;
+  // Path: scheduler, its parameters, interpolant noise (σ: 0.1 on condot as TorchCFM, else 0 unless given).
+  std::string path = "condot", path_noise = "constant";
+  std::optional<double> sigma;
+  double sigma_min = 0, exponent = 2, beta_min = 0.1, beta_max = 20, ve_sigma_min = 0.01, ve_sigma_max = 30;
+  // What the network predicts, and how times are drawn and weighted.
+  std::string predict = "velocity", time_sampling = "uniform", loss_weighting = "none";
+  double logit_location = 0, logit_scale = 1, mode_scale = 1.29;
   std::string coupling = "exact-ot", optimizer = "adam", lr_schedule = "constant";
   int64_t width = 64, depth = 3, time_features = 16;
   std::string activation = "selu", time_encoding = "plain";
@@ -42,6 +50,24 @@ struct TrainFlags {
 
 // The resolved configuration, as saved in config.json. Flag name → JSON pointer, for the
 // check that a resumed run is not silently changed.
+json path_spec(const TrainFlags& f) {
+  json scheduler = {{"type", f.path}};
+  if (f.path == "condot") scheduler["sigma_min"] = f.sigma_min;
+  if (f.path == "polynomial") scheduler["exponent"] = f.exponent;
+  if (f.path == "vp") scheduler["beta_min"] = f.beta_min, scheduler["beta_max"] = f.beta_max;
+  if (f.path == "ve") scheduler["sigma_min"] = f.ve_sigma_min, scheduler["sigma_max"] = f.ve_sigma_max;
+  const double sigma = f.sigma.value_or(f.path == "condot" ? 0.1 : 0.0);
+  try {
+    auto scheduler_object = fm::make_scheduler(scheduler);  // checks the parameters
+    return fm::AffinePath(scheduler_object, fm::AffinePathOptions()
+                                                .noise(fm::interpolant_noise_from_string(f.path_noise))
+                                                .noise_scale(sigma))
+        .spec();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--path ") + f.path + ": " + e.what());
+  }
+}
+
 json build_config(const TrainFlags& f) {
   fm::models::MLPOptions mlp(2);
   mlp.width(f.width)
@@ -52,7 +78,14 @@ json build_config(const TrainFlags& f) {
   return {{"flowmatch_version", FLOWMATCH_VERSION},
           {"data", {{"source", f.source}, {"target", f.target}}},
           {"model", {{"type", "mlp"}, {"options", fm::models::to_json(mlp)}}},
-          {"path", fm::CondOTPath(fm::CondOTPathOptions().sigma(f.sigma)).spec()},
+          {"path", path_spec(f)},
+          {"prediction", f.predict},
+          {"time_sampling", fm::to_json(fm::TimeSamplingOptions()
+                                            .distribution(fm::time_distribution_from_string(f.time_sampling))
+                                            .weighting(fm::loss_weighting_from_string(f.loss_weighting))
+                                            .location(f.logit_location)
+                                            .scale(f.logit_scale)
+                                            .mode_scale(f.mode_scale))},
           {"coupling", fm::make_coupling(f.coupling)->spec()},
           {"training",
            {{"steps", f.steps},
@@ -76,6 +109,13 @@ const std::vector<std::pair<std::string, std::string>> kFrozenOnResume = {
     {"--width", "/model/options/width"},  {"--depth", "/model/options/depth"},
     {"--activation", "/model/options/activation"}, {"--time-encoding", "/model/options/time_encoding"},
     {"--time-features", "/model/options/time_features"}, {"--sigma", "/path/sigma"},
+    {"--path", "/path/scheduler/type"},   {"--path-noise", "/path/noise"},
+    {"--sigma-min", "/path/scheduler/sigma_min"}, {"--exponent", "/path/scheduler/exponent"},
+    {"--beta-min", "/path/scheduler/beta_min"}, {"--beta-max", "/path/scheduler/beta_max"},
+    {"--ve-sigma-min", "/path/scheduler/sigma_min"}, {"--ve-sigma-max", "/path/scheduler/sigma_max"},
+    {"--predict", "/prediction"},         {"--time-sampling", "/time_sampling/distribution"},
+    {"--loss-weighting", "/time_sampling/weighting"}, {"--logit-location", "/time_sampling/location"},
+    {"--logit-scale", "/time_sampling/scale"}, {"--mode-scale", "/time_sampling/mode_scale"},
     {"--coupling", "/coupling/type"},     {"--batch", "/training/batch"},
     {"--lr", "/training/lr"},             {"--optimizer", "/training/optimizer"},
     {"--weight-decay", "/training/weight_decay"}, {"--grad-clip", "/training/grad_clip"},
@@ -136,12 +176,31 @@ void write_loss_curve(const RunFolder& run) {
 
 int run_train(TrainFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
+  // A scheduler parameter given for another path is a mistake worth naming.
+  for (const auto& [flag, owner] : std::vector<std::pair<std::string, std::string>>{
+           {"--sigma-min", "condot"}, {"--exponent", "polynomial"}, {"--beta-min", "vp"}, {"--beta-max", "vp"},
+           {"--ve-sigma-min", "ve"}, {"--ve-sigma-max", "ve"}}) {
+    if (app->count(flag) > 0 && f.path != owner) {
+      throw UsageError(flag + " applies to --path " + owner + ", not --path " + f.path);
+    }
+  }
+  // Settings are checked before anything is written.
+  json fresh_config;
+  try {
+    fresh_config = build_config(f);
+    fm::time_sampling_from_json(fresh_config["time_sampling"]);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  if (f.predict != "velocity" && fm::make_path(fresh_config["path"])->has_interpolant_noise()) {
+    throw UsageError("--predict " + f.predict + " needs a path without interpolant noise: pass --sigma 0 (or --path-noise none)");
+  }
   try {
     fm::io::ensure_writable_directory(f.out);
   } catch (const std::runtime_error& e) {
     throw UsageError(std::string("--out: ") + e.what());
   }
-  RunFolder run{f.out, build_config(f)};
+  RunFolder run{f.out, fresh_config};
   const bool has_run = fs::exists(run.config_path()) || !fm::list_checkpoints(run.checkpoint_dir()).empty();
   std::string resume_from;
   if (f.resume) {
@@ -176,6 +235,12 @@ int run_train(TrainFlags& f, CLI::App* app) {
   fm::FlowMatchingProblem problem{fm::data::toy2d_sampler(cfg["data"]["source"]),
                                   fm::data::toy2d_sampler(cfg["data"]["target"]), fm::make_path(cfg["path"]),
                                   fm::make_coupling(cfg["coupling"])};
+  problem.prediction = fm::prediction_target_from_string(cfg.value("prediction", std::string("velocity")));
+  problem.time_sampling = fm::time_sampling_from_json(cfg.value("time_sampling", json::object()));
+  if (problem.prediction != fm::PredictionTarget::Velocity && problem.path->has_interpolant_noise()) {
+    throw UsageError("--predict " + cfg["prediction"].get<std::string>() +
+                     " needs a path without interpolant noise: pass --sigma 0 (or --path-noise none)");
+  }
   const fm::TrainerOptions options = trainer_options(cfg["training"], run.checkpoint_dir());
   fm::validate(options);
   at::manual_seed(options.seed());
@@ -270,8 +335,30 @@ Command register_train(CLI::App& root) {
   app->add_option("--steps", f.steps, "optimisation steps in total")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--lr", f.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--sigma", f.sigma, "Gaussian smoothing of the straight path (I-CFM sigma)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--path", f.path, "probability path (scheduler): condot, polynomial, cosine, vp, linear-vp, ve")
+      ->check(CLI::IsMember(flowmatch::path_names()))->capture_default_str();
+  app->add_option("--path-noise", f.path_noise, "interpolant noise: none, constant (I-CFM) or brownian-bridge (SB-CFM)")
+      ->check(CLI::IsMember({"none", "constant", "brownian-bridge"}))->capture_default_str();
+  app->add_option("--sigma", f.sigma, "scale of the interpolant noise (default 0.1 on condot, 0 on other paths)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--sigma-min", f.sigma_min, "condot: sigma_min of Lipman et al.'s path")
+      ->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+  app->add_option("--exponent", f.exponent, "polynomial: alpha = t^n")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--beta-min", f.beta_min, "vp: beta_min")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--beta-max", f.beta_max, "vp: beta_max")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--ve-sigma-min", f.ve_sigma_min, "ve: sigma at t = 1")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--ve-sigma-max", f.ve_sigma_max, "ve: sigma at t = 0")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--predict", f.predict, "what the network predicts: velocity, data, noise or score")
+      ->check(CLI::IsMember(flowmatch::prediction_target_names()))->capture_default_str();
+  app->add_option("--time-sampling", f.time_sampling, "how t is drawn: uniform, logit-normal or mode (SD3)")
+      ->check(CLI::IsMember(flowmatch::time_distribution_names()))->capture_default_str();
+  app->add_option("--logit-location", f.logit_location, "logit-normal: mean of logit(t)")->capture_default_str();
+  app->add_option("--logit-scale", f.logit_scale, "logit-normal: standard deviation of logit(t)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--mode-scale", f.mode_scale, "mode: scale s in [-1, 1.75]")->check(CLI::Range(-1.0, 1.7519))->capture_default_str();
+  app->add_option("--loss-weighting", f.loss_weighting, "per-sample loss weight w(t): none, logit-normal (its density) or sigma-squared (score matching's)")
+      ->check(CLI::IsMember({"none", "logit-normal", "sigma-squared"}))->capture_default_str();
   app->add_option("--coupling", f.coupling, "pairing of noise and data")
       ->check(CLI::IsMember(flowmatch::coupling_names()))->capture_default_str();
   app->add_option("--optimizer", f.optimizer, "adam or adamw")->check(CLI::IsMember({"adam", "adamw"}))->capture_default_str();

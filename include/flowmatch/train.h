@@ -16,6 +16,8 @@
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/paths.h"
+#include "flowmatch/prediction.h"
+#include "flowmatch/time_sampling.h"
 
 namespace flowmatch {
 
@@ -79,12 +81,15 @@ struct TrainCallbacks {
   std::function<void(const std::string& path, int64_t step)> checkpoint_saved;
 };
 
-/// What to learn: a flow from `source` to `target` along `path`, pairs chosen by `coupling`.
+/// What to learn: a flow from `source` to `target` along `path`, pairs chosen by `coupling`; the
+/// network predicts `prediction` (velocity, data, noise or score) at times drawn by `time_sampling`.
 struct FlowMatchingProblem {
   data::PointSampler source;
   data::PointSampler target;
   std::shared_ptr<ProbabilityPath> path;
   std::shared_ptr<Coupling> coupling;
+  PredictionTarget prediction = PredictionTarget::Velocity;
+  TimeSamplingOptions time_sampling = {};
 };
 
 class Trainer {

@@ -1,0 +1,145 @@
+#pragma once
+/// \file
+/// Schedulers of affine Gaussian paths x_t = α_t·x₁ + σ_t·x₀ (t = 0 noise, t = 1 data), and the
+/// change of scheduler of a trained velocity field (the scale-time transformation).
+///
+/// Every scheduler gives α_t, σ_t and their time derivatives in closed form, and inverts its
+/// signal-to-noise ratio ρ_t = α_t / σ_t (needed to move a field from one scheduler to another).
+/// The formulas are in docs/PATHS.md.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <nlohmann/json.hpp>
+#include <torch/arg.h>
+
+#include "flowmatch/velocity_field.h"
+
+namespace flowmatch {
+
+/// α_t, σ_t and their time derivatives, each shaped like the time tensor given.
+struct SchedulerValues {
+  at::Tensor alpha, sigma, d_alpha, d_sigma;
+};
+
+/// A scheduler of an affine Gaussian path.
+class Scheduler {
+ public:
+  virtual ~Scheduler() = default;
+  /// α_t, σ_t, α̇_t, σ̇_t at times t ∈ [0, 1] (any shape, floating point).
+  virtual SchedulerValues operator()(const at::Tensor& t) const = 0;
+  /// The time t ∈ [0, 1] at which α_t/σ_t = ρ, for ρ ≥ 0 (ρ may be +inf); values of ρ outside the
+  /// scheduler's range map to the nearer end of [0, 1].
+  virtual at::Tensor time_at_snr(const at::Tensor& snr) const = 0;
+  /// {"type": name, ...parameters}; `make_scheduler` rebuilds the scheduler from it.
+  virtual nlohmann::json spec() const = 0;
+  std::string name() const { return spec().at("type").get<std::string>(); }
+};
+
+/// CondOT: α = t, σ = 1 − (1 − σ_min)·t (Lipman et al.; σ_min = 0 is the straight line).
+struct CondOTSchedulerOptions {
+  TORCH_ARG(double, sigma_min) = 0.0;
+};
+class CondOTScheduler : public Scheduler {
+ public:
+  explicit CondOTScheduler(CondOTSchedulerOptions options = {});
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+
+ private:
+  CondOTSchedulerOptions options_;
+};
+
+/// Polynomial-convex: α = tⁿ, σ = 1 − tⁿ (n > 0; n = 1 is CondOT).
+struct PolynomialSchedulerOptions {
+  TORCH_ARG(double, exponent) = 2.0;
+};
+class PolynomialScheduler : public Scheduler {
+ public:
+  explicit PolynomialScheduler(PolynomialSchedulerOptions options = {});
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+
+ private:
+  PolynomialSchedulerOptions options_;
+};
+
+/// Cosine: α = sin(πt/2), σ = cos(πt/2).
+class CosineScheduler : public Scheduler {
+ public:
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+};
+
+/// Variance-preserving (Song et al.'s VP SDE in flow-matching time): with s = 1 − t and
+/// T(s) = ½(β_max − β_min)s² + β_min·s, α = exp(−T/2), σ = √(1 − α²).
+struct VPSchedulerOptions {
+  TORCH_ARG(double, beta_min) = 0.1;
+  TORCH_ARG(double, beta_max) = 20.0;
+};
+class VPScheduler : public Scheduler {
+ public:
+  explicit VPScheduler(VPSchedulerOptions options = {});
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+
+ private:
+  VPSchedulerOptions options_;
+};
+
+/// Linear variance-preserving: α = t, σ = √(1 − t²).
+class LinearVPScheduler : public Scheduler {
+ public:
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+};
+
+/// Variance-exploding (geometric): α = 1, σ = σ_min·(σ_max/σ_min)^(1−t). The path starts at
+/// x₁ + σ_max·x₀, so sampling starts from σ_max·x₀ (see `ProbabilityPath::start`).
+struct VESchedulerOptions {
+  TORCH_ARG(double, sigma_min) = 0.01;
+  TORCH_ARG(double, sigma_max) = 30.0;
+};
+class VEScheduler : public Scheduler {
+ public:
+  explicit VEScheduler(VESchedulerOptions options = {});
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+
+ private:
+  VESchedulerOptions options_;
+};
+
+/// condot, polynomial, cosine, vp, linear-vp, ve.
+std::vector<std::string> scheduler_names();
+/// From `spec()`, or a bare name with default parameters. Throws std::invalid_argument naming an
+/// unknown type or a bad parameter.
+std::shared_ptr<Scheduler> make_scheduler(const nlohmann::json& spec);
+
+/// Options for `schedule_transformed_field`.
+struct ScheduleTransformOptions {
+  /// The transformation's coefficients are evaluated at times clamped to [margin, 1 − margin],
+  /// where every scheduler is finite (VP's σ̇ and the SNR derivatives diverge at the ends).
+  TORCH_ARG(double, time_margin) = 1e-5;
+};
+
+/// Samples a velocity field trained with scheduler `trained` as if it had been trained with
+/// `wanted` (Pooladian et al. / the flow-matching guide, "schedule transform"): with r the new
+/// time, t_r the trained time of equal SNR and s_r = σ̄_r / σ_{t_r},
+///   ū(x, r) = (ṡ_r / s_r)·x + s_r·ṫ_r·u(x / s_r, t_r).
+/// For the marginal velocity field this is exact: the new field generates the marginals of the
+/// `wanted` path, with the same final distribution. The field is evaluated in float64 internally
+/// for the coefficients; x keeps its dtype.
+VelocityField schedule_transformed_field(VelocityField field, std::shared_ptr<const Scheduler> trained,
+                                         std::shared_ptr<const Scheduler> wanted,
+                                         ScheduleTransformOptions options = {});
+
+}  // namespace flowmatch

@@ -1,0 +1,66 @@
+#pragma once
+/// \file
+/// How training draws t ∈ [0, 1] (t = 0 noise, t = 1 data), and an optional per-sample loss weight
+/// as a function of t. Formulas in docs/PATHS.md.
+
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <ATen/core/Generator.h>
+#include <nlohmann/json.hpp>
+#include <torch/arg.h>
+
+namespace flowmatch {
+
+enum class TimeDistribution {
+  Uniform,      ///< t ~ U[0, 1)
+  LogitNormal,  ///< logit(t) ~ N(location, scale²) (SD3's rf/lognorm)
+  ModeScaled,   ///< t = u + s·(cos²(πu/2) − 1 + u), u ~ U[0, 1) (SD3's mode sampling; s = mode_scale)
+};
+TimeDistribution time_distribution_from_string(const std::string& name);
+std::string to_string(TimeDistribution distribution);
+/// uniform, logit-normal, mode.
+std::vector<std::string> time_distribution_names();
+
+enum class LossWeighting {
+  None,
+  /// w(t) = the logit-normal(location, scale) density: uniform times weighted so are, in expectation,
+  /// the logit-normal sampling of the same loss.
+  LogitNormal,
+  /// w(t) = σ_t² of the path's scheduler (Song et al.'s λ(t) for score matching: it turns the score
+  /// loss into the noise-prediction loss). Applied by the trainer, which knows the path.
+  SigmaSquared,
+};
+LossWeighting loss_weighting_from_string(const std::string& name);
+std::string to_string(LossWeighting weighting);
+
+/// Options for `sample_times` and `loss_weights`.
+struct TimeSamplingOptions {
+  TORCH_ARG(TimeDistribution, distribution) = TimeDistribution::Uniform;
+  TORCH_ARG(LossWeighting, weighting) = LossWeighting::None;
+  /// Mean and standard deviation of logit(t) (logit-normal sampling and weighting).
+  TORCH_ARG(double, location) = 0.0;
+  TORCH_ARG(double, scale) = 1.0;
+  /// s of mode sampling, in [−1, 2/(π − 2)] so that the map u ↦ t is monotone; 0 is uniform.
+  TORCH_ARG(double, mode_scale) = 1.29;
+};
+
+/// Throws std::invalid_argument naming a bad value.
+void validate(const TimeSamplingOptions& options);
+
+/// n times in [0, 1] (float32) drawn with `generator`.
+at::Tensor sample_times(int64_t n, const TimeSamplingOptions& options, at::Generator& generator);
+
+/// Per-sample loss weights for times t (undefined tensor for LossWeighting::None; SigmaSquared needs
+/// the path and is computed by the trainer: this function throws std::invalid_argument for it).
+at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& options);
+
+/// The logit-normal density at t ∈ (0, 1): exp(−(logit t − m)²/(2s²)) / (s√(2π)·t(1 − t)).
+at::Tensor logit_normal_density(const at::Tensor& t, double location, double scale);
+
+nlohmann::json to_json(const TimeSamplingOptions& options);
+/// Missing keys keep their defaults; throws std::invalid_argument on unknown names or bad values.
+TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j);
+
+}  // namespace flowmatch

@@ -1,0 +1,107 @@
+#include "flowmatch/prediction.h"
+
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace flowmatch {
+
+PredictionTarget prediction_target_from_string(const std::string& name) {
+  if (name == "velocity") return PredictionTarget::Velocity;
+  if (name == "data") return PredictionTarget::Data;
+  if (name == "noise") return PredictionTarget::Noise;
+  if (name == "score") return PredictionTarget::Score;
+  throw std::invalid_argument("unknown prediction target '" + name + "' (expected: velocity, data, noise, score)");
+}
+
+std::string to_string(PredictionTarget target) {
+  switch (target) {
+    case PredictionTarget::Velocity: return "velocity";
+    case PredictionTarget::Data: return "data";
+    case PredictionTarget::Noise: return "noise";
+    case PredictionTarget::Score: return "score";
+  }
+  return "velocity";
+}
+
+std::vector<std::string> prediction_target_names() { return {"velocity", "data", "noise", "score"}; }
+
+at::Tensor convert_prediction(const at::Tensor& value, PredictionTarget from, PredictionTarget to, const at::Tensor& x,
+                              const at::Tensor& t, const Scheduler& scheduler) {
+  TORCH_CHECK(value.sizes() == x.sizes(), "convert_prediction: prediction ", value.sizes(), " and x ", x.sizes(),
+              " must have the same shape");
+  if (from == to) return value;
+  const SchedulerValues v = scheduler(expand_time_like(t, x));
+  // (x̂₁, x̂₀) with x = α x̂₁ + σ x̂₀.
+  at::Tensor x1, x0;
+  switch (from) {
+    case PredictionTarget::Data:
+      x1 = value;
+      x0 = (x - v.alpha * x1) / v.sigma;
+      break;
+    case PredictionTarget::Noise:
+      x0 = value;
+      x1 = (x - v.sigma * x0) / v.alpha;
+      break;
+    case PredictionTarget::Score:
+      x0 = -v.sigma * value;
+      x1 = (x - v.sigma * x0) / v.alpha;
+      break;
+    case PredictionTarget::Velocity: {
+      // [α σ; α̇ σ̇] [x₁; x₀] = [x; u], determinant ασ̇ − σα̇ = −(α̇σ − ασ̇) < 0 on every scheduler.
+      at::Tensor det = v.d_alpha * v.sigma - v.alpha * v.d_sigma;
+      x1 = (v.sigma * value - v.d_sigma * x) / det;
+      x0 = (v.d_alpha * x - v.alpha * value) / det;
+      break;
+    }
+  }
+  switch (to) {
+    case PredictionTarget::Data: return x1;
+    case PredictionTarget::Noise: return x0;
+    case PredictionTarget::Score: return -x0 / v.sigma;
+    case PredictionTarget::Velocity: return v.d_alpha * x1 + v.d_sigma * x0;
+  }
+  return value;
+}
+
+at::Tensor regression_target(const ProbabilityPath& path, const PathSample& sample, PredictionTarget target) {
+  if (target == PredictionTarget::Velocity) return sample.velocity;
+  auto scheduler = path.scheduler();
+  if (!scheduler) {
+    throw std::invalid_argument("prediction target '" + to_string(target) + "' needs an affine Gaussian path, got " +
+                                path.spec().dump());
+  }
+  if (path.has_interpolant_noise()) {
+    throw std::invalid_argument("prediction target '" + to_string(target) +
+                                "' needs a path without interpolant noise (sigma = 0); only 'velocity' is defined on " +
+                                path.spec().dump());
+  }
+  switch (target) {
+    case PredictionTarget::Data: return sample.x1;
+    case PredictionTarget::Noise: return sample.x0;
+    case PredictionTarget::Score: {
+      const SchedulerValues v = (*scheduler)(expand_time_like(sample.t, sample.x0));
+      return -sample.x0 / v.sigma;
+    }
+    case PredictionTarget::Velocity: break;
+  }
+  return sample.velocity;
+}
+
+VelocityField velocity_from_prediction(VelocityField predictor, PredictionTarget target,
+                                       std::shared_ptr<const Scheduler> scheduler, double time_margin) {
+  if (!predictor) throw std::invalid_argument("velocity_from_prediction: predictor is empty");
+  if (target == PredictionTarget::Velocity) return predictor;
+  if (!scheduler) throw std::invalid_argument("velocity_from_prediction: target '" + to_string(target) + "' needs a scheduler");
+  if (!(time_margin >= 0 && time_margin < 0.5)) {
+    throw std::invalid_argument("time margin must be in [0, 0.5), got " + std::to_string(time_margin));
+  }
+  return [predictor = std::move(predictor), target, scheduler = std::move(scheduler), time_margin](
+             const at::Tensor& x, const at::Tensor& t) {
+    at::Tensor tc = t.clamp(time_margin, 1 - time_margin);
+    return convert_prediction(predictor(x, tc), target, PredictionTarget::Velocity, x, tc, *scheduler);
+  };
+}
+
+}  // namespace flowmatch

@@ -1,0 +1,110 @@
+#include "flowmatch/time_sampling.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+
+namespace flowmatch {
+
+TimeDistribution time_distribution_from_string(const std::string& name) {
+  if (name == "uniform") return TimeDistribution::Uniform;
+  if (name == "logit-normal") return TimeDistribution::LogitNormal;
+  if (name == "mode") return TimeDistribution::ModeScaled;
+  throw std::invalid_argument("unknown time sampling '" + name + "' (expected: uniform, logit-normal, mode)");
+}
+
+std::string to_string(TimeDistribution d) {
+  switch (d) {
+    case TimeDistribution::Uniform: return "uniform";
+    case TimeDistribution::LogitNormal: return "logit-normal";
+    case TimeDistribution::ModeScaled: return "mode";
+  }
+  return "uniform";
+}
+
+std::vector<std::string> time_distribution_names() { return {"uniform", "logit-normal", "mode"}; }
+
+LossWeighting loss_weighting_from_string(const std::string& name) {
+  if (name == "none") return LossWeighting::None;
+  if (name == "logit-normal") return LossWeighting::LogitNormal;
+  if (name == "sigma-squared") return LossWeighting::SigmaSquared;
+  throw std::invalid_argument("unknown loss weighting '" + name + "' (expected: none, logit-normal, sigma-squared)");
+}
+
+std::string to_string(LossWeighting w) {
+  switch (w) {
+    case LossWeighting::None: return "none";
+    case LossWeighting::LogitNormal: return "logit-normal";
+    case LossWeighting::SigmaSquared: return "sigma-squared";
+  }
+  return "none";
+}
+
+void validate(const TimeSamplingOptions& o) {
+  if (!std::isfinite(o.location())) {
+    throw std::invalid_argument("logit-normal location must be finite, got " + std::to_string(o.location()));
+  }
+  if (!(o.scale() > 0) || !std::isfinite(o.scale())) {
+    throw std::invalid_argument("logit-normal scale must be finite and > 0, got " + std::to_string(o.scale()));
+  }
+  const double s_max = 2 / (M_PI - 2);
+  if (!(o.mode_scale() >= -1 && o.mode_scale() <= s_max)) {
+    throw std::invalid_argument("mode scale must be in [-1, " + std::to_string(s_max) + "] (monotone map), got " +
+                                std::to_string(o.mode_scale()));
+  }
+}
+
+at::Tensor sample_times(int64_t n, const TimeSamplingOptions& o, at::Generator& generator) {
+  if (n < 1) throw std::invalid_argument("sample_times: n must be >= 1, got " + std::to_string(n));
+  switch (o.distribution()) {
+    case TimeDistribution::Uniform: return at::rand({n}, generator, at::kFloat);
+    case TimeDistribution::LogitNormal:
+      return at::sigmoid(at::randn({n}, generator, at::kFloat) * o.scale() + o.location());
+    case TimeDistribution::ModeScaled: {
+      at::Tensor u = at::rand({n}, generator, at::kFloat);
+      at::Tensor c = at::cos(u * (M_PI / 2));
+      return (u + o.mode_scale() * (c * c - 1 + u)).clamp(0, 1);
+    }
+  }
+  return at::rand({n}, generator, at::kFloat);
+}
+
+at::Tensor logit_normal_density(const at::Tensor& t, double location, double scale) {
+  at::Tensor z = (at::logit(t) - location) / scale;
+  return at::exp(-0.5 * z * z) / (scale * std::sqrt(2 * M_PI) * t * (1 - t));
+}
+
+at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& o) {
+  if (o.weighting() == LossWeighting::None) return at::Tensor();
+  if (o.weighting() == LossWeighting::SigmaSquared) {
+    throw std::invalid_argument("loss weighting sigma-squared depends on the path: the trainer computes it");
+  }
+  // At t = 0 or 1 exactly the density is 0·∞: it tends to 0, so clamp just inside.
+  return logit_normal_density(t.clamp(1e-7, 1 - 1e-7), o.location(), o.scale());
+}
+
+nlohmann::json to_json(const TimeSamplingOptions& o) {
+  return {{"distribution", to_string(o.distribution())},
+          {"weighting", to_string(o.weighting())},
+          {"location", o.location()},
+          {"scale", o.scale()},
+          {"mode_scale", o.mode_scale()}};
+}
+
+TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
+  TimeSamplingOptions o;
+  try {
+    if (j.contains("distribution")) o.distribution(time_distribution_from_string(j.at("distribution").get<std::string>()));
+    if (j.contains("weighting")) o.weighting(loss_weighting_from_string(j.at("weighting").get<std::string>()));
+    o.location(j.value("location", o.location()));
+    o.scale(j.value("scale", o.scale()));
+    o.mode_scale(j.value("mode_scale", o.mode_scale()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("time sampling " + j.dump() + ": " + e.what());
+  }
+  validate(o);
+  return o;
+}
+
+}  // namespace flowmatch
