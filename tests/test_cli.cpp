@@ -52,7 +52,8 @@ TEST(CLI, HelpDescribesEveryFlag) {
   Result train = cli(dir, "train --help");
   EXPECT_EQ(train.code, 0);
   for (const char* flag : {"--out", "--resume", "--source", "--target", "--steps", "--batch", "--lr", "--sigma",
-                           "--coupling", "--ema", "--threads", "--device", "--seed", "--config", "8gaussians"}) {
+                           "--coupling", "--ema", "--threads", "--device", "--seed", "--config", "8gaussians", "--path",
+                           "linear-vp", "--predict", "--time-sampling", "--loss-weighting", "--path-noise"}) {
     EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
   }
   for (const char* cmd : {"sample", "eval"}) {
@@ -236,6 +237,11 @@ TEST(CLI, PathPredictionAndTimeSamplingAreStoredAndUsedBySampleAndEval) {
   at::Tensor x = fm::io::load_npy(dir / "s.npy");
   EXPECT_EQ(x.size(0), 100);
   EXPECT_TRUE(at::isfinite(x).all().item<bool>());
+  // The SDE sampler draws from the same run, one evaluation per step.
+  r = cli(dir, "sample --run run --n 100 --solver sde --steps 40 --sde-noise 0.5 --out sde.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("NFE 40"), std::string::npos) << r.out;
+  EXPECT_TRUE(at::isfinite(fm::io::load_npy(dir / "sde.npy")).all().item<bool>());
 }
 
 TEST(CLI, PathFlagMistakesAreNamed) {

@@ -11,6 +11,7 @@
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/schedulers.h"
+#include "flowmatch/sde.h"
 #include "flowmatch/solvers.h"
 
 namespace fmcli {
@@ -23,7 +24,7 @@ struct SampleFlags {
   CommonFlags common;
   std::string run, out, checkpoint, solver = "euler", scheduler;
   int64_t n = 10000, steps = 100, trajectories = 0;
-  double atol = 1e-5, rtol = 1e-5;
+  double atol = 1e-5, rtol = 1e-5, sde_noise = 1.0;
 };
 
 int run_sample(SampleFlags& f) {
@@ -35,16 +36,29 @@ int run_sample(SampleFlags& f) {
   RunFlow flow = run_flow(run, model, f.scheduler);
   auto source = run_sampler(run, "source");
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(f.common.seed);
-  auto options = fm::SolverOptions().method(fm::solver_method_from_string(f.solver)).steps(f.steps).atol(f.atol).rtol(f.rtol);
+  const bool sde = f.solver == "sde";
+  if (sde && !flow.path->scheduler()) throw UsageError("--solver sde needs a run on an affine path (a scheduler)");
+  auto options = fm::SolverOptions().steps(f.steps).atol(f.atol).rtol(f.rtol);
+  if (!sde) options.method(fm::solver_method_from_string(f.solver));
+  const auto sde_options = fm::SDEOptions().steps(f.steps).noise_scale(f.sde_noise);
+  auto solve = [&](const at::Tensor& start, bool record) {
+    if (sde) return fm::solve_sde(flow.field, *flow.path->scheduler(), start, fm::SDEOptions(sde_options).record_trajectory(record), gen);
+    return fm::solve_ode(flow.field, start, fm::SolverOptions(options).record_trajectory(record));
+  };
 
   c10::InferenceMode guard;
   at::Tensor x0 = flow.path->start(source(f.n, gen)).to(device);
-  fm::SolveResult result = fm::solve_ode(flow.field, x0, options);
+  fm::SolveResult result = solve(x0, false);
   at::Tensor x = result.x.to(at::kCPU);
   fm::io::save_npy(f.out, x);
   const std::string png = with_extension(f.out, ".png");
   fm::io::PlotStyle style;
   std::string how = f.solver == "dopri5" ? "dopri5" : f.solver + " " + std::to_string(f.steps) + " steps";
+  if (sde) {
+    char noise[48];
+    std::snprintf(noise, sizeof noise, ", noise %.3g", f.sde_noise);
+    how += noise;
+  }
   if (!f.scheduler.empty()) how += ", " + flow.scheduler;
   style.title = "samples: " + how + ", NFE " + std::to_string(result.nfe);
   fm::io::write_scatter_png(png, {{x, {214, 39, 40}, "generated", 0.3f}}, style);
@@ -52,7 +66,7 @@ int run_sample(SampleFlags& f) {
             << result.nfe << "\n";
   if (f.trajectories > 0) {
     const int64_t k = std::min(f.trajectories, f.n);
-    auto traj = fm::solve_ode(flow.field, x0.slice(0, 0, k), fm::SolverOptions(options).record_trajectory(true));
+    auto traj = solve(x0.slice(0, 0, k), true);
     const std::string tpng = with_extension(f.out, "") + "-trajectories.png";
     fm::io::PlotStyle ts;
     ts.title = std::to_string(k) + " trajectories, " + how;
@@ -71,8 +85,11 @@ Command register_sample(CLI::App& root) {
   app->add_option("--run", f.run, "run folder written by 'flowmatch train'")->required();
   app->add_option("--n", f.n, "number of samples")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--steps", f.steps, "solver steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--solver", f.solver, "euler, midpoint, heun, rk4 (fixed --steps) or dopri5 (adaptive, --atol/--rtol)")
-      ->check(CLI::IsMember({"euler", "midpoint", "heun", "rk4", "dopri5"}))->capture_default_str();
+  app->add_option("--solver", f.solver,
+                  "euler, midpoint, heun, rk4 (fixed --steps), dopri5 (adaptive, --atol/--rtol) or sde (Euler-Maruyama, --steps)")
+      ->check(CLI::IsMember({"euler", "midpoint", "heun", "rk4", "dopri5", "sde"}))->capture_default_str();
+  app->add_option("--sde-noise", f.sde_noise, "sde: diffusion g(t) = this x sigma_t of the run's path (same marginals)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--atol", f.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--rtol", f.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--out", f.out, "output .npy (float32, shape (n, 2)); default RUN/samples.npy; the PNG goes beside it");

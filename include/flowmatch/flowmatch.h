@@ -17,6 +17,7 @@
 #include "flowmatch/paths.h"
 #include "flowmatch/prediction.h"
 #include "flowmatch/schedulers.h"
+#include "flowmatch/sde.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/time_sampling.h"
 #include "flowmatch/train.h"

@@ -1,0 +1,64 @@
+#include "flowmatch/sde.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+
+namespace flowmatch {
+
+SolveResult solve_sde(const VelocityField& velocity, const Scheduler& scheduler, const at::Tensor& x0,
+                      const SDEOptions& options, at::Generator& generator) {
+  if (!velocity) throw std::invalid_argument("solve_sde: velocity field is empty");
+  if (options.steps() < 1) throw std::invalid_argument("SDE steps must be >= 1, got " + std::to_string(options.steps()));
+  const double t0 = options.t0(), t1 = options.t1();
+  if (!(t0 >= 0 && t1 <= 1 && t0 < t1)) {
+    throw std::invalid_argument("SDE times must satisfy 0 <= t0 < t1 <= 1, got t0 = " + std::to_string(t0) +
+                                ", t1 = " + std::to_string(t1));
+  }
+  if (!(options.noise_scale() >= 0) || !std::isfinite(options.noise_scale())) {
+    throw std::invalid_argument("SDE noise scale must be finite and >= 0, got " + std::to_string(options.noise_scale()));
+  }
+  const int64_t n = options.steps();
+  const double h = (t1 - t0) / static_cast<double>(n);
+  SolveResult result;
+  at::Tensor x = x0.clone();
+  if (options.record_trajectory()) {
+    result.trajectory.push_back(x.clone());
+    result.times.push_back(t0);
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const double t = t0 + h * static_cast<double>(k);
+    at::Tensor tt = at::full({}, t, x.options());
+    at::Tensor u = velocity(x, tt);
+    ++result.nfe;
+    const SchedulerValues v = scheduler(at::full({}, t, at::kDouble));
+    const double alpha = v.alpha.item<double>(), sigma = v.sigma.item<double>();
+    const double d_alpha = v.d_alpha.item<double>(), d_sigma = v.d_sigma.item<double>();
+    const double g = options.diffusion() ? options.diffusion()(t) : options.noise_scale() * sigma;
+    if (!(g >= 0) || !std::isfinite(g)) {
+      throw std::invalid_argument("SDE diffusion g(" + std::to_string(t) + ") = " + std::to_string(g) +
+                                  " (expected finite and >= 0)");
+    }
+    at::Tensor drift = u;
+    if (g > 0) {
+      // ½g²·score = −(g²/(2σ))·x̂₀ with x̂₀ = (α̇x − αu)/(α̇σ − ασ̇).
+      const double det = d_alpha * sigma - alpha * d_sigma;
+      at::Tensor x0_hat = (x * d_alpha - u * alpha) / det;
+      drift = u - x0_hat * (g * g / (2 * sigma));
+      at::Tensor noise = at::randn(x.sizes(), generator, x.options().device(generator.device()));
+      x = x + drift * h + noise.to(x.device()) * (g * std::sqrt(h));
+    } else {
+      x = x + drift * h;
+    }
+    if (options.record_trajectory()) {
+      result.trajectory.push_back(x.clone());
+      result.times.push_back(t + h);
+    }
+  }
+  result.x = x;
+  result.steps = n;
+  return result;
+}
+
+}  // namespace flowmatch
