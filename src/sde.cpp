@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 namespace flowmatch {
 
@@ -23,6 +24,9 @@ SolveResult solve_sde(const VelocityField& velocity, const Scheduler& scheduler,
   const double h = (t1 - t0) / static_cast<double>(n);
   SolveResult result;
   at::Tensor x = x0.clone();
+  // Buffers reused across steps when no graph is being recorded (the sampling case).
+  const bool in_place = !at::GradMode::is_enabled();
+  at::Tensor noise = at::empty(x0.sizes(), x0.options().device(generator.device()));
   if (options.record_trajectory()) {
     result.trajectory.push_back(x.clone());
     result.times.push_back(t0);
@@ -46,10 +50,11 @@ SolveResult solve_sde(const VelocityField& velocity, const Scheduler& scheduler,
       const double det = d_alpha * sigma - alpha * d_sigma;
       at::Tensor x0_hat = (x * d_alpha - u * alpha) / det;
       drift = u - x0_hat * (g * g / (2 * sigma));
-      at::Tensor noise = at::randn(x.sizes(), generator, x.options().device(generator.device()));
-      x = x + drift * h + noise.to(x.device()) * (g * std::sqrt(h));
+      noise.normal_(0, 1, generator);
+      at::Tensor dw = noise.to(x.device());
+      x = in_place ? x.add_(drift, h).add_(dw, g * std::sqrt(h)) : x + drift * h + dw * (g * std::sqrt(h));
     } else {
-      x = x + drift * h;
+      x = in_place ? x.add_(drift, h) : x + drift * h;
     }
     if (options.record_trajectory()) {
       result.trajectory.push_back(x.clone());

@@ -70,6 +70,15 @@ TEST(SDE, ZeroNoiseIsEulerAndTheScoreMustMatchThePath) {
   const double var = std::pow(v.alpha.item<double>() * 0.5, 2) + std::pow(v.sigma.item<double>(), 2);
   EXPECT_TRUE(fmtest::AllClose(constant.x.var(0), at::full({2}, var, at::kDouble), 0, 6 * var * std::sqrt(2.0 / 20000) + 0.03))
       << constant.x.var(0);
+  // In-place updates (gradient mode off) give the same numbers as the out-of-place ones.
+  auto g1 = fmtest::generator(9), g2 = fmtest::generator(9);
+  auto with_grad = fm::solve_sde(field, *s, x0, fm::SDEOptions().steps(20), g1);
+  at::Tensor in_place;
+  {
+    at::NoGradGuard no_grad;
+    in_place = fm::solve_sde(field, *s, x0, fm::SDEOptions().steps(20), g2).x;
+  }
+  EXPECT_TRUE(fmtest::AllClose(in_place, with_grad.x, 1e-12, 1e-12));
   EXPECT_THROW(fm::solve_sde(field, *s, x0, fm::SDEOptions().steps(0), g), std::invalid_argument);
   EXPECT_THROW(fm::solve_sde(field, *s, x0, fm::SDEOptions().t0(0.5).t1(0.5), g), std::invalid_argument);
   EXPECT_THROW(fm::solve_sde(field, *s, x0, fm::SDEOptions().noise_scale(-1), g), std::invalid_argument);

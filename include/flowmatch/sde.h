@@ -34,7 +34,9 @@ struct SDEOptions {
   TORCH_ARG(bool, record_trajectory) = false;
 };
 
-/// Integrates the SDE from x0 (at t0) with Euler–Maruyama; the noise is drawn from `generator`.
+/// Integrates the SDE from x0 (at t0) with Euler–Maruyama; the noise is drawn from `generator` (on its
+/// own device, then moved to x's). With gradient mode off the state is updated in place, so the field
+/// must not keep the state tensor it is given beyond the call (as for solve_ode).
 /// Returns the final state, NFE (= steps) and, when asked, the states at every grid time.
 /// Throws std::invalid_argument on bad options (steps < 1, times outside [0, 1] or not increasing,
 /// negative noise scale).
