@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "enum_names.h"
+
 namespace flowmatch {
 
 at::Tensor expand_time_like(const at::Tensor& t, const at::Tensor& x) {
@@ -18,21 +20,16 @@ at::Tensor expand_time_like(const at::Tensor& t, const at::Tensor& x) {
   return t.to(x.options()).view(shape);
 }
 
-InterpolantNoise interpolant_noise_from_string(const std::string& name) {
-  if (name == "none") return InterpolantNoise::None;
-  if (name == "constant") return InterpolantNoise::Constant;
-  if (name == "brownian-bridge") return InterpolantNoise::BrownianBridge;
-  throw std::invalid_argument("unknown interpolant noise '" + name + "' (expected: none, constant, brownian-bridge)");
-}
+namespace {
+constexpr detail::EnumNames<InterpolantNoise, 3> kNoiseNames{{{InterpolantNoise::None, "none"},
+                                                             {InterpolantNoise::Constant, "constant"},
+                                                             {InterpolantNoise::BrownianBridge, "brownian-bridge"}}};
+}  // namespace
 
-std::string to_string(InterpolantNoise noise) {
-  switch (noise) {
-    case InterpolantNoise::None: return "none";
-    case InterpolantNoise::Constant: return "constant";
-    case InterpolantNoise::BrownianBridge: return "brownian-bridge";
-  }
-  return "none";
+InterpolantNoise interpolant_noise_from_string(const std::string& name) {
+  return detail::enum_from_name(kNoiseNames, name, "interpolant noise");
 }
+std::string to_string(InterpolantNoise noise) { return detail::enum_name(kNoiseNames, noise); }
 
 AffinePath::AffinePath(std::shared_ptr<const Scheduler> scheduler, AffinePathOptions options)
     : scheduler_(std::move(scheduler)), options_(options) {

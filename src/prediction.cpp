@@ -5,27 +5,22 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "enum_names.h"
+
 namespace flowmatch {
 
+namespace {
+constexpr detail::EnumNames<PredictionTarget, 4> kTargetNames{{{PredictionTarget::Velocity, "velocity"},
+                                                              {PredictionTarget::Data, "data"},
+                                                              {PredictionTarget::Noise, "noise"},
+                                                              {PredictionTarget::Score, "score"}}};
+}  // namespace
+
 PredictionTarget prediction_target_from_string(const std::string& name) {
-  if (name == "velocity") return PredictionTarget::Velocity;
-  if (name == "data") return PredictionTarget::Data;
-  if (name == "noise") return PredictionTarget::Noise;
-  if (name == "score") return PredictionTarget::Score;
-  throw std::invalid_argument("unknown prediction target '" + name + "' (expected: velocity, data, noise, score)");
+  return detail::enum_from_name(kTargetNames, name, "prediction target");
 }
-
-std::string to_string(PredictionTarget target) {
-  switch (target) {
-    case PredictionTarget::Velocity: return "velocity";
-    case PredictionTarget::Data: return "data";
-    case PredictionTarget::Noise: return "noise";
-    case PredictionTarget::Score: return "score";
-  }
-  return "velocity";
-}
-
-std::vector<std::string> prediction_target_names() { return {"velocity", "data", "noise", "score"}; }
+std::string to_string(PredictionTarget target) { return detail::enum_name(kTargetNames, target); }
+std::vector<std::string> prediction_target_names() { return detail::enum_names(kTargetNames); }
 
 at::Tensor convert_prediction(const at::Tensor& value, PredictionTarget from, PredictionTarget to, const at::Tensor& x,
                               const at::Tensor& t, const Scheduler& scheduler) {
@@ -65,10 +60,9 @@ at::Tensor convert_prediction(const at::Tensor& value, PredictionTarget from, Pr
   return value;
 }
 
-at::Tensor regression_target(const ProbabilityPath& path, const PathSample& sample, PredictionTarget target) {
-  if (target == PredictionTarget::Velocity) return sample.velocity;
-  auto scheduler = path.scheduler();
-  if (!scheduler) {
+void check_prediction_target(const ProbabilityPath& path, PredictionTarget target) {
+  if (target == PredictionTarget::Velocity) return;
+  if (!path.scheduler()) {
     throw std::invalid_argument("prediction target '" + to_string(target) + "' needs an affine Gaussian path, got " +
                                 path.spec().dump());
   }
@@ -77,11 +71,15 @@ at::Tensor regression_target(const ProbabilityPath& path, const PathSample& samp
                                 "' needs a path without interpolant noise (sigma = 0); only 'velocity' is defined on " +
                                 path.spec().dump());
   }
+}
+
+at::Tensor regression_target(const ProbabilityPath& path, const PathSample& sample, PredictionTarget target) {
+  check_prediction_target(path, target);
   switch (target) {
     case PredictionTarget::Data: return sample.x1;
     case PredictionTarget::Noise: return sample.x0;
     case PredictionTarget::Score: {
-      const SchedulerValues v = (*scheduler)(expand_time_like(sample.t, sample.x0));
+      const SchedulerValues v = (*path.scheduler())(expand_time_like(sample.t, sample.x0));
       return -sample.x0 / v.sigma;
     }
     case PredictionTarget::Velocity: break;

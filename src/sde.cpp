@@ -31,14 +31,16 @@ SolveResult solve_sde(const VelocityField& velocity, const Scheduler& scheduler,
     result.trajectory.push_back(x.clone());
     result.times.push_back(t0);
   }
+  // The scheduler's coefficients at every step time, evaluated once.
+  const at::Tensor grid = at::arange(n, at::kDouble) * h + t0;
+  const SchedulerValues coefficients = scheduler(grid);
+  const auto alphas = coefficients.alpha.accessor<double, 1>(), sigmas = coefficients.sigma.accessor<double, 1>();
+  const auto d_alphas = coefficients.d_alpha.accessor<double, 1>(), d_sigmas = coefficients.d_sigma.accessor<double, 1>();
   for (int64_t k = 0; k < n; ++k) {
     const double t = t0 + h * static_cast<double>(k);
-    at::Tensor tt = at::full({}, t, x.options());
-    at::Tensor u = velocity(x, tt);
+    at::Tensor u = velocity(x, at::full({}, t, x.options()));
     ++result.nfe;
-    const SchedulerValues v = scheduler(at::full({}, t, at::kDouble));
-    const double alpha = v.alpha.item<double>(), sigma = v.sigma.item<double>();
-    const double d_alpha = v.d_alpha.item<double>(), d_sigma = v.d_sigma.item<double>();
+    const double alpha = alphas[k], sigma = sigmas[k], d_alpha = d_alphas[k], d_sigma = d_sigmas[k];
     const double g = options.diffusion() ? options.diffusion()(t) : options.noise_scale() * sigma;
     if (!(g >= 0) || !std::isfinite(g)) {
       throw std::invalid_argument("SDE diffusion g(" + std::to_string(t) + ") = " + std::to_string(g) +

@@ -7,27 +7,22 @@
 #include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
+#include "enum_names.h"
+
 namespace flowmatch {
 
-SolverMethod solver_method_from_string(const std::string& name) {
-  if (name == "euler") return SolverMethod::Euler;
-  if (name == "midpoint") return SolverMethod::Midpoint;
-  if (name == "heun") return SolverMethod::Heun;
-  if (name == "rk4") return SolverMethod::RK4;
-  if (name == "dopri5") return SolverMethod::Dopri5;
-  throw std::invalid_argument("unknown solver '" + name + "' (expected: euler, midpoint, heun, rk4, dopri5)");
-}
+namespace {
+constexpr detail::EnumNames<SolverMethod, 5> kSolverNames{{{SolverMethod::Euler, "euler"},
+                                                          {SolverMethod::Midpoint, "midpoint"},
+                                                          {SolverMethod::Heun, "heun"},
+                                                          {SolverMethod::RK4, "rk4"},
+                                                          {SolverMethod::Dopri5, "dopri5"}}};
+}  // namespace
 
-std::string to_string(SolverMethod method) {
-  switch (method) {
-    case SolverMethod::Euler: return "euler";
-    case SolverMethod::Midpoint: return "midpoint";
-    case SolverMethod::Heun: return "heun";
-    case SolverMethod::RK4: return "rk4";
-    case SolverMethod::Dopri5: return "dopri5";
-  }
-  return "?";
+SolverMethod solver_method_from_string(const std::string& name) {
+  return detail::enum_from_name(kSolverNames, name, "solver");
 }
+std::string to_string(SolverMethod method) { return detail::enum_name(kSolverNames, method); }
 
 int64_t evaluations_per_step(SolverMethod method) {
   switch (method) {

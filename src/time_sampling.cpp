@@ -5,41 +5,30 @@
 
 #include <ATen/ATen.h>
 
+#include "enum_names.h"
+#include "flowmatch/schedulers.h"
+
 namespace flowmatch {
 
+namespace {
+constexpr detail::EnumNames<TimeDistribution, 3> kDistributionNames{{{TimeDistribution::Uniform, "uniform"},
+                                                                    {TimeDistribution::LogitNormal, "logit-normal"},
+                                                                    {TimeDistribution::ModeScaled, "mode"}}};
+constexpr detail::EnumNames<LossWeighting, 3> kWeightingNames{{{LossWeighting::None, "none"},
+                                                              {LossWeighting::LogitNormal, "logit-normal"},
+                                                              {LossWeighting::SigmaSquared, "sigma-squared"}}};
+}  // namespace
+
 TimeDistribution time_distribution_from_string(const std::string& name) {
-  if (name == "uniform") return TimeDistribution::Uniform;
-  if (name == "logit-normal") return TimeDistribution::LogitNormal;
-  if (name == "mode") return TimeDistribution::ModeScaled;
-  throw std::invalid_argument("unknown time sampling '" + name + "' (expected: uniform, logit-normal, mode)");
+  return detail::enum_from_name(kDistributionNames, name, "time sampling");
 }
-
-std::string to_string(TimeDistribution d) {
-  switch (d) {
-    case TimeDistribution::Uniform: return "uniform";
-    case TimeDistribution::LogitNormal: return "logit-normal";
-    case TimeDistribution::ModeScaled: return "mode";
-  }
-  return "uniform";
-}
-
-std::vector<std::string> time_distribution_names() { return {"uniform", "logit-normal", "mode"}; }
+std::string to_string(TimeDistribution d) { return detail::enum_name(kDistributionNames, d); }
+std::vector<std::string> time_distribution_names() { return detail::enum_names(kDistributionNames); }
 
 LossWeighting loss_weighting_from_string(const std::string& name) {
-  if (name == "none") return LossWeighting::None;
-  if (name == "logit-normal") return LossWeighting::LogitNormal;
-  if (name == "sigma-squared") return LossWeighting::SigmaSquared;
-  throw std::invalid_argument("unknown loss weighting '" + name + "' (expected: none, logit-normal, sigma-squared)");
+  return detail::enum_from_name(kWeightingNames, name, "loss weighting");
 }
-
-std::string to_string(LossWeighting w) {
-  switch (w) {
-    case LossWeighting::None: return "none";
-    case LossWeighting::LogitNormal: return "logit-normal";
-    case LossWeighting::SigmaSquared: return "sigma-squared";
-  }
-  return "none";
-}
+std::string to_string(LossWeighting w) { return detail::enum_name(kWeightingNames, w); }
 
 void validate(const TimeSamplingOptions& o) {
   if (!std::isfinite(o.location())) {
@@ -75,10 +64,11 @@ at::Tensor logit_normal_density(const at::Tensor& t, double location, double sca
   return at::exp(-0.5 * z * z) / (scale * std::sqrt(2 * M_PI) * t * (1 - t));
 }
 
-at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& o) {
+at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& o, const Scheduler* scheduler) {
   if (o.weighting() == LossWeighting::None) return at::Tensor();
   if (o.weighting() == LossWeighting::SigmaSquared) {
-    throw std::invalid_argument("loss weighting sigma-squared depends on the path: the trainer computes it");
+    if (!scheduler) throw std::invalid_argument("loss weighting sigma-squared needs an affine Gaussian path (a scheduler)");
+    return (*scheduler)(t).sigma.square();
   }
   // At t = 0 or 1 exactly the density is 0·∞: it tends to 0, so clamp just inside.
   return logit_normal_density(t.clamp(1e-7, 1 - 1e-7), o.location(), o.scale());

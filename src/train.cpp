@@ -14,6 +14,7 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
+#include "enum_names.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/loss.h"
 
@@ -21,18 +22,19 @@ namespace flowmatch {
 
 namespace fs = std::filesystem;
 
+namespace {
+constexpr detail::EnumNames<OptimizerKind, 2> kOptimizerNames{{{OptimizerKind::Adam, "adam"}, {OptimizerKind::AdamW, "adamw"}}};
+constexpr detail::EnumNames<LRSchedule, 2> kScheduleNames{{{LRSchedule::Constant, "constant"}, {LRSchedule::Cosine, "cosine"}}};
+}  // namespace
+
 OptimizerKind optimizer_kind_from_string(const std::string& name) {
-  if (name == "adam") return OptimizerKind::Adam;
-  if (name == "adamw") return OptimizerKind::AdamW;
-  throw std::invalid_argument("unknown optimizer '" + name + "' (expected: adam, adamw)");
+  return detail::enum_from_name(kOptimizerNames, name, "optimizer");
 }
-std::string to_string(OptimizerKind kind) { return kind == OptimizerKind::Adam ? "adam" : "adamw"; }
+std::string to_string(OptimizerKind kind) { return detail::enum_name(kOptimizerNames, kind); }
 LRSchedule lr_schedule_from_string(const std::string& name) {
-  if (name == "constant") return LRSchedule::Constant;
-  if (name == "cosine") return LRSchedule::Cosine;
-  throw std::invalid_argument("unknown learning-rate schedule '" + name + "' (expected: constant, cosine)");
+  return detail::enum_from_name(kScheduleNames, name, "learning-rate schedule");
 }
-std::string to_string(LRSchedule schedule) { return schedule == LRSchedule::Constant ? "constant" : "cosine"; }
+std::string to_string(LRSchedule schedule) { return detail::enum_name(kScheduleNames, schedule); }
 
 void validate(const TrainerOptions& o) {
   auto bad = [](const std::string& what, const std::string& value, const std::string& expected) {
@@ -66,12 +68,7 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
     throw std::invalid_argument("loss weighting sigma-squared needs an affine Gaussian path, got " +
                                 problem_.path->spec().dump());
   }
-  if (problem_.prediction != PredictionTarget::Velocity) {
-    // Fails now, naming the problem, rather than at the first step.
-    const auto zero = at::zeros({1, 1});
-    PathSample probe{zero, zero, zero, zero, at::full({1}, 0.5)};
-    regression_target(*problem_.path, probe, problem_.prediction);
-  }
+  check_prediction_target(*problem_.path, problem_.prediction);  // fails now rather than at the first step
   if (options_.optimizer() == OptimizerKind::Adam) {
     optimizer_ = std::make_unique<torch::optim::Adam>(
         model_->parameters(), torch::optim::AdamOptions(options_.lr()).weight_decay(options_.weight_decay()));
@@ -125,12 +122,7 @@ double Trainer::train_step() {
   const auto device = parameters_.front().device();
   at::Tensor target = regression_target(*problem_.path, s, problem_.prediction).to(device);
   at::Tensor xt = s.x_t.to(device), td = t.to(device);
-  at::Tensor weight;
-  if (problem_.time_sampling.weighting() == LossWeighting::SigmaSquared) {
-    weight = (*problem_.path->scheduler())(t).sigma.square();
-  } else {
-    weight = loss_weights(t, problem_.time_sampling);
-  }
+  at::Tensor weight = loss_weights(t, problem_.time_sampling, problem_.path->scheduler().get());
   if (weight.defined()) weight = weight.to(device);
 
   apply_lr(lr_at(step_));

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "flowmatch/schedulers.h"
+#include "gaussian_field.h"
 #include "test_util.h"
 
 namespace fm = flowmatch;
@@ -87,19 +88,6 @@ TEST(Schedulers, SpecRoundTripAndBadParameters) {
   EXPECT_THROW(fm::CondOTScheduler(fm::CondOTSchedulerOptions().sigma_min(1)), std::invalid_argument);
 }
 
-namespace {
-
-// Source N(0, I), target N(μ, c²I): x_t ~ N(αμ, (α²c² + σ²)I) and the marginal velocity is
-// u(x, t) = α̇μ + (αα̇c² + σσ̇)/(α²c² + σ²)·(x − αμ).
-fm::VelocityField gaussian_marginal_velocity(std::shared_ptr<fm::Scheduler> s, at::Tensor mu, double c) {
-  return [s, mu, c](const at::Tensor& x, const at::Tensor& t) {
-    auto v = (*s)(t.to(at::kDouble));
-    at::Tensor var = v.alpha * v.alpha * c * c + v.sigma * v.sigma;
-    return v.d_alpha * mu + (v.alpha * v.d_alpha * c * c + v.sigma * v.d_sigma) / var * (x - v.alpha * mu);
-  };
-}
-
-}  // namespace
 
 TEST(ScheduleTransform, MovesTheGaussianMarginalVelocityExactly) {
   at::Tensor mu = at::tensor({1.5, -0.5}, at::kDouble);
@@ -112,8 +100,8 @@ TEST(ScheduleTransform, MovesTheGaussianMarginalVelocityExactly) {
   for (const auto& [from, to] : pairs) {
     SCOPED_TRACE(std::string(from) + " -> " + to);
     auto trained = fm::make_scheduler(from), wanted = fm::make_scheduler(to);
-    auto moved = fm::schedule_transformed_field(gaussian_marginal_velocity(trained, mu, c), trained, wanted);
-    auto truth = gaussian_marginal_velocity(wanted, mu, c);
+    auto moved = fm::schedule_transformed_field(fmtest::gaussian_marginal_velocity(trained, mu, c), trained, wanted);
+    auto truth = fmtest::gaussian_marginal_velocity(wanted, mu, c);
     // Times where both SNR ranges overlap (VP's α₀ > 0 starts it at a positive SNR).
     for (double r : {0.1, 0.3, 0.5, 0.7, 0.9}) {
       at::Tensor rt = at::full({}, r, at::kDouble);
@@ -124,7 +112,7 @@ TEST(ScheduleTransform, MovesTheGaussianMarginalVelocityExactly) {
 
 TEST(ScheduleTransform, SameSchedulerIsTheIdentityAndNullsAreRejected) {
   auto s = fm::make_scheduler("cosine");
-  auto field = gaussian_marginal_velocity(s, at::tensor({0.3, 0.2}, at::kDouble), 0.5);
+  auto field = fmtest::gaussian_marginal_velocity(s, at::tensor({0.3, 0.2}, at::kDouble), 0.5);
   auto moved = fm::schedule_transformed_field(field, s, s);
   at::Tensor x = at::randn({16, 2}, fmtest::generator(1), at::kDouble);
   at::Tensor t = at::full({}, 0.4, at::kDouble);

@@ -3,22 +3,11 @@
 #include <cmath>
 
 #include "flowmatch/sde.h"
+#include "gaussian_field.h"
 #include "test_util.h"
 
 namespace fm = flowmatch;
 
-namespace {
-
-// Source N(0, I), target N(μ, c²I): u(x, t) = α̇μ + (αα̇c² + σσ̇)/(α²c² + σ²)·(x − αμ).
-fm::VelocityField gaussian_velocity(std::shared_ptr<fm::Scheduler> s, at::Tensor mu, double c) {
-  return [s, mu, c](const at::Tensor& x, const at::Tensor& t) {
-    auto v = (*s)(t.to(at::kDouble));
-    at::Tensor var = v.alpha * v.alpha * c * c + v.sigma * v.sigma;
-    return (v.d_alpha * mu + (v.alpha * v.d_alpha * c * c + v.sigma * v.d_sigma) / var * (x - v.alpha * mu)).to(x.dtype());
-  };
-}
-
-}  // namespace
 
 TEST(SDE, KeepsTheGaussianMarginalsForAnyNoiseLevel) {
   at::Tensor mu = at::tensor({2.0, -1.0}, at::kDouble);
@@ -26,7 +15,7 @@ TEST(SDE, KeepsTheGaussianMarginalsForAnyNoiseLevel) {
   const int64_t n = 20000, steps = 400;
   for (const char* name : {"condot", "vp"}) {
     auto s = fm::make_scheduler(name);
-    auto field = gaussian_velocity(s, mu, c);
+    auto field = fmtest::gaussian_marginal_velocity(s, mu, c);
     for (double scale : {0.5, 1.0, 2.0}) {
       SCOPED_TRACE(std::string(name) + ", noise scale " + std::to_string(scale));
       auto g = fmtest::generator(7);
@@ -53,7 +42,7 @@ TEST(SDE, KeepsTheGaussianMarginalsForAnyNoiseLevel) {
 TEST(SDE, ZeroNoiseIsEulerAndTheScoreMustMatchThePath) {
   at::Tensor mu = at::tensor({2.0, -1.0}, at::kDouble);
   auto s = fm::make_scheduler("condot");
-  auto field = gaussian_velocity(s, mu, 0.5);
+  auto field = fmtest::gaussian_marginal_velocity(s, mu, 0.5);
   auto g = fmtest::generator(8);
   at::Tensor x0 = at::randn({20000, 2}, g, at::kDouble);
   // Zero noise is exactly Euler's method on the same grid.

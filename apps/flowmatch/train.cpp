@@ -68,6 +68,17 @@ json path_spec(const TrainFlags& f) {
   }
 }
 
+json time_sampling_spec(const TrainFlags& f) {
+  const auto options = fm::TimeSamplingOptions()
+                           .distribution(fm::time_distribution_from_string(f.time_sampling))
+                           .weighting(fm::loss_weighting_from_string(f.loss_weighting))
+                           .location(f.logit_location)
+                           .scale(f.logit_scale)
+                           .mode_scale(f.mode_scale);
+  fm::validate(options);
+  return fm::to_json(options);
+}
+
 json build_config(const TrainFlags& f) {
   fm::models::MLPOptions mlp(2);
   mlp.width(f.width)
@@ -80,12 +91,7 @@ json build_config(const TrainFlags& f) {
           {"model", {{"type", "mlp"}, {"options", fm::models::to_json(mlp)}}},
           {"path", path_spec(f)},
           {"prediction", f.predict},
-          {"time_sampling", fm::to_json(fm::TimeSamplingOptions()
-                                            .distribution(fm::time_distribution_from_string(f.time_sampling))
-                                            .weighting(fm::loss_weighting_from_string(f.loss_weighting))
-                                            .location(f.logit_location)
-                                            .scale(f.logit_scale)
-                                            .mode_scale(f.mode_scale))},
+          {"time_sampling", time_sampling_spec(f)},
           {"coupling", fm::make_coupling(f.coupling)->spec()},
           {"training",
            {{"steps", f.steps},
@@ -188,12 +194,13 @@ int run_train(TrainFlags& f, CLI::App* app) {
   json fresh_config;
   try {
     fresh_config = build_config(f);
-    fm::time_sampling_from_json(fresh_config["time_sampling"]);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
-  if (f.predict != "velocity" && fm::make_path(fresh_config["path"])->has_interpolant_noise()) {
-    throw UsageError("--predict " + f.predict + " needs a path without interpolant noise: pass --sigma 0 (or --path-noise none)");
+  try {
+    fm::check_prediction_target(*fm::make_path(fresh_config["path"]), fm::prediction_target_from_string(f.predict));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string(e.what()) + ": pass --sigma 0 (or --path-noise none)");
   }
   try {
     fm::io::ensure_writable_directory(f.out);
@@ -237,10 +244,6 @@ int run_train(TrainFlags& f, CLI::App* app) {
                                   fm::make_coupling(cfg["coupling"])};
   problem.prediction = fm::prediction_target_from_string(cfg.value("prediction", std::string("velocity")));
   problem.time_sampling = fm::time_sampling_from_json(cfg.value("time_sampling", json::object()));
-  if (problem.prediction != fm::PredictionTarget::Velocity && problem.path->has_interpolant_noise()) {
-    throw UsageError("--predict " + cfg["prediction"].get<std::string>() +
-                     " needs a path without interpolant noise: pass --sigma 0 (or --path-noise none)");
-  }
   const fm::TrainerOptions options = trainer_options(cfg["training"], run.checkpoint_dir());
   fm::validate(options);
   at::manual_seed(options.seed());

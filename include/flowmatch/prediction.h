@@ -35,9 +35,13 @@ std::vector<std::string> prediction_target_names();
 at::Tensor convert_prediction(const at::Tensor& value, PredictionTarget from, PredictionTarget to, const at::Tensor& x,
                               const at::Tensor& t, const Scheduler& scheduler);
 
+/// Throws std::invalid_argument when a network predicting `target` cannot be trained on `path`: every
+/// target but velocity needs an affine Gaussian path without interpolant noise (otherwise x_t is not
+/// α·x₁ + σ·x₀ and the other targets do not convert).
+void check_prediction_target(const ProbabilityPath& path, PredictionTarget target);
+
 /// The regression target of kind `target` for a path draw (x₁, x₀, the velocity, or −x₀/σ_t).
-/// Throws std::invalid_argument when `target` is not velocity and the path is not affine, or
-/// carries interpolant noise (then x_t is not α·x₁ + σ·x₀ and the other targets do not convert).
+/// Throws as `check_prediction_target` does.
 at::Tensor regression_target(const ProbabilityPath& path, const PathSample& sample, PredictionTarget target);
 
 /// A velocity field from a network that predicts `target`: v(x, t) = convert(f(x, t)). For targets

@@ -13,6 +13,8 @@
 
 namespace flowmatch {
 
+class Scheduler;
+
 enum class TimeDistribution {
   Uniform,      ///< t ~ U[0, 1)
   LogitNormal,  ///< logit(t) ~ N(location, scale²) (SD3's rf/lognorm)
@@ -29,7 +31,7 @@ enum class LossWeighting {
   /// the logit-normal sampling of the same loss.
   LogitNormal,
   /// w(t) = σ_t² of the path's scheduler (Song et al.'s λ(t) for score matching: it turns the score
-  /// loss into the noise-prediction loss). Applied by the trainer, which knows the path.
+  /// loss into the noise-prediction loss).
   SigmaSquared,
 };
 LossWeighting loss_weighting_from_string(const std::string& name);
@@ -52,9 +54,9 @@ void validate(const TimeSamplingOptions& options);
 /// n times in [0, 1] (float32) drawn with `generator`.
 at::Tensor sample_times(int64_t n, const TimeSamplingOptions& options, at::Generator& generator);
 
-/// Per-sample loss weights for times t (undefined tensor for LossWeighting::None; SigmaSquared needs
-/// the path and is computed by the trainer: this function throws std::invalid_argument for it).
-at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& options);
+/// Per-sample loss weights for times t (undefined tensor for LossWeighting::None). SigmaSquared needs
+/// the path's `scheduler` (std::invalid_argument when it is null).
+at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& options, const Scheduler* scheduler = nullptr);
 
 /// The logit-normal density at t ∈ (0, 1): exp(−(logit t − m)²/(2s²)) / (s√(2π)·t(1 − t)).
 at::Tensor logit_normal_density(const at::Tensor& t, double location, double scale);

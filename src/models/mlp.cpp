@@ -6,35 +6,25 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "../enum_names.h"
+
 namespace flowmatch::models {
 
+namespace {
+constexpr detail::EnumNames<Activation, 4> kActivationNames{
+    {{Activation::SELU, "selu"}, {Activation::SiLU, "silu"}, {Activation::ReLU, "relu"}, {Activation::GELU, "gelu"}}};
+constexpr detail::EnumNames<TimeEncoding, 2> kEncodingNames{
+    {{TimeEncoding::Plain, "plain"}, {TimeEncoding::Sinusoidal, "sinusoidal"}}};
+}  // namespace
+
 Activation activation_from_string(const std::string& name) {
-  if (name == "selu") return Activation::SELU;
-  if (name == "silu") return Activation::SiLU;
-  if (name == "relu") return Activation::ReLU;
-  if (name == "gelu") return Activation::GELU;
-  throw std::invalid_argument("unknown activation '" + name + "' (expected: selu, silu, relu, gelu)");
+  return detail::enum_from_name(kActivationNames, name, "activation");
 }
-
-std::string to_string(Activation activation) {
-  switch (activation) {
-    case Activation::SELU: return "selu";
-    case Activation::SiLU: return "silu";
-    case Activation::ReLU: return "relu";
-    case Activation::GELU: return "gelu";
-  }
-  return "?";
-}
-
+std::string to_string(Activation activation) { return detail::enum_name(kActivationNames, activation); }
 TimeEncoding time_encoding_from_string(const std::string& name) {
-  if (name == "plain") return TimeEncoding::Plain;
-  if (name == "sinusoidal") return TimeEncoding::Sinusoidal;
-  throw std::invalid_argument("unknown time encoding '" + name + "' (expected: plain, sinusoidal)");
+  return detail::enum_from_name(kEncodingNames, name, "time encoding");
 }
-
-std::string to_string(TimeEncoding encoding) {
-  return encoding == TimeEncoding::Plain ? "plain" : "sinusoidal";
-}
+std::string to_string(TimeEncoding encoding) { return detail::enum_name(kEncodingNames, encoding); }
 
 nlohmann::json to_json(const MLPOptions& o) {
   return {{"dim", o.dim()},
