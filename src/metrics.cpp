@@ -5,43 +5,13 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
-#include <lemon/network_simplex.h>
-#include <lemon/static_graph.h>
 
 #include "flowmatch/assignment.h"
+#include "flowmatch/transport.h"
 
 namespace flowmatch::metrics {
-
-namespace {
-
-// Transport between uniform measures of n and m atoms: supplies m/g and n/g (g = gcd) keep
-// the problem integral; the network simplex is exact.
-double transport_cost(const at::Tensor& cost) {
-  const int64_t n = cost.size(0), m = cost.size(1);
-  const int64_t g = std::gcd(n, m);
-  const int64_t supply = m / g, demand = n / g;
-  std::vector<std::pair<int, int>> arcs;
-  arcs.reserve(static_cast<size_t>(n * m));
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < m; ++j) arcs.emplace_back(static_cast<int>(i), static_cast<int>(n + j));
-  lemon::StaticDigraph graph;
-  graph.build(static_cast<int>(n + m), arcs.begin(), arcs.end());
-  lemon::StaticDigraph::ArcMap<double> arc_cost(graph);
-  lemon::StaticDigraph::NodeMap<int64_t> supplies(graph);
-  const double* c = cost.data_ptr<double>();
-  for (int64_t k = 0; k < n * m; ++k) arc_cost[graph.arc(static_cast<int>(k))] = c[k];
-  for (int64_t i = 0; i < n; ++i) supplies[graph.node(static_cast<int>(i))] = supply;
-  for (int64_t j = 0; j < m; ++j) supplies[graph.node(static_cast<int>(n + j))] = -demand;
-  lemon::NetworkSimplex<lemon::StaticDigraph, int64_t, double> simplex(graph);
-  simplex.costMap(arc_cost).supplyMap(supplies);
-  if (simplex.run() != decltype(simplex)::OPTIMAL) {
-    throw std::runtime_error("wasserstein2: network simplex found no optimal plan");
-  }
-  return simplex.totalCost<double>() / static_cast<double>(n * supply);
-}
-
-}  // namespace
 
 double wasserstein2(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.defined() && b.defined() && a.dim() == 2 && b.dim() == 2,
@@ -60,9 +30,46 @@ double wasserstein2(const at::Tensor& a, const at::Tensor& b) {
   if (a.size(0) == b.size(0)) {
     mean_cost = solve_assignment(cost).total_cost / static_cast<double>(a.size(0));
   } else {
-    mean_cost = transport_cost(cost);
+    mean_cost = exact_transport(cost).cost;  // LEMON network simplex, exact
   }
   return std::sqrt(std::max(mean_cost, 0.0));
+}
+
+TrajectoryMetrics trajectory_metrics(const VelocityField& field, const at::Tensor& x0, const at::Tensor& target,
+                                     const TrajectoryMetricsOptions& options) {
+  TORCH_CHECK(x0.defined() && x0.dim() == 2 && x0.size(0) > 0, "trajectory_metrics: x0 must be (n, D), got ",
+              x0.defined() ? x0.sizes() : at::IntArrayRef{});
+  if (options.method() == SolverMethod::Dopri5) {
+    throw std::invalid_argument("trajectory_metrics: needs a fixed-step method (euler, midpoint, heun, rk4), got dopri5");
+  }
+  if (options.steps() < 1) {
+    throw std::invalid_argument("trajectory_metrics: steps must be >= 1, got " + std::to_string(options.steps()));
+  }
+  at::NoGradGuard no_grad;
+  TrajectoryMetrics out;
+  out.w2_squared = std::pow(wasserstein2(x0.to(at::kCPU), target.to(at::kCPU)), 2);
+  auto solved = solve_ode(field, x0, SolverOptions().method(options.method()).steps(options.steps()).record_trajectory(true));
+  out.x1 = solved.x;
+  out.nfe = solved.nfe;
+  at::Tensor start = solved.trajectory.front().to(at::kDouble);
+  at::Tensor chord = solved.x.to(at::kDouble) - start;  // X₁ − X₀ per sample
+  const size_t points = solved.trajectory.size();
+  double energy = 0, straightness = 0;
+  for (size_t k = 0; k < points; ++k) {
+    const double t = solved.times[k];
+    at::Tensor v = field(solved.trajectory[k], at::scalar_tensor(t, x0.options())).to(at::kDouble);
+    ++out.nfe;
+    const double h = k == 0 ? solved.times[1] - solved.times[0]
+                 : k + 1 == points ? solved.times[k] - solved.times[k - 1]
+                                   : solved.times[k + 1] - solved.times[k - 1];
+    const double weight = 0.5 * h;  // trapezoidal rule on the (uniform or not) grid
+    energy += weight * v.square().sum(1).mean().item<double>();
+    straightness += weight * (chord - v).square().sum(1).mean().item<double>();
+  }
+  out.path_energy = energy;
+  out.straightness = straightness;
+  out.normalized_path_energy = out.w2_squared > 0 ? std::abs(energy - out.w2_squared) / out.w2_squared : INFINITY;
+  return out;
 }
 
 }  // namespace flowmatch::metrics

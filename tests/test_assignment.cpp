@@ -78,3 +78,29 @@ TEST(SquaredDistances, AgreesWithTheDefinition) {
   at::Tensor direct = (a.unsqueeze(1) - b.unsqueeze(0)).square().sum(2);
   EXPECT_TRUE(fmtest::AllClose(fm::squared_distances(a, b), direct, 1e-12, 1e-12));
 }
+
+// Square problems start from Jonker–Volgenant's initialization (column reduction, reduction
+// transfer, augmenting row reduction); rectangular ones do not. Adding a column that costs more
+// than any full assignment makes the same problem rectangular: both must reach the same optimum,
+// on random, integer (many ties) and geometric costs.
+TEST(Assignment, InitializedSquareSolverAgreesWithThePlainShortestPaths) {
+  auto g = fmtest::generator(7);
+  for (int64_t n : {2, 3, 17, 64, 301}) {
+    for (int kind = 0; kind < 3; ++kind) {
+      at::Tensor cost;
+      if (kind == 0) cost = at::rand({n, n}, g, at::kDouble);
+      if (kind == 1) cost = at::randint(0, 4, {n, n}, g, at::kDouble);
+      if (kind == 2) cost = fm::squared_distances(at::randn({n, 2}, g, at::kDouble), at::randn({n, 2}, g, at::kDouble) + 2);
+      const double big = cost.sum().item<double>() + 1;
+      at::Tensor padded = at::cat({cost, at::full({n, 1}, big, at::kDouble)}, 1);
+      auto square = fm::solve_assignment(cost);
+      auto plain = fm::solve_assignment(padded);
+      EXPECT_NEAR(square.total_cost, plain.total_cost, 1e-9 * (1 + plain.total_cost)) << n << " kind " << kind;
+      std::set<int64_t> used(square.column_of_row.begin(), square.column_of_row.end());
+      EXPECT_EQ(static_cast<int64_t>(used.size()), n);
+      double recomputed = 0;
+      for (int64_t i = 0; i < n; ++i) recomputed += cost[i][square.column_of_row[i]].item<double>();
+      EXPECT_NEAR(recomputed, square.total_cost, 1e-9 * (1 + recomputed));
+    }
+  }
+}

@@ -53,7 +53,8 @@ TEST(CLI, HelpDescribesEveryFlag) {
   EXPECT_EQ(train.code, 0);
   for (const char* flag : {"--out", "--resume", "--source", "--target", "--steps", "--batch", "--lr", "--sigma",
                            "--coupling", "--ema", "--threads", "--device", "--seed", "--config", "8gaussians", "--path",
-                           "linear-vp", "--predict", "--time-sampling", "--loss-weighting", "--path-noise"}) {
+                           "linear-vp", "--predict", "--time-sampling", "--loss-weighting", "--path-noise",
+                           "schrodinger-bridge", "--ot-reg", "--ot-iterations"}) {
     EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
   }
   for (const char* cmd : {"sample", "eval"}) {
@@ -115,10 +116,11 @@ TEST(CLI, TrainSampleEvalEndToEnd) {
   Result e = cli(dir, "eval --run runs/r --n 300 --threads 1");
   ASSERT_EQ(e.code, 0) << e.err;
   auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "runs/r/metrics.json"));
-  for (const char* key : {"w2_euler1", "w2_euler10", "w2_euler100", "w2_floor"}) {
+  for (const char* key : {"w2_euler1", "w2_euler10", "w2_euler100", "w2_floor", "straightness", "npe", "path_energy"}) {
     ASSERT_TRUE(metrics.contains(key)) << key;
     EXPECT_GT(metrics[key].get<double>(), 0.0) << key;
   }
+  EXPECT_NE(e.out.find("straightness"), std::string::npos) << e.out;
   EXPECT_TRUE(fs::exists(dir / "runs/r/eval.png"));
 
   Result same = cli(dir, "eval --samples out/s.npy --reference out/s.npy --out w.json");
@@ -259,4 +261,38 @@ TEST(CLI, PathFlagMistakesAreNamed) {
   EXPECT_NE(r.err.find("beta_max"), std::string::npos) << r.err;
   EXPECT_EQ(r.err_lines(), 1u) << r.err;
   EXPECT_TRUE(entries(dir.str()).empty());
+}
+
+TEST(CLI, EntropicCouplingsAreStoredWithTheirParameters) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("train --out sk --coupling sinkhorn --ot-reg 0.8 --ot-iterations 300 ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto config = nlohmann::json::parse(fm::io::read_file(dir / "sk/config.json"));
+  EXPECT_EQ(config["coupling"]["type"], "sinkhorn");
+  EXPECT_EQ(config["coupling"]["reg"], 0.8);
+  EXPECT_EQ(config["coupling"]["max_iterations"], 300);
+  // The Schrödinger bridge: Brownian-bridge path noise of the same sigma and reg 2 sigma^2.
+  r = cli(dir, std::string("train --out sb --coupling schrodinger-bridge --sigma 0.5 ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  config = nlohmann::json::parse(fm::io::read_file(dir / "sb/config.json"));
+  EXPECT_EQ(config["coupling"]["type"], "schrodinger-bridge");
+  EXPECT_EQ(config["coupling"]["reg"], 0.5);
+  EXPECT_EQ(config["path"]["noise"], "brownian-bridge");
+  EXPECT_EQ(config["path"]["sigma"], 0.5);
+  r = cli(dir, "train --out sk --resume --ot-reg 0.1 --steps 80 --quiet");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--ot-reg"), std::string::npos) << r.err;
+  const std::pair<std::string, std::string> mistakes[] = {
+      {"train --out x --coupling exact-ot --ot-reg 1", "--ot-reg applies to --coupling sinkhorn"},
+      {"train --out x --coupling independent --ot-iterations 5", "--ot-iterations applies"},
+      {"train --out x --coupling schrodinger-bridge --ot-reg 1", "2 sigma^2"},
+      {"train --out x --coupling schrodinger-bridge --path-noise constant", "brownian-bridge"},
+      {"train --out x --coupling schrodinger-bridge --sigma 0", "--sigma > 0"}};
+  for (const auto& [args, needle] : mistakes) {
+    r = cli(dir, args);
+    EXPECT_EQ(r.code, 2) << args;
+    EXPECT_EQ(r.err_lines(), 1u) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "x"));
 }

@@ -65,3 +65,44 @@ TEST(Wasserstein2, RejectsBadInput) {
   bad[1][0] = NAN;
   EXPECT_THROW(fm::metrics::wasserstein2(bad, at::zeros({3, 2})), c10::Error);
 }
+
+// A constant field moves every point along a straight line: S = 0, energy ‖μ‖², and W2² between
+// the points and their translates is ‖μ‖² (the identity pairing is optimal for a translation).
+TEST(TrajectoryMetrics, ConstantFieldIsStraightWithZeroPathEnergyGap) {
+  auto g = fmtest::generator(20);
+  at::Tensor x0 = at::randn({500, 2}, g, at::kDouble);
+  at::Tensor mu = at::tensor({3.0, -4.0}, at::kDouble);
+  fm::VelocityField field = [&](const at::Tensor& x, const at::Tensor&) { return mu.expand_as(x).clone(); };
+  auto m = fm::metrics::trajectory_metrics(field, x0, x0 + mu);
+  EXPECT_NEAR(m.straightness, 0.0, 1e-12);
+  EXPECT_NEAR(m.path_energy, 25.0, 1e-9);
+  EXPECT_NEAR(m.w2_squared, 25.0, 1e-9);
+  EXPECT_NEAR(m.normalized_path_energy, 0.0, 1e-10);
+  EXPECT_EQ(m.nfe, 100 + 101);  // Euler 100 steps, then v at the 101 grid times
+  EXPECT_TRUE(fmtest::AllClose(m.x1, x0 + mu, 0, 1e-12));
+}
+
+// A rotation v = ωJx bends every path into an arc: X_t = R(ωt)X₀, ‖v‖² = ω²‖X₀‖², and since
+// ∫₀¹ ωJR(ωs) ds = R(ω) − I, S = (ω² − 2 + 2 cos ω)·E‖X₀‖² and energy = S + E‖X₁ − X₀‖².
+TEST(TrajectoryMetrics, RotationMatchesTheClosedForm) {
+  auto g = fmtest::generator(21);
+  at::Tensor x0 = at::randn({400, 2}, g, at::kDouble);
+  const double omega = 1.3;
+  fm::VelocityField field = [&](const at::Tensor& x, const at::Tensor&) {
+    return at::stack({-x.select(1, 1), x.select(1, 0)}, 1) * omega;
+  };
+  auto m = fm::metrics::trajectory_metrics(field, x0, x0 * 2,
+                                           fm::metrics::TrajectoryMetricsOptions().method(fm::SolverMethod::RK4).steps(200));
+  const double second_moment = x0.square().sum(1).mean().item<double>();
+  const double expected_s = (omega * omega - 2 + 2 * std::cos(omega)) * second_moment;
+  // Trapezoidal rule, h = 1/200: relative error ~ h²·ω²/12 ≈ 4e-6 on smooth integrands.
+  EXPECT_NEAR(m.straightness, expected_s, 1e-4 * expected_s);
+  EXPECT_NEAR(m.path_energy, omega * omega * second_moment, 1e-4 * second_moment);
+  const double chord = (m.x1 - x0).square().sum(1).mean().item<double>();
+  EXPECT_NEAR(chord, (2 - 2 * std::cos(omega)) * second_moment, 1e-8 * second_moment);
+  EXPECT_NEAR(m.path_energy, m.straightness + chord, 1e-4 * second_moment);
+  EXPECT_THROW(fm::metrics::trajectory_metrics(field, x0, x0, fm::metrics::TrajectoryMetricsOptions().method(fm::SolverMethod::Dopri5)),
+               std::invalid_argument);
+  EXPECT_THROW(fm::metrics::trajectory_metrics(field, x0, x0, fm::metrics::TrajectoryMetricsOptions().steps(0)),
+               std::invalid_argument);
+}

@@ -1,6 +1,7 @@
 // flowmatch eval: W2 of a trained run at 1, 10 and 100 Euler steps against fresh target
 // samples (metrics.json + pictures), or the exact W2 between two .npy point sets.
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -90,6 +91,16 @@ int eval_run(EvalFlags& f) {
     }
   }
   metrics["w2_floor"] = fm::metrics::wasserstein2(target(f.n, gen), target(f.n, gen));
+  {
+    // Straightness and normalized path energy along the model's own Euler-100 trajectories
+    // (PROTOCOLS.md); W2² between the source points and fresh target points, exact.
+    at::Tensor x0 = flow.path->start(source(f.n, gen)).to(device);
+    auto m = fm::metrics::trajectory_metrics(field, x0, target(f.n, gen));
+    metrics["straightness"] = m.straightness;
+    metrics["path_energy"] = m.path_energy;
+    metrics["w2_source_target"] = std::sqrt(m.w2_squared);
+    metrics["npe"] = m.normalized_path_energy;
+  }
   write_json_atomic(out, metrics);
 
   fm::io::PlotStyle style;
@@ -105,10 +116,13 @@ int eval_run(EvalFlags& f) {
   ts.title = "300 trajectories, Euler 100 steps";
   fm::io::write_trajectories_png(run.dir + "/trajectories.png", at::stack(traj.trajectory).to(at::kCPU), ts);
 
-  char line[256];
-  std::snprintf(line, sizeof line, "W2 (n=%lld): euler1 %.4f  euler10 %.4f  euler100 %.4f  (floor %.4f)",
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "W2 (n=%lld): euler1 %.4f  euler10 %.4f  euler100 %.4f  (floor %.4f)\n"
+                "straightness %.4f  normalized path energy %.4f (Euler 100)",
                 static_cast<long long>(f.n), metrics["w2_euler1"].get<double>(), metrics["w2_euler10"].get<double>(),
-                metrics["w2_euler100"].get<double>(), metrics["w2_floor"].get<double>());
+                metrics["w2_euler100"].get<double>(), metrics["w2_floor"].get<double>(),
+                metrics["straightness"].get<double>(), metrics["npe"].get<double>());
   std::cout << line << "\nwrote " << out << ", " << run.dir << "/eval.png, " << run.dir << "/trajectories.png\n";
   return kExitOk;
 }
@@ -119,7 +133,9 @@ Command register_eval(CLI::App& root) {
   auto flags = std::make_shared<EvalFlags>();
   EvalFlags& f = *flags;
   CLI::App* app = root.add_subcommand(
-      "eval", "Evaluate a run (exact W2 at 1/10/100 Euler steps -> metrics.json, eval.png), or W2 between two .npy files");
+      "eval",
+      "Evaluate a run (exact W2 at 1/10/100 Euler steps, straightness, normalized path energy -> metrics.json, eval.png), "
+      "or W2 between two .npy files");
   auto* run = app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
   auto* samples = app->add_option("--samples", f.samples, "points (n, D) as .npy, compared with --reference");
   auto* reference = app->add_option("--reference", f.reference, "points (m, D) as .npy");

@@ -41,12 +41,30 @@ struct TrainFlags {
   std::string predict = "velocity", time_sampling = "uniform", loss_weighting = "none";
   double logit_location = 0, logit_scale = 1, mode_scale = 1.29;
   std::string coupling = "exact-ot", optimizer = "adam", lr_schedule = "constant";
+  // Entropic couplings: Sinkhorn's ε (schrodinger-bridge: 2σ², not set here) and iteration cap.
+  std::optional<double> ot_reg;
+  int64_t ot_iterations = 2000;
   int64_t width = 64, depth = 3, time_features = 16;
   std::string activation = "selu", time_encoding = "plain";
   int64_t log_every = 100, checkpoint_every = 1000, keep = 3;
   std::string out;
   bool resume = false, quiet = false;
 };
+
+// σ of the interpolant noise: as given, else TorchCFM's defaults (1.0 for the Schrödinger bridge,
+// 0.1 on condot, 0 on the other paths).
+double default_sigma(const TrainFlags& f) {
+  if (f.sigma) return *f.sigma;
+  if (f.coupling == "schrodinger-bridge") return 1.0;
+  return f.path == "condot" ? 0.1 : 0.0;
+}
+
+json coupling_spec(const TrainFlags& f) {
+  fm::SinkhornOptions sinkhorn = fm::SinkhornOptions().max_iterations(f.ot_iterations);
+  if (f.coupling == "sinkhorn") return fm::SinkhornCoupling(sinkhorn.reg(f.ot_reg.value_or(0.5))).spec();
+  if (f.coupling == "schrodinger-bridge") return fm::SchrodingerBridgeCoupling(default_sigma(f), sinkhorn).spec();
+  return fm::make_coupling(f.coupling)->spec();
+}
 
 // The resolved configuration, as saved in config.json. Flag name → JSON pointer, for the
 // check that a resumed run is not silently changed.
@@ -56,7 +74,7 @@ json path_spec(const TrainFlags& f) {
   if (f.path == "polynomial") scheduler["exponent"] = f.exponent;
   if (f.path == "vp") scheduler["beta_min"] = f.beta_min, scheduler["beta_max"] = f.beta_max;
   if (f.path == "ve") scheduler["sigma_min"] = f.ve_sigma_min, scheduler["sigma_max"] = f.ve_sigma_max;
-  const double sigma = f.sigma.value_or(f.path == "condot" ? 0.1 : 0.0);
+  const double sigma = default_sigma(f);
   try {
     auto scheduler_object = fm::make_scheduler(scheduler);  // checks the parameters
     return fm::AffinePath(scheduler_object, fm::AffinePathOptions()
@@ -92,7 +110,7 @@ json build_config(const TrainFlags& f) {
           {"path", path_spec(f)},
           {"prediction", f.predict},
           {"time_sampling", time_sampling_spec(f)},
-          {"coupling", fm::make_coupling(f.coupling)->spec()},
+          {"coupling", coupling_spec(f)},
           {"training",
            {{"steps", f.steps},
             {"batch", f.batch},
@@ -122,7 +140,8 @@ const std::vector<std::pair<std::string, std::string>> kFrozenOnResume = {
     {"--predict", "/prediction"},         {"--time-sampling", "/time_sampling/distribution"},
     {"--loss-weighting", "/time_sampling/weighting"}, {"--logit-location", "/time_sampling/location"},
     {"--logit-scale", "/time_sampling/scale"}, {"--mode-scale", "/time_sampling/mode_scale"},
-    {"--coupling", "/coupling/type"},     {"--batch", "/training/batch"},
+    {"--coupling", "/coupling/type"},     {"--ot-reg", "/coupling/reg"},
+    {"--ot-iterations", "/coupling/max_iterations"}, {"--batch", "/training/batch"},
     {"--lr", "/training/lr"},             {"--optimizer", "/training/optimizer"},
     {"--weight-decay", "/training/weight_decay"}, {"--grad-clip", "/training/grad_clip"},
     {"--ema", "/training/ema"},           {"--lr-schedule", "/training/lr_schedule"},
@@ -189,6 +208,23 @@ int run_train(TrainFlags& f, CLI::App* app) {
     if (app->count(flag) > 0 && f.path != owner) {
       throw UsageError(flag + " applies to --path " + owner + ", not --path " + f.path);
     }
+  }
+  // Coupling flags: the entropic ones only apply to entropic couplings; the Schrödinger bridge brings
+  // its own path noise (the Brownian bridge of the same sigma) and its own regularization (2 sigma^2).
+  const bool entropic = f.coupling == "sinkhorn" || f.coupling == "schrodinger-bridge";
+  if (!entropic && (app->count("--ot-reg") || app->count("--ot-iterations"))) {
+    throw UsageError(std::string(app->count("--ot-reg") ? "--ot-reg" : "--ot-iterations") +
+                     " applies to --coupling sinkhorn or schrodinger-bridge, not " + f.coupling);
+  }
+  if (f.coupling == "schrodinger-bridge") {
+    if (app->count("--ot-reg")) {
+      throw UsageError("--ot-reg does not apply to --coupling schrodinger-bridge: its regularization is 2 sigma^2 (set --sigma)");
+    }
+    if (app->count("--path-noise") && f.path_noise != "brownian-bridge") {
+      throw UsageError("--coupling schrodinger-bridge uses --path-noise brownian-bridge, not " + f.path_noise);
+    }
+    if (!(default_sigma(f) > 0)) throw UsageError("--coupling schrodinger-bridge needs --sigma > 0");
+    f.path_noise = "brownian-bridge";
   }
   // Settings are checked before anything is written.
   json fresh_config;
@@ -342,7 +378,7 @@ Command register_train(CLI::App& root) {
       ->check(CLI::IsMember(flowmatch::path_names()))->capture_default_str();
   app->add_option("--path-noise", f.path_noise, "interpolant noise: none, constant (I-CFM) or brownian-bridge (SB-CFM)")
       ->check(CLI::IsMember({"none", "constant", "brownian-bridge"}))->capture_default_str();
-  app->add_option("--sigma", f.sigma, "scale of the interpolant noise (default 0.1 on condot, 0 on other paths)")
+  app->add_option("--sigma", f.sigma, "scale of the interpolant noise (default 0.1 on condot, 0 on other paths, 1 with --coupling schrodinger-bridge)")
       ->check(CLI::NonNegativeNumber);
   app->add_option("--sigma-min", f.sigma_min, "condot: sigma_min of Lipman et al.'s path")
       ->check(CLI::Range(0.0, 0.999999))->capture_default_str();
@@ -362,8 +398,14 @@ Command register_train(CLI::App& root) {
   app->add_option("--mode-scale", f.mode_scale, "mode: scale s in [-1, 1.75]")->check(CLI::Range(-1.0, 1.7519))->capture_default_str();
   app->add_option("--loss-weighting", f.loss_weighting, "per-sample loss weight w(t): none, logit-normal (its density) or sigma-squared (score matching's)")
       ->check(CLI::IsMember({"none", "logit-normal", "sigma-squared"}))->capture_default_str();
-  app->add_option("--coupling", f.coupling, "pairing of noise and data")
+  app->add_option("--coupling", f.coupling,
+                  "pairing of noise and data: independent (I-CFM), exact-ot (OT-CFM), sinkhorn (entropic OT), "
+                  "schrodinger-bridge (SB-CFM: entropic OT with reg 2 sigma^2 and Brownian-bridge path noise, sigma 1 by default)")
       ->check(CLI::IsMember(flowmatch::coupling_names()))->capture_default_str();
+  app->add_option("--ot-reg", f.ot_reg, "sinkhorn: entropic regularization in squared data units (default 0.5)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--ot-iterations", f.ot_iterations, "sinkhorn, schrodinger-bridge: most Sinkhorn iterations per batch")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--optimizer", f.optimizer, "adam or adamw")->check(CLI::IsMember({"adam", "adamw"}))->capture_default_str();
   app->add_option("--weight-decay", f.weight_decay, "weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--grad-clip", f.grad_clip, "clip the gradient norm to this (0: off)")

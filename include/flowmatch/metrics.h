@@ -1,15 +1,52 @@
 #pragma once
 /// \file
-/// Metrics as pure functions of tensors.
+/// Metrics: distances between point sets, and the straightness and path energy of a flow
+/// measured along its own ODE trajectories (definitions in ../shared/PROTOCOLS.md).
+
+#include <cstdint>
 
 #include <ATen/Tensor.h>
+#include <torch/arg.h>
+
+#include "flowmatch/solvers.h"
+#include "flowmatch/velocity_field.h"
 
 namespace flowmatch::metrics {
 
 /// Exact 2-Wasserstein distance between two empirical measures with uniform weights and
 /// squared Euclidean ground cost, computed in float64: W2 = sqrt(min_π Σ π_ij ‖a_i − b_j‖²).
 /// For equal sizes the optimal plan is a permutation (solved exactly by linear assignment).
-/// a: (n, D), b: (n, D). Throws std::invalid_argument on shape mismatch or non-finite input.
+/// For unequal sizes, LEMON's network simplex on integer supplies (exact).
+/// a: (n, D), b: (m, D). Throws on shape mismatch or non-finite input.
 double wasserstein2(const at::Tensor& a, const at::Tensor& b);
+
+/// How `trajectory_metrics` integrates the flow.
+struct TrajectoryMetricsOptions {
+  /// The solver whose trajectories are measured (any fixed-step method).
+  TORCH_ARG(SolverMethod, method) = SolverMethod::Euler;
+  TORCH_ARG(int64_t, steps) = 100;
+};
+
+struct TrajectoryMetrics {
+  /// S = ∫₀¹ E‖(X₁ − X₀) − v(X_t, t)‖² dt (rectified flow's straightness; 0 for straight flows).
+  double straightness = 0;
+  /// E ∫₀¹ ‖v(X_t, t)‖² dt.
+  double path_energy = 0;
+  /// W2²(source samples, target samples), exact.
+  double w2_squared = 0;
+  /// |path_energy − w2_squared| / w2_squared (TorchCFM's NPE).
+  double normalized_path_energy = 0;
+  /// The trajectories' end points X₁.
+  at::Tensor x1;
+  /// Velocity evaluations: the solve plus one per grid time.
+  int64_t nfe = 0;
+};
+
+/// Solves dx/dt = v from x0 (n, D) on a uniform grid, evaluates v at every grid state and
+/// integrates ‖v‖² and ‖(X₁ − X₀) − v‖² with the trapezoidal rule (error O(1/steps²)); W2² is between
+/// x0 and `target` (m, D), exact. Runs without gradients. Throws std::invalid_argument for bad
+/// shapes or an adaptive method.
+TrajectoryMetrics trajectory_metrics(const VelocityField& field, const at::Tensor& x0, const at::Tensor& target,
+                                     const TrajectoryMetricsOptions& options = {});
 
 }  // namespace flowmatch::metrics
