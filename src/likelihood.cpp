@@ -16,6 +16,15 @@ at::Tensor standard_normal_log_density(const at::Tensor& x) {
   return x.reshape({x.size(0), -1}).square().sum(1).mul(-0.5).sub(0.5 * d * std::log(2 * M_PI));
 }
 
+at::Tensor normal_log_density(const at::Tensor& x, double scale) {
+  if (!(scale > 0) || !std::isfinite(scale)) {
+    throw std::invalid_argument("normal_log_density: scale must be finite and > 0, got " + std::to_string(scale));
+  }
+  if (scale == 1.0) return standard_normal_log_density(x);
+  const double d = static_cast<double>(x.numel() / std::max<int64_t>(1, x.size(0)));
+  return standard_normal_log_density(x / scale) - d * std::log(scale);
+}
+
 namespace {
 
 // x with gradients tracked, whether or not it came with a graph.
@@ -120,11 +129,11 @@ LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& s
   if (t_from > t_to) {  // data → noise: log p1(x1) = log p0(x0) + Δ(0), Δ(1) = 0
     out.x1 = start;
     out.x0 = end;
-    out.log_prob = standard_normal_log_density(end) + delta;
+    out.log_prob = normal_log_density(end, options.source_scale()) + delta;
   } else {  // noise → data: log p1(x1) = log p0(x0) − Δ(1), Δ(0) = 0
     out.x0 = start;
     out.x1 = end;
-    out.log_prob = standard_normal_log_density(start) - delta;
+    out.log_prob = normal_log_density(start, options.source_scale()) - delta;
   }
   return out;
 }

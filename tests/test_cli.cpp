@@ -57,7 +57,7 @@ TEST(CLI, HelpDescribesEveryFlag) {
                            "schrodinger-bridge", "--ot-reg", "--ot-iterations"}) {
     EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
   }
-  for (const char* cmd : {"sample", "eval"}) {
+  for (const char* cmd : {"sample", "eval", "likelihood"}) {
     Result r = cli(dir, std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("--run"), std::string::npos);
@@ -121,6 +121,17 @@ TEST(CLI, TrainSampleEvalEndToEnd) {
     EXPECT_GT(metrics[key].get<double>(), 0.0) << key;
   }
   EXPECT_NE(e.out.find("straightness"), std::string::npos) << e.out;
+  // The solver sweep: W2 vs NFE for every method on the same points.
+  e = cli(dir, "eval --run runs/r --n 100 --solver-sweep --out sweep.json --threads 1");
+  ASSERT_EQ(e.code, 0) << e.err;
+  auto sweep = nlohmann::json::parse(fm::io::read_file(dir / "sweep.json"));
+  ASSERT_EQ(sweep["solver_sweep"].size(), 8u + 7u + 7u + 6u + 4u);
+  for (const auto& row : sweep["solver_sweep"]) {
+    if (row["solver"] == "rk4") EXPECT_EQ(row["nfe"].get<int64_t>(), 4 * row["steps"].get<int64_t>());
+    EXPECT_TRUE(std::isfinite(row["w2"].get<double>()));
+  }
+  for (const char* key : {"w2_euler1", "w2_euler128", "w2_midpoint64", "w2_heun1", "w2_rk432"}) EXPECT_TRUE(sweep.contains(key)) << key;
+  EXPECT_TRUE(fs::exists(dir / "runs/r/w2_vs_nfe.png"));
   EXPECT_TRUE(fs::exists(dir / "runs/r/eval.png"));
 
   Result same = cli(dir, "eval --samples out/s.npy --reference out/s.npy --out w.json");
@@ -295,4 +306,48 @@ TEST(CLI, EntropicCouplingsAreStoredWithTheirParameters) {
     EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
   }
   EXPECT_FALSE(fs::exists(dir / "x"));
+}
+
+TEST(CLI, LikelihoodReportsNllAndDrawsTheDensityMap) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("train --out run --source gaussian --target moons --coupling independent ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli(dir, "likelihood --run run --n 200 --solver rk4 --steps 20 --grid 16 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"nll", "nll_stderr", "bpd", "nfe", "n", "dim"}) EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["nfe"], 80);  // RK4: 4 evaluations per step
+  EXPECT_EQ(j["n"], 200);
+  EXPECT_NEAR(j["bpd"].get<double>(), j["nll"].get<double>() / (2 * std::log(2.0)), 1e-9);
+  EXPECT_GT(j["nll_stderr"].get<double>(), 0.0);
+  EXPECT_TRUE(fs::exists(dir / "run/density.png"));
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "run/likelihood.json")), j);
+  // The same points from a file, Hutchinson with many probes: close to the exact divergence.
+  at::Tensor points = at::randn({50, 2}, at::kFloat) + 1;
+  fm::io::save_npy(dir / "points.npy", points);
+  r = cli(dir, "likelihood --run run --data points.npy --solver rk4 --steps 20 --grid 0 --out exact.json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double exact = nlohmann::json::parse(r.out)["nll"].get<double>();
+  r = cli(dir, "likelihood --run run --data points.npy --solver rk4 --steps 20 --grid 0 --divergence hutchinson "
+               "--probes 64 --out h.json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NEAR(nlohmann::json::parse(r.out)["nll"].get<double>(), exact, 0.1);
+  // Mistakes: a source without a density, flags for another solver or divergence, a wrong shape.
+  r = cli(dir, std::string("train --out run8 ") + kTiny);  // 8gaussians -> moons
+  ASSERT_EQ(r.code, 0) << r.err;
+  fm::io::save_npy(dir / "bad.npy", at::zeros({5, 3}));
+  const std::pair<std::string, std::string> mistakes[] = {
+      {"likelihood --run run8", "source is 'gaussian'"},
+      {"likelihood --run run --solver euler --atol 1e-3", "--atol/--rtol apply to --solver dopri5"},
+      {"likelihood --run run --probes 4", "--divergence hutchinson"},
+      {"likelihood --run run --data points.npy --target moons", "excludes"}};
+  for (const auto& [args, needle] : mistakes) {
+    r = cli(dir, args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+  }
+  r = cli(dir, "likelihood --run run --data bad.npy --solver euler --steps 5 --out bad.json");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("dimension 3"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "bad.json"));
 }

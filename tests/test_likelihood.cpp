@@ -100,3 +100,17 @@ TEST(Likelihood, DifferentiableWhenAskedAndBitsPerDimension) {
   EXPECT_THROW(fm::log_likelihood(fm::as_velocity_field(net), at::randn({2, 2}, at::kDouble), fm::LikelihoodOptions().probes(0)),
                std::invalid_argument);
 }
+
+// A source N(0, s₀² I) (VE paths start at σ_max): under v = c·x the points grow by e^c, so the data
+// density is N(0, (s₀ e^c)² I) exactly.
+TEST(Likelihood, ScaledSourceDensity) {
+  auto g = fmtest::generator(9);
+  const double s0 = 3.0, c = -0.7;
+  fm::VelocityField field = [c](const at::Tensor& x, const at::Tensor&) { return x * c; };
+  at::Tensor x = at::randn({50, 3}, g, at::kDouble) * (s0 * std::exp(c));
+  auto r = fm::log_likelihood(field, x, tight().source_scale(s0));
+  at::Tensor s = at::full({3}, s0 * std::exp(c), at::kDouble);
+  EXPECT_TRUE(fmtest::AllClose(r.log_prob, gaussian_log_density(x, at::zeros({3}, at::kDouble), s), 0, 1e-8));
+  EXPECT_TRUE(fmtest::AllClose(fm::normal_log_density(x, 1.0), fm::standard_normal_log_density(x), 0, 0));
+  EXPECT_THROW(fm::normal_log_density(x, 0.0), std::invalid_argument);
+}

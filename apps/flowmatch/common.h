@@ -39,6 +39,7 @@ struct Command {
 Command register_train(CLI::App& root);
 Command register_sample(CLI::App& root);
 Command register_eval(CLI::App& root);
+Command register_likelihood(CLI::App& root);
 
 /// --threads, --device, --seed.
 struct CommonFlags {

@@ -27,7 +27,52 @@ struct EvalFlags {
   CommonFlags common;
   std::string run, checkpoint, samples, reference, out, scheduler;
   int64_t n = 2000;
+  bool solver_sweep = false;
 };
+
+// W2 against NFE for every solver on the same source points and the same reference points:
+// fixed-step methods at NFE budgets 1..128 (powers of two), Dopri5 at tolerances 1e-2..1e-5.
+json solver_sweep(const fm::VelocityField& field, const at::Tensor& x0, const at::Tensor& reference,
+                  const std::string& png, json& metrics) {
+  json rows = json::array();
+  std::vector<fm::io::LineSeries> lines;
+  const std::vector<std::pair<std::string, fm::io::Color>> methods = {
+      {"euler", {31, 119, 180}}, {"midpoint", {255, 127, 14}}, {"heun", {44, 160, 44}}, {"rk4", {214, 39, 40}}, {"dopri5", {148, 103, 189}}};
+  for (const auto& [name, color] : methods) {
+    fm::io::LineSeries line{{}, {}, color, name};
+    const auto method = fm::solver_method_from_string(name);
+    std::vector<fm::SolverOptions> runs;
+    if (method == fm::SolverMethod::Dopri5) {
+      for (double tol : {1e-2, 1e-3, 1e-4, 1e-5}) runs.push_back(fm::SolverOptions().method(method).atol(tol).rtol(tol));
+    } else {
+      for (int64_t nfe = fm::evaluations_per_step(method); nfe <= 128; nfe *= 2) {
+        runs.push_back(fm::SolverOptions().method(method).steps(nfe / fm::evaluations_per_step(method)));
+      }
+    }
+    for (const auto& options : runs) {
+      auto result = fm::solve_ode(field, x0, options);
+      const double w2 = fm::metrics::wasserstein2(result.x.to(at::kCPU), reference);
+      json row = {{"solver", name}, {"nfe", result.nfe}, {"w2", w2}};
+      if (method == fm::SolverMethod::Dopri5) {
+        row["atol"] = options.atol();
+        row["rtol"] = options.rtol();
+      } else {
+        row["steps"] = options.steps();
+        metrics["w2_" + name + std::to_string(options.steps())] = w2;
+      }
+      rows.push_back(row);
+      line.x.push_back(static_cast<double>(result.nfe));
+      line.y.push_back(w2);
+    }
+    lines.push_back(line);
+  }
+  fm::io::PlotStyle style;
+  style.width = 720;
+  style.height = 480;
+  style.title = "W2 (n = " + std::to_string(x0.size(0)) + ") vs NFE per solver, same points";
+  fm::io::write_line_png(png, lines, style, /*log_y=*/true, /*log_x=*/true);
+  return rows;
+}
 
 at::Tensor load_points(const std::string& path, const char* flag) {
   at::Tensor t = fm::io::load_npy(path);
@@ -101,6 +146,10 @@ int eval_run(EvalFlags& f) {
     metrics["w2_source_target"] = std::sqrt(m.w2_squared);
     metrics["npe"] = m.normalized_path_energy;
   }
+  if (f.solver_sweep) {
+    at::Tensor x0 = flow.path->start(source(f.n, gen)).to(device);
+    metrics["solver_sweep"] = solver_sweep(field, x0, target(f.n, gen), run.dir + "/w2_vs_nfe.png", metrics);
+  }
   write_json_atomic(out, metrics);
 
   fm::io::PlotStyle style;
@@ -123,7 +172,8 @@ int eval_run(EvalFlags& f) {
                 static_cast<long long>(f.n), metrics["w2_euler1"].get<double>(), metrics["w2_euler10"].get<double>(),
                 metrics["w2_euler100"].get<double>(), metrics["w2_floor"].get<double>(),
                 metrics["straightness"].get<double>(), metrics["npe"].get<double>());
-  std::cout << line << "\nwrote " << out << ", " << run.dir << "/eval.png, " << run.dir << "/trajectories.png\n";
+  std::cout << line << "\nwrote " << out << ", " << run.dir << "/eval.png, " << run.dir << "/trajectories.png"
+            << (f.solver_sweep ? ", " + run.dir + "/w2_vs_nfe.png" : std::string()) << "\n";
   return kExitOk;
 }
 
@@ -147,6 +197,9 @@ Command register_eval(CLI::App& root) {
   app->add_option("--scheduler", f.scheduler, "evaluate with another scheduler than the run's (schedule transform)")
       ->check(CLI::IsMember(flowmatch::scheduler_names()));
   app->add_option("--out", f.out, "metrics JSON file (default RUN/metrics.json; with --samples, optional)");
+  app->add_flag("--solver-sweep", f.solver_sweep,
+                "also W2 vs NFE for euler/midpoint/heun/rk4 (NFE 1..128) and dopri5 (tol 1e-2..1e-5) on the same "
+                "points: metrics.json solver_sweep and w2_<solver><steps>, RUN/w2_vs_nfe.png");
   add_common_flags(app, f.common);
   return {app, [flags] {
             if (!flags->samples.empty()) return eval_files(*flags);

@@ -30,6 +30,8 @@ struct LikelihoodOptions {
   /// Keep the graph so the log-likelihood can be differentiated (a training loss). The caller
   /// must have gradient mode enabled.
   TORCH_ARG(bool, create_graph) = false;
+  /// The source at t = 0 is N(0, s² I) (s = σ₀ of the path, e.g. σ_max for VE; 1 for CondOT and VP).
+  TORCH_ARG(double, source_scale) = 1.0;
 };
 
 struct LikelihoodResult {
@@ -41,6 +43,8 @@ struct LikelihoodResult {
 
 /// log N(x; 0, I) summed over all but the first dimension.
 at::Tensor standard_normal_log_density(const at::Tensor& x);
+/// log N(x; 0, s² I) = log N(x/s; 0, I) − D log s.
+at::Tensor normal_log_density(const at::Tensor& x, double scale);
 
 /// div_x v(x, t) per sample (B), exactly. Needs x of shape (B, D...).
 at::Tensor divergence_exact(const VelocityField& field, const at::Tensor& x, const at::Tensor& t, bool create_graph = false);

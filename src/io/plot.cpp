@@ -106,6 +106,7 @@ struct Axes {
   Canvas& c;
   double xlo, xhi, ylo, yhi;
   bool log_y = false;
+  bool log_x = false;  // xlo, xhi are then log10 of the data range
   int px0() const { return kLeft; }
   int px1() const { return c.w - kRight; }
   int py0() const { return kTop; }
@@ -115,13 +116,28 @@ struct Axes {
   bool inside(double x, double y) const { return x >= px0() && x <= px1() && y >= py0() && y <= py1(); }
 
   void frame(const std::string& title) {
-    const double xs = nice_step(xhi - xlo, 6);
-    for (double v = std::ceil(xlo / xs) * xs; v <= xhi + 1e-9 * xs; v += xs) {
-      const int x = static_cast<int>(std::lround(X(v)));
-      c.rect(x, py0(), x + 1, py1(), kLight);
-      c.rect(x, py1(), x + 1, py1() + 5, kBlack);
-      const std::string label = format_tick(v, xs);
-      c.text(x - c.text_width(label) / 2, py1() + 9, label, kBlack);
+    if (log_x) {  // ticks at 1, 2, 5 × powers of ten
+      for (double e = std::floor(xlo); e <= xhi + 1e-9; e += 1) {
+        for (double m : {1.0, 2.0, 5.0}) {
+          const double v = e + std::log10(m);
+          if (v < xlo - 1e-9 || v > xhi + 1e-9) continue;
+          const int x = static_cast<int>(std::lround(X(v)));
+          c.rect(x, py0(), x + 1, py1(), kLight);
+          c.rect(x, py1(), x + 1, py1() + 5, kBlack);
+          char buf[24];
+          std::snprintf(buf, sizeof buf, "%g", m * std::pow(10.0, e));
+          c.text(x - c.text_width(buf) / 2, py1() + 9, buf, kBlack);
+        }
+      }
+    } else {
+      const double xs = nice_step(xhi - xlo, 6);
+      for (double v = std::ceil(xlo / xs) * xs; v <= xhi + 1e-9 * xs; v += xs) {
+        const int x = static_cast<int>(std::lround(X(v)));
+        c.rect(x, py0(), x + 1, py1(), kLight);
+        c.rect(x, py1(), x + 1, py1() + 5, kBlack);
+        const std::string label = format_tick(v, xs);
+        c.text(x - c.text_width(label) / 2, py1() + 9, label, kBlack);
+      }
     }
     if (log_y) {
       for (double e = std::ceil(ylo); e <= yhi + 1e-9; e += 1) {
@@ -260,14 +276,18 @@ void write_trajectories_png(const std::string& path, const at::Tensor& states, c
   write_canvas(path, c);
 }
 
-void write_line_png(const std::string& path, const std::vector<LineSeries>& series, const PlotStyle& style, bool log_y) {
+void write_line_png(const std::string& path, const std::vector<LineSeries>& series, const PlotStyle& style, bool log_y, bool log_x) {
   double xl = 1e300, xh = -1e300, yl = 1e300, yh = -1e300;
   auto ty = [&](double y) { return log_y ? std::log10(y) : y; };
+  auto tx = [&](double x) { return log_x ? std::log10(x) : x; };
+  auto usable = [&](double x, double y) {
+    return std::isfinite(x) && std::isfinite(y) && (!log_y || y > 0) && (!log_x || x > 0);
+  };
   for (const auto& ser : series) {
     if (ser.x.size() != ser.y.size()) throw std::invalid_argument("write_line_png: x and y differ in length");
     for (size_t k = 0; k < ser.x.size(); ++k) {
-      if (!std::isfinite(ser.x[k]) || !std::isfinite(ser.y[k]) || (log_y && ser.y[k] <= 0)) continue;
-      xl = std::min(xl, ser.x[k]), xh = std::max(xh, ser.x[k]);
+      if (!usable(ser.x[k], ser.y[k])) continue;
+      xl = std::min(xl, tx(ser.x[k])), xh = std::max(xh, tx(ser.x[k]));
       yl = std::min(yl, ty(ser.y[k])), yh = std::max(yh, ty(ser.y[k]));
     }
   }
@@ -283,18 +303,22 @@ void write_line_png(const std::string& path, const std::vector<LineSeries>& seri
   }
   PlotStyle s = style;
   Canvas c(s.width, s.height);
-  Axes ax{c, xl, xh, yl, yh, log_y};
+  if (log_x) {
+    const double pad = (xh - xl) * 0.03;
+    xl -= pad, xh += pad;
+  }
+  Axes ax{c, xl, xh, yl, yh, log_y, log_x};
   ax.frame(s.title);
   std::vector<std::pair<std::string, Color>> legend;
   for (const auto& ser : series) {
     bool have = false;
     double px = 0, py = 0;
     for (size_t k = 0; k < ser.x.size(); ++k) {
-      if (!std::isfinite(ser.x[k]) || !std::isfinite(ser.y[k]) || (log_y && ser.y[k] <= 0)) {
+      if (!usable(ser.x[k], ser.y[k])) {
         have = false;
         continue;
       }
-      const double x = ax.X(ser.x[k]), y = ax.Y(ty(ser.y[k]));
+      const double x = ax.X(tx(ser.x[k])), y = ax.Y(ty(ser.y[k]));
       if (have) {
         c.line(px, py, x, y, ser.color, 0.9f);
         c.line(px, py + 1, x, y + 1, ser.color, 0.5f);
@@ -303,11 +327,73 @@ void write_line_png(const std::string& path, const std::vector<LineSeries>& seri
     }
     if (ser.x.size() < 40)
       for (size_t k = 0; k < ser.x.size(); ++k)
-        if (std::isfinite(ser.y[k]) && (!log_y || ser.y[k] > 0)) c.dot(ax.X(ser.x[k]), ax.Y(ty(ser.y[k])), ser.color, 1.0f, 2);
+        if (usable(ser.x[k], ser.y[k])) c.dot(ax.X(tx(ser.x[k])), ax.Y(ty(ser.y[k])), ser.color, 1.0f, 2);
     if (!ser.label.empty()) legend.emplace_back(ser.label, ser.color);
   }
   ax.legend(legend);
   write_canvas(path, c);
+}
+
+namespace {
+
+// A perceptually ordered colormap (viridis' end points and three inner stops), linear between stops.
+Color colormap(double s) {
+  static const double stops[5][3] = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+  s = std::clamp(s, 0.0, 1.0) * 4;
+  const int k = std::min(3, static_cast<int>(s));
+  const double f = s - k;
+  Color c;
+  for (int i = 0; i < 3; ++i) c[i] = static_cast<unsigned char>(std::lround(stops[k][i] * (1 - f) + stops[k + 1][i] * f));
+  return c;
+}
+
+}  // namespace
+
+void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& panels, const PlotStyle& style) {
+  if (panels.empty()) throw std::invalid_argument("write_heatmaps_png: no panels");
+  std::vector<Canvas> canvases;
+  for (const auto& panel : panels) {
+    if (!panel.values.defined() || panel.values.dim() != 2 || panel.values.size(0) < 1 || panel.values.size(1) < 1) {
+      throw std::invalid_argument("write_heatmaps_png: values must be a non-empty (rows, cols) tensor");
+    }
+    if (!(panel.x_hi > panel.x_lo) || !(panel.y_hi > panel.y_lo)) {
+      throw std::invalid_argument("write_heatmaps_png: the panel's range is empty");
+    }
+    at::Tensor v = panel.values.to(at::kCPU, at::kDouble).contiguous();
+    at::Tensor finite = v.index({at::isfinite(v)});
+    double lo = panel.v_lo, hi = panel.v_hi;
+    if (!(hi > lo)) {
+      lo = finite.numel() ? finite.min().item<double>() : 0.0;
+      hi = finite.numel() ? finite.max().item<double>() : 1.0;
+      if (!(hi > lo)) hi = lo + 1;
+    }
+    Canvas c(style.width, style.height);
+    Axes ax{c, panel.x_lo, panel.x_hi, panel.y_lo, panel.y_hi};
+    const int64_t rows = v.size(0), cols = v.size(1);
+    const double* data = v.data_ptr<double>();
+    for (int py = ax.py0(); py < ax.py1(); ++py) {
+      for (int px = ax.px0(); px < ax.px1(); ++px) {
+        // Pixel centre in data units, then the nearest cell (row 0 is the bottom, y = y_lo).
+        const double x = panel.x_lo + (px + 0.5 - ax.px0()) / (ax.px1() - ax.px0()) * (panel.x_hi - panel.x_lo);
+        const double y = panel.y_lo + (ax.py1() - py - 0.5) / (ax.py1() - ax.py0()) * (panel.y_hi - panel.y_lo);
+        const int64_t j = std::clamp<int64_t>(static_cast<int64_t>((x - panel.x_lo) / (panel.x_hi - panel.x_lo) * cols), 0, cols - 1);
+        const int64_t i = std::clamp<int64_t>(static_cast<int64_t>((y - panel.y_lo) / (panel.y_hi - panel.y_lo) * rows), 0, rows - 1);
+        const double value = data[i * cols + j];
+        c.blend(px, py, std::isfinite(value) ? colormap((value - lo) / (hi - lo)) : colormap(0), 1.0f);
+      }
+    }
+    char range[96];
+    std::snprintf(range, sizeof range, " [%.3g, %.3g]", lo, hi);
+    ax.frame(panel.title + range);
+    canvases.push_back(std::move(c));
+  }
+  // Side by side, one canvas wide per panel.
+  Canvas out(style.width * static_cast<int>(canvases.size()), style.height);
+  for (size_t k = 0; k < canvases.size(); ++k)
+    for (int y = 0; y < style.height; ++y)
+      std::copy_n(&canvases[k].rgb[static_cast<size_t>(y * style.width * 3)], style.width * 3,
+                  &out.rgb[static_cast<size_t>((y * out.w + static_cast<int>(k) * style.width) * 3)]);
+  write_canvas(path, out);
 }
 
 }  // namespace flowmatch::io

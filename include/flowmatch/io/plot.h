@@ -46,9 +46,22 @@ struct LineSeries {
   std::string label;
 };
 
-/// Line plot; with log_y the y axis is logarithmic (non-positive values are skipped).
+/// Line plot; with log_y (log_x) the y (x) axis is logarithmic (non-positive values are skipped).
 void write_line_png(const std::string& path, const std::vector<LineSeries>& series,
-                    const PlotStyle& style, bool log_y = false);
+                    const PlotStyle& style, bool log_y = false, bool log_x = false);
+
+/// A scalar field on a regular grid: values (rows, cols), row 0 at y_lo, column 0 at x_lo.
+struct Heatmap {
+  at::Tensor values;
+  double x_lo = 0, x_hi = 1, y_lo = 0, y_hi = 1;
+  /// Colour range; when v_lo >= v_hi it is the finite values' min and max. Printed in the title.
+  double v_lo = 0, v_hi = 0;
+  std::string title;
+};
+
+/// Heatmaps side by side (each style.width × style.height, viridis-like colours, non-finite cells
+/// drawn as the lowest colour).
+void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& panels, const PlotStyle& style);
 
 /// Encodes an RGB image (height × width × 3 bytes) as PNG bytes.
 std::string encode_png(const std::vector<unsigned char>& rgb, int width, int height);
