@@ -1,5 +1,6 @@
 #include "flowmatch/solvers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -70,6 +71,47 @@ std::vector<double> time_grid(const SolverOptions& options) {
 
 namespace {
 
+// The requested output times, validated against [start, end] and sorted in the direction of
+// integration, near-duplicates (1e-12 of the span) removed.
+std::vector<double> output_times(const SolverOptions& options, double start, double end) {
+  std::vector<double> out = options.output_times();
+  const double lo = std::min(start, end), hi = std::max(start, end), tiny = 1e-12 * (hi - lo);
+  for (double t : out) {
+    if (!std::isfinite(t) || t < lo - tiny || t > hi + tiny) {
+      throw std::invalid_argument("output time " + std::to_string(t) + " lies outside the integration interval [" +
+                                  std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+  }
+  std::sort(out.begin(), out.end());
+  if (end < start) std::reverse(out.begin(), out.end());
+  std::vector<double> unique;
+  for (double t : out)
+    if (unique.empty() || std::fabs(t - unique.back()) > tiny) unique.push_back(std::clamp(t, lo, hi));
+  return unique;
+}
+
+// The step grid with the output times inserted (a time within 1e-12 of the span of a grid
+// point is that grid point); `is_output[k]` marks the grid points to record.
+std::vector<double> merge_times(const std::vector<double>& grid, const std::vector<double>& outputs,
+                                std::vector<char>& is_output) {
+  const double direction = grid.back() > grid.front() ? 1.0 : -1.0;
+  const double tiny = 1e-12 * std::fabs(grid.back() - grid.front());
+  std::vector<double> merged;
+  is_output.clear();
+  size_t o = 0;
+  for (size_t k = 0; k < grid.size(); ++k) {
+    while (o < outputs.size() && direction * (grid[k] - outputs[o]) > tiny) {
+      merged.push_back(outputs[o++]);
+      is_output.push_back(1);
+    }
+    const bool same = o < outputs.size() && std::fabs(grid[k] - outputs[o]) <= tiny;
+    merged.push_back(grid[k]);
+    is_output.push_back(same ? 1 : 0);
+    if (same) ++o;
+  }
+  return merged;
+}
+
 // Dormand–Prince 5(4) tableau (Hairer, Nørsett & Wanner, Solving ODEs I, Table 5.2).
 constexpr double kC[7] = {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0};
 constexpr double kA[7][6] = {
@@ -109,9 +151,14 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
   } else {
     outputs = time_grid(options);  // validates monotonicity
   }
+  // Requested output times become landing points; only they are recorded.
+  std::vector<char> is_output(outputs.size(), 1);
+  const bool selected = !options.output_times().empty();
+  if (selected) outputs = merge_times(outputs, output_times(options, outputs.front(), outputs.back()), is_output);
+  const bool record = options.record_trajectory() || selected;
   const double t_end = outputs.back();
   const double direction = t_end > outputs.front() ? 1.0 : -1.0;
-  const bool every_step = options.record_trajectory() && options.time_grid().empty();
+  const bool every_step = options.record_trajectory() && options.time_grid().empty() && !selected;
   const double atol = options.atol(), rtol = options.rtol();
 
   SolveResult result;
@@ -133,7 +180,7 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
     x_new = at::empty_like(x0);
     err = at::empty_like(x0);
   }
-  if (options.record_trajectory()) {
+  if (record && (!selected || is_output[0])) {
     result.trajectory.push_back(x0.clone());
     result.times.push_back(t);
   }
@@ -206,7 +253,7 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
       k[0] = k[6];  // first same as last
       ++result.steps;
       if (lands) {
-        if (options.record_trajectory() && !every_step) {
+        if (record && !every_step && (!selected || is_output[next_output])) {
           result.trajectory.push_back(x.clone());
           result.times.push_back(t);
         }
@@ -232,16 +279,19 @@ SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const So
   if (!field) throw std::invalid_argument("solve_ode: velocity field is empty");
   TORCH_CHECK(x0.defined() && x0.is_floating_point(), "solve_ode: x0 must be a floating-point tensor");
   if (options.method() == SolverMethod::Dopri5) return solve_dopri5(field, x0, options);
-  const std::vector<double> grid = time_grid(options);
+  std::vector<double> grid = time_grid(options);
+  std::vector<char> is_output(grid.size(), 1);
+  const bool selected = !options.output_times().empty();
+  if (selected) grid = merge_times(grid, output_times(options, grid.front(), grid.back()), is_output);
+  const bool record = options.record_trajectory() || selected;
   const SolverMethod method = options.method();
   // In-place updates are safe only when no autograd graph refers to the state.
   const bool in_place = !at::GradMode::is_enabled();
   SolveResult result;
   at::Tensor x = in_place ? x0.clone() : x0;
-  if (options.record_trajectory()) {
-    result.trajectory.reserve(grid.size());
+  if (record && is_output[0]) {
     result.trajectory.push_back(x.clone());
-    result.times = grid;
+    result.times.push_back(grid[0]);
   }
   auto time = [&](double t) { return at::scalar_tensor(t, x0.options()); };
   auto call = [&](const at::Tensor& state, double t) {
@@ -291,7 +341,10 @@ SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const So
         break;  // handled by solve_dopri5
     }
     ++result.steps;
-    if (options.record_trajectory()) result.trajectory.push_back(x.clone());
+    if (record && is_output[k + 1]) {
+      result.trajectory.push_back(x.clone());
+      result.times.push_back(grid[k + 1]);
+    }
   }
   result.x = x;
   return result;

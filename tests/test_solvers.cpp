@@ -151,3 +151,33 @@ TEST(Dopri5, AFieldReturningItsInputIsNotCorruptedByBufferReuse) {
                          fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-10).rtol(1e-10));
   EXPECT_TRUE(fmtest::AllClose(r.x, at::full({2, 2}, std::exp(1.0), at::kDouble), 0, 1e-8));
 }
+
+// States at requested times: exactly those times, in the direction of integration, at the accuracy of
+// the method (the step containing an output time is split, costing one more step's evaluations).
+TEST(Solvers, StatesAtRequestedTimes) {
+  at::Tensor x0 = at::tensor({1.0, -0.5, 0.3, 2.0}, at::kDouble).view({2, 2});
+  const std::vector<double> wanted = {0.8, 0.305, 1.0, 0.5};  // any order; 0.305 is inside a step
+  fm::CountingVelocityField counter(linear_field());
+  auto r = fm::solve_ode(counter.field(), x0, fm::SolverOptions().method(fm::SolverMethod::RK4).steps(100).output_times(wanted));
+  ASSERT_EQ(r.times, (std::vector<double>{0.305, 0.5, 0.8, 1.0}));
+  ASSERT_EQ(r.trajectory.size(), 4u);
+  // RK4, h = 0.01, |λ| ≈ 2.06: local error ≈ (λh)⁵/120 ≈ 3e-11 per step, ≈ 3e-9 over 100 steps.
+  for (size_t k = 0; k < 4; ++k) EXPECT_TRUE(fmtest::AllClose(r.trajectory[k], exact(x0, r.times[k]), 0, 1e-8)) << r.times[k];
+  EXPECT_EQ(r.steps, 101);  // one step split in two
+  EXPECT_EQ(r.nfe, 4 * 101);
+  EXPECT_EQ(counter.calls(), r.nfe);
+  EXPECT_TRUE(at::equal(r.trajectory.back(), r.x));
+  // Reverse time: listed from the start backwards.
+  auto back = fm::solve_ode(linear_field(), r.x, fm::SolverOptions().method(fm::SolverMethod::Heun).steps(400).t0(1).t1(0)
+                                                     .output_times({0.25, 0.75}));
+  ASSERT_EQ(back.times, (std::vector<double>{0.75, 0.25}));
+  EXPECT_TRUE(fmtest::AllClose(back.trajectory[1], exact(x0, 0.25), 0, 1e-4));
+  // Dopri5 lands on them.
+  auto adaptive = fm::solve_ode(linear_field(), x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-10).rtol(1e-10)
+                                                        .output_times({0.0, 0.3, 0.61}));
+  ASSERT_EQ(adaptive.times, (std::vector<double>{0.0, 0.3, 0.61}));
+  for (size_t k = 0; k < 3; ++k) EXPECT_TRUE(fmtest::AllClose(adaptive.trajectory[k], exact(x0, adaptive.times[k]), 0, 1e-8));
+  EXPECT_TRUE(fmtest::AllClose(adaptive.x, exact(x0, 1.0), 0, 1e-8));
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().output_times({1.5})), std::invalid_argument);
+  EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().output_times({NAN})), std::invalid_argument);
+}

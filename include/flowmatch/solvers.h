@@ -42,6 +42,11 @@ struct SolverOptions {
   /// For Dopri5 the grid (when given) lists the output times, which steps land on exactly;
   /// without a grid every accepted step is kept.
   TORCH_ARG(bool, record_trajectory) = false;
+  /// Times (between the start and end, any order) at which to keep the state, exactly: the
+  /// trajectory then holds these states only, in the direction of integration. Fixed-step methods
+  /// split the step an output time falls in (so NFE grows by at most one step's evaluations per
+  /// time); Dopri5 lands a step on each. Implies recording.
+  TORCH_ARG(std::vector<double>, output_times) = {};
   /// Dopri5: absolute and relative tolerances. A step is accepted when, for every sample b,
   /// sqrt(mean_d (err_bd / (atol + rtol·max(|x_bd|, |x_new,bd|)))²) ≤ 1.
   TORCH_ARG(double, atol) = 1e-5;
