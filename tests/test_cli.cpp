@@ -112,6 +112,10 @@ TEST(CLI, TrainSampleEvalEndToEnd) {
   EXPECT_EQ(x.scalar_type(), at::kFloat);
   EXPECT_TRUE(fs::exists(dir / "out/s.png"));
   EXPECT_TRUE(fs::exists(dir / "out/s-trajectories.png"));
+  auto info = nlohmann::json::parse(fm::io::read_file(dir / "out/s.json"));
+  EXPECT_EQ(info["nfe"], 80);
+  EXPECT_EQ(info["solver"], "rk4");
+  EXPECT_EQ(info["steps"], 20);
 
   Result e = cli(dir, "eval --run runs/r --n 300 --threads 1");
   ASSERT_EQ(e.code, 0) << e.err;

@@ -62,8 +62,19 @@ int run_sample(SampleFlags& f) {
   if (!f.scheduler.empty()) how += ", " + flow.scheduler;
   style.title = "samples: " + how + ", NFE " + std::to_string(result.nfe);
   fm::io::write_scatter_png(png, {{x, {214, 39, 40}, "generated", 0.3f}}, style);
-  std::cout << "wrote " << f.out << " (" << x.size(0) << " x " << x.size(1) << ", float32) and " << png << "; NFE "
-            << result.nfe << "\n";
+  // What produced the samples, beside them: solver, settings and the exact NFE.
+  json info = {{"run", f.run}, {"n", f.n}, {"solver", f.solver}, {"nfe", result.nfe}, {"steps", result.steps},
+               {"seed", f.common.seed}, {"scheduler", flow.scheduler}};
+  if (f.solver == "dopri5") {
+    info["atol"] = f.atol;
+    info["rtol"] = f.rtol;
+    info["rejected_steps"] = result.rejected_steps;
+  }
+  if (sde) info["sde_noise"] = f.sde_noise;
+  const std::string info_path = with_extension(f.out, ".json");
+  write_json_atomic(info_path, info);
+  std::cout << "wrote " << f.out << " (" << x.size(0) << " x " << x.size(1) << ", float32), " << png << " and "
+            << info_path << "; NFE " << result.nfe << "\n";
   if (f.trajectories > 0) {
     const int64_t k = std::min(f.trajectories, f.n);
     auto traj = solve(x0.slice(0, 0, k), true);
@@ -81,7 +92,8 @@ int run_sample(SampleFlags& f) {
 Command register_sample(CLI::App& root) {
   auto flags = std::make_shared<SampleFlags>();
   SampleFlags& f = *flags;
-  CLI::App* app = root.add_subcommand("sample", "Generate samples from a trained run (NumPy .npy + PNG scatter plot)");
+  CLI::App* app = root.add_subcommand(
+      "sample", "Generate samples from a trained run (NumPy .npy, PNG scatter plot, and a .json with the solver and NFE)");
   app->add_option("--run", f.run, "run folder written by 'flowmatch train'")->required();
   app->add_option("--n", f.n, "number of samples")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--steps", f.steps, "solver steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();
