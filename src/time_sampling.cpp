@@ -11,9 +11,10 @@
 namespace flowmatch {
 
 namespace {
-constexpr detail::EnumNames<TimeDistribution, 3> kDistributionNames{{{TimeDistribution::Uniform, "uniform"},
+constexpr detail::EnumNames<TimeDistribution, 4> kDistributionNames{{{TimeDistribution::Uniform, "uniform"},
                                                                     {TimeDistribution::LogitNormal, "logit-normal"},
-                                                                    {TimeDistribution::ModeScaled, "mode"}}};
+                                                                    {TimeDistribution::ModeScaled, "mode"},
+                                                                    {TimeDistribution::Constant, "constant"}}};
 constexpr detail::EnumNames<LossWeighting, 3> kWeightingNames{{{LossWeighting::None, "none"},
                                                               {LossWeighting::LogitNormal, "logit-normal"},
                                                               {LossWeighting::SigmaSquared, "sigma-squared"}}};
@@ -42,6 +43,9 @@ void validate(const TimeSamplingOptions& o) {
     throw std::invalid_argument("mode scale must be in [-1, " + std::to_string(s_max) + "] (monotone map), got " +
                                 std::to_string(o.mode_scale()));
   }
+  if (!(o.constant_time() >= 0 && o.constant_time() <= 1)) {
+    throw std::invalid_argument("constant time must be in [0, 1], got " + std::to_string(o.constant_time()));
+  }
 }
 
 at::Tensor sample_times(int64_t n, const TimeSamplingOptions& o, at::Generator& generator) {
@@ -55,6 +59,7 @@ at::Tensor sample_times(int64_t n, const TimeSamplingOptions& o, at::Generator& 
       at::Tensor c = at::cos(u * (M_PI / 2));
       return (u + o.mode_scale() * (c * c - 1 + u)).clamp(0, 1);
     }
+    case TimeDistribution::Constant: return at::full({n}, o.constant_time(), at::kFloat);
   }
   return at::rand({n}, generator, at::kFloat);
 }
@@ -79,7 +84,8 @@ nlohmann::json to_json(const TimeSamplingOptions& o) {
           {"weighting", to_string(o.weighting())},
           {"location", o.location()},
           {"scale", o.scale()},
-          {"mode_scale", o.mode_scale()}};
+          {"mode_scale", o.mode_scale()},
+          {"constant_time", o.constant_time()}};
 }
 
 TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
@@ -90,6 +96,7 @@ TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
     o.location(j.value("location", o.location()));
     o.scale(j.value("scale", o.scale()));
     o.mode_scale(j.value("mode_scale", o.mode_scale()));
+    o.constant_time(j.value("constant_time", o.constant_time()));
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument("time sampling " + j.dump() + ": " + e.what());
   }

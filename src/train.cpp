@@ -60,9 +60,11 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
       generator_(at::make_generator<at::CPUGeneratorImpl>(options_.seed())) {
   validate(options_);
   if (!model_) throw std::invalid_argument("Trainer: model is null");
-  if (!problem_.source || !problem_.target) throw std::invalid_argument("Trainer: source and target samplers are required");
+  if (!problem_.pairs && (!problem_.source || !problem_.target)) {
+    throw std::invalid_argument("Trainer: source and target samplers (or a pair sampler) are required");
+  }
   if (!problem_.path) throw std::invalid_argument("Trainer: a probability path is required");
-  if (!problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
+  if (!problem_.pairs && !problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
   validate(problem_.time_sampling);
   if (problem_.time_sampling.weighting() == LossWeighting::SigmaSquared && !problem_.path->scheduler()) {
     throw std::invalid_argument("loss weighting sigma-squared needs an affine Gaussian path, got " +
@@ -114,10 +116,15 @@ std::shared_ptr<models::VelocityModel> Trainer::sampling_model() const { return 
 
 double Trainer::train_step() {
   const int64_t b = options_.batch_size();
-  at::Tensor x0 = problem_.source(b, generator_);
-  at::Tensor x1 = problem_.target(b, generator_);
-  CoupledBatch pair = problem_.coupling->pair(x0, x1, generator_);
-  at::Tensor t = sample_times(b, problem_.time_sampling, generator_);
+  CoupledBatch pair;
+  if (problem_.pairs) {
+    pair = problem_.pairs(b, generator_);
+  } else {
+    at::Tensor x0 = problem_.source(b, generator_);
+    at::Tensor x1 = problem_.target(b, generator_);
+    pair = problem_.coupling->pair(x0, x1, generator_);
+  }
+  at::Tensor t = sample_times(pair.x0.size(0), problem_.time_sampling, generator_);
   PathSample s = problem_.path->sample(pair.x0, pair.x1, t, generator_);
   const auto device = parameters_.front().device();
   at::Tensor target = regression_target(*problem_.path, s, problem_.prediction).to(device);

@@ -57,7 +57,7 @@ TEST(CLI, HelpDescribesEveryFlag) {
                            "schrodinger-bridge", "--ot-reg", "--ot-iterations"}) {
     EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
   }
-  for (const char* cmd : {"sample", "eval", "likelihood"}) {
+  for (const char* cmd : {"sample", "eval", "likelihood", "reflow", "distill"}) {
     Result r = cli(dir, std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("--run"), std::string::npos);
@@ -354,4 +354,57 @@ TEST(CLI, LikelihoodReportsNllAndDrawsTheDensityMap) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("dimension 3"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "bad.json"));
+}
+
+TEST(CLI, ReflowRoundsAndDistillationAreRunsOfTheirOwn) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("train --out base --coupling independent ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli(dir, "reflow --run base --out rf --rounds 2 --pairs 600 --solver rk4 --steps 5 --train-steps 30 --quiet --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* f : {"rf/reflow.json", "rf/rectified-2/pairs-x0.npy", "rf/rectified-2/pairs-x1.npy",
+                        "rf/rectified-2/checkpoints/step-30.ckpt", "rf/rectified-3/config.json", "rf/rectified-3/loss.png"}) {
+    EXPECT_TRUE(fs::exists(dir / f)) << f;
+  }
+  auto config = nlohmann::json::parse(fm::io::read_file(dir / "rf/rectified-3/config.json"));
+  EXPECT_EQ(config["data"]["pairs"]["from"], "rf/rectified-2");
+  EXPECT_EQ(config["data"]["pairs"]["nfe"], 20);
+  EXPECT_EQ(config["path"]["sigma"], 0.0);
+  EXPECT_EQ(config["training"]["steps"], 30);
+  // The stored pairs are exactly what the parent's solver makes of the stored noise.
+  r = cli(dir, "sample --run base --initial rf/rectified-2/pairs-x0.npy --solver rk4 --steps 5 --out again.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(at::equal(fm::io::load_npy(dir / "again.npy"), fm::io::load_npy(dir / "rf/rectified-2/pairs-x1.npy")));
+  // A round evaluates like any run, with W2 at 1, 2, 4, 10 and 100 steps.
+  r = cli(dir, "eval --run rf/rectified-3 --n 200 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "rf/rectified-3/metrics.json"));
+  for (const char* key : {"w2_euler1", "w2_euler2", "w2_euler4", "w2_euler10", "w2_euler100", "straightness"}) {
+    EXPECT_TRUE(metrics.contains(key)) << key;
+  }
+  // Distillation: the run's own pairs at t = 0; a resumable run of its own.
+  r = cli(dir, "distill --run rf/rectified-3 --out one --pairs 300 --steps 5 --train-steps 20 --quiet --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  config = nlohmann::json::parse(fm::io::read_file(dir / "one/config.json"));
+  EXPECT_EQ(config["time_sampling"]["distribution"], "constant");
+  EXPECT_EQ(config["time_sampling"]["constant_time"], 0.0);
+  EXPECT_TRUE(fs::exists(dir / "one/pairs-x1.npy"));
+  EXPECT_EQ(config["data"]["pairs"]["from"], "rf/rectified-3");
+  EXPECT_EQ(config["data"]["pairs"]["n"], 300);
+  r = cli(dir, "train --out one --resume --steps 30 --quiet --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "one/checkpoints/step-30.ckpt"));
+  const std::pair<std::string, std::string> mistakes[] = {
+      {"distill --run nowhere --out d2", "does not exist"},
+      {"distill --run base --out d2 --solver dopri5 --steps 4", "--steps applies to fixed-step solvers"},
+      {"reflow --run base --out rf", "already exists"},
+      {"reflow --run base --out r3 --atol 1e-3", "--atol/--rtol apply to --solver dopri5"},
+      {"reflow --run nowhere --out r4", "does not exist"}};
+  for (const auto& [args, needle] : mistakes) {
+    r = cli(dir, args);
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "d2"));
+  EXPECT_FALSE(fs::exists(dir / "r3"));
 }

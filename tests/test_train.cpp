@@ -17,7 +17,7 @@ namespace fm = flowmatch;
 namespace {
 fm::FlowMatchingProblem problem(const std::string& coupling = "exact-ot") {
   return {fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"),
-          std::make_shared<fm::CondOTPath>(fm::CondOTPathOptions().sigma(0.1)), fm::make_coupling(coupling)};
+          std::make_shared<fm::CondOTPath>(fm::CondOTPathOptions().sigma(0.1)), fm::make_coupling(coupling), {}};
 }
 std::shared_ptr<fm::models::VelocityModel> fresh_model(uint64_t seed) {
   at::manual_seed(seed);

@@ -16,6 +16,7 @@
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/paths.h"
+#include "flowmatch/train.h"
 #include "flowmatch/velocity_field.h"
 
 namespace fmcli {
@@ -40,6 +41,8 @@ Command register_train(CLI::App& root);
 Command register_sample(CLI::App& root);
 Command register_eval(CLI::App& root);
 Command register_likelihood(CLI::App& root);
+Command register_reflow(CLI::App& root);
+Command register_distill(CLI::App& root);
 
 /// --threads, --device, --seed.
 struct CommonFlags {
@@ -79,6 +82,38 @@ struct RunFlow {
 /// default parameters (UsageError if unknown or if the run's path has no scheduler).
 RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::VelocityModel> model,
                  const std::string& scheduler = "");
+/// How `run_training` behaves beyond the run's config.
+struct TrainRunOptions {
+  bool quiet = false;
+  c10::Device device = c10::kCPU;
+  /// Weights to start from (reflow, distill); ignored when resuming.
+  std::shared_ptr<flowmatch::models::VelocityModel> initial;
+};
+/// The training problem a run's config describes: toy-data samplers and a coupling, or the stored
+/// pairs of a rectified-flow round (data.pairs: {"x0": file, "x1": file}, relative to the run folder).
+flowmatch::FlowMatchingProblem problem_from_config(const RunFolder& run);
+/// Trains the run in `run.config` (resuming from `resume_from` when not empty): writes config.json,
+/// checkpoints, metrics.jsonl and loss.png, shows progress, handles Ctrl-C (exit 130).
+int run_training(RunFolder& run, const std::string& resume_from, const TrainRunOptions& how);
+
+/// How rectified flow draws (noise, sample) pairs from a parent model, and trains on them.
+struct PairGeneration {
+  int64_t pairs = 50000;
+  std::string solver = "rk4";
+  int64_t steps = 25;
+  double atol = 1e-5, rtol = 1e-5;
+  int64_t train_steps = 0;  ///< 0: the parent's
+  bool from_scratch = false;
+};
+void add_pair_generation_flags(CLI::App* app, PairGeneration& generation);
+/// UsageError for tolerance flags with a fixed-step solver and the reverse.
+void check_pair_generation(const PairGeneration& generation, CLI::App* app);
+/// Draws `pairs` source points (seeded), solves the parent's ODE, stores DIR/pairs-x0.npy and
+/// pairs-x1.npy and trains a run in DIR on them from the parent's weights: a reflow round (straight
+/// path, uniform t) or, with `distill`, one-step distillation (t = 0). `pairs_info` gets data.pairs.
+int train_on_model_pairs(const std::string& parent_dir, const std::string& dir, const PairGeneration& generation,
+                         uint64_t seed, bool distill, const TrainRunOptions& how, json& pairs_info);
+
 /// Samplers for the run's source and target data.
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which);
 

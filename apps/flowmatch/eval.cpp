@@ -126,7 +126,7 @@ int eval_run(EvalFlags& f) {
   json metrics = {{"checkpoint", checkpoint}, {"step", fm::checkpoint_step(checkpoint)}, {"n", f.n},
                   {"prediction", flow.prediction}, {"scheduler", flow.scheduler}};
   at::Tensor shown_generated, shown_target;
-  for (int64_t steps : {1, 10, 100}) {
+  for (int64_t steps : {1, 2, 4, 10, 100}) {
     at::Tensor x0 = flow.path->start(source(f.n, gen)).to(device);
     auto result = fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Euler).steps(steps));
     at::Tensor reference = target(f.n, gen);
@@ -169,9 +169,10 @@ int eval_run(EvalFlags& f) {
 
   char line[320];
   std::snprintf(line, sizeof line,
-                "W2 (n=%lld): euler1 %.4f  euler10 %.4f  euler100 %.4f  (floor %.4f)\n"
+                "W2 (n=%lld): euler1 %.4f  euler2 %.4f  euler4 %.4f  euler10 %.4f  euler100 %.4f  (floor %.4f)\n"
                 "straightness %.4f  normalized path energy %.4f (Euler 100)",
-                static_cast<long long>(f.n), metrics["w2_euler1"].get<double>(), metrics["w2_euler10"].get<double>(),
+                static_cast<long long>(f.n), metrics["w2_euler1"].get<double>(), metrics["w2_euler2"].get<double>(),
+                metrics["w2_euler4"].get<double>(), metrics["w2_euler10"].get<double>(),
                 metrics["w2_euler100"].get<double>(), metrics["w2_floor"].get<double>(),
                 metrics["straightness"].get<double>(), metrics["npe"].get<double>());
   std::cout << line << "\nwrote " << out << ", " << run.dir << "/eval.png, " << run.dir << "/trajectories.png"
@@ -186,7 +187,7 @@ Command register_eval(CLI::App& root) {
   EvalFlags& f = *flags;
   CLI::App* app = root.add_subcommand(
       "eval",
-      "Evaluate a run (exact W2 at 1/10/100 Euler steps, straightness, normalized path energy -> metrics.json, eval.png), "
+      "Evaluate a run (exact W2 at 1/2/4/10/100 Euler steps, straightness, normalized path energy -> metrics.json, eval.png), "
       "or W2 between two .npy files");
   auto* run = app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
   auto* samples = app->add_option("--samples", f.samples, "points (n, D) as .npy, compared with --reference");

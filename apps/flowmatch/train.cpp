@@ -19,6 +19,8 @@
 #include "flowmatch/io/plot.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/paths.h"
+#include "flowmatch/reflow.h"
+#include "flowmatch/io/npy.h"
 #include "flowmatch/train.h"
 
 namespace fmcli {
@@ -273,18 +275,58 @@ int run_train(TrainFlags& f, CLI::App* app) {
     throw UsageError("'" + f.out + "' already holds a run; pass --resume to continue it or choose another --out");
   }
 
-  // Build everything before writing anything, so bad settings leave no files behind.
+  TrainRunOptions how;
+  how.quiet = f.quiet;
+  how.device = device;
+  return run_training(run, resume_from, how);
+}
+
+}  // namespace
+
+fm::FlowMatchingProblem problem_from_config(const RunFolder& run) {
   const json& cfg = run.config;
-  fm::FlowMatchingProblem problem{fm::data::toy2d_sampler(cfg["data"]["source"]),
-                                  fm::data::toy2d_sampler(cfg["data"]["target"]), fm::make_path(cfg["path"]),
-                                  fm::make_coupling(cfg["coupling"])};
+  fm::FlowMatchingProblem problem;
+  problem.path = fm::make_path(cfg["path"]);
+  if (cfg["data"].contains("pairs")) {
+    // A rectified-flow round: minibatches of the stored (noise, sample) pairs.
+    const json& pairs = cfg["data"]["pairs"];
+    auto load = [&](const char* key) {
+      const std::string file = run.dir + "/" + pairs.at(key).get<std::string>();
+      try {
+        return fm::io::load_npy(file);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("reflow pairs '" + file + "': " + e.what());
+      }
+    };
+    problem.pairs = fm::stored_pair_sampler({load("x0"), load("x1")});
+  } else {
+    problem.source = fm::data::toy2d_sampler(cfg["data"]["source"]);
+    problem.target = fm::data::toy2d_sampler(cfg["data"]["target"]);
+    problem.coupling = fm::make_coupling(cfg["coupling"]);
+  }
   problem.prediction = fm::prediction_target_from_string(cfg.value("prediction", std::string("velocity")));
   problem.time_sampling = fm::time_sampling_from_json(cfg.value("time_sampling", json::object()));
+  return problem;
+}
+
+int run_training(RunFolder& run, const std::string& resume_from, const TrainRunOptions& how) {
+  // Build everything before writing anything, so bad settings leave no files behind.
+  const json& cfg = run.config;
+  const c10::Device device = how.device;
+  fm::FlowMatchingProblem problem = problem_from_config(run);
   const fm::TrainerOptions options = trainer_options(cfg["training"], run.checkpoint_dir());
   fm::validate(options);
   at::manual_seed(options.seed());
   auto model = fm::models::make_model(cfg["model"]);
   model->to(device);
+  if (how.initial && resume_from.empty()) {
+    // Start from another run's (sampling) weights: the same architecture by construction.
+    torch::NoGradGuard no_grad;
+    auto from = how.initial->parameters();
+    auto to = model->parameters();
+    if (from.size() != to.size()) throw std::runtime_error("initial weights do not match the model's architecture");
+    for (size_t k = 0; k < to.size(); ++k) to[k].copy_(from[k]);
+  }
   fm::Trainer trainer(model, problem, options);
   if (!resume_from.empty()) {
     try {
@@ -296,7 +338,7 @@ int run_train(TrainFlags& f, CLI::App* app) {
     }
   }
   if (trainer.step() >= options.steps()) {
-    std::cout << "run '" << f.out << "' is already at step " << trainer.step() << " of " << options.steps()
+    std::cout << "run '" << run.dir << "' is already at step " << trainer.step() << " of " << options.steps()
               << "; raise --steps to train further\n";
     return kExitOk;
   }
@@ -311,8 +353,9 @@ int run_train(TrainFlags& f, CLI::App* app) {
   }
   std::ofstream metrics(run.metrics_jsonl(), std::ios::app);
 
-  if (!f.quiet) {
+  if (!how.quiet) {
     std::cerr << (resume_from.empty() ? "training " : "resuming at step " + std::to_string(trainer.step()) + ": ")
+              << (cfg["data"].contains("pairs") ? std::to_string(cfg["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
               << cfg["data"]["source"].get<std::string>() << " -> " << cfg["data"]["target"].get<std::string>()
               << ", " << fm::models::parameter_count(*model) << " parameters, " << at::get_num_threads()
               << " thread(s), " << options.steps() << " steps of batch " << options.batch_size() << "\n";
@@ -324,7 +367,7 @@ int run_train(TrainFlags& f, CLI::App* app) {
     metrics << json{{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}}.dump() << "\n";
     metrics.flush();
     const auto now = std::chrono::steady_clock::now();
-    if (!f.quiet && (now - last_print > std::chrono::seconds(2) || p.step == p.total_steps)) {
+    if (!how.quiet && (now - last_print > std::chrono::seconds(2) || p.step == p.total_steps)) {
       char line[256];
       std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f it/s  elapsed %s  left %s",
                     static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s,
@@ -347,7 +390,7 @@ int run_train(TrainFlags& f, CLI::App* app) {
   const double rate = seconds > 0 ? static_cast<double>(trainer.step() - first) / seconds : 0;
   if (interrupted()) {
     std::cerr << "interrupted at step " << trainer.step() << "; checkpoint " << last_checkpoint
-              << "; continue with: flowmatch train --out " << f.out << " --resume\n";
+              << "; continue with: flowmatch train --out " << run.dir << " --resume\n";
     return kExitInterrupted;
   }
   std::cout << "trained " << (trainer.step() - first) << " steps in " << format_duration(seconds) << " ("
@@ -355,8 +398,6 @@ int run_train(TrainFlags& f, CLI::App* app) {
             << "/loss.png\n";
   return kExitOk;
 }
-
-}  // namespace
 
 Command register_train(CLI::App& root) {
   auto flags = std::make_shared<TrainFlags>();

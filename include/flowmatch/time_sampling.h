@@ -19,10 +19,11 @@ enum class TimeDistribution {
   Uniform,      ///< t ~ U[0, 1)
   LogitNormal,  ///< logit(t) ~ N(location, scale²) (SD3's rf/lognorm)
   ModeScaled,   ///< t = u + s·(cos²(πu/2) − 1 + u), u ~ U[0, 1) (SD3's mode sampling; s = mode_scale)
+  Constant,     ///< t = constant_time for every sample (one-step distillation trains at t = 0)
 };
 TimeDistribution time_distribution_from_string(const std::string& name);
 std::string to_string(TimeDistribution distribution);
-/// uniform, logit-normal, mode.
+/// uniform, logit-normal, mode, constant.
 std::vector<std::string> time_distribution_names();
 
 enum class LossWeighting {
@@ -46,6 +47,8 @@ struct TimeSamplingOptions {
   TORCH_ARG(double, scale) = 1.0;
   /// s of mode sampling, in [−1, 2/(π − 2)] so that the map u ↦ t is monotone; 0 is uniform.
   TORCH_ARG(double, mode_scale) = 1.29;
+  /// The time of TimeDistribution::Constant, in [0, 1].
+  TORCH_ARG(double, constant_time) = 0.0;
 };
 
 /// Throws std::invalid_argument naming a bad value.

@@ -81,13 +81,18 @@ struct TrainCallbacks {
   std::function<void(const std::string& path, int64_t step)> checkpoint_saved;
 };
 
+/// Draws a minibatch of n already-paired (x0, x1) rows (e.g. rectified flow's stored pairs).
+using PairSampler = std::function<CoupledBatch(int64_t n, at::Generator& generator)>;
+
 /// What to learn: a flow from `source` to `target` along `path`, pairs chosen by `coupling`; the
 /// network predicts `prediction` (velocity, data, noise or score) at times drawn by `time_sampling`.
+/// With `pairs` set, minibatches come from it instead (source, target and coupling are not used).
 struct FlowMatchingProblem {
   data::PointSampler source;
   data::PointSampler target;
   std::shared_ptr<ProbabilityPath> path;
   std::shared_ptr<Coupling> coupling;
+  PairSampler pairs;
   PredictionTarget prediction = PredictionTarget::Velocity;
   TimeSamplingOptions time_sampling = {};
 };
