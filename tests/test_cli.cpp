@@ -408,3 +408,36 @@ TEST(CLI, ReflowRoundsAndDistillationAreRunsOfTheirOwn) {
   EXPECT_FALSE(fs::exists(dir / "d2"));
   EXPECT_FALSE(fs::exists(dir / "r3"));
 }
+
+// A velocity model scripted in PyTorch (Debian's python3-torch, at test time) samples in C++ to the same
+// points as PyTorch's own Euler loop, and gives likelihoods and evaluations like a run.
+TEST(CLI, TorchScriptModelsFromPythonSampleLikeInPython) {
+  fmtest::TempDir dir;
+  const std::string script = std::string(FLOWMATCH_SOURCE_DIR) + "/tests/python/make_torchscript_fixture.py";
+  ASSERT_EQ(std::system(("/usr/bin/python3 '" + script + "' '" + dir.str() + "'").c_str()), 0);
+  Result r = cli(dir, "sample --model-file velocity.pt --initial x0.npy --steps 50 --out cpp.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fmtest::AllClose(fm::io::load_npy(dir / "cpp.npy"), fm::io::load_npy(dir / "python_euler.npy"), 0, 1e-5));
+  r = cli(dir, "likelihood --model-file velocity.pt --target moons --n 100 --solver rk4 --steps 10 --grid 0 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::isfinite(nlohmann::json::parse(r.out)["nll"].get<double>()));
+  EXPECT_TRUE(fs::exists(dir / "likelihood.json"));
+  r = cli(dir, "eval --model-file velocity.pt --target moons --n 100 --out m.json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(fm::io::read_file(dir / "m.json")).contains("w2_euler100"));
+  // Mistakes are named: the signature, a file that is not TorchScript, both --run and --model-file.
+  std::ofstream(dir / "junk.pt") << "not an archive";
+  const std::pair<std::string, std::string> mistakes[] = {
+      {"sample --model-file wrong.pt --out w.npy", "expected forward(self, x: Tensor, t: Tensor)"},
+      {"sample --model-file junk.pt --out j.npy", "is not a TorchScript archive"},
+      {"sample --model-file missing.pt --out j.npy", "does not exist"},
+      {"eval --model-file velocity.pt", "--target"}};
+  for (const auto& [args, needle] : mistakes) {
+    r = cli(dir, args);
+    EXPECT_NE(r.code, 0) << args;
+    EXPECT_EQ(r.err_lines(), 1u) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << args << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "w.npy"));
+  EXPECT_FALSE(fs::exists(dir / "j.npy"));
+}

@@ -67,8 +67,38 @@ std::string latest_checkpoint(const RunFolder& run) {
   return all.back();
 }
 
+RunFolder resolve_run(const std::string& run, const std::string& model_file, const std::string& source,
+                      const std::string& target) {
+  if (!run.empty() && !model_file.empty()) throw UsageError("give --run or --model-file, not both");
+  if (run.empty() && model_file.empty()) throw UsageError("needs --run RUN or --model-file v.pt");
+  if (!model_file.empty()) {
+    json data = {{"source", source.empty() ? std::string("gaussian") : source}};
+    if (!target.empty()) data["target"] = target;
+    return RunFolder{".", {{"model", {{"type", "torchscript"}, {"file", model_file}}},
+                          {"path", flowmatch::CondOTPath().spec()},
+                          {"prediction", "velocity"},
+                          {"data", data},
+                          {"coupling", {{"type", "independent"}}}}};
+  }
+  if (!source.empty()) throw UsageError("--source applies to --model-file; a run keeps its own source");
+  return open_run(run);
+}
+
+void add_model_file_flags(CLI::App* app, std::string& model_file, std::string& source) {
+  app->add_option("--model-file", model_file,
+                  "a TorchScript velocity model (torch.jit.save) with forward(x, t) instead of --run");
+  app->add_option("--source", source, "with --model-file: the source distribution at t = 0 (default gaussian)")
+      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));
+}
+
 std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
                                                                  const c10::Device& device) {
+  if (run.config["model"].value("type", std::string()) == "torchscript") {
+    if (!checkpoint.empty()) throw UsageError("--checkpoint applies to runs, not to --model-file");
+    auto model = flowmatch::models::make_model(run.config["model"]);
+    model->to(device);
+    return model;
+  }
   const std::string path = checkpoint.empty() ? latest_checkpoint(run) : checkpoint;
   auto model = flowmatch::load_model(path, /*ema=*/true);
   if (model->spec() != run.config["model"]) {
@@ -113,6 +143,9 @@ RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::Veloci
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which) {
   const json& data = run.config["data"];
   if (!data.contains(which) || !data[which].is_string()) {
+    if (run.config["model"].value("type", std::string()) == "torchscript") {
+      throw UsageError("with --model-file, give --" + which + " NAME (the model's " + which + " distribution)");
+    }
     throw std::runtime_error("'" + run.config_path() + "': data." + which + " is missing");
   }
   return flowmatch::data::toy2d_sampler(data[which].get<std::string>());

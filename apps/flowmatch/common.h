@@ -65,9 +65,18 @@ struct RunFolder {
 };
 /// Reads runs/NAME/config.json; UsageError when the folder or file is missing, runtime_error if malformed.
 RunFolder open_run(const std::string& dir);
+/// What `--run RUN` or `--model-file v.pt` names. For a TorchScript model the stand-in run has
+/// config {model: {"type": "torchscript", "file": F}, a straight path (sigma 0), velocity prediction,
+/// data: {source, target}} and dir "." (outputs go to the current folder unless given).
+RunFolder resolve_run(const std::string& run, const std::string& model_file, const std::string& source,
+                      const std::string& target);
+/// Adds --model-file and --source (with --run it is an error to give either).
+void add_model_file_flags(CLI::App* app, std::string& model_file, std::string& source);
+
 /// The newest checkpoint of a run; runtime_error when there is none.
 std::string latest_checkpoint(const RunFolder& run);
-/// The run's trained network (EMA weights when kept) from `checkpoint` (or the newest), on `device`.
+/// The run's trained network (EMA weights when kept) from `checkpoint` (or the newest), on `device`;
+/// for a TorchScript stand-in, the scripted model.
 std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
                                                                  const c10::Device& device);
 /// How a run's model is sampled: its velocity field (converted from the run's prediction target,

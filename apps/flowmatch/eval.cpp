@@ -25,7 +25,7 @@ namespace {
 
 struct EvalFlags {
   CommonFlags common;
-  std::string run, checkpoint, samples, reference, out, scheduler;
+  std::string run, checkpoint, samples, reference, out, scheduler, model_file, source, target;
   int64_t n = 2000;
   bool solver_sweep = false;
 };
@@ -110,10 +110,13 @@ int eval_files(EvalFlags& f) {
 
 int eval_run(EvalFlags& f) {
   const c10::Device device = apply_common_flags(f.common);
-  RunFolder run = open_run(f.run);
+  if (!f.run.empty() && !f.target.empty()) throw UsageError("--target applies to --model-file; a run keeps its own target");
+  RunFolder run = resolve_run(f.run, f.model_file, f.source, f.target);
+  if (!f.model_file.empty() && f.target.empty()) throw UsageError("with --model-file, give --target NAME to compare with");
   const std::string out = f.out.empty() ? run.metrics_json() : f.out;
   ensure_parent_writable(out);
-  const std::string checkpoint = f.checkpoint.empty() ? latest_checkpoint(run) : f.checkpoint;
+  const bool scripted = !f.model_file.empty();
+  const std::string checkpoint = scripted ? f.checkpoint : f.checkpoint.empty() ? latest_checkpoint(run) : f.checkpoint;
   auto model = load_run_model(run, checkpoint, device);
   auto source = run_sampler(run, "source");
   auto target = run_sampler(run, "target");
@@ -123,7 +126,7 @@ int eval_run(EvalFlags& f) {
   const auto& field = flow.field;
 
   c10::InferenceMode guard;
-  json metrics = {{"checkpoint", checkpoint}, {"step", fm::checkpoint_step(checkpoint)}, {"n", f.n},
+  json metrics = {{"checkpoint", scripted ? f.model_file : checkpoint}, {"step", scripted ? int64_t{-1} : fm::checkpoint_step(checkpoint)}, {"n", f.n},
                   {"prediction", flow.prediction}, {"scheduler", flow.scheduler}};
   at::Tensor shown_generated, shown_target;
   for (int64_t steps : {1, 2, 4, 10, 100}) {
@@ -195,6 +198,9 @@ Command register_eval(CLI::App& root) {
   samples->needs(reference);
   reference->needs(samples);
   run->excludes(samples)->excludes(reference);
+  add_model_file_flags(app, f.model_file, f.source);
+  app->add_option("--target", f.target, "with --model-file: the data set to compare with")
+      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));
   app->add_option("--n", f.n, "samples per W2 estimate (generated and target)")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest)");
   app->add_option("--scheduler", f.scheduler, "evaluate with another scheduler than the run's (schedule transform)")
@@ -206,7 +212,9 @@ Command register_eval(CLI::App& root) {
   add_common_flags(app, f.common);
   return {app, [flags] {
             if (!flags->samples.empty()) return eval_files(*flags);
-            if (flags->run.empty()) throw UsageError("eval needs --run RUN, or --samples A.npy --reference B.npy");
+            if (flags->run.empty() && flags->model_file.empty()) {
+              throw UsageError("eval needs --run RUN (or --model-file v.pt), or --samples A.npy --reference B.npy");
+            }
             return eval_run(*flags);
           }};
 }

@@ -24,7 +24,7 @@ namespace {
 
 struct LikelihoodFlags {
   CommonFlags common;
-  std::string run, checkpoint, data, target, out, density_map;
+  std::string run, checkpoint, data, target, out, density_map, model_file, source;
   int64_t n = 2000, steps = 100, probes = 1, batch = 1000, grid = 120;
   std::string solver = "dopri5", divergence = "exact", probe_distribution = "rademacher";
   double atol = 1e-5, rtol = 1e-5;
@@ -45,7 +45,7 @@ at::Tensor load_data(const std::string& path) {
 
 int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
-  RunFolder run = open_run(f.run);
+  RunFolder run = resolve_run(f.run, f.model_file, f.source, f.target);
   const std::string source_name = run.config["data"].value("source", std::string());
   if (source_name != "gaussian") {
     throw UsageError("likelihood needs a run whose source is 'gaussian' (a known density at t = 0); '" + f.run +
@@ -75,6 +75,7 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
     x = load_data(f.data);
     data_label = f.data;
   } else {
+    if (f.target.empty() && !run.config["data"].contains("target")) throw UsageError("with --model-file, give --data or --target");
     const std::string name = f.target.empty() ? run.config["data"]["target"].get<std::string>() : f.target;
     x = fm::data::toy2d_sampler(name)(f.n, gen);
     data_label = name + " (" + std::to_string(f.n) + " fresh samples)";
@@ -204,7 +205,8 @@ Command register_likelihood(CLI::App& root) {
       "The run's source must be 'gaussian'. Each batch of points is one solve from t = 1 back to 0 carrying\n"
       "the divergence: exact (one vector-Jacobian product per dimension) or Hutchinson with --probes k.\n"
       "bpd = NLL / (D ln 2) for continuous data.");
-  app->add_option("--run", f.run, "run folder written by 'flowmatch train'")->required();
+  app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
+  add_model_file_flags(app, f.model_file, f.source);
   auto* data = app->add_option("--data", f.data, "points (n, D) as .npy");
   auto* target = app->add_option("--target", f.target, "draw --n fresh points from this data set (default: the run's target)")
                      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));

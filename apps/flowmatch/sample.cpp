@@ -22,14 +22,14 @@ namespace {
 
 struct SampleFlags {
   CommonFlags common;
-  std::string run, out, checkpoint, solver = "euler", scheduler, initial;
+  std::string run, out, checkpoint, solver = "euler", scheduler, initial, model_file, source;
   int64_t n = 10000, steps = 100, trajectories = 0;
   double atol = 1e-5, rtol = 1e-5, sde_noise = 1.0;
 };
 
 int run_sample(SampleFlags& f) {
   const c10::Device device = apply_common_flags(f.common);
-  RunFolder run = open_run(f.run);
+  RunFolder run = resolve_run(f.run, f.model_file, f.source, "");
   if (f.out.empty()) f.out = run.dir + "/samples.npy";
   ensure_parent_writable(f.out);
   auto model = load_run_model(run, f.checkpoint, device);
@@ -115,7 +115,8 @@ Command register_sample(CLI::App& root) {
   SampleFlags& f = *flags;
   CLI::App* app = root.add_subcommand(
       "sample", "Generate samples from a trained run (NumPy .npy, PNG scatter plot, and a .json with the solver and NFE)");
-  app->add_option("--run", f.run, "run folder written by 'flowmatch train'")->required();
+  app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
+  add_model_file_flags(app, f.model_file, f.source);
   auto* n = app->add_option("--n", f.n, "number of samples")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--initial", f.initial, "start from these source points (n, D) .npy instead of drawing --n")->excludes(n);
   app->add_option("--steps", f.steps, "solver steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();

@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "flowmatch/models/mlp.h"
+#include "flowmatch/models/torchscript.h"
 
 namespace flowmatch::models {
 
@@ -24,7 +25,13 @@ std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec) {
   const std::string type = spec["type"];
   const nlohmann::json options = spec.value("options", nlohmann::json::object());
   if (type == "mlp") return std::make_shared<MLPImpl>(mlp_options_from_json(options));
-  throw std::invalid_argument("unknown model type '" + type + "' (expected: mlp)");
+  if (type == "torchscript") {
+    if (!spec.contains("file") || !spec["file"].is_string()) {
+      throw std::invalid_argument("torchscript model description needs \"file\", got " + spec.dump());
+    }
+    return std::make_shared<TorchScriptModel>(spec["file"].get<std::string>());
+  }
+  throw std::invalid_argument("unknown model type '" + type + "' (expected: mlp, torchscript)");
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {
