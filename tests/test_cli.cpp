@@ -9,6 +9,7 @@
 
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
+#include "flowmatch/models/torchscript.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -57,7 +58,7 @@ TEST(CLI, HelpDescribesEveryFlag) {
                            "schrodinger-bridge", "--ot-reg", "--ot-iterations"}) {
     EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
   }
-  for (const char* cmd : {"sample", "eval", "likelihood", "reflow", "distill"}) {
+  for (const char* cmd : {"sample", "eval", "likelihood", "reflow", "distill", "export"}) {
     Result r = cli(dir, std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("--run"), std::string::npos);
@@ -440,4 +441,35 @@ TEST(CLI, TorchScriptModelsFromPythonSampleLikeInPython) {
   }
   EXPECT_FALSE(fs::exists(dir / "w.npy"));
   EXPECT_FALSE(fs::exists(dir / "j.npy"));
+}
+
+// `flowmatch export` writes what PyTorch loads: the Python call gives the C++ network's velocities, and
+// sampling the exported file in C++ gives the run's own samples.
+TEST(CLI, ExportedRunsOpenInPythonAndSampleAlike) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("train --out run --ema 0.9 ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli(dir, "export --run run --out v.pt");
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor x = at::randn({100, 2}), t = at::rand({100});
+  fm::io::save_npy(dir / "x.npy", x);
+  fm::io::save_npy(dir / "t.npy", t);
+  const std::string script = std::string(FLOWMATCH_SOURCE_DIR) + "/tests/python/call_torchscript.py";
+  ASSERT_EQ(std::system(("/usr/bin/python3 '" + script + "' '" + (dir / "v.pt") + "' '" + dir.str() + "'").c_str()), 0);
+  at::Tensor python_v = fm::io::load_npy(dir / "python_v.npy");
+  fm::models::TorchScriptModel exported(dir / "v.pt");
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(fmtest::AllClose(python_v, exported.forward(x, t), 1e-5, 1e-6));
+  fm::io::save_npy(dir / "x0.npy", at::randn({300, 2}));
+  r = cli(dir, "sample --run run --initial x0.npy --steps 20 --out a.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli(dir, "sample --model-file v.pt --initial x0.npy --steps 20 --out b.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fmtest::AllClose(fm::io::load_npy(dir / "a.npy"), fm::io::load_npy(dir / "b.npy"), 1e-5, 1e-5));
+  r = cli(dir, std::string("train --out vp --path vp --predict data ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli(dir, "export --run vp --out vp.pt");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("predicts 'data'"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "vp.pt"));
 }

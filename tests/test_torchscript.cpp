@@ -4,6 +4,7 @@
 
 #include <torch/csrc/jit/api/module.h>
 
+#include "flowmatch/models/mlp.h"
 #include "flowmatch/models/torchscript.h"
 #include "flowmatch/solvers.h"
 #include "test_util.h"
@@ -58,4 +59,25 @@ TEST(TorchScriptModel, WrongSignatureAndShapeAreNamed) {
     EXPECT_NE(std::string(e.what()).find("shaped like x"), std::string::npos) << e.what();
   }
   EXPECT_THROW(fm::models::TorchScriptModel(dir / "missing.pt"), std::runtime_error);
+}
+
+// Exported MLPs compute the same function as the C++ network, for every activation and time encoding.
+TEST(TorchScriptExport, MatchesTheNetworkForEveryActivationAndTimeEncoding) {
+  fmtest::TempDir dir;
+  auto g = fmtest::generator(4);
+  at::Tensor x = at::randn({64, 3}, g), t = at::rand({64}, g);
+  for (auto activation : {fm::models::Activation::SELU, fm::models::Activation::SiLU, fm::models::Activation::ReLU,
+                          fm::models::Activation::GELU}) {
+    for (auto encoding : {fm::models::TimeEncoding::Plain, fm::models::TimeEncoding::Sinusoidal}) {
+      at::manual_seed(1);
+      fm::models::MLPImpl net(fm::models::MLPOptions(3).width(24).depth(2).activation(activation).time_encoding(encoding).time_features(8));
+      const std::string file = dir / "mlp.pt";
+      fm::models::export_torchscript(net, file);
+      fm::models::TorchScriptModel loaded(file);
+      at::NoGradGuard no_grad;
+      EXPECT_TRUE(fmtest::AllClose(loaded.forward(x, t), net.forward(x, t), 1e-5, 1e-6))
+          << fm::models::to_string(activation) << " " << fm::models::to_string(encoding);
+      EXPECT_TRUE(fmtest::AllClose(loaded.forward(x, at::scalar_tensor(0.3)), net.forward(x, at::scalar_tensor(0.3)), 1e-5, 1e-6));
+    }
+  }
 }

@@ -43,6 +43,7 @@ Command register_eval(CLI::App& root);
 Command register_likelihood(CLI::App& root);
 Command register_reflow(CLI::App& root);
 Command register_distill(CLI::App& root);
+Command register_export(CLI::App& root);
 
 /// --threads, --device, --seed.
 struct CommonFlags {

@@ -1,6 +1,10 @@
 #include "flowmatch/models/torchscript.h"
 
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/models/mlp.h"
+
 #include <filesystem>
+#include <sstream>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -65,5 +69,51 @@ at::Tensor TorchScriptModel::forward(const at::Tensor& x, const at::Tensor& t) {
 }
 
 nlohmann::json TorchScriptModel::spec() const { return {{"type", "torchscript"}, {"file", path_}}; }
+
+void export_torchscript(const VelocityModel& model, const std::string& path) {
+  const auto* mlp = dynamic_cast<const MLPImpl*>(&model);
+  if (!mlp) throw std::invalid_argument("export_torchscript: supports MLP models, got " + model.spec().dump());
+  const MLPOptions& o = mlp->options;
+  torch::jit::Module module("FlowmatchMLP");
+  std::ostringstream code;
+  code << "def forward(self, x, t):\n"
+       << "    if t.dim() == 0:\n"
+       << "        t = t.expand(x.shape[0])\n"
+       << "    t = t.reshape(-1, 1).to(x.dtype)\n";
+  if (o.time_encoding() == TimeEncoding::Sinusoidal) {
+    code << "    a = t * self.frequencies.to(x.dtype).unsqueeze(0)\n"
+         << "    h = torch.cat([x, torch.sin(a), torch.cos(a)], 1)\n";
+  } else {
+    code << "    h = torch.cat([x, t], 1)\n";
+  }
+  torch::NoGradGuard no_grad;
+  int64_t layer = 0;
+  for (const auto& p : mlp->named_parameters(/*recurse=*/true)) {
+    // layers.<k>.weight / layers.<k>.bias, in order.
+    const std::string name = p.key();
+    const std::string kind = name.substr(name.rfind('.') + 1);
+    const std::string index = name.substr(name.find('.') + 1, name.rfind('.') - name.find('.') - 1);
+    module.register_parameter((kind == "weight" ? "w" : "b") + index, p.value().detach().to(at::kCPU, at::kFloat).clone(), false);
+    if (kind == "weight") layer = std::max<int64_t>(layer, std::stoll(index) + 1);
+  }
+  for (const auto& b : mlp->named_buffers(/*recurse=*/true)) {
+    module.register_buffer(b.key(), b.value().detach().to(at::kCPU, at::kFloat).clone());
+  }
+  for (int64_t k = 0; k < layer; ++k) {
+    code << "    h = torch.matmul(h, self.w" << k << ".to(x.dtype).t()) + self.b" << k << ".to(x.dtype)\n";
+    if (k + 1 == layer) break;
+    switch (o.activation()) {
+      case Activation::SELU: code << "    h = torch.selu(h)\n"; break;
+      case Activation::ReLU: code << "    h = torch.relu(h)\n"; break;
+      case Activation::SiLU: code << "    h = h * torch.sigmoid(h)\n"; break;
+      case Activation::GELU: code << "    h = 0.5 * h * (1.0 + torch.erf(h * 0.7071067811865476))\n"; break;
+    }
+  }
+  code << "    return h\n";
+  module.define(code.str());
+  std::ostringstream bytes;
+  module.save(bytes);
+  io::write_file_atomic(path, bytes.str());
+}
 
 }  // namespace flowmatch::models

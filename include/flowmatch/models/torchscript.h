@@ -31,4 +31,9 @@ class TorchScriptModel : public VelocityModel {
   torch::jit::Module module_;
 };
 
+/// Writes `model` (an `MLP`) as a TorchScript file that PyTorch loads with `torch.jit.load(path)` and calls
+/// as `v(x, t)` (x: (B, D), t: (B) or a scalar), the same function as the C++ model (float32 weights).
+/// Throws std::invalid_argument for a model type it cannot express, std::runtime_error when writing fails.
+void export_torchscript(const VelocityModel& model, const std::string& path);
+
 }  // namespace flowmatch::models
