@@ -9,6 +9,7 @@
 #include <torch/cuda.h>
 
 #include "flowmatch/checkpoint.h"
+#include "flowmatch/data/point_cloud.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/prediction.h"
 #include "flowmatch/schedulers.h"
@@ -148,7 +149,13 @@ flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::strin
     }
     throw std::runtime_error("'" + run.config_path() + "': data." + which + " is missing");
   }
-  return flowmatch::data::toy2d_sampler(data[which].get<std::string>());
+  const std::string name = data[which].get<std::string>();
+  if (name == "file") {  // a point cloud given with train --data
+    return flowmatch::data::point_cloud_sampler(flowmatch::data::load_point_cloud(data.at(which + "_file").get<std::string>()));
+  }
+  const int64_t dim = data.value("dim", int64_t{2});
+  if (name == "gaussian" && dim != 2) return flowmatch::data::gaussian_sampler(dim);
+  return flowmatch::data::toy2d_sampler(name);
 }
 
 void write_json_atomic(const std::string& path, const json& value) {

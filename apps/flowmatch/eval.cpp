@@ -157,18 +157,21 @@ int eval_run(EvalFlags& f) {
   }
   write_json_atomic(out, metrics);
 
-  fm::io::PlotStyle style;
-  char title[128];
-  std::snprintf(title, sizeof title, "generated (Euler 100) over target, W2 = %.3f", metrics["w2_euler100"].get<double>());
-  style.title = title;
-  fm::io::write_scatter_png(run.dir + "/eval.png",
-                            {{shown_target, {31, 119, 180}, "target", 0.35f}, {shown_generated, {214, 39, 40}, "generated", 0.35f}},
-                            style);
-  at::Tensor x0 = flow.path->start(source(300, gen)).to(device);
-  auto traj = fm::solve_ode(field, x0, fm::SolverOptions().steps(100).record_trajectory(true));
-  fm::io::PlotStyle ts;
-  ts.title = "300 trajectories, Euler 100 steps";
-  fm::io::write_trajectories_png(run.dir + "/trajectories.png", at::stack(traj.trajectory).to(at::kCPU), ts);
+  const bool planar = shown_generated.size(1) == 2;  // pictures for 2-D data only
+  if (planar) {
+    fm::io::PlotStyle style;
+    char title[128];
+    std::snprintf(title, sizeof title, "generated (Euler 100) over target, W2 = %.3f", metrics["w2_euler100"].get<double>());
+    style.title = title;
+    fm::io::write_scatter_png(run.dir + "/eval.png",
+                              {{shown_target, {31, 119, 180}, "target", 0.35f}, {shown_generated, {214, 39, 40}, "generated", 0.35f}},
+                              style);
+    at::Tensor x0 = flow.path->start(source(300, gen)).to(device);
+    auto traj = fm::solve_ode(field, x0, fm::SolverOptions().steps(100).record_trajectory(true));
+    fm::io::PlotStyle ts;
+    ts.title = "300 trajectories, Euler 100 steps";
+    fm::io::write_trajectories_png(run.dir + "/trajectories.png", at::stack(traj.trajectory).to(at::kCPU), ts);
+  }
 
   char line[320];
   std::snprintf(line, sizeof line,
@@ -178,7 +181,8 @@ int eval_run(EvalFlags& f) {
                 metrics["w2_euler4"].get<double>(), metrics["w2_euler10"].get<double>(),
                 metrics["w2_euler100"].get<double>(), metrics["w2_floor"].get<double>(),
                 metrics["straightness"].get<double>(), metrics["npe"].get<double>());
-  std::cout << line << "\nwrote " << out << ", " << run.dir << "/eval.png, " << run.dir << "/trajectories.png"
+  std::cout << line << "\nwrote " << out
+            << (planar ? ", " + run.dir + "/eval.png, " + run.dir + "/trajectories.png" : std::string())
             << (f.solver_sweep ? ", " + run.dir + "/w2_vs_nfe.png" : std::string()) << "\n";
   return kExitOk;
 }

@@ -82,7 +82,8 @@ int run_sample(SampleFlags& f) {
   }
   if (!f.scheduler.empty()) how += ", " + flow.scheduler;
   style.title = "samples: " + how + ", NFE " + std::to_string(result.nfe);
-  fm::io::write_scatter_png(png, {{x, {214, 39, 40}, "generated", 0.3f}}, style);
+  const bool planar = x.size(1) == 2;  // pictures for 2-D points only
+  if (planar) fm::io::write_scatter_png(png, {{x, {214, 39, 40}, "generated", 0.3f}}, style);
   // What produced the samples, beside them: solver, settings and the exact NFE.
   json info = {{"run", f.run}, {"n", f.n}, {"solver", f.solver}, {"nfe", result.nfe}, {"steps", result.steps},
                {"seed", f.common.seed}, {"scheduler", flow.scheduler}};
@@ -94,9 +95,9 @@ int run_sample(SampleFlags& f) {
   if (sde) info["sde_noise"] = f.sde_noise;
   const std::string info_path = with_extension(f.out, ".json");
   write_json_atomic(info_path, info);
-  std::cout << "wrote " << f.out << " (" << x.size(0) << " x " << x.size(1) << ", float32), " << png << " and "
-            << info_path << "; NFE " << result.nfe << "\n";
-  if (f.trajectories > 0) {
+  std::cout << "wrote " << f.out << " (" << x.size(0) << " x " << x.size(1) << ", float32), "
+            << (planar ? png + " and " : std::string()) << info_path << "; NFE " << result.nfe << "\n";
+  if (f.trajectories > 0 && planar) {
     const int64_t k = std::min(f.trajectories, f.n);
     auto traj = solve(x0.slice(0, 0, k), true);
     const std::string tpng = with_extension(f.out, "") + "-trajectories.png";

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/coupling.h"
+#include "flowmatch/data/point_cloud.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/models/mlp.h"
@@ -32,7 +33,8 @@ namespace {
 
 struct TrainFlags {
   CommonFlags common;
-  std::string source = "8gaussians", target = "moons";
+  std::string source = "8gaussians", target = "moons", data;
+  int64_t data_dim = 2;  // set from --data
   int64_t steps = 20000, batch = 256;
   double lr = 1e-3, weight_decay = 0, grad_clip = 0, ema = 0, warmup = 0, min_lr_ratio = 0;
   // Path: scheduler, its parameters, interpolant noise (σ: 0.1 on condot as TorchCFM, else 0 unless given).
@@ -99,15 +101,20 @@ json time_sampling_spec(const TrainFlags& f) {
   return fm::to_json(options);
 }
 
+json data_spec(const TrainFlags& f) {
+  if (f.data.empty()) return {{"source", f.source}, {"target", f.target}};
+  return {{"source", f.source}, {"target", "file"}, {"target_file", fs::absolute(f.data).string()}, {"dim", f.data_dim}};
+}
+
 json build_config(const TrainFlags& f) {
-  fm::models::MLPOptions mlp(2);
+  fm::models::MLPOptions mlp(f.data_dim);
   mlp.width(f.width)
       .depth(f.depth)
       .activation(fm::models::activation_from_string(f.activation))
       .time_encoding(fm::models::time_encoding_from_string(f.time_encoding))
       .time_features(f.time_features);
   return {{"flowmatch_version", FLOWMATCH_VERSION},
-          {"data", {{"source", f.source}, {"target", f.target}}},
+          {"data", data_spec(f)},
           {"model", {{"type", "mlp"}, {"options", fm::models::to_json(mlp)}}},
           {"path", path_spec(f)},
           {"prediction", f.predict},
@@ -131,7 +138,7 @@ json build_config(const TrainFlags& f) {
 }
 
 const std::vector<std::pair<std::string, std::string>> kFrozenOnResume = {
-    {"--source", "/data/source"},         {"--target", "/data/target"},
+    {"--source", "/data/source"},         {"--target", "/data/target"},  {"--data", "/data/target_file"},
     {"--width", "/model/options/width"},  {"--depth", "/model/options/depth"},
     {"--activation", "/model/options/activation"}, {"--time-encoding", "/model/options/time_encoding"},
     {"--time-features", "/model/options/time_features"}, {"--sigma", "/path/sigma"},
@@ -209,6 +216,16 @@ int run_train(TrainFlags& f, CLI::App* app) {
            {"--ve-sigma-min", "ve"}, {"--ve-sigma-max", "ve"}}) {
     if (app->count(flag) > 0 && f.path != owner) {
       throw UsageError(flag + " applies to --path " + owner + ", not --path " + f.path);
+    }
+  }
+  if (!f.data.empty()) {
+    // A point cloud (N, D) as the target: read and checked now; the source is N(0, I) in D dimensions
+    // unless a 2-D toy source is asked for a 2-D cloud.
+    f.data_dim = fm::data::load_point_cloud(f.data).size(1);
+    if (app->count("--source") == 0) f.source = "gaussian";
+    if (f.data_dim != 2 && f.source != "gaussian") {
+      throw UsageError("--source " + f.source + " is 2-D but --data has dimension " + std::to_string(f.data_dim) +
+                       "; use --source gaussian");
     }
   }
   // Coupling flags: the entropic ones only apply to entropic couplings; the Schrödinger bridge brings
@@ -300,8 +317,8 @@ fm::FlowMatchingProblem problem_from_config(const RunFolder& run) {
     };
     problem.pairs = fm::stored_pair_sampler({load("x0"), load("x1")});
   } else {
-    problem.source = fm::data::toy2d_sampler(cfg["data"]["source"]);
-    problem.target = fm::data::toy2d_sampler(cfg["data"]["target"]);
+    problem.source = run_sampler(run, "source");
+    problem.target = run_sampler(run, "target");
     problem.coupling = fm::make_coupling(cfg["coupling"]);
   }
   problem.prediction = fm::prediction_target_from_string(cfg.value("prediction", std::string("velocity")));
@@ -411,7 +428,9 @@ Command register_train(CLI::App& root) {
   app->add_option("--out", f.out, "run folder to create (e.g. runs/NAME)")->required();
   app->add_flag("--resume", f.resume, "continue the run in --out from its newest checkpoint");
   app->add_option("--source", f.source, "source distribution (t = 0)")->check(CLI::IsMember(names))->capture_default_str();
-  app->add_option("--target", f.target, "target distribution (t = 1)")->check(CLI::IsMember(names))->capture_default_str();
+  auto* target = app->add_option("--target", f.target, "target distribution (t = 1)")->check(CLI::IsMember(names))->capture_default_str();
+  app->add_option("--data", f.data, "train on this point cloud (N, D) .npy instead of --target (source: N(0, I) in D dimensions)")
+      ->excludes(target);
   app->add_option("--steps", f.steps, "optimisation steps in total")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--lr", f.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
