@@ -12,6 +12,7 @@
 #include "common.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/io/npy.h"
+#include "flowmatch/io/pt.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/metrics.h"
 #include "flowmatch/schedulers.h"
@@ -77,7 +78,7 @@ json solver_sweep(const fm::VelocityField& field, const at::Tensor& x0, const at
 }
 
 at::Tensor load_points(const std::string& path, const char* flag) {
-  at::Tensor t = fm::io::load_npy(path);
+  at::Tensor t = fm::io::load_array(path);
   if (t.dim() != 2 || t.size(0) < 1 || t.size(1) < 1) {
     throw std::runtime_error(std::string(flag) + " '" + path + "': expected an (n, D) array, got shape " +
                              c10::str(t.sizes()));
@@ -197,8 +198,8 @@ Command register_eval(CLI::App& root) {
       "Evaluate a run (exact W2 at 1/2/4/10/100 Euler steps, straightness, normalized path energy -> metrics.json, eval.png), "
       "or W2 between two .npy files");
   auto* run = app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
-  auto* samples = app->add_option("--samples", f.samples, "points (n, D) as .npy, compared with --reference");
-  auto* reference = app->add_option("--reference", f.reference, "points (m, D) as .npy");
+  auto* samples = app->add_option("--samples", f.samples, "points (n, D) as .npy or .pt, compared with --reference");
+  auto* reference = app->add_option("--reference", f.reference, "points (m, D) as .npy or .pt");
   samples->needs(reference);
   reference->needs(samples);
   run->excludes(samples)->excludes(reference);

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "flowmatch/io/npy.h"
+#include "flowmatch/io/pt.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/solvers.h"
@@ -31,7 +32,7 @@ struct LikelihoodFlags {
 };
 
 at::Tensor load_data(const std::string& path) {
-  at::Tensor t = fm::io::load_npy(path);
+  at::Tensor t = fm::io::load_array(path);
   if (t.dim() != 2 || t.size(0) < 1 || t.size(1) < 1) {
     throw std::runtime_error("--data '" + path + "': expected an (n, D) array, got shape " + c10::str(t.sizes()));
   }
@@ -207,7 +208,7 @@ Command register_likelihood(CLI::App& root) {
       "bpd = NLL / (D ln 2) for continuous data.");
   app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
   add_model_file_flags(app, f.model_file, f.source);
-  auto* data = app->add_option("--data", f.data, "points (n, D) as .npy");
+  auto* data = app->add_option("--data", f.data, "points (n, D) as .npy or .pt");
   auto* target = app->add_option("--target", f.target, "draw --n fresh points from this data set (default: the run's target)")
                      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));
   data->excludes(target);

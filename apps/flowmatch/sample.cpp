@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "flowmatch/io/npy.h"
+#include "flowmatch/io/pt.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/sde.h"
@@ -50,7 +51,7 @@ int run_sample(SampleFlags& f) {
   at::Tensor x0;
   if (!f.initial.empty()) {
     // Given source points (reproducible runs): validated, then moved to where the path starts.
-    at::Tensor given = fm::io::load_npy(f.initial);
+    at::Tensor given = fm::io::load_array(f.initial);
     if (given.dim() != 2 || given.size(0) < 1) {
       throw std::runtime_error("--initial '" + f.initial + "': expected an (n, D) array, got shape " + c10::str(given.sizes()));
     }
@@ -71,7 +72,7 @@ int run_sample(SampleFlags& f) {
   }
   fm::SolveResult result = solve(x0, false);
   at::Tensor x = result.x.to(at::kCPU);
-  fm::io::save_npy(f.out, x);
+  fm::io::save_array(f.out, x);
   const std::string png = with_extension(f.out, ".png");
   fm::io::PlotStyle style;
   std::string how = f.solver == "dopri5" ? "dopri5" : f.solver + " " + std::to_string(f.steps) + " steps";
@@ -119,7 +120,7 @@ Command register_sample(CLI::App& root) {
   app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
   add_model_file_flags(app, f.model_file, f.source);
   auto* n = app->add_option("--n", f.n, "number of samples")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--initial", f.initial, "start from these source points (n, D) .npy instead of drawing --n")->excludes(n);
+  app->add_option("--initial", f.initial, "start from these source points (n, D), .npy or .pt, instead of drawing --n")->excludes(n);
   app->add_option("--steps", f.steps, "solver steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--solver", f.solver,
                   "euler, midpoint, heun, rk4 (fixed --steps), dopri5 (adaptive, --atol/--rtol) or sde (Euler-Maruyama, --steps)")
@@ -128,7 +129,7 @@ Command register_sample(CLI::App& root) {
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--atol", f.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--rtol", f.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--out", f.out, "output .npy (float32, shape (n, 2)); default RUN/samples.npy; the PNG goes beside it");
+  app->add_option("--out", f.out, "output .npy, or .pt (PyTorch) by extension (float32, shape (n, D)); default RUN/samples.npy; PNG and .json beside it");
   app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest)");
   app->add_option("--scheduler", f.scheduler,
                   "sample with another scheduler than the run was trained with (schedule transform; default parameters)")

@@ -429,7 +429,7 @@ Command register_train(CLI::App& root) {
   app->add_flag("--resume", f.resume, "continue the run in --out from its newest checkpoint");
   app->add_option("--source", f.source, "source distribution (t = 0)")->check(CLI::IsMember(names))->capture_default_str();
   auto* target = app->add_option("--target", f.target, "target distribution (t = 1)")->check(CLI::IsMember(names))->capture_default_str();
-  app->add_option("--data", f.data, "train on this point cloud (N, D) .npy instead of --target (source: N(0, I) in D dimensions)")
+  app->add_option("--data", f.data, "train on this point cloud (N, D), .npy or .pt, instead of --target (source: N(0, I) in D dimensions)")
       ->excludes(target);
   app->add_option("--steps", f.steps, "optimisation steps in total")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();

@@ -4,14 +4,14 @@
 
 #include <ATen/ATen.h>
 
-#include "flowmatch/io/npy.h"
+#include "flowmatch/io/pt.h"
 
 namespace flowmatch::data {
 
 at::Tensor load_point_cloud(const std::string& path) {
   at::Tensor t;
   try {
-    t = io::load_npy(path);
+    t = io::load_array(path);
   } catch (const std::exception& e) {
     throw std::runtime_error("data '" + path + "': " + e.what());
   }

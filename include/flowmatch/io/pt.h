@@ -1,0 +1,23 @@
+#pragma once
+/// \file
+/// PyTorch tensor files: a tensor pickled with LibTorch's `torch::pickle_save` (which Python's
+/// `torch.load` reads) and files written by Python's `torch.save(tensor, path)` (read with
+/// `torch::pickle_load`). Plus one reader/writer for points that picks .npy or .pt by extension.
+
+#include <string>
+
+#include <ATen/Tensor.h>
+
+namespace flowmatch::io {
+
+/// Writes a tensor (CPU copy) atomically as a PyTorch file.
+void save_pt(const std::string& path, const at::Tensor& tensor);
+/// Reads a PyTorch file holding one tensor; std::runtime_error naming the file when it is missing,
+/// not a PyTorch file, or holds something else than a tensor.
+at::Tensor load_pt(const std::string& path);
+
+/// .pt (PyTorch) or anything else (.npy) by the file's extension.
+void save_array(const std::string& path, const at::Tensor& tensor);
+at::Tensor load_array(const std::string& path);
+
+}  // namespace flowmatch::io
