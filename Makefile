@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 FLOWMATCH = ./$(BUILD_DIR)/apps/flowmatch/flowmatch
 DEMO_RUN ?= runs/demo
 
-.PHONY: all deps configure build test demo clean bench-coupling
+.PHONY: all deps configure build test demo clean bench-coupling python
 
 all: build
 
@@ -17,6 +17,11 @@ configure: deps
 
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# The Python module (pybind11, against Debian's python3-torch): build/python/flowmatch*.so.
+# Use it with PYTHONPATH=build/python /usr/bin/python3 (import torch first). `make build` builds it too.
+python: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target flowmatch_python
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
