@@ -426,12 +426,23 @@ TEST(CLI, TorchScriptModelsFromPythonSampleLikeInPython) {
   r = cli(dir, "eval --model-file velocity.pt --target moons --n 100 --out m.json --threads 1");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(nlohmann::json::parse(fm::io::read_file(dir / "m.json")).contains("w2_euler100"));
+  // Rectified flow and distillation start from it too; the rounds train the scripted network itself.
+  r = cli(dir, "reflow --model-file velocity.pt --target moons --out rf --pairs 300 --steps 5 --train-steps 20 --quiet --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto round = nlohmann::json::parse(fm::io::read_file(dir / "rf/rectified-2/config.json"));
+  EXPECT_EQ(round["model"]["type"], "torchscript");
+  EXPECT_EQ(round["data"]["target"], "moons");
+  r = cli(dir, "eval --run rf/rectified-2 --n 100 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli(dir, "distill --model-file velocity.pt --target moons --out one --pairs 300 --steps 5 --train-steps 20 --quiet --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
   // Mistakes are named: the signature, a file that is not TorchScript, both --run and --model-file.
   std::ofstream(dir / "junk.pt") << "not an archive";
   const std::pair<std::string, std::string> mistakes[] = {
       {"sample --model-file wrong.pt --out w.npy", "expected forward(self, x: Tensor, t: Tensor)"},
       {"sample --model-file junk.pt --out j.npy", "is not a TorchScript archive"},
       {"sample --model-file missing.pt --out j.npy", "does not exist"},
+      {"sample --model-file newer.pt --out j.npy", "written by a newer PyTorch"},
       {"eval --model-file velocity.pt", "--target"}};
   for (const auto& [args, needle] : mistakes) {
     r = cli(dir, args);

@@ -75,11 +75,17 @@ RunFolder resolve_run(const std::string& run, const std::string& model_file, con
   if (!model_file.empty()) {
     json data = {{"source", source.empty() ? std::string("gaussian") : source}};
     if (!target.empty()) data["target"] = target;
-    return RunFolder{".", {{"model", {{"type", "torchscript"}, {"file", model_file}}},
+    // Training settings for runs derived from it (reflow, distill): the train command's defaults.
+    const json training = {{"steps", 20000}, {"batch", 256}, {"lr", 1e-3}, {"optimizer", "adam"}, {"weight_decay", 0.0},
+                           {"grad_clip", 0.0}, {"ema", 0.0}, {"lr_schedule", "constant"}, {"warmup", 0},
+                           {"min_lr_ratio", 0.0}, {"seed", 0}, {"log_every", 100}, {"checkpoint_every", 1000}, {"keep", 3}};
+    return RunFolder{".", {{"model", {{"type", "torchscript"}, {"file", fs::absolute(model_file).string()}}},
                           {"path", flowmatch::CondOTPath().spec()},
                           {"prediction", "velocity"},
                           {"data", data},
-                          {"coupling", {{"type", "independent"}}}}};
+                          {"coupling", {{"type", "independent"}}},
+                          {"training", training},
+                          {"stand_in", true}}};
   }
   if (!source.empty()) throw UsageError("--source applies to --model-file; a run keeps its own source");
   return open_run(run);
@@ -94,7 +100,7 @@ void add_model_file_flags(CLI::App* app, std::string& model_file, std::string& s
 
 std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
                                                                  const c10::Device& device) {
-  if (run.config["model"].value("type", std::string()) == "torchscript") {
+  if (run.config.value("stand_in", false)) {  // --model-file: the scripted model as saved
     if (!checkpoint.empty()) throw UsageError("--checkpoint applies to runs, not to --model-file");
     auto model = flowmatch::models::make_model(run.config["model"]);
     model->to(device);
@@ -144,7 +150,7 @@ RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::Veloci
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which) {
   const json& data = run.config["data"];
   if (!data.contains(which) || !data[which].is_string()) {
-    if (run.config["model"].value("type", std::string()) == "torchscript") {
+    if (run.config.value("stand_in", false)) {
       throw UsageError("with --model-file, give --" + which + " NAME (the model's " + which + " distribution)");
     }
     throw std::runtime_error("'" + run.config_path() + "': data." + which + " is missing");

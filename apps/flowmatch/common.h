@@ -121,7 +121,7 @@ void check_pair_generation(const PairGeneration& generation, CLI::App* app);
 /// Draws `pairs` source points (seeded), solves the parent's ODE, stores DIR/pairs-x0.npy and
 /// pairs-x1.npy and trains a run in DIR on them from the parent's weights: a reflow round (straight
 /// path, uniform t) or, with `distill`, one-step distillation (t = 0). `pairs_info` gets data.pairs.
-int train_on_model_pairs(const std::string& parent_dir, const std::string& dir, const PairGeneration& generation,
+int train_on_model_pairs(const RunFolder& parent, const std::string& dir, const PairGeneration& generation,
                          uint64_t seed, bool distill, const TrainRunOptions& how, json& pairs_info);
 
 /// Samplers for the run's source and target data.

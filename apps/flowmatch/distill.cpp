@@ -18,14 +18,14 @@ namespace {
 struct DistillFlags {
   CommonFlags common;
   PairGeneration generation;
-  std::string run, out;
+  std::string run, out, model_file, source, target;
   bool quiet = false;
 };
 
 int run_distill(DistillFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
   check_pair_generation(f.generation, app);
-  open_run(f.run);
+  RunFolder parent = resolve_run(f.run, f.model_file, f.source, f.target);
   if (fs::exists(f.out) && !fs::is_empty(f.out)) throw UsageError("--out '" + f.out + "' already exists; choose another");
   try {
     fm::io::ensure_writable_directory(fs::path(f.out).parent_path().empty() ? "." : fs::path(f.out).parent_path().string());
@@ -37,7 +37,7 @@ int run_distill(DistillFlags& f, CLI::App* app) {
   how.quiet = f.quiet;
   how.device = device;
   json pairs_info;
-  const int code = train_on_model_pairs(f.run, f.out, f.generation, f.common.seed + 7919ULL, /*distill=*/true, how, pairs_info);
+  const int code = train_on_model_pairs(parent, f.out, f.generation, f.common.seed + 7919ULL, /*distill=*/true, how, pairs_info);
   if (code == kExitOk) std::cout << "distilled: sample in one step with 'flowmatch sample --run " << f.out << " --steps 1'\n";
   return code;
 }
@@ -51,7 +51,10 @@ Command register_distill(CLI::App& root) {
       "distill", "One-step generation: train on a run's own (noise, sample) pairs at t = 0 so one Euler step maps noise to data");
   app->footer("Typically the last round of 'flowmatch reflow' (the straighter the flow, the easier the one-step map).\n"
               "OUT is a normal run with its pairs (pairs-x0.npy, pairs-x1.npy); sample it with --steps 1.");
-  app->add_option("--run", f.run, "the run whose ODE is distilled")->required();
+  app->add_option("--run", f.run, "the run whose ODE is distilled");
+  add_model_file_flags(app, f.model_file, f.source);
+  app->add_option("--target", f.target, "with --model-file: the data set evaluations compare with")
+      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));
   app->add_option("--out", f.out, "run folder to create")->required();
   add_pair_generation_flags(app, f.generation);
   app->add_flag("--quiet", f.quiet, "no progress lines");

@@ -27,13 +27,14 @@ namespace {
 struct ReflowFlags {
   CommonFlags common;
   PairGeneration generation;
-  std::string run, out;
+  std::string run, out, model_file, source, target;
   int64_t rounds = 1;
   bool quiet = false;
 };
 
 json round_config(const RunFolder& parent, const json& pairs_info, int64_t train_steps, uint64_t seed, bool distill) {
   json cfg = parent.config;
+  cfg.erase("stand_in");
   cfg["path"] = fm::CondOTPath(fm::CondOTPathOptions().sigma(0.0)).spec();
   cfg["prediction"] = "velocity";
   auto times = fm::TimeSamplingOptions();
@@ -68,9 +69,10 @@ void add_pair_generation_flags(CLI::App* app, PairGeneration& g) {
   app->add_flag("--from-scratch", g.from_scratch, "train from fresh weights instead of the parent's");
 }
 
-int train_on_model_pairs(const std::string& parent_dir, const std::string& dir, const PairGeneration& g, uint64_t seed,
+int train_on_model_pairs(const RunFolder& parent, const std::string& dir, const PairGeneration& g, uint64_t seed,
                          bool distill, const TrainRunOptions& how, json& pairs_info) {
-  RunFolder parent = open_run(parent_dir);
+  const bool scripted = parent.config.value("stand_in", false);
+  const std::string parent_dir = scripted ? parent.config["model"]["file"].get<std::string>() : parent.dir;
   auto model = load_run_model(parent, "", how.device);
   RunFlow flow = run_flow(parent, model);
   // The pairs start where the parent's samples start; the new run's straight path starts at its x0.
@@ -113,7 +115,7 @@ namespace {
 int run_reflow(ReflowFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
   check_pair_generation(f.generation, app);
-  open_run(f.run);  // names a missing parent before anything is written
+  RunFolder first = resolve_run(f.run, f.model_file, f.source, f.target);  // named before anything is written
   if (fs::exists(f.out) && !fs::is_empty(f.out)) {
     throw UsageError("--out '" + f.out + "' already exists; choose another (a round can be resumed with "
                      "'flowmatch train --out OUT/rectified-K --resume')");
@@ -127,14 +129,15 @@ int run_reflow(ReflowFlags& f, CLI::App* app) {
   TrainRunOptions how;
   how.quiet = f.quiet;
   how.device = device;
-  json summary = {{"parent", f.run}, {"rounds", json::array()}};
+  json summary = {{"parent", f.model_file.empty() ? f.run : f.model_file}, {"rounds", json::array()}};
   std::string parent_dir = f.run;
   for (int64_t round = 1; round <= f.rounds; ++round) {
     // Liu et al.'s numbering: the parent of round 1 is the 1-rectified flow; round r trains the (r+1)-rectified flow.
     const std::string dir = (fs::path(f.out) / ("rectified-" + std::to_string(round + 1))).string();
     if (!f.quiet) std::cerr << "round " << round << "/" << f.rounds << " (" << dir << "): ";
     json pairs_info;
-    const int code = train_on_model_pairs(parent_dir, dir, f.generation, f.common.seed + 1000003ULL * static_cast<uint64_t>(round),
+    const RunFolder parent = round == 1 ? first : open_run(parent_dir);
+    const int code = train_on_model_pairs(parent, dir, f.generation, f.common.seed + 1000003ULL * static_cast<uint64_t>(round),
                                           /*distill=*/false, how, pairs_info);
     if (code != kExitOk) return code;
     summary["rounds"].push_back({{"round", round}, {"rectified", round + 1}, {"run", dir}, {"pairs", pairs_info}});
@@ -158,7 +161,10 @@ Command register_reflow(CLI::App& root) {
       "--run is the 1-rectified flow. Round r writes OUT/rectified-(r+1): pairs-x0.npy and pairs-x1.npy (the noise\n"
       "and what the parent's ODE makes of it) and a normal run trained on them (straight path, sigma 0), initialised\n"
       "from the parent's weights. OUT/reflow.json lists the rounds. Evaluate with 'flowmatch eval --run OUT/rectified-2'.");
-  app->add_option("--run", f.run, "the run to rectify (round 1's parent)")->required();
+  app->add_option("--run", f.run, "the run to rectify (round 1's parent)");
+  add_model_file_flags(app, f.model_file, f.source);
+  app->add_option("--target", f.target, "with --model-file: the data set evaluations compare with")
+      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));
   app->add_option("--out", f.out, "folder for the rounds (must not exist)")->required();
   app->add_option("--rounds", f.rounds, "reflow rounds, each from the previous")->check(CLI::PositiveNumber)->capture_default_str();
   add_pair_generation_flags(app, f.generation);
