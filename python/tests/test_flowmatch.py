@@ -1,5 +1,8 @@
 """The flowmatch Python module against closed forms, scipy and the C++ results (run by `make test`)."""
+import json
 import math
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -89,3 +92,36 @@ def test_log_likelihood_of_a_scaling_flow():
     assert nfe > 0
     approx, _ = fm.log_likelihood(lambda x, t: c * x, x, divergence="hutchinson", probes=8)
     assert torch.allclose(approx, expected, atol=1e-4)  # Hutchinson is exact for a multiple of I
+
+
+@pytest.mark.skipif("FLOWMATCH_CLI" not in os.environ, reason="the flowmatch command line was not built")
+def test_module_agrees_with_the_command_line(tmp_path):
+    cli = os.environ["FLOWMATCH_CLI"]
+
+    class Velocity(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.net(torch.cat([x, t.unsqueeze(1)], dim=1))
+
+    torch.manual_seed(0)
+    model = torch.jit.script(Velocity())
+    model.save(str(tmp_path / "v.pt"))
+    x0 = torch.randn(300, 2)
+    np.save(tmp_path / "x0.npy", x0.numpy())
+    subprocess.run([cli, "sample", "--model-file", str(tmp_path / "v.pt"), "--initial", str(tmp_path / "x0.npy"),
+                    "--solver", "rk4", "--steps", "10", "--out", str(tmp_path / "cli.npy"), "--threads", "1"],
+                   check=True, capture_output=True)
+    with torch.no_grad():
+        x, info = fm.solve_ode(model, x0, method="rk4", steps=10)
+    assert info["nfe"] == 40
+    assert torch.allclose(x, torch.from_numpy(np.load(tmp_path / "cli.npy")), atol=1e-6)
+    # Exact W2 through the module and through `flowmatch eval --samples --reference`.
+    b = torch.randn(250, 2, dtype=torch.float64)
+    np.save(tmp_path / "a.npy", x.double().numpy())
+    np.save(tmp_path / "b.npy", b.numpy())
+    out = subprocess.run([cli, "eval", "--samples", str(tmp_path / "a.npy"), "--reference", str(tmp_path / "b.npy")],
+                         check=True, capture_output=True, text=True).stdout
+    assert abs(json.loads(out)["w2"] - fm.wasserstein2(x.double(), b)) < 1e-12
