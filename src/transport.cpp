@@ -75,13 +75,6 @@ TransportPlan network_simplex_plan(const at::Tensor& cost) {
   return result;
 }
 
-// A scaling vector is usable when every entry is in (0, ∞) (a product that under- or overflowed
-// gives 0, ∞ or NaN).
-bool positive_and_finite(const at::Tensor& x) {
-  const double low = x.min().item<double>(), high = x.max().item<double>();
-  return low > 0 && std::isfinite(high);
-}
-
 }  // namespace
 
 TransportPlan exact_transport(const at::Tensor& cost) {
