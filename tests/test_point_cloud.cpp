@@ -9,7 +9,10 @@ TEST(PointCloud, LoadsValidatesAndDrawsRows) {
   fmtest::TempDir dir;
   at::Tensor points = at::arange(30, at::kDouble).reshape({10, 3});
   fm::io::save_npy(dir / "p.npy", points);
-  at::Tensor loaded = fm::data::load_point_cloud(dir / "p.npy");
+  // float64 stays float64 (W2 of such files is computed at full precision); integers become float32.
+  EXPECT_TRUE(at::equal(fm::data::load_point_cloud(dir / "p.npy"), points));
+  fm::io::save_npy(dir / "i.npy", points.to(at::kLong));
+  at::Tensor loaded = fm::data::load_point_cloud(dir / "i.npy");
   EXPECT_EQ(loaded.scalar_type(), at::kFloat);
   EXPECT_TRUE(at::equal(loaded, points.to(at::kFloat)));
   auto g = fmtest::generator(1);
@@ -27,7 +30,7 @@ TEST(PointCloud, LoadsValidatesAndDrawsRows) {
     fm::data::load_point_cloud(dir / "bad.npy");
     FAIL();
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("row 7, column 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("data '" + (dir / "bad.npy") + "': row 7, column 2"), std::string::npos) << e.what();
   }
   fm::io::save_npy(dir / "flat.npy", at::zeros({4}));
   EXPECT_THROW(fm::data::load_point_cloud(dir / "flat.npy"), std::runtime_error);

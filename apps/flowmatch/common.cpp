@@ -164,6 +164,17 @@ flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::strin
   return flowmatch::data::toy2d_sampler(name);
 }
 
+void ensure_new_output_folder(const std::string& out, const std::string& hint) {
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_empty(out, ec)) throw UsageError("--out '" + out + "' already exists; choose another" + hint);
+  const fs::path parent = fs::path(out).parent_path();
+  try {
+    flowmatch::io::ensure_writable_directory(parent.empty() ? "." : parent.string());
+  } catch (const std::runtime_error& e) {
+    throw UsageError(std::string("--out: ") + e.what());
+  }
+}
+
 void write_json_atomic(const std::string& path, const json& value) {
   flowmatch::io::write_file_atomic(path, value.dump(2) + "\n");
 }

@@ -132,6 +132,9 @@ void write_json_atomic(const std::string& path, const json& value);
 /// Replaces the extension of `path` (e.g. samples.npy → samples.png).
 std::string with_extension(const std::string& path, const std::string& extension);
 std::string format_duration(double seconds);
+/// For commands that create a run folder: UsageError when `out` exists and is not empty (`hint`
+/// appended) or its parent cannot be written.
+void ensure_new_output_folder(const std::string& out, const std::string& hint = "");
 /// Makes the parent folder of `path` (UsageError if it cannot be written).
 void ensure_parent_writable(const std::string& path);
 

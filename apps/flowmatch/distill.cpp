@@ -2,15 +2,12 @@
 // run's ODE for the (noise, sample) pairs and trains a model on them at t = 0 only, so that a single
 // Euler step x0 + v(x0, 0) lands where the run's ODE would.
 
-#include <filesystem>
 #include <iostream>
 
 #include "common.h"
-#include "flowmatch/io/atomic_file.h"
 
 namespace fmcli {
 
-namespace fs = std::filesystem;
 namespace fm = flowmatch;
 
 namespace {
@@ -26,12 +23,7 @@ int run_distill(DistillFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
   check_pair_generation(f.generation, app);
   RunFolder parent = resolve_run(f.run, f.model_file, f.source, f.target);
-  if (fs::exists(f.out) && !fs::is_empty(f.out)) throw UsageError("--out '" + f.out + "' already exists; choose another");
-  try {
-    fm::io::ensure_writable_directory(fs::path(f.out).parent_path().empty() ? "." : fs::path(f.out).parent_path().string());
-  } catch (const std::runtime_error& e) {
-    throw UsageError(std::string("--out: ") + e.what());
-  }
+  ensure_new_output_folder(f.out);
   install_interrupt_handlers();
   TrainRunOptions how;
   how.quiet = f.quiet;

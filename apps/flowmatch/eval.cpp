@@ -10,6 +10,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "common.h"
+#include "flowmatch/data/point_cloud.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/pt.h"
@@ -77,24 +78,10 @@ json solver_sweep(const fm::VelocityField& field, const at::Tensor& x0, const at
   return rows;
 }
 
-at::Tensor load_points(const std::string& path, const char* flag) {
-  at::Tensor t = fm::io::load_array(path);
-  if (t.dim() != 2 || t.size(0) < 1 || t.size(1) < 1) {
-    throw std::runtime_error(std::string(flag) + " '" + path + "': expected an (n, D) array, got shape " +
-                             c10::str(t.sizes()));
-  }
-  if (!t.is_floating_point()) t = t.to(at::kDouble);
-  at::Tensor bad = (~at::isfinite(t)).any(1).nonzero();
-  if (bad.numel() > 0) {
-    throw std::runtime_error(std::string(flag) + " '" + path + "': row " + std::to_string(bad[0][0].item<int64_t>()) +
-                             " holds NaN or Inf");
-  }
-  return t;
-}
 
 int eval_files(EvalFlags& f) {
-  at::Tensor a = load_points(f.samples, "--samples");
-  at::Tensor b = load_points(f.reference, "--reference");
+  at::Tensor a = fm::data::load_point_cloud(f.samples, "--samples");
+  at::Tensor b = fm::data::load_point_cloud(f.reference, "--reference");
   if (a.size(1) != b.size(1)) {
     throw std::runtime_error("--samples has dimension " + std::to_string(a.size(1)) + " but --reference has " +
                              std::to_string(b.size(1)));

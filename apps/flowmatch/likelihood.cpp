@@ -11,6 +11,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "common.h"
+#include "flowmatch/data/point_cloud.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/pt.h"
 #include "flowmatch/io/plot.h"
@@ -31,18 +32,6 @@ struct LikelihoodFlags {
   double atol = 1e-5, rtol = 1e-5;
 };
 
-at::Tensor load_data(const std::string& path) {
-  at::Tensor t = fm::io::load_array(path);
-  if (t.dim() != 2 || t.size(0) < 1 || t.size(1) < 1) {
-    throw std::runtime_error("--data '" + path + "': expected an (n, D) array, got shape " + c10::str(t.sizes()));
-  }
-  if (!t.is_floating_point()) t = t.to(at::kDouble);
-  at::Tensor bad = (~at::isfinite(t)).any(1).nonzero();
-  if (bad.numel() > 0) {
-    throw std::runtime_error("--data '" + path + "': row " + std::to_string(bad[0][0].item<int64_t>()) + " holds NaN or Inf");
-  }
-  return t;
-}
 
 int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
@@ -73,7 +62,7 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   at::Tensor x;
   std::string data_label;
   if (!f.data.empty()) {
-    x = load_data(f.data);
+    x = fm::data::load_point_cloud(f.data, "--data");
     data_label = f.data;
   } else {
     if (f.target.empty() && !run.config["data"].contains("target")) throw UsageError("with --model-file, give --data or --target");

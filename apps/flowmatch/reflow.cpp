@@ -12,7 +12,6 @@
 
 #include "common.h"
 #include "flowmatch/checkpoint.h"
-#include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/reflow.h"
 #include "flowmatch/solvers.h"
@@ -116,15 +115,7 @@ int run_reflow(ReflowFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
   check_pair_generation(f.generation, app);
   RunFolder first = resolve_run(f.run, f.model_file, f.source, f.target);  // named before anything is written
-  if (fs::exists(f.out) && !fs::is_empty(f.out)) {
-    throw UsageError("--out '" + f.out + "' already exists; choose another (a round can be resumed with "
-                     "'flowmatch train --out OUT/rectified-K --resume')");
-  }
-  try {
-    fm::io::ensure_writable_directory(fs::path(f.out).parent_path().empty() ? "." : fs::path(f.out).parent_path().string());
-  } catch (const std::runtime_error& e) {
-    throw UsageError(std::string("--out: ") + e.what());
-  }
+  ensure_new_output_folder(f.out, " (a round can be resumed with 'flowmatch train --out OUT/rectified-K --resume')");
   install_interrupt_handlers();
   TrainRunOptions how;
   how.quiet = f.quiet;

@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "common.h"
+#include "flowmatch/data/point_cloud.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/pt.h"
 #include "flowmatch/io/plot.h"
@@ -51,19 +52,11 @@ int run_sample(SampleFlags& f) {
   at::Tensor x0;
   if (!f.initial.empty()) {
     // Given source points (reproducible runs): validated, then moved to where the path starts.
-    at::Tensor given = fm::io::load_array(f.initial);
-    if (given.dim() != 2 || given.size(0) < 1) {
-      throw std::runtime_error("--initial '" + f.initial + "': expected an (n, D) array, got shape " + c10::str(given.sizes()));
-    }
+    at::Tensor given = fm::data::load_point_cloud(f.initial, "--initial");
     const int64_t dim = model->spec().value("options", json::object()).value("dim", given.size(1));
     if (given.size(1) != dim) {
       throw std::runtime_error("--initial '" + f.initial + "' has dimension " + std::to_string(given.size(1)) +
                                " but the run's model has " + std::to_string(dim));
-    }
-    at::Tensor bad = (~at::isfinite(given)).any(1).nonzero();
-    if (bad.numel() > 0) {
-      throw std::runtime_error("--initial '" + f.initial + "': row " + std::to_string(bad[0][0].item<int64_t>()) +
-                               " holds NaN or Inf");
     }
     x0 = flow.path->start(given.to(at::kFloat)).to(device);
     f.n = x0.size(0);

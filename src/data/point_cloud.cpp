@@ -8,23 +8,23 @@
 
 namespace flowmatch::data {
 
-at::Tensor load_point_cloud(const std::string& path) {
+at::Tensor load_point_cloud(const std::string& path, const std::string& what) {
+  const std::string name = what + " '" + path + "': ";
   at::Tensor t;
   try {
     t = io::load_array(path);
   } catch (const std::exception& e) {
-    throw std::runtime_error("data '" + path + "': " + e.what());
+    throw std::runtime_error(name + e.what());
   }
   if (t.dim() != 2 || t.size(0) < 1 || t.size(1) < 1) {
-    throw std::runtime_error("data '" + path + "': expected an (N, D) array, got shape " + c10::str(t.sizes()));
+    throw std::runtime_error(name + "expected an (N, D) array, got shape " + c10::str(t.sizes()));
   }
-  t = t.to(at::kFloat);
+  if (t.scalar_type() != at::kDouble) t = t.to(at::kFloat);
   at::Tensor bad = (~at::isfinite(t)).any(1).nonzero();
   if (bad.numel() > 0) {
     const int64_t row = bad[0][0].item<int64_t>();
     const int64_t col = (~at::isfinite(t[row])).nonzero()[0][0].item<int64_t>();
-    throw std::runtime_error("data '" + path + "': row " + std::to_string(row) + ", column " + std::to_string(col) +
-                             " holds NaN or Inf");
+    throw std::runtime_error(name + "row " + std::to_string(row) + ", column " + std::to_string(col) + " holds NaN or Inf");
   }
   return t.contiguous();
 }

@@ -12,10 +12,10 @@
 
 namespace flowmatch::data {
 
-/// Reads an (N, D) .npy array (float32, float64 or integer; N, D ≥ 1) as float32. Throws
-/// std::runtime_error naming the file and the problem: not an array of that shape, or the first row
-/// holding NaN or Inf.
-at::Tensor load_point_cloud(const std::string& path);
+/// Reads an (N, D) array from .npy or .pt (N, D ≥ 1); float64 stays float64, other types become
+/// float32. Throws std::runtime_error "WHAT 'path': problem" (WHAT = `what`, e.g. a flag name): not an
+/// array of that shape, or the first row and column holding NaN or Inf.
+at::Tensor load_point_cloud(const std::string& path, const std::string& what = "data");
 
 /// Rows of `points` (N, D) drawn uniformly with replacement (float32, CPU). Throws
 /// std::invalid_argument for an empty or non-2-D tensor.
