@@ -63,7 +63,10 @@ void write_checkpoint(const std::string& path, torch::serialize::OutputArchive& 
 }
 
 void read_checkpoint(const std::string& path, torch::serialize::InputArchive& archive) {
-  const std::string file = io::read_file(path);
+  read_checkpoint_bytes(io::read_file(path), path, archive);
+}
+
+void read_checkpoint_bytes(const std::string& file, const std::string& path, torch::serialize::InputArchive& archive) {
   if (file.size() < kHeaderSize || std::memcmp(file.data(), kMagic, sizeof kMagic) != 0) {
     throw std::runtime_error("'" + path + "' is not a flowmatch checkpoint (bad magic)");
   }

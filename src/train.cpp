@@ -16,6 +16,8 @@
 
 #include "enum_names.h"
 #include "flowmatch/checkpoint.h"
+#include "flowmatch/distributed.h"
+#include "flowmatch/io/atomic_file.h"
 #include "flowmatch/loss.h"
 
 namespace flowmatch {
@@ -114,33 +116,58 @@ void Trainer::update_ema() {
 
 std::shared_ptr<models::VelocityModel> Trainer::sampling_model() const { return ema_ ? ema_ : model_; }
 
-double Trainer::train_step() {
-  const int64_t b = options_.batch_size();
+TrainingBatch draw_training_batch(const FlowMatchingProblem& problem, int64_t b, at::Generator& generator) {
   CoupledBatch pair;
-  if (problem_.pairs) {
-    pair = problem_.pairs(b, generator_);
+  if (problem.pairs) {
+    pair = problem.pairs(b, generator);
   } else {
-    at::Tensor x0 = problem_.source(b, generator_);
-    at::Tensor x1 = problem_.target(b, generator_);
-    pair = problem_.coupling->pair(x0, x1, generator_);
+    at::Tensor x0 = problem.source(b, generator);
+    at::Tensor x1 = problem.target(b, generator);
+    pair = problem.coupling->pair(x0, x1, generator);
   }
-  at::Tensor t = sample_times(pair.x0.size(0), problem_.time_sampling, generator_);
-  PathSample s = problem_.path->sample(pair.x0, pair.x1, t, generator_);
+  TrainingBatch batch;
+  batch.t = sample_times(pair.x0.size(0), problem.time_sampling, generator);
+  PathSample s = problem.path->sample(pair.x0, pair.x1, batch.t, generator);
+  batch.target = regression_target(*problem.path, s, problem.prediction);
+  batch.x_t = s.x_t;
+  batch.weight = loss_weights(batch.t, problem.time_sampling, problem.path->scheduler().get());
+  return batch;
+}
+
+void Trainer::distribute(std::shared_ptr<distributed::DataParallel> group) {
+  if (!group) throw std::invalid_argument("Trainer::distribute: group is null");
+  group_ = std::move(group);
+  group_->broadcast(parameters_, 0);
+  if (ema_) models::copy_parameters(*model_, *ema_);
+  generator_ = at::make_generator<at::CPUGeneratorImpl>(distributed::rank_seed(options_.seed(), group_->rank()));
+}
+
+double Trainer::train_step() {
+  TrainingBatch batch = draw_training_batch(problem_, options_.batch_size(), generator_);
   const auto device = parameters_.front().device();
-  at::Tensor target = regression_target(*problem_.path, s, problem_.prediction).to(device);
-  at::Tensor xt = s.x_t.to(device), td = t.to(device);
-  at::Tensor weight = loss_weights(t, problem_.time_sampling, problem_.path->scheduler().get());
-  if (weight.defined()) weight = weight.to(device);
+  at::Tensor target = batch.target.to(device), xt = batch.x_t.to(device), td = batch.t.to(device);
+  at::Tensor weight = batch.weight.defined() ? batch.weight.to(device) : batch.weight;
 
   apply_lr(lr_at(step_));
   optimizer_->zero_grad();
   at::Tensor loss = flow_matching_loss(model_->forward(xt, td), target, weight);
-  const double value = loss.item<double>();
-  if (!std::isfinite(value)) {
-    throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ") at step " +
-                             std::to_string(step_ + 1) + "; the last checkpoint is kept");
+  double value = loss.item<double>();
+  std::string where;
+  if (group_) {
+    // Every rank must reach the all-reduce, so a non-finite loss is judged on the mean that comes
+    // back (non-finite when any rank's is), and all ranks stop together.
+    loss.backward();
+    const bool local_stop = stop_poll_ && stop_poll_();
+    const auto sums = group_->average_gradients(parameters_, {value, local_stop ? 1.0 : 0.0});
+    value = sums[0] / static_cast<double>(group_->world_size());
+    stop_requested_ = sums[1] > 0;
+    where = " (mean over " + std::to_string(group_->world_size()) + " ranks)";
   }
-  loss.backward();
+  if (!std::isfinite(value)) {
+    throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ")" + where +
+                             " at step " + std::to_string(step_ + 1) + "; the last checkpoint is kept");
+  }
+  if (!group_) loss.backward();
   if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
   optimizer_->step();
   update_ema();
@@ -157,11 +184,20 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   const int64_t first_step = step_;
   double loss_sum = 0;
   int64_t loss_count = 0;
+  double last_communication_s = group_ ? group_->communication_seconds() : 0;
   const std::string dir = options_.checkpoint_dir();
+  const bool writer = !group_ || group_->rank() == 0;
+  stop_poll_ = callbacks.should_stop;
+  stop_requested_ = false;
   auto checkpoint = [&]() {
     if (dir.empty()) return;
     const std::string path = (fs::path(dir) / ("step-" + std::to_string(step_) + ".ckpt")).string();
+    if (writer) {
+      std::error_code ec;
+      fs::create_directories(dir, ec);  // a failure shows when the file cannot be created
+    }
     save_checkpoint(path);
+    if (!writer) return;
     auto all = list_checkpoints(dir);
     for (size_t k = 0; k + static_cast<size_t>(options_.keep_checkpoints()) < all.size(); ++k) {
       std::error_code ec;
@@ -172,7 +208,7 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   while (step_ < options_.steps()) {
     loss_sum += train_step();
     ++loss_count;
-    const bool stop = callbacks.should_stop && callbacks.should_stop();
+    const bool stop = group_ ? stop_requested_ : (callbacks.should_stop && callbacks.should_stop());
     if (callbacks.progress && (step_ % options_.log_every() == 0 || step_ == options_.steps() || stop)) {
       const auto now = clock::now();
       TrainProgress p;
@@ -185,6 +221,12 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
       p.elapsed_s = std::chrono::duration<double>(now - start).count();
       const double rate = p.elapsed_s > 0 ? static_cast<double>(step_ - first_step) / p.elapsed_s : 0;
       p.eta_s = rate > 0 ? static_cast<double>(options_.steps() - step_) / rate : 0;
+      if (group_) {
+        p.world_size = group_->world_size();
+        const double now_s = group_->communication_seconds();
+        p.communication_ms = 1000 * (now_s - last_communication_s) / static_cast<double>(step_ - last_step);
+        last_communication_s = now_s;
+      }
       callbacks.progress(p);
       last = now;
       last_step = step_;
@@ -195,6 +237,7 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
     if (periodic || step_ == options_.steps() || stop) checkpoint();
     if (stop) break;
   }
+  stop_poll_ = nullptr;
   return step_;
 }
 
@@ -204,9 +247,18 @@ void Trainer::save_checkpoint(const std::string& path) {
   archive.write("model_spec", c10::IValue(model_->spec().dump()));
   archive.write("optimizer_kind", c10::IValue(to_string(options_.optimizer())));
   archive.write("step", c10::IValue(step_));
+  at::Tensor state;
   {
     std::lock_guard<std::mutex> lock(generator_.mutex());
-    archive.write("generator_state", generator_.get_state());
+    state = generator_.get_state();
+  }
+  archive.write("generator_state", state);
+  if (group_) {
+    // Every rank's stream, so that each continues exactly where it was.
+    const auto states = group_->all_gather(state);
+    if (group_->rank() != 0) return;
+    archive.write("world_size", c10::IValue(group_->world_size()));
+    for (size_t r = 0; r < states.size(); ++r) archive.write("generator_state_rank_" + std::to_string(r), states[r]);
   }
   torch::serialize::OutputArchive model_archive, optimizer_archive;
   model_->save(model_archive);
@@ -233,7 +285,24 @@ std::string read_string(torch::serialize::InputArchive& archive, const std::stri
 
 void Trainer::load_checkpoint(const std::string& path) {
   torch::serialize::InputArchive archive;
-  read_checkpoint(path, archive);
+  if (!group_) {
+    read_checkpoint(path, archive);
+  } else {
+    // Rank 0 reads the file (the others may be on machines without it) and sends its bytes, or
+    // its error, so that every rank fails or succeeds together.
+    std::string bytes, error;
+    if (group_->rank() == 0) {
+      try {
+        bytes = io::read_file(path);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    error = group_->broadcast_string(error);
+    if (!error.empty()) throw std::runtime_error(group_->rank() == 0 ? error : "rank 0: " + error);
+    bytes = group_->broadcast_string(bytes);
+    read_checkpoint_bytes(bytes, path, archive);
+  }
   const std::string spec = read_string(archive, "model_spec", path);
   if (nlohmann::json::parse(spec) != model_->spec()) {
     throw std::runtime_error("'" + path + "': checkpoint holds model " + spec + ", but this run's model is " +
@@ -261,7 +330,19 @@ void Trainer::load_checkpoint(const std::string& path) {
     c10::IValue step;
     archive.read("step", step);
     at::Tensor state;
-    archive.read("generator_state", state);
+    const int64_t ranks = group_ ? group_->world_size() : 1;
+    c10::IValue stored_ranks;
+    const int64_t written_by = archive.try_read("world_size", stored_ranks) ? stored_ranks.toInt() : 1;
+    if (written_by != ranks) {
+      throw std::runtime_error("'" + path + "': checkpoint was written by " + std::to_string(written_by) +
+                               " process(es), this run has " + std::to_string(ranks) +
+                               "; resume with the same number of processes");
+    }
+    if (group_) {
+      archive.read("generator_state_rank_" + std::to_string(group_->rank()), state);
+    } else {
+      archive.read("generator_state", state);
+    }
     std::lock_guard<std::mutex> lock(generator_.mutex());
     generator_.set_state(state);
     step_ = step.toInt();

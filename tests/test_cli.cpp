@@ -1,6 +1,10 @@
 // The command-line tool as a user meets it: exit codes, one-line errors, no partial files,
 // config files, resume and interruption.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -514,4 +518,94 @@ TEST(CLI, TrainsOnAPointCloudFromANumPyFile) {
   EXPECT_NE(r.err.find("--source gaussian"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "b"));
   EXPECT_FALSE(fs::exists(dir / "c"));
+}
+
+// ---------------------------------------------------------------- data-parallel training
+
+namespace {
+int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+}  // namespace
+
+TEST(CLI, LaunchTrainsTwoRanksAndOnlyRankZeroWrites) {
+  fmtest::TempDir dir;
+  Result r = cli(dir, std::string("launch --nproc 2 --master-port 0 -- train --out runs/ddp ") + kTiny);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "runs/ddp/config.json"));
+  EXPECT_EQ(config["distributed"]["world_size"], 2);
+  EXPECT_EQ(config["distributed"]["global_batch"], 64);
+  EXPECT_EQ(entries(dir / "runs/ddp"), (std::vector<std::string>{"checkpoints", "checkpoints/step-60.ckpt", "config.json",
+                                                                 "loss.png", "metrics.jsonl"}));
+  std::ifstream in(dir / "runs/ddp/metrics.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  const auto first = nlohmann::json::parse(line);
+  EXPECT_EQ(first["world_size"], 2);
+  EXPECT_GE(first["communication_ms"].get<double>(), 0.0);
+  // A usage error is reported once (by rank 0), with exit code 2.
+  Result bad = cli(dir, std::string("launch --nproc 2 --master-port 0 -- train --out runs/ddp ") + kTiny);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("already holds a run"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  Result nothing = cli(dir, "launch --nproc 2");
+  EXPECT_EQ(nothing.code, 2);
+  EXPECT_NE(nothing.err.find("needs a command after '--'"), std::string::npos) << nothing.err;
+}
+
+TEST(CLI, InterruptedLaunchResumesToTheSameModel) {
+  fmtest::TempDir dir;
+  const std::string flags = " --steps 800 --batch 64 --width 16 --depth 2 --log-every 10 --checkpoint-every 100 --quiet";
+  ASSERT_EQ(cli(dir, "launch --nproc 2 --master-port 0 -- train --out runs/straight" + flags).code, 0);
+  const std::string cmd = "sh -c '" + std::string(FLOWMATCH_CLI) + " launch --nproc 2 --master-port 0 -- train --out runs/cut" +
+                          flags + " & pid=$!; i=0; while [ ! -s runs/cut/metrics.jsonl ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done;"
+                          " kill -INT $pid; wait $pid; echo $? > code'";
+  ASSERT_EQ(std::system(("cd '" + dir.str() + "' && " + cmd).c_str()), 0);
+  EXPECT_EQ(fm::io::read_file(dir / "code"), "130\n");
+  auto cut = entries(dir / "runs/cut/checkpoints");
+  ASSERT_FALSE(cut.empty());
+  EXPECT_NE(cut.back(), "step-800.ckpt") << "the interrupt came too late to test anything";
+  Result resumed = cli(dir, "launch --nproc 2 --master-port 0 -- train --out runs/cut --resume --quiet");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  ASSERT_EQ(cli(dir, "sample --run runs/straight --n 200 --out a.npy --threads 1").code, 0);
+  ASSERT_EQ(cli(dir, "sample --run runs/cut --n 200 --out b.npy --threads 1").code, 0);
+  EXPECT_EQ(fm::io::read_file(dir / "a.npy"), fm::io::read_file(dir / "b.npy"));
+}
+
+TEST(CLI, ARankThatDiesOrHangsStopsTheOtherWithinTheTimeout) {
+  // Two ranks started by hand (as on two machines); once training runs, rank 1 is killed (or
+  // stopped with SIGSTOP: a hang). Rank 0 must exit 1 with a one-line message: at once for a
+  // dead peer, after --dist-timeout (5 s) for a hung one.
+  for (const std::string how : {"KILL", "STOP"}) {
+    fmtest::TempDir dir;
+    const std::string train = std::string(FLOWMATCH_CLI) +
+                              " train --distributed --dist-timeout 5 --out run --steps 1000000 --batch 64 --width 16"
+                              " --depth 2 --checkpoint-every 20 --quiet";
+    const std::string script =
+        "export MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_tcp_port()) + " WORLD_SIZE=2 OMP_NUM_THREADS=1; "
+        "RANK=1 " + train + " 2> r1.err & p1=$!; RANK=0 " + train + " 2> r0.err & p0=$!; "
+        "i=0; while [ ! -s run/checkpoints/step-20.ckpt ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+        "kill -" + how + " $p1; t0=$(date +%s%N); wait $p0; echo $? > code; t1=$(date +%s%N); "
+        "echo $(( (t1 - t0) / 1000000 )) > ms; kill -KILL $p1 2>/dev/null; wait $p1 2>/dev/null; true";
+    ASSERT_EQ(std::system(("cd '" + dir.str() + "' && timeout 120 bash -c '" + script + "'").c_str()), 0) << how;
+    EXPECT_EQ(fm::io::read_file(dir / "code"), "1\n") << how;
+    const std::string err = fm::io::read_file(dir / "r0.err");
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find("failed on rank 0"), std::string::npos) << err;
+    const long ms = std::stol(fm::io::read_file(dir / "ms"));
+    if (how == "KILL") EXPECT_LT(ms, 5000) << err;
+    if (how == "STOP") {
+      EXPECT_GE(ms, 4000) << err;  // it waited for the hung rank ...
+      EXPECT_LT(ms, 15000) << err;  // ... about the timeout, not forever
+    }
+  }
 }

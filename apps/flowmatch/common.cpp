@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -20,7 +21,7 @@ namespace fmcli {
 namespace fs = std::filesystem;
 
 void add_common_flags(CLI::App* app, CommonFlags& flags) {
-  app->add_option("--threads", flags.threads, "CPU threads for LibTorch (0: one per core)")
+  app->add_option("--threads", flags.threads, "CPU threads for LibTorch (0: OMP_NUM_THREADS if set, else one per core)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app->add_option("--device", flags.device, "cpu or cuda")
@@ -33,7 +34,13 @@ void add_common_flags(CLI::App* app, CommonFlags& flags) {
 }
 
 c10::Device apply_common_flags(const CommonFlags& flags) {
-  const int threads = flags.threads > 0 ? flags.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // 0: OMP_NUM_THREADS when set (flowmatch launch and torchrun set it per process), else all cores.
+  int threads = flags.threads;
+  if (threads <= 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    threads = omp ? std::atoi(omp) : 0;
+    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   at::set_num_threads(threads);
   if (flags.device == "cuda") {
     if (!torch::cuda::is_available()) {
@@ -220,7 +227,7 @@ void install_interrupt_handlers() {
 bool interrupted() { return g_interrupted.load(); }
 
 std::vector<std::string> expand_config_file(const std::vector<std::string>& args) {
-  if (args.size() < 2) return args;
+  if (args.size() < 2 || args[1] == "launch") return args;  // launch passes its command's flags on untouched
   std::string file;
   std::vector<std::string> rest;
   for (size_t k = 1; k < args.size(); ++k) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "flowmatch/data/toy2d.h"
+#include "flowmatch/distributed.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/train.h"
@@ -44,6 +45,7 @@ Command register_likelihood(CLI::App& root);
 Command register_reflow(CLI::App& root);
 Command register_distill(CLI::App& root);
 Command register_export(CLI::App& root);
+Command register_launch(CLI::App& root);
 
 /// --threads, --device, --seed.
 struct CommonFlags {
@@ -98,6 +100,8 @@ struct TrainRunOptions {
   c10::Device device = c10::kCPU;
   /// Weights to start from (reflow, distill); ignored when resuming.
   std::shared_ptr<flowmatch::models::VelocityModel> initial;
+  /// Data-parallel group (train --distributed): only its rank 0 writes files and shows progress.
+  std::shared_ptr<flowmatch::distributed::DataParallel> group;
 };
 /// The training problem a run's config describes: toy-data samplers and a coupling, or the stored
 /// pairs of a rectified-flow round (data.pairs: {"x0": file, "x1": file}, relative to the run folder).

@@ -1,6 +1,7 @@
 // flowmatch: the command-line tool. Parses flags (and --config files), runs one subcommand,
 // and turns every error into one line on stderr with the exit code of shared/DESIGN.md.
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -10,6 +11,11 @@
 #include "common.h"
 
 namespace {
+
+std::ostream& null_stream() {
+  static std::ostream sink(nullptr);  // no buffer: everything written is dropped
+  return sink;
+}
 
 std::string one_line(std::string message) {
   const auto nl = message.find('\n');
@@ -21,6 +27,11 @@ std::string one_line(std::string message) {
 
 int main(int argc, char** argv) {
   using namespace fmcli;
+  // Under `flowmatch launch`, every rank sees the same flags, so a usage error is said once, by rank 0.
+  const char* launched = std::getenv("FLOWMATCH_LAUNCHED");
+  const char* rank = std::getenv("RANK");
+  const bool say_usage_errors = !(launched && rank && std::string(rank) != "0");
+  std::ostream& usage_err = say_usage_errors ? std::cerr : null_stream();
   CLI::App app{"flowmatch " FLOWMATCH_VERSION ": flow-matching generative models in C++ (LibTorch)"};
   app.name("flowmatch");
   app.require_subcommand(1, 1);
@@ -28,7 +39,7 @@ int main(int argc, char** argv) {
   app.footer("Run 'flowmatch COMMAND --help' for a command's flags. Exit codes: 0 ok, 1 runtime error, 2 usage error, 130 interrupted.");
   std::vector<Command> commands = {register_train(app), register_sample(app), register_eval(app),
                                   register_likelihood(app), register_reflow(app), register_distill(app),
-                                  register_export(app)};
+                                  register_export(app), register_launch(app)};
 
   std::vector<std::string> args(argv, argv + argc);
   try {
@@ -43,11 +54,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::cerr << "flowmatch: error: " << one_line(e.what()) << " (see 'flowmatch "
+    usage_err << "flowmatch: error: " << one_line(e.what()) << " (see 'flowmatch "
               << (args.size() > 1 ? args[1] + " " : std::string()) << "--help')\n";
     return kExitUsage;
   } catch (const UsageError& e) {
-    std::cerr << "flowmatch: error: " << one_line(e.what()) << "\n";
+    usage_err << "flowmatch: error: " << one_line(e.what()) << "\n";
     return kExitUsage;
   }
 
@@ -56,10 +67,10 @@ int main(int argc, char** argv) {
     try {
       return command.run();
     } catch (const UsageError& e) {
-      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
+      usage_err << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
       return kExitUsage;
     } catch (const std::invalid_argument& e) {
-      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
+      usage_err << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
       return kExitUsage;
     } catch (const c10::Error& e) {
       std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what_without_backtrace()) << "\n";

@@ -16,6 +16,7 @@
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/coupling.h"
 #include "flowmatch/data/point_cloud.h"
+#include "flowmatch/distributed.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/models/mlp.h"
@@ -53,6 +54,10 @@ struct TrainFlags {
   int64_t log_every = 100, checkpoint_every = 1000, keep = 3;
   std::string out;
   bool resume = false, quiet = false;
+  // Data-parallel training (torchrun's environment variables).
+  bool distributed = false;
+  double dist_timeout = 300;
+  std::string dist_backend = "auto";
 };
 
 // σ of the interpolant noise: as given, else TorchCFM's defaults (1.0 for the Schrödinger bridge,
@@ -208,6 +213,59 @@ void write_loss_curve(const RunFolder& run) {
   fm::io::write_line_png(run.dir + "/loss.png", {{x, y, {31, 119, 180}, "loss"}}, style, /*log_y=*/true);
 }
 
+// Checks --out, and with --resume reads the stored run (settings that may not change are compared)
+// and picks its newest checkpoint.
+void prepare_run_folder(const TrainFlags& f, CLI::App* app, RunFolder& run, std::string& resume_from) {
+  try {
+    fm::io::ensure_writable_directory(f.out);
+  } catch (const std::runtime_error& e) {
+    throw UsageError(std::string("--out: ") + e.what());
+  }
+  const bool has_run = fs::exists(run.config_path()) || !fm::list_checkpoints(run.checkpoint_dir()).empty();
+  if (f.resume) {
+    if (!fs::exists(run.config_path())) throw UsageError("--resume: '" + f.out + "' holds no run (no config.json)");
+    RunFolder stored = open_run(f.out);
+    for (const auto& [flag, pointer] : kFrozenOnResume) {
+      if (app->count(flag) == 0) continue;
+      const json::json_pointer ptr(pointer);
+      if (!stored.config.contains(ptr) || stored.config[ptr] != run.config[ptr]) {
+        throw UsageError("--resume: " + flag + " " + run.config[ptr].dump() + " differs from the run's " +
+                         (stored.config.contains(ptr) ? stored.config[ptr].dump() : "(unset)") +
+                         "; a resumed run keeps its settings (start a new --out instead)");
+      }
+    }
+    const int64_t steps = run.config["training"]["steps"];
+    const int64_t log_every = run.config["training"]["log_every"];
+    const int64_t checkpoint_every = run.config["training"]["checkpoint_every"];
+    const int64_t keep = run.config["training"]["keep"];
+    run.config = stored.config;
+    if (app->count("--steps")) run.config["training"]["steps"] = steps;
+    if (app->count("--log-every")) run.config["training"]["log_every"] = log_every;
+    if (app->count("--checkpoint-every")) run.config["training"]["checkpoint_every"] = checkpoint_every;
+    if (app->count("--keep")) run.config["training"]["keep"] = keep;
+    auto checkpoints = fm::list_checkpoints(run.checkpoint_dir());
+    if (!checkpoints.empty()) resume_from = checkpoints.back();
+  } else if (has_run) {
+    throw UsageError("'" + f.out + "' already holds a run; pass --resume to continue it or choose another --out");
+  }
+}
+
+std::shared_ptr<fm::distributed::DataParallel> join_group(const TrainFlags& f, const c10::Device& device) {
+  fm::distributed::DistributedOptions options;
+  try {
+    options = fm::distributed::options_from_environment();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--distributed: ") + e.what());
+  }
+  options.timeout_s(f.dist_timeout).backend(fm::distributed::backend_from_string(f.dist_backend));
+  if (!fm::distributed::gloo_available()) {
+    throw UsageError("--distributed: this flowmatch was built without c10d Gloo (see README: libgloo-dev)");
+  }
+  // One GPU per process on a machine: LOCAL_RANK picks it.
+  const c10::Device rank_device = device.is_cuda() ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(options.local_rank())) : device;
+  return std::make_shared<fm::distributed::DataParallel>(options, rank_device);
+}
+
 int run_train(TrainFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
   // A scheduler parameter given for another path is a mistake worth naming.
@@ -257,44 +315,48 @@ int run_train(TrainFlags& f, CLI::App* app) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string(e.what()) + ": pass --sigma 0 (or --path-noise none)");
   }
-  try {
-    fm::io::ensure_writable_directory(f.out);
-  } catch (const std::runtime_error& e) {
-    throw UsageError(std::string("--out: ") + e.what());
-  }
+  // The run folder is rank 0's business: it checks and resolves it, and the other ranks (perhaps
+  // on machines without the folder) receive the result, or rank 0's error.
+  std::shared_ptr<fm::distributed::DataParallel> group;
+  if (f.distributed) group = join_group(f, device);
   RunFolder run{f.out, fresh_config};
-  const bool has_run = fs::exists(run.config_path()) || !fm::list_checkpoints(run.checkpoint_dir()).empty();
   std::string resume_from;
-  if (f.resume) {
-    if (!fs::exists(run.config_path())) throw UsageError("--resume: '" + f.out + "' holds no run (no config.json)");
-    RunFolder stored = open_run(f.out);
-    for (const auto& [flag, pointer] : kFrozenOnResume) {
-      if (app->count(flag) == 0) continue;
-      const json::json_pointer ptr(pointer);
-      if (!stored.config.contains(ptr) || stored.config[ptr] != run.config[ptr]) {
-        throw UsageError("--resume: " + flag + " " + run.config[ptr].dump() + " differs from the run's " +
-                         (stored.config.contains(ptr) ? stored.config[ptr].dump() : "(unset)") +
-                         "; a resumed run keeps its settings (start a new --out instead)");
+  if (!group || group->rank() == 0) {
+    std::string error;
+    char kind = 'U';
+    try {
+      prepare_run_folder(f, app, run, resume_from);
+      if (group && !f.resume) {
+        run.config["distributed"] = {{"world_size", group->world_size()}, {"backend", fm::distributed::to_string(group->backend())},
+                                     {"global_batch", f.batch * group->world_size()}};
       }
+    } catch (const UsageError& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = e.what();
+      kind = 'R';
     }
-    const int64_t steps = run.config["training"]["steps"];
-    const int64_t log_every = run.config["training"]["log_every"];
-    const int64_t checkpoint_every = run.config["training"]["checkpoint_every"];
-    const int64_t keep = run.config["training"]["keep"];
-    run.config = stored.config;
-    if (app->count("--steps")) run.config["training"]["steps"] = steps;
-    if (app->count("--log-every")) run.config["training"]["log_every"] = log_every;
-    if (app->count("--checkpoint-every")) run.config["training"]["checkpoint_every"] = checkpoint_every;
-    if (app->count("--keep")) run.config["training"]["keep"] = keep;
-    auto checkpoints = fm::list_checkpoints(run.checkpoint_dir());
-    if (!checkpoints.empty()) resume_from = checkpoints.back();
-  } else if (has_run) {
-    throw UsageError("'" + f.out + "' already holds a run; pass --resume to continue it or choose another --out");
+    if (group) group->broadcast_string(error.empty() ? std::string() : std::string(1, kind) + error);
+    if (!error.empty()) {
+      if (kind == 'U') throw UsageError(error);
+      throw std::runtime_error(error);
+    }
+  } else {
+    const std::string error = group->broadcast_string("");
+    if (!error.empty()) {
+      if (error[0] == 'U') throw UsageError("rank 0: " + error.substr(1));
+      throw std::runtime_error("rank 0: " + error.substr(1));
+    }
+  }
+  if (group) {
+    run.config = json::parse(group->broadcast_string(run.config.dump()));
+    resume_from = group->broadcast_string(resume_from);
   }
 
   TrainRunOptions how;
   how.quiet = f.quiet;
-  how.device = device;
+  how.device = group && device.is_cuda() ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(group->options().local_rank())) : device;
+  how.group = group;
   return run_training(run, resume_from, how);
 }
 
@@ -345,6 +407,8 @@ int run_training(RunFolder& run, const std::string& resume_from, const TrainRunO
     for (size_t k = 0; k < to.size(); ++k) to[k].copy_(from[k]);
   }
   fm::Trainer trainer(model, problem, options);
+  const bool writer = !how.group || how.group->rank() == 0;  // only rank 0 writes and talks
+  if (how.group) trainer.distribute(how.group);
   if (!resume_from.empty()) {
     try {
       trainer.load_checkpoint(resume_from);
@@ -355,33 +419,40 @@ int run_training(RunFolder& run, const std::string& resume_from, const TrainRunO
     }
   }
   if (trainer.step() >= options.steps()) {
-    std::cout << "run '" << run.dir << "' is already at step " << trainer.step() << " of " << options.steps()
+    if (writer) std::cout << "run '" << run.dir << "' is already at step " << trainer.step() << " of " << options.steps()
               << "; raise --steps to train further\n";
     return kExitOk;
   }
 
-  fs::create_directories(run.checkpoint_dir());
-  write_json_atomic(run.config_path(), run.config);
-  {
+  std::ofstream metrics;
+  if (writer) {
+    fs::create_directories(run.checkpoint_dir());
+    write_json_atomic(run.config_path(), run.config);
     // Keep the loss history up to the resumed step only.
     std::string kept;
     for (const auto& j : read_metrics(run.metrics_jsonl(), trainer.step())) kept += j.dump() + "\n";
     fm::io::write_file_atomic(run.metrics_jsonl(), kept);
+    metrics.open(run.metrics_jsonl(), std::ios::app);
   }
-  std::ofstream metrics(run.metrics_jsonl(), std::ios::app);
 
-  if (!how.quiet) {
+  if (!how.quiet && writer) {
     std::cerr << (resume_from.empty() ? "training " : "resuming at step " + std::to_string(trainer.step()) + ": ")
               << (cfg["data"].contains("pairs") ? std::to_string(cfg["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
               << cfg["data"]["source"].get<std::string>() << " -> " << cfg["data"]["target"].get<std::string>()
               << ", " << fm::models::parameter_count(*model) << " parameters, " << at::get_num_threads()
-              << " thread(s), " << options.steps() << " steps of batch " << options.batch_size() << "\n";
+              << " thread(s)" << (how.group ? " per rank, " + std::to_string(how.group->world_size()) + " ranks (" +
+                                       fm::distributed::to_string(how.group->backend()) + ")" : std::string())
+              << ", " << options.steps() << " steps of batch " << options.batch_size()
+              << (how.group ? " per rank (global " + std::to_string(options.batch_size() * how.group->world_size()) + ")" : std::string())
+              << "\n";
   }
   install_interrupt_handlers();
   auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
   fm::TrainCallbacks callbacks;
-  callbacks.progress = [&](const fm::TrainProgress& p) {
-    metrics << json{{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}}.dump() << "\n";
+  if (writer) callbacks.progress = [&](const fm::TrainProgress& p) {
+    json line = {{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}};
+    if (p.world_size > 1 || how.group) line["world_size"] = p.world_size, line["communication_ms"] = p.communication_ms;
+    metrics << line.dump() << "\n";
     metrics.flush();
     const auto now = std::chrono::steady_clock::now();
     if (!how.quiet && (now - last_print > std::chrono::seconds(2) || p.step == p.total_steps)) {
@@ -389,7 +460,9 @@ int run_training(RunFolder& run, const std::string& resume_from, const TrainRunO
       std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f it/s  elapsed %s  left %s",
                     static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s,
                     format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
-      std::cerr << line << "\n";
+      std::cerr << line;
+      if (how.group) std::fprintf(stderr, "  all-reduce %.2f ms/step", p.communication_ms);
+      std::cerr << "\n";
       last_print = now;
     }
   };
@@ -401,13 +474,15 @@ int run_training(RunFolder& run, const std::string& resume_from, const TrainRunO
   const int64_t first = trainer.step();
   trainer.train(callbacks);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!writer) return trainer.step() < options.steps() ? kExitInterrupted : kExitOk;
   metrics.close();
   write_loss_curve(run);
 
   const double rate = seconds > 0 ? static_cast<double>(trainer.step() - first) / seconds : 0;
-  if (interrupted()) {
-    std::cerr << "interrupted at step " << trainer.step() << "; checkpoint " << last_checkpoint
-              << "; continue with: flowmatch train --out " << run.dir << " --resume\n";
+  if (trainer.step() < options.steps()) {  // stopped by a signal (here or, data-parallel, on another rank)
+    std::cerr << "interrupted at step " << trainer.step() << "; checkpoint " << last_checkpoint << "; continue with: flowmatch "
+              << (how.group ? "launch --nproc " + std::to_string(how.group->world_size()) + " -- " : std::string())
+              << "train --out " << run.dir << " --resume\n";
     return kExitInterrupted;
   }
   std::cout << "trained " << (trainer.step() - first) << " steps in " << format_duration(seconds) << " ("
@@ -491,6 +566,13 @@ Command register_train(CLI::App& root) {
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--keep", f.keep, "newest checkpoints to keep")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_flag("--quiet", f.quiet, "no progress lines");
+  app->add_flag("--distributed", f.distributed,
+                "data-parallel training: join the group described by RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT "
+                "(set by 'flowmatch launch' or torchrun); --batch is per process");
+  app->add_option("--dist-timeout", f.dist_timeout, "seconds before a dead or hung rank makes the others stop with an error")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--dist-backend", f.dist_backend, "auto (nccl for CUDA when available, else gloo), gloo or nccl")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->capture_default_str();
   add_common_flags(app, f.common);
   return {app, [flags, app] { return run_train(*flags, app); }};
 }

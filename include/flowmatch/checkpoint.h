@@ -20,6 +20,10 @@ void write_checkpoint(const std::string& path, torch::serialize::OutputArchive& 
 /// with "not a flowmatch checkpoint", "truncated" or "corrupted (checksum mismatch)" and the path.
 void read_checkpoint(const std::string& path, torch::serialize::InputArchive& archive);
 
+/// The same checks and load on a checkpoint file's bytes already in memory; `name` is used in
+/// the messages in place of the path.
+void read_checkpoint_bytes(const std::string& file, const std::string& name, torch::serialize::InputArchive& archive);
+
 /// Checkpoint files `step-N.ckpt` in `dir`, sorted by N ascending (empty when none or no folder).
 std::vector<std::string> list_checkpoints(const std::string& dir);
 

@@ -21,6 +21,10 @@
 
 namespace flowmatch {
 
+namespace distributed {
+class DataParallel;
+}
+
 enum class OptimizerKind { Adam, AdamW };
 enum class LRSchedule { Constant, Cosine };
 
@@ -72,6 +76,10 @@ struct TrainProgress {
   double it_per_s = 0;       ///< since the previous report
   double elapsed_s = 0;      ///< in this call of train()
   double eta_s = 0;          ///< estimated time left
+  /// Data-parallel runs: ranks, and the mean wall-clock time per step spent in the gradient
+  /// all-reduce since the previous report (0 otherwise).
+  int64_t world_size = 1;
+  double communication_ms = 0;
 };
 
 struct TrainCallbacks {
@@ -97,6 +105,16 @@ struct FlowMatchingProblem {
   TimeSamplingOptions time_sampling = {};
 };
 
+/// One minibatch ready for the loss: points on the path, their times, the regression target and
+/// the per-sample loss weights (undefined when unweighted). CPU tensors.
+struct TrainingBatch {
+  at::Tensor x_t, t, target, weight;
+};
+
+/// Draws a minibatch of `batch_size` pairs exactly as `Trainer::train_step` does (source, target,
+/// coupling or stored pairs, then times and path samples), from `generator`.
+TrainingBatch draw_training_batch(const FlowMatchingProblem& problem, int64_t batch_size, at::Generator& generator);
+
 class Trainer {
  public:
   /// The model's parameters should already be initialised (seed the global RNG before building it)
@@ -109,12 +127,23 @@ class Trainer {
   /// checkpoint is left as it was.
   int64_t train(const TrainCallbacks& callbacks = {});
 
-  /// One optimisation step; returns the loss.
+  /// Trains data-parallel in `group` from now on: parameters (and EMA weights) are broadcast from
+  /// rank 0, this rank's generator is reseeded with `distributed::rank_seed(seed, rank)`, every
+  /// step averages gradients over the ranks (batch_size is per rank: the global batch is
+  /// batch_size × world size), and a stop request on any rank stops all at the same step.
+  /// Checkpoints hold every rank's generator state and are written by rank 0 only; loading one
+  /// reads it on rank 0 and sends it to the others. Call before load_checkpoint.
+  void distribute(std::shared_ptr<distributed::DataParallel> group);
+  std::shared_ptr<distributed::DataParallel> group() const { return group_; }
+
+  /// One optimisation step; returns the loss (in a data-parallel run, the mean over the ranks).
   double train_step();
 
+  /// Writes a checkpoint (data-parallel: every rank must call it; rank 0 writes).
   void save_checkpoint(const std::string& path);
   /// Restores weights, optimizer, EMA, step and generator state. Throws std::runtime_error when the
-  /// checkpoint's model description differs from this trainer's model.
+  /// checkpoint's model description differs from this trainer's model, or (data-parallel) when it
+  /// was written by a different number of ranks. Data-parallel: every rank calls it; rank 0 reads `path`.
   void load_checkpoint(const std::string& path);
 
   int64_t step() const { return step_; }
@@ -138,6 +167,9 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   at::Generator generator_;
   int64_t step_ = 0;
+  std::shared_ptr<distributed::DataParallel> group_;
+  std::function<bool()> stop_poll_;  // set by train(); polled inside the step when data-parallel
+  bool stop_requested_ = false;      // any rank asked to stop (data-parallel)
 };
 
 /// A trained network read back from a checkpoint written by `Trainer` (architecture from the

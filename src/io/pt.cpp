@@ -4,7 +4,7 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/serialize.h>  // torch::pickle_save, torch::pickle_load
 
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"

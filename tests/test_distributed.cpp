@@ -1,0 +1,294 @@
+// Data-parallel training on c10d Gloo over loopback: the environment is read and checked, two
+// ranks stay identical and equal one process trained on the same global batches, a resumed
+// data-parallel run continues bit-identically, and checkpoints refuse another number of ranks.
+//
+// Two-rank cases re-run this test program as worker processes (DistributedWorker.Run, skipped
+// unless FLOWMATCH_TEST_WORKER_DIR is set), because c10d ranks are processes.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <torch/optim/adam.h>
+
+#include "flowmatch/coupling.h"
+#include "flowmatch/distributed.h"
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/io/pt.h"
+#include "flowmatch/loss.h"
+#include "flowmatch/models/mlp.h"
+#include "flowmatch/train.h"
+#include "test_util.h"
+
+namespace fm = flowmatch;
+namespace fd = flowmatch::distributed;
+
+namespace {
+
+constexpr int64_t kSteps = 30, kBatch = 64;
+constexpr uint64_t kSeed = 5;
+
+fm::FlowMatchingProblem problem() {
+  return {fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"),
+          std::make_shared<fm::CondOTPath>(fm::CondOTPathOptions().sigma(0.1)), fm::make_coupling("exact-ot"), {}};
+}
+std::shared_ptr<fm::models::VelocityModel> fresh_model(uint64_t seed) {
+  at::manual_seed(seed);
+  return std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(2).width(32).depth(2));
+}
+// Plain Adam: the single-process reference below repeats it by hand.
+fm::TrainerOptions plain_options() { return fm::TrainerOptions().steps(kSteps).batch_size(kBatch).lr(2e-3).seed(kSeed).log_every(1); }
+// Everything that carries state across a resume: AdamW, schedule, clipping, EMA.
+fm::TrainerOptions full_options(const std::string& dir) {
+  return fm::TrainerOptions().steps(kSteps).batch_size(kBatch).lr(2e-3).ema_decay(0.9).lr_schedule(fm::LRSchedule::Cosine)
+      .warmup_steps(5).grad_clip(5.0).optimizer(fm::OptimizerKind::AdamW).weight_decay(1e-4).seed(kSeed)
+      .checkpoint_every(kSteps / 2).checkpoint_dir(dir);
+}
+
+at::Tensor flat_parameters(fm::models::VelocityModel& model) {
+  std::vector<at::Tensor> flat;
+  for (auto& p : model.parameters()) flat.push_back(p.detach().reshape(-1));
+  return at::cat(flat);
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// Runs this test program's DistributedWorker.Run as `world` ranks; returns their exit codes
+// (-1: still running after the deadline, then killed).
+std::vector<int> run_workers(const fmtest::TempDir& dir, int world, const std::string& mode) {
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < world; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv("FLOWMATCH_TEST_WORKER_DIR", dir.str().c_str(), 1);
+      ::setenv("FLOWMATCH_TEST_WORKER_MODE", mode.c_str(), 1);
+      const std::string log = dir / ("rank-" + std::to_string(rank) + ".log");
+      if (!std::freopen(log.c_str(), "w", stdout) || !std::freopen(log.c_str(), "a", stderr)) ::_exit(126);
+      ::execl("/proc/self/exe", "flowmatch_tests", "--gtest_filter=DistributedWorker.Run", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> codes(pids.size(), -1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  size_t left = pids.size();
+  while (left > 0 && std::chrono::steady_clock::now() < deadline) {
+    for (size_t k = 0; k < pids.size(); ++k) {
+      int status = 0;
+      if (codes[k] == -1 && ::waitpid(pids[k], &status, WNOHANG) == pids[k]) {
+        codes[k] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        --left;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (size_t k = 0; k < pids.size(); ++k) {
+    if (codes[k] == -1) {
+      ::kill(pids[k], SIGKILL);
+      ::waitpid(pids[k], nullptr, 0);
+    }
+  }
+  return codes;
+}
+
+std::string logs(const fmtest::TempDir& dir, int world) {
+  std::string all;
+  for (int r = 0; r < world; ++r) {
+    std::error_code ec;
+    const std::string path = dir / ("rank-" + std::to_string(r) + ".log");
+    if (std::filesystem::exists(path, ec)) all += "--- rank " + std::to_string(r) + "\n" + fm::io::read_file(path);
+  }
+  return all;
+}
+
+struct EnvironmentGuard {
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved;
+  explicit EnvironmentGuard(std::vector<std::string> names) {
+    for (auto& n : names) {
+      const char* v = std::getenv(n.c_str());
+      saved.emplace_back(n, v ? std::optional<std::string>(v) : std::nullopt);
+      ::unsetenv(n.c_str());
+    }
+  }
+  ~EnvironmentGuard() {
+    for (auto& [n, v] : saved) v ? (void)::setenv(n.c_str(), v->c_str(), 1) : (void)::unsetenv(n.c_str());
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- worker (a rank)
+
+TEST(DistributedWorker, Run) {
+  const char* dir_env = std::getenv("FLOWMATCH_TEST_WORKER_DIR");
+  if (!dir_env) GTEST_SKIP() << "a rank started by the DataParallel tests";
+  const std::string dir = dir_env, mode = std::getenv("FLOWMATCH_TEST_WORKER_MODE");
+  at::set_num_threads(1);
+  // Small buckets, so that the gradients travel in several all-reduces.
+  auto group = std::make_shared<fd::DataParallel>(fd::options_from_environment().timeout_s(60).bucket_bytes(2048));
+  const std::string rank = std::to_string(group->rank());
+  if (mode == "equivalence") {
+    // Each rank starts from different weights: the broadcast must make them rank 0's.
+    fm::Trainer trainer(fresh_model(kSeed + static_cast<uint64_t>(group->rank())), problem(), plain_options());
+    trainer.distribute(group);
+    std::vector<double> losses;
+    trainer.train({[&](const fm::TrainProgress& p) { losses.push_back(p.loss); }});
+    ASSERT_EQ(trainer.step(), kSteps);
+    fm::io::save_pt(dir + "/params-" + rank + ".pt", flat_parameters(*trainer.model()));
+    fm::io::save_pt(dir + "/losses-" + rank + ".pt", at::tensor(losses, at::kDouble));
+  } else if (mode == "resume") {
+    const std::string ckpt = dir + "/checkpoints";
+    fm::Trainer straight(fresh_model(kSeed), problem(), full_options(ckpt));
+    straight.distribute(group);
+    straight.train();
+    ASSERT_EQ(straight.step(), kSteps);
+    // A new trainer (other initial weights) resumes from the middle checkpoint.
+    fm::Trainer resumed(fresh_model(99), problem(), full_options(dir + "/unused"));
+    resumed.distribute(group);
+    resumed.load_checkpoint(ckpt + "/step-" + std::to_string(kSteps / 2) + ".ckpt");
+    ASSERT_EQ(resumed.step(), kSteps / 2);
+    resumed.train();
+    const bool same = at::equal(flat_parameters(*straight.model()), flat_parameters(*resumed.model())) &&
+                      at::equal(flat_parameters(*straight.sampling_model()), flat_parameters(*resumed.sampling_model()));
+    fm::io::save_pt(dir + "/resume-equal-" + rank + ".pt", at::tensor({same ? 1 : 0}));
+  } else {
+    FAIL() << "unknown worker mode " << mode;
+  }
+  group->barrier();
+}
+
+// ---------------------------------------------------------------- tests
+
+TEST(DataParallel, ReadsTorchrunEnvironmentAndNamesWhatIsWrong) {
+  EnvironmentGuard guard({"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"});
+  EXPECT_NE(error_of([] { fd::options_from_environment(); }).find("RANK is not set"), std::string::npos);
+  ::setenv("RANK", "1", 1);
+  EXPECT_NE(error_of([] { fd::options_from_environment(); }).find("WORLD_SIZE is not set"), std::string::npos);
+  ::setenv("WORLD_SIZE", "2", 1);
+  ::setenv("LOCAL_RANK", "1", 1);
+  ::setenv("MASTER_ADDR", "node0", 1);
+  ::setenv("MASTER_PORT", "1234", 1);
+  const auto o = fd::options_from_environment();
+  EXPECT_EQ(o.rank(), 1);
+  EXPECT_EQ(o.world_size(), 2);
+  EXPECT_EQ(o.local_rank(), 1);
+  EXPECT_EQ(o.master_addr(), "node0");
+  EXPECT_EQ(o.master_port(), 1234);
+  ::setenv("RANK", "2", 1);
+  EXPECT_NE(error_of([] { fd::options_from_environment(); }).find("rank must be in [0, 2), got 2"), std::string::npos);
+  ::setenv("RANK", "0", 1);
+  ::setenv("MASTER_PORT", "29x", 1);
+  EXPECT_NE(error_of([] { fd::options_from_environment(); }).find("MASTER_PORT='29x' is not an integer"), std::string::npos);
+  ::setenv("MASTER_PORT", "70000", 1);
+  EXPECT_NE(error_of([] { fd::options_from_environment(); }).find("master port must be in [1, 65535], got 70000"),
+            std::string::npos);
+}
+
+TEST(DataParallel, RankSeedsKeepRankZeroAndDifferAcrossRanks) {
+  EXPECT_EQ(fd::rank_seed(42, 0), 42u);
+  std::set<uint64_t> seen;
+  for (int64_t r = 0; r < 64; ++r) seen.insert(fd::rank_seed(42, r));
+  EXPECT_EQ(seen.size(), 64u);
+  EXPECT_NE(fd::rank_seed(42, 1), fd::rank_seed(43, 1));
+}
+
+TEST(DataParallel, OneRankGroupAveragesToTheSameGradientsAndCarriesExtras) {
+  if (!fd::gloo_available()) GTEST_SKIP() << "built without c10d Gloo";
+  fd::DataParallel group(fd::DistributedOptions().master_port(free_port()).timeout_s(30).bucket_bytes(1024));
+  auto model = fresh_model(1);
+  model->forward(at::randn({8, 2}), at::rand({8})).pow(2).sum().backward();
+  std::vector<at::Tensor> before;
+  for (auto& p : model->parameters()) before.push_back(p.grad().clone());
+  const auto extras = group.average_gradients(model->parameters(), {1.5, 1.0});
+  ASSERT_EQ(extras.size(), 2u);
+  EXPECT_DOUBLE_EQ(extras[0], 1.5);
+  EXPECT_DOUBLE_EQ(extras[1], 1.0);
+  auto params = model->parameters();
+  for (size_t k = 0; k < params.size(); ++k) EXPECT_TRUE(at::equal(params[k].grad(), before[k])) << k;
+  EXPECT_EQ(group.broadcast_string("hello"), "hello");
+  EXPECT_EQ(group.all_gather(at::arange(3)).size(), 1u);
+  EXPECT_EQ(group.communication_calls(), 1);
+}
+
+TEST(DataParallel, TwoRanksStayIdenticalAndEqualOneProcessOnTheSameGlobalBatches) {
+  if (!fd::gloo_available()) GTEST_SKIP() << "built without c10d Gloo";
+  fmtest::TempDir dir;
+  const auto codes = run_workers(dir, 2, "equivalence");
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << logs(dir, 2);
+  const at::Tensor p0 = fm::io::load_pt(dir / "params-0.pt"), p1 = fm::io::load_pt(dir / "params-1.pt");
+  EXPECT_TRUE(at::equal(p0, p1)) << "ranks diverged: max |diff| " << (p0 - p1).abs().max().item<double>();
+
+  // One process, the same global batch of 2 × 64: rank r's half drawn from rank r's generator,
+  // the loss the mean of the two halves' (equal sizes), plain Adam.
+  auto model = fresh_model(kSeed);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(2e-3));
+  auto problem_ = problem();
+  std::vector<at::Generator> generators = {fmtest::generator(fd::rank_seed(kSeed, 0)), fmtest::generator(fd::rank_seed(kSeed, 1))};
+  std::vector<double> losses;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    adam.zero_grad();
+    at::Tensor loss = at::zeros({});
+    for (auto& g : generators) {
+      fm::TrainingBatch b = fm::draw_training_batch(problem_, kBatch, g);
+      loss = loss + 0.5 * fm::flow_matching_loss(model->forward(b.x_t, b.t), b.target, b.weight);
+    }
+    losses.push_back(loss.item<double>());
+    loss.backward();
+    adam.step();
+  }
+  const at::Tensor reference = flat_parameters(*model);
+  EXPECT_TRUE(fmtest::AllClose(p0, reference, 0, 1e-5));
+  // Every step's reported loss is the mean over the ranks, i.e. the global batch's.
+  const at::Tensor reported = fm::io::load_pt(dir / "losses-0.pt");
+  ASSERT_EQ(reported.numel(), kSteps);
+  EXPECT_TRUE(fmtest::AllClose(reported, at::tensor(losses, at::kDouble), 1e-5, 1e-6));
+}
+
+TEST(DataParallel, ResumedTwoRankRunContinuesBitIdentically) {
+  if (!fd::gloo_available()) GTEST_SKIP() << "built without c10d Gloo";
+  fmtest::TempDir dir;
+  const auto codes = run_workers(dir, 2, "resume");
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << logs(dir, 2);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(fm::io::load_pt(dir / ("resume-equal-" + std::to_string(r) + ".pt")).item<int64_t>(), 1) << "rank " << r;
+  }
+  // Rank 0 alone wrote; the checkpoint refuses a run with another number of processes.
+  fm::Trainer single(fresh_model(kSeed), problem(), full_options(dir / "single"));
+  const std::string message = error_of([&] { single.load_checkpoint(dir / "checkpoints/step-15.ckpt"); });
+  EXPECT_NE(message.find("written by 2 process(es), this run has 1"), std::string::npos) << message;
+}
