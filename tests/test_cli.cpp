@@ -175,6 +175,34 @@ TEST(CLI, DamagedCheckpointsAreNamedAndNothingIsWritten) {
   EXPECT_NE(r.err.find("bad.npy"), std::string::npos) << r.err;
 }
 
+TEST(CLI, ResumeFromADamagedCheckpointNamesTheIntactOneAndFallsBackWhenAsked) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out runs/r ") + kTiny + " --checkpoint-every 20").code, 0);
+  const std::string newest = dir / "runs/r/checkpoints/step-60.ckpt";
+  std::string bytes = fm::io::read_file(newest);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x40);  // one flipped bit
+  fm::io::write_file_atomic(newest, bytes);
+  const auto before = entries(dir.str());
+  Result r = cli(dir, "train --out runs/r --resume --steps 80");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines(), 1u) << r.err;
+  EXPECT_NE(r.err.find("step-60.ckpt': checkpoint is corrupted (checksum mismatch)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the newest intact checkpoint is runs/r/checkpoints/step-40.ckpt: pass --resume-fallback"),
+            std::string::npos) << r.err;
+  EXPECT_EQ(entries(dir.str()), before);  // nothing moved or written
+  EXPECT_EQ(cli(dir, "train --out runs/r --resume-fallback").code, 2);  // only with --resume
+  r = cli(dir, "train --out runs/r --resume --resume-fallback --steps 80");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming from runs/r/checkpoints/step-40.ckpt"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "runs/r/checkpoints/damaged/step-60.ckpt"));
+  EXPECT_TRUE(fs::exists(dir / "runs/r/checkpoints/step-80.ckpt"));
+  // metrics.jsonl holds steps up to 40 once, then the resumed 50 ... 80.
+  std::ifstream in(dir / "runs/r/metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(in, line);) steps.push_back(nlohmann::json::parse(line)["step"]);
+  EXPECT_EQ(steps, (std::vector<int64_t>{10, 20, 30, 40, 50, 60, 70, 80}));
+}
+
 TEST(CLI, ConfigFileSetsFlagsAndTheCommandLineWins) {
   fmtest::TempDir dir;
   std::ofstream(dir / "run.toml") << "steps = 30\nbatch = 16\nwidth = 8\n[train]\ndepth = 1\nquiet = true\n";

@@ -53,7 +53,7 @@ struct TrainFlags {
   std::string activation = "selu", time_encoding = "plain";
   int64_t log_every = 100, checkpoint_every = 1000, keep = 3;
   std::string out;
-  bool resume = false, quiet = false;
+  bool resume = false, resume_fallback = false, quiet = false;
   // Data-parallel training (torchrun's environment variables).
   bool distributed = false;
   double dist_timeout = 300;
@@ -213,6 +213,45 @@ void write_loss_curve(const RunFolder& run) {
   fm::io::write_line_png(run.dir + "/loss.png", {{x, y, {31, 119, 180}, "loss"}}, style, /*log_y=*/true);
 }
 
+// The newest checkpoint that verifies (magic, length, CRC-32, readable archive). A damaged newest one
+// is an error naming it and the newest intact one, unless `fallback`: then the damaged ones are moved
+// to checkpoints/damaged/ (kept for inspection, never picked again) and the intact one is used.
+std::string pick_resume_checkpoint(const RunFolder& run, bool fallback) {
+  const auto checkpoints = fm::list_checkpoints(run.checkpoint_dir());
+  if (checkpoints.empty()) return "";
+  auto damage = [](const std::string& path) -> std::string {
+    try {
+      torch::serialize::InputArchive archive;
+      fm::read_checkpoint(path, archive);
+      return "";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  };
+  const std::string newest_damage = damage(checkpoints.back());
+  if (newest_damage.empty()) return checkpoints.back();
+  std::string intact;
+  for (size_t k = checkpoints.size() - 1; k-- > 0;) {
+    if (damage(checkpoints[k]).empty()) {
+      intact = checkpoints[k];
+      break;
+    }
+  }
+  if (intact.empty()) throw std::runtime_error(newest_damage + "; no older checkpoint of this run is intact");
+  if (!fallback) {
+    throw std::runtime_error(newest_damage + "; the newest intact checkpoint is " + intact +
+                             ": pass --resume-fallback to resume from it");
+  }
+  const fs::path damaged_dir = fs::path(run.checkpoint_dir()) / "damaged";
+  fs::create_directories(damaged_dir);
+  for (const auto& c : checkpoints) {
+    if (fm::checkpoint_step(c) > fm::checkpoint_step(intact)) fs::rename(c, damaged_dir / fs::path(c).filename());
+  }
+  std::cerr << "flowmatch train: " << newest_damage << "; moved to " << damaged_dir.string() << "/, resuming from " << intact
+            << "\n";
+  return intact;
+}
+
 // Checks --out, and with --resume reads the stored run (settings that may not change are compared)
 // and picks its newest checkpoint.
 void prepare_run_folder(const TrainFlags& f, CLI::App* app, RunFolder& run, std::string& resume_from) {
@@ -243,8 +282,7 @@ void prepare_run_folder(const TrainFlags& f, CLI::App* app, RunFolder& run, std:
     if (app->count("--log-every")) run.config["training"]["log_every"] = log_every;
     if (app->count("--checkpoint-every")) run.config["training"]["checkpoint_every"] = checkpoint_every;
     if (app->count("--keep")) run.config["training"]["keep"] = keep;
-    auto checkpoints = fm::list_checkpoints(run.checkpoint_dir());
-    if (!checkpoints.empty()) resume_from = checkpoints.back();
+    resume_from = pick_resume_checkpoint(run, f.resume_fallback);
   } else if (has_run) {
     throw UsageError("'" + f.out + "' already holds a run; pass --resume to continue it or choose another --out");
   }
@@ -410,13 +448,7 @@ int run_training(RunFolder& run, const std::string& resume_from, const TrainRunO
   const bool writer = !how.group || how.group->rank() == 0;  // only rank 0 writes and talks
   if (how.group) trainer.distribute(how.group);
   if (!resume_from.empty()) {
-    try {
-      trainer.load_checkpoint(resume_from);
-    } catch (const std::runtime_error& e) {
-      auto all = fm::list_checkpoints(run.checkpoint_dir());
-      std::string hint = all.size() > 1 ? " (an older checkpoint is " + all[all.size() - 2] + ": move the bad one away to resume from it)" : "";
-      throw std::runtime_error(std::string(e.what()) + hint);
-    }
+    trainer.load_checkpoint(resume_from);  // verified by pick_resume_checkpoint; settings are checked here
   }
   if (trainer.step() >= options.steps()) {
     if (writer) std::cout << "run '" << run.dir << "' is already at step " << trainer.step() << " of " << options.steps()
@@ -501,7 +533,11 @@ Command register_train(CLI::App& root) {
       "metrics.jsonl and loss.png. Ctrl-C saves a checkpoint and exits 130; --resume continues.");
   std::vector<std::string> names = flowmatch::data::toy2d_names();
   app->add_option("--out", f.out, "run folder to create (e.g. runs/NAME)")->required();
-  app->add_flag("--resume", f.resume, "continue the run in --out from its newest checkpoint");
+  auto* resume = app->add_flag("--resume", f.resume, "continue the run in --out from its newest checkpoint");
+  app->add_flag("--resume-fallback", f.resume_fallback,
+                "with --resume: if the newest checkpoint is damaged, move it to checkpoints/damaged/ and resume "
+                "from the newest intact one")
+      ->needs(resume);
   app->add_option("--source", f.source, "source distribution (t = 0)")->check(CLI::IsMember(names))->capture_default_str();
   auto* target = app->add_option("--target", f.target, "target distribution (t = 1)")->check(CLI::IsMember(names))->capture_default_str();
   app->add_option("--data", f.data, "train on this point cloud (N, D), .npy or .pt, instead of --target (source: N(0, I) in D dimensions)")
