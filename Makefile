@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 FLOWMATCH = ./$(BUILD_DIR)/apps/flowmatch/flowmatch
 DEMO_RUN ?= runs/demo
 
-.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize
+.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz
 
 all: build
 
@@ -37,6 +37,18 @@ test-sanitize: deps
 	cd $(BUILD_DIR)-sanitize && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
+# Each libFuzzer program (IDX, .npy, checkpoint, checkpoint payload, config) for FUZZ_SECONDS under
+# ASan + UBSan, built with Debian's clang-14; findings land in fuzz/regressions/ (replayed by make test).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@bash scripts/install-deps.sh --fuzz
+	@cmake -S . -B $(BUILD_DIR)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
+	  -DFLOWMATCH_BUILD_FUZZ=ON -DFLOWMATCH_BUILD_TESTS=OFF -DFLOWMATCH_BUILD_APPS=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF \
+	  -DFLOWMATCH_BUILD_PYTHON=OFF -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-sanitize=vptr" \
+	  > $(BUILD_DIR)-fuzz.configure.log 2>&1 || { cat $(BUILD_DIR)-fuzz.configure.log; exit 1; }
+	cmake --build $(BUILD_DIR)-fuzz -j $(JOBS)
+	bash fuzz/run.sh $(BUILD_DIR)-fuzz $(FUZZ_SECONDS)
+
 # The main job on the embedded default: 8gaussians -> moons, the reference's network, batch,
 # learning rate and sigma (see README), trained, evaluated and pictured under runs/demo.
 demo: build
@@ -57,4 +69,4 @@ bench-coupling: deps
 	/usr/bin/python3 bench/coupling_scipy.py $(BUILD_DIR)-bench/minibatches
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench $(BUILD_DIR)-sanitize $(BUILD_DIR).configure.log $(BUILD_DIR)-sanitize.configure.log
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench $(BUILD_DIR)-sanitize $(BUILD_DIR)-fuzz $(BUILD_DIR)-fuzz.configure.log $(BUILD_DIR).configure.log $(BUILD_DIR)-sanitize.configure.log

@@ -13,6 +13,7 @@
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
+#include "config_file.h"
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/distributed.h"
 #include "flowmatch/models/velocity_model.h"
@@ -24,10 +25,6 @@ namespace fmcli {
 
 using nlohmann::json;
 
-/// A usage error (exit 2): bad flags or values, a missing run folder.
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 /// Exit codes (shared/DESIGN.md).
 constexpr int kExitOk = 0, kExitRuntime = 1, kExitUsage = 2, kExitInterrupted = 130;
@@ -146,9 +143,5 @@ void ensure_parent_writable(const std::string& path);
 void install_interrupt_handlers();
 bool interrupted();
 
-/// Expands `--config FILE` (TOML or INI, as CLI11 reads them) after the subcommand into flags,
-/// skipping keys that the command line sets itself. Keys may sit at the top level or in a section
-/// named after the command ([train]).
-std::vector<std::string> expand_config_file(const std::vector<std::string>& args);
 
 }  // namespace fmcli
