@@ -59,7 +59,8 @@ TEST(CLI, HelpDescribesEveryFlag) {
   for (const char* flag : {"--out", "--resume", "--source", "--target", "--steps", "--batch", "--lr", "--sigma",
                            "--coupling", "--ema", "--threads", "--device", "--seed", "--config", "8gaussians", "--path",
                            "linear-vp", "--predict", "--time-sampling", "--loss-weighting", "--path-noise",
-                           "schrodinger-bridge", "--ot-reg", "--ot-iterations"}) {
+                           "schrodinger-bridge", "--ot-reg", "--ot-iterations", "--distributed", "--dist-timeout",
+                           "--dist-backend", "--resume-fallback"}) {
     EXPECT_NE(train.out.find(flag), std::string::npos) << flag;
   }
   for (const char* cmd : {"sample", "eval", "likelihood", "reflow", "distill", "export"}) {
@@ -67,6 +68,11 @@ TEST(CLI, HelpDescribesEveryFlag) {
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("--run"), std::string::npos);
     EXPECT_NE(r.out.find("--threads"), std::string::npos);
+  }
+  Result launch = cli(dir, "launch --help");
+  EXPECT_EQ(launch.code, 0);
+  for (const char* flag : {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port", "--grace"}) {
+    EXPECT_NE(launch.out.find(flag), std::string::npos) << flag;
   }
   Result none = cli(dir, "");
   EXPECT_EQ(none.code, 2);

@@ -90,6 +90,8 @@ TEST(Idx, RejectsCraftedFilesWithANamedReason) {
   EXPECT_NE(error_of(header(0x08, {2, 0})).find("dimension 1 is 0"), std::string::npos);
   EXPECT_NE(error_of(ok.substr(0, ok.size() - 1)).find("payload is truncated (3 of 4 bytes)"), std::string::npos);
   EXPECT_NE(error_of(ok + "z").find("1 trailing bytes"), std::string::npos);
+  EXPECT_NE(error_of(header(0x0D, {3}) + std::string("\x3f\x80\x00\x00\x00\x00\x00\x00\x7f\xc0\x00\x00", 12))
+                .find("element 2 (flat index) is NaN or Inf"), std::string::npos);
   // Dimensions whose product overflows 64 bits, or just exceeds the limit: refused before any allocation.
   EXPECT_NE(error_of(header(0x0E, {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff})).find("(limit)"), std::string::npos);
   EXPECT_NE(error_of(header(0x08, {1024, 1025}), 1 << 20).find("more than 1048576 bytes (limit)"), std::string::npos);

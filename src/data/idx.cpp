@@ -122,6 +122,12 @@ at::Tensor decode_idx(const std::string& b, const std::string& name, int64_t max
     for (int64_t i = 0; i < count; ++i)  // big-endian to the machine's (little-endian) order
       for (int64_t k = 0; k < element; ++k) dst[i * element + k] = src[i * element + (element - 1 - k)];
   }
+  if (at::isFloatingType(dtype)) {
+    at::Tensor bad = at::logical_not(at::isfinite(out)).reshape(-1).nonzero();
+    if (bad.numel() > 0) {
+      fail(name, "IDX element " + std::to_string(bad[0][0].item<int64_t>()) + " (flat index) is NaN or Inf");
+    }
+  }
   return out;
 }
 
