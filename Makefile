@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 FLOWMATCH = ./$(BUILD_DIR)/apps/flowmatch/flowmatch
 DEMO_RUN ?= runs/demo
 
-.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz
+.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz bench
 
 all: build
 
@@ -36,6 +36,11 @@ test-sanitize: deps
 	cmake --build $(BUILD_DIR)-sanitize -j $(JOBS)
 	cd $(BUILD_DIR)-sanitize && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS)
+
+# The benchmark set (flowmatch bench: training, sampling, likelihood, coupling, GEMM peak, MLP roofline),
+# one JSON object per case, 1 thread; figures and commands in docs/BENCHMARKS.md. Not part of make test.
+bench: build
+	$(FLOWMATCH) bench --out $(BUILD_DIR)/bench.json
 
 # Each libFuzzer program (IDX, .npy, checkpoint, checkpoint payload, config) for FUZZ_SECONDS under
 # ASan + UBSan, built with Debian's clang-14; findings land in fuzz/regressions/ (replayed by make test).

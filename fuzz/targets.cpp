@@ -65,7 +65,7 @@ std::string checkpoint_header(const std::string& payload) {
   auto put = [&](uint64_t v, int n) {
     for (int k = 0; k < n; ++k) h += static_cast<char>((v >> (8 * k)) & 0xff);
   };
-  put(1, 2);
+  put(2, 2);  // format version
   put(payload.size(), 8);
   put(crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(payload.data()), static_cast<uInt>(payload.size())), 4);
   put(0, 4);

@@ -224,6 +224,7 @@ void DataParallel::broadcast(const std::vector<at::Tensor>& tensors, int64_t roo
     for (const auto& t : tensors) {
       // c10d broadcasts dense contiguous tensors; parameters are, but a view may not be.
       at::Tensor buffer = t.is_contiguous() ? t : t.contiguous();
+      if (backend_ == Backend::NCCL && !buffer.is_cuda()) buffer = buffer.to(device_);  // NCCL moves CUDA memory only
       std::vector<at::Tensor> one{buffer};
       impl_->run([&](auto& pg) { return pg->broadcast(one, o); })->wait();
       if (!buffer.is_same(t)) {
@@ -331,10 +332,14 @@ std::string DataParallel::broadcast_string(const std::string& value, int64_t roo
 }
 
 std::vector<at::Tensor> DataParallel::all_gather(const at::Tensor& value) {
+  const bool stage = backend_ == Backend::NCCL && !value.is_cuda();  // NCCL moves CUDA memory only
+  at::Tensor input_tensor = stage ? value.to(device_) : value.contiguous();
   std::vector<std::vector<at::Tensor>> outputs(1);
-  for (int64_t r = 0; r < world_size(); ++r) outputs[0].push_back(at::empty_like(value));
-  std::vector<at::Tensor> input{value.contiguous()};
+  for (int64_t r = 0; r < world_size(); ++r) outputs[0].push_back(at::empty_like(input_tensor));
+  std::vector<at::Tensor> input{input_tensor};
   collective("all-gather", rank(), [&] { impl_->run([&](auto& pg) { return pg->allgather(outputs, input); })->wait(); });
+  if (stage)
+    for (auto& t : outputs[0]) t = t.to(value.device());
   return outputs[0];
 }
 

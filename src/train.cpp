@@ -11,8 +11,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
+#include <type_traits>
 
 #include "enum_names.h"
 #include "flowmatch/checkpoint.h"
@@ -241,52 +240,151 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   return step_;
 }
 
+namespace {
+
+// Adam's and AdamW's per-parameter state, keyed as each LibTorch version keys it (1.x: the
+// TensorImpl address as a string; 2.x: the address itself).
+template <typename Map>
+typename Map::key_type state_key(const Map&, const at::Tensor& parameter) {
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
+    return c10::guts::to_string(parameter.unsafeGetTensorImpl());
+  } else {
+    return parameter.unsafeGetTensorImpl();
+  }
+}
+
+template <typename ParamState>
+void save_adam_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, CheckpointContents& out) {
+  auto& state = optimizer.state();
+  nlohmann::json steps = nlohmann::json::array();
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const auto it = state.find(state_key(state, parameters[i]));
+    if (it == state.end()) {
+      steps.push_back(-1);
+      continue;
+    }
+    const auto& s = static_cast<const ParamState&>(*it->second);
+    steps.push_back(s.step());
+    const std::string prefix = "optimizer/" + std::to_string(i) + "/";
+    out.tensors[prefix + "exp_avg"] = s.exp_avg();
+    out.tensors[prefix + "exp_avg_sq"] = s.exp_avg_sq();
+    if (s.max_exp_avg_sq().defined()) out.tensors[prefix + "max_exp_avg_sq"] = s.max_exp_avg_sq();
+  }
+  out.meta["optimizer_steps"] = steps;
+}
+
+const at::Tensor& tensor_of(const CheckpointContents& in, const std::string& name, const std::string& path) {
+  const auto it = in.tensors.find(name);
+  if (it == in.tensors.end()) throw std::runtime_error("'" + path + "': checkpoint lacks tensor '" + name + "'");
+  return it->second;
+}
+
+// `like`'s shape and dtype, on its device.
+at::Tensor matching(const at::Tensor& stored, const at::Tensor& like, const std::string& name, const std::string& path) {
+  if (stored.sizes() != like.sizes() || stored.scalar_type() != like.scalar_type()) {
+    throw std::runtime_error("'" + path + "': checkpoint tensor '" + name + "' is " + c10::toString(stored.scalar_type()) +
+                             c10::str(stored.sizes()) + ", the model expects " + c10::toString(like.scalar_type()) +
+                             c10::str(like.sizes()));
+  }
+  return stored.to(like.device());
+}
+
+template <typename ParamState>
+void load_adam_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters,
+                     const CheckpointContents& in, const std::string& path) {
+  const auto& steps = in.meta.at("optimizer_steps");
+  if (!steps.is_array() || steps.size() != parameters.size()) {
+    throw std::runtime_error("'" + path + "': checkpoint's optimizer state has " + std::to_string(steps.size()) +
+                             " entries for " + std::to_string(parameters.size()) + " parameters");
+  }
+  auto& state = optimizer.state();
+  state.clear();
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    if (!steps[i].is_number_integer()) throw std::runtime_error("'" + path + "': checkpoint optimizer step is not an integer");
+    const int64_t step = steps[i].get<int64_t>();
+    if (step < 0) continue;
+    const std::string prefix = "optimizer/" + std::to_string(i) + "/";
+    auto s = std::make_unique<ParamState>();
+    s->step(step);
+    s->exp_avg(matching(tensor_of(in, prefix + "exp_avg", path), parameters[i], prefix + "exp_avg", path));
+    s->exp_avg_sq(matching(tensor_of(in, prefix + "exp_avg_sq", path), parameters[i], prefix + "exp_avg_sq", path));
+    if (in.tensors.count(prefix + "max_exp_avg_sq")) {
+      s->max_exp_avg_sq(matching(in.tensors.at(prefix + "max_exp_avg_sq"), parameters[i], prefix + "max_exp_avg_sq", path));
+    }
+    state[state_key(state, parameters[i])] = std::move(s);
+  }
+}
+
+void save_module(const torch::nn::Module& module, const std::string& prefix, CheckpointContents& out) {
+  for (const auto& p : module.named_parameters()) out.tensors[prefix + p.key()] = p.value();
+  for (const auto& b : module.named_buffers()) out.tensors[prefix + b.key()] = b.value();
+}
+
+void load_module(torch::nn::Module& module, const std::string& prefix, const CheckpointContents& in, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.named_parameters()) {
+    p.value().copy_(matching(tensor_of(in, prefix + p.key(), path), p.value(), prefix + p.key(), path));
+  }
+  for (auto& b : module.named_buffers()) {
+    b.value().copy_(matching(tensor_of(in, prefix + b.key(), path), b.value(), prefix + b.key(), path));
+  }
+}
+
+std::string meta_string(const CheckpointContents& in, const std::string& key, const std::string& path) {
+  if (!in.meta.contains(key) || !in.meta[key].is_string()) {
+    throw std::runtime_error("'" + path + "': checkpoint has no '" + key + "' entry (not written by flowmatch's trainer?)");
+  }
+  return in.meta[key].get<std::string>();
+}
+
+int64_t meta_integer(const CheckpointContents& in, const std::string& key, const std::string& path, int64_t otherwise) {
+  if (!in.meta.contains(key)) return otherwise;
+  if (!in.meta[key].is_number_integer()) throw std::runtime_error("'" + path + "': checkpoint entry '" + key + "' is not an integer");
+  return in.meta[key].get<int64_t>();
+}
+
+nlohmann::json model_spec_of(const CheckpointContents& in, const std::string& path) {
+  try {
+    return nlohmann::json::parse(meta_string(in, "model_spec", path));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("'" + path + "': checkpoint's model description is not JSON: " + e.what());
+  }
+}
+
+}  // namespace
+
 void Trainer::save_checkpoint(const std::string& path) {
-  torch::serialize::OutputArchive archive;
-  archive.write("format", c10::IValue(int64_t{1}));
-  archive.write("model_spec", c10::IValue(model_->spec().dump()));
-  archive.write("optimizer_kind", c10::IValue(to_string(options_.optimizer())));
-  archive.write("step", c10::IValue(step_));
+  CheckpointContents out;
+  out.meta = {{"model_spec", model_->spec().dump()},
+              {"optimizer_kind", to_string(options_.optimizer())},
+              {"step", step_},
+              {"world_size", group_ ? group_->world_size() : int64_t{1}}};
   at::Tensor state;
   {
     std::lock_guard<std::mutex> lock(generator_.mutex());
     state = generator_.get_state();
   }
-  archive.write("generator_state", state);
+  out.tensors["generator_state"] = state;
   if (group_) {
     // Every rank's stream, so that each continues exactly where it was.
     const auto states = group_->all_gather(state);
     if (group_->rank() != 0) return;
-    archive.write("world_size", c10::IValue(group_->world_size()));
-    for (size_t r = 0; r < states.size(); ++r) archive.write("generator_state_rank_" + std::to_string(r), states[r]);
+    for (size_t r = 0; r < states.size(); ++r) out.tensors["generator_state_rank_" + std::to_string(r)] = states[r];
   }
-  torch::serialize::OutputArchive model_archive, optimizer_archive;
-  model_->save(model_archive);
-  archive.write("model", model_archive);
-  optimizer_->save(optimizer_archive);
-  archive.write("optimizer", optimizer_archive);
-  if (ema_) {
-    torch::serialize::OutputArchive ema_archive;
-    ema_->save(ema_archive);
-    archive.write("ema", ema_archive);
+  save_module(*model_, "model/", out);
+  if (ema_) save_module(*ema_, "ema/", out);
+  if (options_.optimizer() == OptimizerKind::Adam) {
+    save_adam_state<torch::optim::AdamParamState>(*optimizer_, parameters_, out);
+  } else {
+    save_adam_state<torch::optim::AdamWParamState>(*optimizer_, parameters_, out);
   }
-  write_checkpoint(path, archive);
+  write_checkpoint(path, out);
 }
-
-namespace {
-std::string read_string(torch::serialize::InputArchive& archive, const std::string& key, const std::string& path) {
-  c10::IValue v;
-  if (!archive.try_read(key, v) || !v.isString()) {
-    throw std::runtime_error("'" + path + "': checkpoint has no '" + key + "' entry (not written by flowmatch's trainer?)");
-  }
-  return v.toStringRef();
-}
-}  // namespace
 
 void Trainer::load_checkpoint(const std::string& path) {
-  torch::serialize::InputArchive archive;
+  CheckpointContents in;
   if (!group_) {
-    read_checkpoint(path, archive);
+    in = read_checkpoint(path);
   } else {
     // Rank 0 reads the file (the others may be on machines without it) and sends its bytes, or
     // its error, so that every rank fails or succeeds together.
@@ -300,68 +398,72 @@ void Trainer::load_checkpoint(const std::string& path) {
     }
     error = group_->broadcast_string(error);
     if (!error.empty()) throw std::runtime_error(group_->rank() == 0 ? error : "rank 0: " + error);
-    bytes = group_->broadcast_string(bytes);
-    read_checkpoint_bytes(bytes, path, archive);
+    in = decode_checkpoint(group_->broadcast_string(bytes), path);
   }
-  const std::string spec = read_string(archive, "model_spec", path);
-  if (nlohmann::json::parse(spec) != model_->spec()) {
-    throw std::runtime_error("'" + path + "': checkpoint holds model " + spec + ", but this run's model is " +
+  const nlohmann::json spec = model_spec_of(in, path);
+  if (spec != model_->spec()) {
+    throw std::runtime_error("'" + path + "': checkpoint holds model " + spec.dump() + ", but this run's model is " +
                              model_->spec().dump());
   }
-  const std::string kind = read_string(archive, "optimizer_kind", path);
+  const std::string kind = meta_string(in, "optimizer_kind", path);
   if (kind != to_string(options_.optimizer())) {
     throw std::runtime_error("'" + path + "': checkpoint used optimizer " + kind + ", this run uses " +
                              to_string(options_.optimizer()));
   }
-  try {
-    torch::serialize::InputArchive model_archive, optimizer_archive;
-    archive.read("model", model_archive);
-    model_->load(model_archive);
-    archive.read("optimizer", optimizer_archive);
-    optimizer_->load(optimizer_archive);
-    if (ema_) {
-      torch::serialize::InputArchive ema_archive;
-      if (archive.try_read("ema", ema_archive)) {
-        ema_->load(ema_archive);
-      } else {
-        models::copy_parameters(*model_, *ema_);
-      }
+  const int64_t ranks = group_ ? group_->world_size() : 1;
+  const int64_t written_by = meta_integer(in, "world_size", path, 1);
+  if (written_by != ranks) {
+    throw std::runtime_error("'" + path + "': checkpoint was written by " + std::to_string(written_by) +
+                             " process(es), this run has " + std::to_string(ranks) + "; resume with the same number of processes");
+  }
+  const int64_t step = meta_integer(in, "step", path, -1);
+  if (step < 0) throw std::runtime_error("'" + path + "': checkpoint has no valid 'step' entry");
+  const at::Tensor& state =
+      tensor_of(in, group_ ? "generator_state_rank_" + std::to_string(group_->rank()) : "generator_state", path);
+  {
+    // The CPU generator's state has a fixed size and type; anything else would be refused by LibTorch.
+    std::lock_guard<std::mutex> lock(generator_.mutex());
+    const at::Tensor current = generator_.get_state();
+    if (state.sizes() != current.sizes() || state.scalar_type() != current.scalar_type()) {
+      throw std::runtime_error("'" + path + "': checkpoint's generator state has the wrong size");
     }
-    c10::IValue step;
-    archive.read("step", step);
-    at::Tensor state;
-    const int64_t ranks = group_ ? group_->world_size() : 1;
-    c10::IValue stored_ranks;
-    const int64_t written_by = archive.try_read("world_size", stored_ranks) ? stored_ranks.toInt() : 1;
-    if (written_by != ranks) {
-      throw std::runtime_error("'" + path + "': checkpoint was written by " + std::to_string(written_by) +
-                               " process(es), this run has " + std::to_string(ranks) +
-                               "; resume with the same number of processes");
-    }
-    if (group_) {
-      archive.read("generator_state_rank_" + std::to_string(group_->rank()), state);
+  }
+  if (!in.meta.contains("optimizer_steps")) throw std::runtime_error("'" + path + "': checkpoint lacks the optimizer state");
+  // Everything is checked; now restore (a failure below leaves a half-restored trainer, so it throws
+  // only for inconsistencies the checks above cannot see).
+  load_module(*model_, "model/", in, path);
+  if (ema_) {
+    if (in.tensors.count("ema/" + model_->named_parameters().keys().front())) {
+      load_module(*ema_, "ema/", in, path);
     } else {
-      archive.read("generator_state", state);
+      models::copy_parameters(*model_, *ema_);
     }
+  }
+  if (options_.optimizer() == OptimizerKind::Adam) {
+    load_adam_state<torch::optim::AdamParamState>(*optimizer_, parameters_, in, path);
+  } else {
+    load_adam_state<torch::optim::AdamWParamState>(*optimizer_, parameters_, in, path);
+  }
+  try {
     std::lock_guard<std::mutex> lock(generator_.mutex());
     generator_.set_state(state);
-    step_ = step.toInt();
   } catch (const c10::Error& e) {
-    throw std::runtime_error("'" + path + "': checkpoint is incomplete: " + e.what_without_backtrace());
+    throw std::runtime_error("'" + path + "': checkpoint's generator state is invalid: " + e.what_without_backtrace());
   }
+  step_ = step;
 }
 
 std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema) {
-  torch::serialize::InputArchive archive;
-  read_checkpoint(checkpoint_path, archive);
-  auto model = models::make_model(nlohmann::json::parse(read_string(archive, "model_spec", checkpoint_path)));
+  const CheckpointContents in = read_checkpoint(checkpoint_path);
+  std::shared_ptr<models::VelocityModel> model;
   try {
-    torch::serialize::InputArchive weights;
-    if (!(ema && archive.try_read("ema", weights))) archive.read("model", weights);
-    model->load(weights);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("'" + checkpoint_path + "': model weights cannot be read: " + e.what_without_backtrace());
+    model = models::make_model(model_spec_of(in, checkpoint_path));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("'" + checkpoint_path + "': checkpoint's model description is invalid: " + e.what());
   }
+  const auto names = model->named_parameters().keys();
+  const bool has_ema = !names.empty() && in.tensors.count("ema/" + names.front()) > 0;
+  load_module(*model, ema && has_ema ? "ema/" : "model/", in, checkpoint_path);
   model->eval();
   return model;
 }

@@ -43,6 +43,7 @@ Command register_reflow(CLI::App& root);
 Command register_distill(CLI::App& root);
 Command register_export(CLI::App& root);
 Command register_launch(CLI::App& root);
+Command register_bench(CLI::App& root);
 
 /// --threads, --device, --seed.
 struct CommonFlags {

@@ -221,8 +221,7 @@ std::string pick_resume_checkpoint(const RunFolder& run, bool fallback) {
   if (checkpoints.empty()) return "";
   auto damage = [](const std::string& path) -> std::string {
     try {
-      torch::serialize::InputArchive archive;
-      fm::read_checkpoint(path, archive);
+      fm::read_checkpoint(path);
       return "";
     } catch (const std::exception& e) {
       return e.what();
