@@ -171,6 +171,15 @@ at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1),
               "squared_distances: expects (n, D) and (m, D), got ", a.sizes(), " and ", b.sizes());
   at::Tensor bb = b.to(a.options());
+  if (a.size(1) <= 8) {
+    // Few coordinates: Σ_d (a_id − b_jd)² column by column, exact for equal points (the expanded
+    // form below cancels ‖a‖² against 2a·b and leaves rounding residue of order ε‖a‖²).
+    at::Tensor out = at::zeros({a.size(0), bb.size(0)}, a.options());
+    for (int64_t d = 0; d < a.size(1); ++d) {
+      out.add_((a.select(1, d).unsqueeze(1) - bb.select(1, d).unsqueeze(0)).square_());
+    }
+    return out;
+  }
   at::Tensor a2 = a.square().sum(1, true);
   at::Tensor b2 = bb.square().sum(1).unsqueeze(0);
   return at::addmm(a2 + b2, a, bb.t(), 1.0, -2.0).clamp_min_(0.0);

@@ -26,7 +26,9 @@ Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols);
 /// Same, for a 2-D tensor (converted to contiguous float64 on the CPU).
 Assignment solve_assignment(const at::Tensor& cost);
 
-/// Squared Euclidean distances between the rows of a (n, D) and b (m, D), in a's dtype, ≥ 0.
+/// Squared Euclidean distances between the rows of a (n, D) and b (m, D), in a's dtype, ≥ 0
+/// (coordinate by coordinate for D ≤ 8, so equal points are at distance exactly 0; by one matrix
+/// product above).
 at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace flowmatch

@@ -54,7 +54,15 @@ void MLPImpl::reset() {
   const bool sinusoidal = options.time_encoding() == TimeEncoding::Sinusoidal;
   TORCH_CHECK(!sinusoidal || (options.time_features() >= 2 && options.time_features() % 2 == 0),
               "MLP time_features must be even and >= 2, got ", options.time_features());
+  // A description read from a file must not ask for an absurd network (gigabytes from one number).
+  TORCH_CHECK(options.dim() <= (int64_t{1} << 20) && options.width() <= 65536 && options.depth() <= 1024 &&
+                  options.time_features() <= 65536,
+              "MLP dim (", options.dim(), "), width (", options.width(), "), depth (", options.depth(),
+              ") or time_features (", options.time_features(), ") above the limits 2^20, 65536, 1024, 65536");
   const int64_t time_width = sinusoidal ? options.time_features() : 1;
+  TORCH_CHECK(static_cast<double>(options.width()) * static_cast<double>(options.width() + options.dim() + time_width) *
+                      static_cast<double>(options.depth()) <= 2.5e8,
+              "MLP with width ", options.width(), " and depth ", options.depth(), " has over 2.5e8 weights (1 GB)");
   layers_ = register_module("layers", torch::nn::ModuleList());
   int64_t in = options.dim() + time_width;
   for (int64_t i = 0; i < options.depth(); ++i) {
