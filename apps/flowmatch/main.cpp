@@ -1,6 +1,8 @@
 // flowmatch: the command-line tool. Parses flags (and --config files), runs one subcommand,
 // and turns every error into one line on stderr with the exit code of shared/DESIGN.md.
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -27,6 +29,11 @@ std::string one_line(std::string message) {
 
 int main(int argc, char** argv) {
   using namespace fmcli;
+  // Tensors of a few MB (a 10 000 x 64 activation is 2.5 MB) are above glibc's mmap threshold, so
+  // every such allocation was a fresh mmap whose pages fault in again: half the time of Euler
+  // sampling at batch 10 000. Keep freed memory in the heap instead (docs/BENCHMARKS.md).
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   // Under `flowmatch launch`, every rank sees the same flags, so a usage error is said once, by rank 0.
   const char* launched = std::getenv("FLOWMATCH_LAUNCHED");
   const char* rank = std::getenv("RANK");
