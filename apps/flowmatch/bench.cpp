@@ -181,6 +181,7 @@ json bench_mlp_step(int64_t width, int64_t batch, double peak_gflops, int64_t re
 }
 
 int run_bench(BenchFlags& f) {
+  if (f.common.device != "cpu") throw UsageError("bench runs on the CPU only for now; --device " + f.common.device + " is not supported");
   apply_common_flags(f.common);
   std::vector<std::string> cases = f.cases.empty() ? kCases : f.cases;
   if (!f.out.empty()) ensure_parent_writable(f.out);
@@ -231,7 +232,7 @@ Command register_bench(CLI::App& root) {
   app->footer("Cases: train-independent, train-exact-ot (the setting of ../shared/bench/ref_cfm_2d.py), sample-euler100,\n"
               "sample-dopri5 (batch 10 000, the trained independent model), likelihood-exact (2-D, Dopri5 1e-5),\n"
               "coupling (exact OT, batch 256 and 1024), gemm-peak, mlp-roofline (training step FLOP/s vs the GEMM peak).\n"
-              "Threads default to 1 here (--threads N to change). CPU only for now (--device is ignored).");
+              "Threads default to 1 here (--threads N to change). CPU only for now (--device cuda is refused).");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(kCases));
   app->add_option("--train-steps", f.train_steps, "timed training steps (exact-ot: a quarter)")
