@@ -1,10 +1,6 @@
 // The command-line tool as a user meets it: exit codes, one-line errors, no partial files,
 // config files, resume and interruption.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -556,19 +552,6 @@ TEST(CLI, TrainsOnAPointCloudFromANumPyFile) {
 
 // ---------------------------------------------------------------- data-parallel training
 
-namespace {
-int free_tcp_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-}  // namespace
 
 TEST(CLI, LaunchTrainsTwoRanksAndOnlyRankZeroWrites) {
   fmtest::TempDir dir;
@@ -625,7 +608,7 @@ TEST(CLI, ARankThatDiesOrHangsStopsTheOtherWithinTheTimeout) {
                               " train --distributed --dist-timeout 5 --out run --steps 1000000 --batch 64 --width 16"
                               " --depth 2 --checkpoint-every 20 --quiet";
     const std::string script =
-        "export MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_tcp_port()) + " WORLD_SIZE=2 OMP_NUM_THREADS=1; "
+        "export MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(fmtest::free_tcp_port()) + " WORLD_SIZE=2 OMP_NUM_THREADS=1; "
         "RANK=1 " + train + " 2> r1.err & p1=$!; RANK=0 " + train + " 2> r0.err & p0=$!; "
         "i=0; while [ ! -s run/checkpoints/step-20.ckpt ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
         "kill -" + how + " $p1; t0=$(date +%s%N); wait $p0; echo $? > code; t1=$(date +%s%N); "

@@ -16,9 +16,6 @@
 #include <set>
 #include <thread>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <torch/optim/adam.h>
 
@@ -62,22 +59,10 @@ at::Tensor flat_parameters(fm::models::VelocityModel& model) {
   return at::cat(flat);
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 // Runs this test program's DistributedWorker.Run as `world` ranks; returns their exit codes
 // (-1: still running after the deadline, then killed).
 std::vector<int> run_workers(const fmtest::TempDir& dir, int world, const std::string& mode) {
-  const int port = free_port();
+  const int port = fmtest::free_tcp_port();
   std::vector<pid_t> pids;
   for (int rank = 0; rank < world; ++rank) {
     const pid_t pid = ::fork();
@@ -229,7 +214,7 @@ TEST(DataParallel, RankSeedsKeepRankZeroAndDifferAcrossRanks) {
 
 TEST(DataParallel, OneRankGroupAveragesToTheSameGradientsAndCarriesExtras) {
   if (!fd::gloo_available()) GTEST_SKIP() << "built without c10d Gloo";
-  fd::DataParallel group(fd::DistributedOptions().master_port(free_port()).timeout_s(30).bucket_bytes(1024));
+  fd::DataParallel group(fd::DistributedOptions().master_port(fmtest::free_tcp_port()).timeout_s(30).bucket_bytes(1024));
   auto model = fresh_model(1);
   model->forward(at::randn({8, 2}), at::rand({8})).pow(2).sum().backward();
   std::vector<at::Tensor> before;
