@@ -81,6 +81,7 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
   }
   parameters_ = model_->parameters();
   if (parameters_.empty()) throw std::invalid_argument("Trainer: the model has no parameters");
+  if (options_.fused_mlp()) fused_mlp_ = dynamic_cast<models::MLPImpl*>(model_.get());
   if (options_.ema_decay() > 0) {
     ema_ = model_->clone_model();
     ema_->to(parameters_.front().device());
@@ -148,14 +149,20 @@ double Trainer::train_step() {
   at::Tensor weight = batch.weight.defined() ? batch.weight.to(device) : batch.weight;
 
   apply_lr(lr_at(step_));
-  optimizer_->zero_grad();
-  at::Tensor loss = flow_matching_loss(model_->forward(xt, td), target, weight);
-  double value = loss.item<double>();
+  at::Tensor loss;
+  double value = 0;
+  if (fused_mlp_) {
+    value = fused_mlp_->loss_and_gradients(xt, td, target, weight);  // replaces the gradients
+  } else {
+    optimizer_->zero_grad();
+    loss = flow_matching_loss(model_->forward(xt, td), target, weight);
+    value = loss.item<double>();
+  }
   std::string where;
   if (group_) {
     // Every rank must reach the all-reduce, so a non-finite loss is judged on the mean that comes
     // back (non-finite when any rank's is), and all ranks stop together.
-    loss.backward();
+    if (!fused_mlp_) loss.backward();
     const bool local_stop = stop_poll_ && stop_poll_();
     const auto sums = group_->average_gradients(parameters_, {value, local_stop ? 1.0 : 0.0});
     value = sums[0] / static_cast<double>(group_->world_size());
@@ -166,7 +173,7 @@ double Trainer::train_step() {
     throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ")" + where +
                              " at step " + std::to_string(step_ + 1) + "; the last checkpoint is kept");
   }
-  if (!group_) loss.backward();
+  if (!group_ && !fused_mlp_) loss.backward();
   if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
   optimizer_->step();
   update_ema();

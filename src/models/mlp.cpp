@@ -106,6 +106,64 @@ at::Tensor MLPImpl::forward(const at::Tensor& x, const at::Tensor& t) {
   return h;
 }
 
+at::Tensor MLPImpl::activation_backward(const at::Tensor& grad, const at::Tensor& z) const {
+  switch (options.activation()) {
+    // SELU(z) = scale·ELU_alpha(z); ATen's ELU backward takes both constants.
+    case Activation::SELU: return at::elu_backward(grad, 1.6732632423543772848170429916717, 1.0507009873554804934193349852946, 1.0, false, z);
+    case Activation::SiLU: return at::silu_backward(grad, z);
+    case Activation::ReLU: return at::threshold_backward(grad, z, 0);
+    case Activation::GELU: return at::gelu_backward(grad, z);
+  }
+  return grad;
+}
+
+double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
+                                   const at::Tensor& weight) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ", options.dim(), "), got ", x.sizes());
+  TORCH_CHECK(target.sizes() == x.sizes(), "MLP loss: target ", target.sizes(), " must have x's shape ", x.sizes());
+  at::NoGradGuard no_grad;
+  const size_t n = layers_->size();
+  std::vector<at::Tensor> inputs(n), preactivations(n);
+  at::Tensor h = at::cat({x, encode_time(t, x.size(0), x.options())}, 1);
+  for (size_t i = 0; i < n; ++i) {
+    auto& layer = *layers_[i]->as<torch::nn::Linear>();
+    inputs[i] = h;
+    preactivations[i] = at::addmm(layer.bias, h, layer.weight.t());
+    if (i + 1 < n) h = activate(preactivations[i]);
+  }
+  const at::Tensor& out = preactivations[n - 1];
+  at::Tensor diff = out - target;
+  const double count = static_cast<double>(diff.numel());
+  at::Tensor grad;  // dL/d out
+  double loss = 0;
+  if (!weight.defined()) {
+    loss = diff.square().sum().item<double>() / count;
+    grad = diff.mul(2.0 / count);
+  } else {
+    TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(0), "MLP loss: weight must have shape (", x.size(0), ")");
+    at::Tensor w = weight.to(diff.options()).unsqueeze(1);
+    loss = (diff.square() * w).sum().item<double>() / count;
+    grad = diff.mul(w).mul_(2.0 / count);
+  }
+  for (size_t k = n; k-- > 0;) {
+    auto& layer = *layers_[k]->as<torch::nn::Linear>();
+    at::Tensor& gw = layer.weight.mutable_grad();
+    at::Tensor& gb = layer.bias.mutable_grad();
+    if (gw.defined()) {
+      at::mm_out(gw, grad.t(), inputs[k]);
+    } else {
+      gw = at::mm(grad.t(), inputs[k]);
+    }
+    if (gb.defined()) {
+      at::sum_out(gb, grad, {0});
+    } else {
+      gb = grad.sum(0);
+    }
+    if (k > 0) grad = activation_backward(at::mm(grad, layer.weight), preactivations[k - 1]);
+  }
+  return loss;
+}
+
 nlohmann::json MLPImpl::spec() const { return {{"type", "mlp"}, {"options", to_json(options)}}; }
 
 }  // namespace flowmatch::models

@@ -53,11 +53,21 @@ class MLPImpl : public VelocityModel {
   void reset();
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
   nlohmann::json spec() const override;
+
+  /// The flow-matching loss mean(w_b · (v(x, t) − target)²) and its gradients, computed by hand
+  /// (forward with the activations kept, then the backward pass layer by layer: no autograd graph).
+  /// The gradients are written into each parameter's .grad() (replacing it). Same value and
+  /// gradients as autograd on flow_matching_loss up to rounding (tests/test_mlp.cpp). `weight` may be
+  /// undefined (unweighted).
+  double loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target, const at::Tensor& weight);
+
   MLPOptions options;
 
  private:
   at::Tensor encode_time(const at::Tensor& t, int64_t batch, const at::TensorOptions& opts) const;
   at::Tensor activate(const at::Tensor& h) const;
+  /// d act(z) / dz applied to `grad`.
+  at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z) const;
   torch::nn::ModuleList layers_{nullptr};
   at::Tensor frequencies_;
 };
