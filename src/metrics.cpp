@@ -72,4 +72,39 @@ TrajectoryMetrics trajectory_metrics(const VelocityField& field, const at::Tenso
   return out;
 }
 
+GaussianStatistics gaussian_statistics(const at::Tensor& features) {
+  TORCH_CHECK(features.dim() == 2 && features.size(0) >= 2 && features.size(1) >= 1,
+              "gaussian_statistics: expected features of shape (N >= 2, D >= 1), got ", features.sizes());
+  at::Tensor f = features.to(at::kCPU, at::kDouble);
+  TORCH_CHECK(at::isfinite(f).all().item<bool>(), "gaussian_statistics: features contain NaN or Inf");
+  at::Tensor mean = f.mean(0);
+  at::Tensor centred = f - mean;
+  return {mean, centred.t().mm(centred) / static_cast<double>(f.size(0) - 1)};
+}
+
+namespace {
+at::Tensor symmetric_sqrt(const at::Tensor& m) {
+  auto [values, vectors] = at::linalg_eigh((m + m.t()) * 0.5);
+  return vectors.mm(at::diag(values.clamp_min(0).sqrt())).mm(vectors.t());
+}
+}  // namespace
+
+double frechet_distance(const GaussianStatistics& a, const GaussianStatistics& b) {
+  TORCH_CHECK(a.mean.dim() == 1 && b.mean.dim() == 1 && a.mean.size(0) == b.mean.size(0) && a.covariance.dim() == 2 &&
+                  b.covariance.dim() == 2 && a.covariance.size(0) == a.mean.size(0) && a.covariance.size(1) == a.mean.size(0) &&
+                  b.covariance.sizes().equals(a.covariance.sizes()),
+              "frechet_distance: statistics of different or inconsistent dimensions (means ", a.mean.sizes(), " and ",
+              b.mean.sizes(), ", covariances ", a.covariance.sizes(), " and ", b.covariance.sizes(), ")");
+  at::Tensor ma = a.mean.to(at::kDouble), mb = b.mean.to(at::kDouble);
+  at::Tensor ca = a.covariance.to(at::kDouble), cb = b.covariance.to(at::kDouble);
+  at::Tensor root_a = symmetric_sqrt(ca);
+  at::Tensor cross = symmetric_sqrt(root_a.mm(cb).mm(root_a));
+  return (ma - mb).pow(2).sum().item<double>() + ca.trace().item<double>() + cb.trace().item<double>() -
+         2.0 * cross.trace().item<double>();
+}
+
+double frechet_distance(const at::Tensor& features_a, const at::Tensor& features_b) {
+  return frechet_distance(gaussian_statistics(features_a), gaussian_statistics(features_b));
+}
+
 }  // namespace flowmatch::metrics

@@ -61,8 +61,14 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
       generator_(at::make_generator<at::CPUGeneratorImpl>(options_.seed())) {
   validate(options_);
   if (!model_) throw std::invalid_argument("Trainer: model is null");
-  if (!problem_.pairs && (!problem_.source || !problem_.target)) {
+  if (!problem_.pairs && (!problem_.source || (!problem_.target && !problem_.labeled_target))) {
     throw std::invalid_argument("Trainer: source and target samplers (or a pair sampler) are required");
+  }
+  if (problem_.labeled_target && model_->num_classes() <= 0) {
+    throw std::invalid_argument("Trainer: labelled targets need a class-conditional network (num_classes > 0)");
+  }
+  if (!(problem_.label_dropout >= 0 && problem_.label_dropout <= 1)) {
+    throw std::invalid_argument("label dropout must be in [0, 1], got " + std::to_string(problem_.label_dropout));
   }
   if (!problem_.path) throw std::invalid_argument("Trainer: a probability path is required");
   if (!problem_.pairs && !problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
@@ -81,7 +87,7 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
   }
   parameters_ = model_->parameters();
   if (parameters_.empty()) throw std::invalid_argument("Trainer: the model has no parameters");
-  if (options_.fused_mlp()) fused_mlp_ = dynamic_cast<models::MLPImpl*>(model_.get());
+  if (options_.fused_mlp() && !problem_.labeled_target) fused_mlp_ = dynamic_cast<models::MLPImpl*>(model_.get());
   if (options_.ema_decay() > 0) {
     ema_ = model_->clone_model();
     ema_->to(parameters_.front().device());
@@ -120,6 +126,14 @@ TrainingBatch draw_training_batch(const FlowMatchingProblem& problem, int64_t b,
   CoupledBatch pair;
   if (problem.pairs) {
     pair = problem.pairs(b, generator);
+  } else if (problem.labeled_target) {
+    at::Tensor x0 = problem.source(b, generator);
+    data::LabeledBatch data = problem.labeled_target(b, generator);
+    pair = problem.coupling->pair_within_labels(x0, at::Tensor(), data.x, data.labels, generator);
+    if (problem.label_dropout > 0) {
+      at::Tensor drop = at::rand({pair.labels.size(0)}, generator) < problem.label_dropout;
+      pair.labels = at::where(drop, at::full_like(pair.labels, models::kNullLabel), pair.labels);
+    }
   } else {
     at::Tensor x0 = problem.source(b, generator);
     at::Tensor x1 = problem.target(b, generator);
@@ -131,6 +145,7 @@ TrainingBatch draw_training_batch(const FlowMatchingProblem& problem, int64_t b,
   batch.target = regression_target(*problem.path, s, problem.prediction);
   batch.x_t = s.x_t;
   batch.weight = loss_weights(batch.t, problem.time_sampling, problem.path->scheduler().get());
+  if (problem.labeled_target) batch.labels = pair.labels;
   return batch;
 }
 
@@ -155,7 +170,9 @@ double Trainer::train_step() {
     value = fused_mlp_->loss_and_gradients(xt, td, target, weight);  // replaces the gradients
   } else {
     optimizer_->zero_grad();
-    loss = flow_matching_loss(model_->forward(xt, td), target, weight);
+    at::Tensor prediction = batch.labels.defined() ? model_->forward_conditional(xt, td, batch.labels.to(device))
+                                                   : model_->forward(xt, td);
+    loss = flow_matching_loss(prediction, target, weight);
     value = loss.item<double>();
   }
   std::string where;

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <stb_image_write.h>
+
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/models/torchscript.h"
@@ -625,4 +627,90 @@ TEST(CLI, ARankThatDiesOrHangsStopsTheOtherWithinTheTimeout) {
       EXPECT_LT(ms, 15000) << err;  // ... about the timeout, not forever
     }
   }
+}
+
+namespace {
+// Two classes of 8×8 grey PNGs in DIR/images/{dark,light}.
+void write_image_folder(const fmtest::TempDir& dir) {
+  for (int c = 0; c < 2; ++c) {
+    const std::string folder = dir / (std::string("images/") + (c == 0 ? "dark" : "light"));
+    fs::create_directories(folder);
+    for (int k = 0; k < 6; ++k) {
+      std::vector<unsigned char> pixels(64, static_cast<unsigned char>(c == 0 ? 30 + k : 220 - k));
+      stbi_write_png((folder + "/" + std::to_string(k) + ".png").c_str(), 8, 8, 1, pixels.data(), 8);
+    }
+  }
+}
+}  // namespace
+
+TEST(CLI, ImageRunTrainsSamplesGuidedGridsAndEvaluates) {
+  fmtest::TempDir dir;
+  write_image_folder(dir);
+  Result train = cli(dir, "train --data images --out run --steps 6 --batch 8 --channels 8 --channel-mult 1,2 --heads 2 "
+                          "--checkpoint-every 3 --log-every 2 --threads 1");
+  ASSERT_EQ(train.code, 0) << train.err;
+  EXPECT_NE(train.err.find("images/s"), std::string::npos) << train.err;
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "run/config.json"));
+  EXPECT_EQ(config["model"]["type"], "unet");
+  EXPECT_EQ(config["data"]["num_classes"], 2);
+  EXPECT_EQ(config["data"]["class_names"], (std::vector<std::string>{"dark", "light"}));
+  EXPECT_EQ(config["training"]["lr_schedule"], "cosine");
+  EXPECT_GT(config["training"]["ema"].get<double>(), 0);
+
+  Result sample = cli(dir, "sample --run run --n 4 --guidance 2 --steps 2 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  EXPECT_EQ(fm::io::load_npy(dir / "s.npy").sizes(), (std::vector<int64_t>{4, 64}));
+  EXPECT_TRUE(fs::exists(dir / "s.png"));
+  const auto info = nlohmann::json::parse(fm::io::read_file(dir / "s.json"));
+  EXPECT_EQ(info["nfe"], 4);  // midpoint, 2 steps
+  EXPECT_EQ(info["labels"], (std::vector<int64_t>{0, 0, 1, 1}));
+  Result one = cli(dir, "sample --run run --n 3 --class light --steps 1 --out one.npy --threads 1");
+  ASSERT_EQ(one.code, 0) << one.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "one.json"))["labels"], (std::vector<int64_t>{1, 1, 1}));
+  // Usage errors name the problem.
+  for (const char* bad : {"sample --run run --n 3 --out x.npy", "sample --run run --class purple --out x.npy",
+                          "sample --run run --solver sde --out x.npy", "sample --run run --trajectories 3 --out x.npy"}) {
+    Result r = cli(dir, bad);
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
+    EXPECT_EQ(r.err_lines(), 1u) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "x.npy"));
+  }
+
+  Result classifier = cli(dir, "classifier train --data images --out clf --epochs 2 --batch 4 --width 4 --threads 1");
+  ASSERT_EQ(classifier.code, 0) << classifier.err;
+  for (const char* f : {"clf/classifier.ckpt", "clf/config.json", "clf/metrics.json"}) EXPECT_TRUE(fs::exists(dir / f)) << f;
+  Result again = cli(dir, "classifier train --data images --out clf --epochs 1 --threads 1");
+  EXPECT_EQ(again.code, 2);
+
+  Result eval = cli(dir, "eval --run run --classifier clf --guidance-scales 0,2 --accuracy-n 4 --fd-n 6 --sample-steps 1 "
+                         "--bpd-n 3 --bpd-steps 2 --threads 1");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  const auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "run/metrics.json"));
+  for (const char* key : {"classifier_accuracy", "frechet_distance", "frechet_distance_floor", "frechet_distance_untrained", "bpd",
+                          "bpd_stderr", "nll", "nfe"}) {
+    EXPECT_TRUE(metrics.contains(key)) << key;
+  }
+  EXPECT_EQ(metrics["classifier_accuracy_by_guidance"].size(), 2u);
+  EXPECT_TRUE(std::isfinite(metrics["bpd"].get<double>()));
+  EXPECT_TRUE(fs::exists(dir / "run/eval-grid.png"));
+  Result no_classifier = cli(dir, "eval --run run --classifier missing --threads 1");
+  EXPECT_EQ(no_classifier.code, 2);
+  EXPECT_NE(no_classifier.err.find("classifier train"), std::string::npos);
+}
+
+TEST(CLI, ImageFlagsAreRefusedWhereTheyDoNotApply) {
+  fmtest::TempDir dir;
+  write_image_folder(dir);
+  for (const char* bad : {"train --out r --channels 8", "train --out r --label-dropout 0.2", "train --data images --out r --width 8",
+                          "train --data images --out r --channel-mult 1,2,2,2,2"}) {
+    Result r = cli(dir, bad);
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
+    EXPECT_EQ(r.err_lines(), 1u) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "r")) << bad;
+  }
+  Result toy = cli(dir, std::string("train --out toy ") + kTiny);
+  ASSERT_EQ(toy.code, 0) << toy.err;
+  Result guidance = cli(dir, "sample --run toy --guidance 1 --out g.npy");
+  EXPECT_EQ(guidance.code, 2);
+  EXPECT_NE(guidance.err.find("--guidance"), std::string::npos);
 }

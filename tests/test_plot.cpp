@@ -71,3 +71,30 @@ TEST(Plot, RejectsBadShapesAndPaths) {
   EXPECT_THROW(fm::io::write_scatter_png("/nonexistent/dir/x.png", {{at::zeros({5, 2}), {0, 0, 0}, ""}}, {}),
                std::runtime_error);
 }
+
+TEST(Plot, ImageGridPlacesEveryImage) {
+  // 6 grey 4×4 images, values 40·k, in 3 columns at scale 2: each cell's pixels hold its image's value.
+  fmtest::TempDir dir;
+  at::Tensor images = (at::arange(6, at::kLong) * 40).to(at::kByte).view({6, 1, 1, 1}).expand({6, 1, 4, 4}).contiguous();
+  const std::string path = dir / "grid.png";
+  flowmatch::io::write_image_grid_png(path, images, 3, 2);
+  int w = 0, h = 0, n = 0;
+  unsigned char* rgb = stbi_load(path.c_str(), &w, &h, &n, 3);
+  ASSERT_NE(rgb, nullptr);
+  const int gap = 2, cell = 8;
+  EXPECT_EQ(w, gap + 3 * (cell + gap));
+  EXPECT_EQ(h, gap + 2 * (cell + gap));
+  for (int k = 0; k < 6; ++k) {
+    const int x = gap + (k % 3) * (cell + gap) + 3, y = gap + (k / 3) * (cell + gap) + 5;
+    for (int c = 0; c < 3; ++c) EXPECT_EQ(rgb[(y * w + x) * 3 + c], 40 * k) << k;
+  }
+  stbi_image_free(rgb);
+  // Row labels widen the picture to the left; a title adds a band on top.
+  flowmatch::io::write_image_grid_png(path, images, 3, 2, {"first", "second"}, "title");
+  ASSERT_NE(stbi_info(path.c_str(), &w, &h, &n), 0);
+  EXPECT_GT(w, gap + 3 * (cell + gap));
+  EXPECT_GT(h, gap + 2 * (cell + gap));
+  EXPECT_THROW(flowmatch::io::write_image_grid_png(path, images, 3, 2, {"one label for two rows"}), std::invalid_argument);
+  EXPECT_THROW(flowmatch::io::write_image_grid_png(path, images.to(at::kFloat), 3), std::invalid_argument);
+  EXPECT_THROW(flowmatch::io::write_image_grid_png(path, at::zeros({2, 2, 4, 4}, at::kByte), 3), std::invalid_argument);
+}

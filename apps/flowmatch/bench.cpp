@@ -15,7 +15,10 @@
 #include "common.h"
 #include "flowmatch/coupling.h"
 #include "flowmatch/likelihood.h"
+#include "flowmatch/data/point_cloud.h"
+#include "flowmatch/guidance.h"
 #include "flowmatch/models/mlp.h"
+#include "flowmatch/models/unet.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/train.h"
 
@@ -34,7 +37,8 @@ struct BenchFlags {
 };
 
 const std::vector<std::string> kCases = {"train-independent", "train-exact-ot", "sample-euler100", "sample-dopri5",
-                                         "likelihood-exact", "coupling", "gemm-peak", "mlp-roofline"};
+                                         "likelihood-exact", "coupling", "gemm-peak", "mlp-roofline",
+                                         "unet-train", "unet-sample"};
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -180,6 +184,71 @@ json bench_mlp_step(int64_t width, int64_t batch, double peak_gflops, int64_t re
   return j;
 }
 
+// The default Fashion-MNIST U-Net (docs/IMAGES.md: 28×28, base 32, levels 1-2-2, attention, 10 classes)
+// on random images: training steps of batch 64 (forward, loss, backward, Adam) and guided sampling
+// (w = 2: one network call on a doubled batch per evaluation) at batch 500, in images per second.
+fm::models::UNetOptions default_unet() {
+  return fm::models::UNetOptions(1, 28).base_channels(32).channel_multipliers({1, 2, 2}).num_classes(10);
+}
+
+json bench_unet_train(int64_t steps) {
+  at::manual_seed(0);
+  auto net = std::make_shared<fm::models::UNetImpl>(default_unet());
+  fm::data::ImageDataset data{at::randint(0, 256, {512, 1, 28, 28}, at::TensorOptions().dtype(at::kByte)),
+                              at::arange(512, at::kLong).remainder(10), fm::data::fashion_mnist_class_names()};
+  fm::FlowMatchingProblem problem;
+  problem.source = fm::data::gaussian_sampler(784);
+  problem.labeled_target = fm::data::image_sampler(data);
+  problem.label_dropout = 0.1;
+  problem.coupling = fm::make_coupling("independent");
+  problem.path = std::make_shared<fm::CondOTPath>();
+  const int64_t batch = 64;
+  fm::Trainer trainer(net, problem, fm::TrainerOptions().steps(steps + 3).batch_size(batch).lr(5e-4).ema_decay(0.999).seed(1));
+  for (int k = 0; k < 3; ++k) trainer.train_step();
+  const auto start = Clock::now();
+  for (int64_t k = 0; k < steps; ++k) trainer.train_step();
+  const double seconds = seconds_since(start);
+  json j = base("unet-train");
+  j["parameters"] = fm::models::parameter_count(*net);
+  j["batch"] = batch;
+  j["steps"] = steps;
+  j["train_it_per_s"] = static_cast<double>(steps) / seconds;
+  j["train_images_per_s"] = static_cast<double>(steps * batch) / seconds;
+  return j;
+}
+
+json bench_unet_sample(int64_t repeats) {
+  at::manual_seed(0);
+  auto net = std::make_shared<fm::models::UNetImpl>(default_unet());
+  {
+    // Random weights, so that the output layer is not the zero it starts at.
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->parameters()) p.normal_(0, 0.05);
+  }
+  const int64_t batch = 500, steps = 10;
+  c10::InferenceMode guard;
+  auto field = fm::guided_velocity_field(net, fm::grid_labels(batch, 10), 2.0);
+  const auto options = fm::SolverOptions().method(fm::SolverMethod::Midpoint).steps(steps);
+  at::Tensor x0 = at::randn({batch, 784});
+  fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Euler).steps(1));  // warm-up
+  double best = 1e30;
+  int64_t nfe = 0;
+  for (int64_t r = 0; r < repeats; ++r) {
+    const auto start = Clock::now();
+    nfe = fm::solve_ode(field, x0, options).nfe;
+    best = std::min(best, seconds_since(start));
+  }
+  json j = base("unet-sample");
+  j["batch"] = batch;
+  j["solver"] = "midpoint";
+  j["steps"] = steps;
+  j["nfe"] = nfe;
+  j["guidance"] = 2.0;
+  j["sample_images_per_s"] = static_cast<double>(batch) / best;
+  j["network_images_per_s"] = static_cast<double>(batch * nfe * 2) / best;
+  return j;
+}
+
 int run_bench(BenchFlags& f) {
   if (f.common.device != "cpu") throw UsageError("bench runs on the CPU only for now; --device " + f.common.device + " is not supported");
   apply_common_flags(f.common);
@@ -219,6 +288,8 @@ int run_bench(BenchFlags& f) {
     for (int64_t width : {64, 256})
       for (int64_t batch : {256, 4096}) emit(bench_mlp_step(width, batch, peak, f.repeats));
   }
+  if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50)));
+  if (wants("unet-sample")) emit(bench_unet_sample(f.repeats));
   if (!f.out.empty()) write_json_atomic(f.out, all);
   return kExitOk;
 }
@@ -231,7 +302,8 @@ Command register_bench(CLI::App& root) {
   CLI::App* app = root.add_subcommand("bench", "Run the benchmark set and print one JSON object per case");
   app->footer("Cases: train-independent, train-exact-ot (the setting of ../shared/bench/ref_cfm_2d.py), sample-euler100,\n"
               "sample-dopri5 (batch 10 000, the trained independent model), likelihood-exact (2-D, Dopri5 1e-5),\n"
-              "coupling (exact OT, batch 256 and 1024), gemm-peak, mlp-roofline (training step FLOP/s vs the GEMM peak).\n"
+              "coupling (exact OT, batch 256 and 1024), gemm-peak, mlp-roofline (training step FLOP/s vs the GEMM peak),\n"
+              "unet-train (the Fashion-MNIST U-Net, batch 64, images/s), unet-sample (guided w = 2, midpoint 10 steps, batch 500).\n"
               "Threads default to 1 here (--threads N to change). CPU only for now (--device cuda is refused).");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(kCases));

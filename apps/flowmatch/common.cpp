@@ -124,7 +124,7 @@ std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder
 }
 
 RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::VelocityModel> model,
-                 const std::string& scheduler) {
+                 const std::string& scheduler, flowmatch::VelocityField network) {
   namespace fm = flowmatch;
   RunFlow flow;
   try {
@@ -132,7 +132,7 @@ RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::Veloci
     flow.prediction = run.config.value("prediction", std::string("velocity"));
     const fm::PredictionTarget target = fm::prediction_target_from_string(flow.prediction);
     auto trained = flow.path->scheduler();
-    flow.field = fm::velocity_from_prediction(fm::as_velocity_field(std::move(model)), target, trained);
+    flow.field = fm::velocity_from_prediction(network ? network : fm::as_velocity_field(std::move(model)), target, trained);
     flow.scheduler = trained ? trained->name() : run.config["path"].value("type", std::string("?"));
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error("'" + run.config_path() + "': " + e.what());
@@ -152,6 +152,32 @@ RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::Veloci
     }
   }
   return flow;
+}
+
+bool is_image_run(const RunFolder& run) {
+  return run.config.contains("data") && run.config["data"].is_object() && run.config["data"].contains("image_shape");
+}
+
+flowmatch::data::ImageDataset load_run_images(const RunFolder& run, const std::string& split) {
+  const json& data = run.config["data"];
+  const std::string target = data.value("target", std::string());
+  flowmatch::data::ImageDataset images;
+  try {
+    if (target == "fashion-mnist") {
+      images = flowmatch::data::fashion_mnist_dataset(split, data.at("data_dir").get<std::string>());
+    } else if (target == "image-folder") {
+      images = flowmatch::data::load_image_folder(data.at("folder").get<std::string>(), data.at("image_shape")[0].get<int64_t>());
+    } else {
+      throw std::runtime_error("unknown image data '" + target + "' (expected fashion-mnist or image-folder)");
+    }
+  } catch (const json::exception& e) {
+    throw std::runtime_error("'" + run.config_path() + "': data: " + e.what());
+  }
+  if (images.pixels_per_image() != data.value("dim", int64_t{0})) {
+    throw std::runtime_error("the run's images had " + data.value("dim", json()).dump() + " values each, these have " +
+                             std::to_string(images.pixels_per_image()));
+  }
+  return images;
 }
 
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config_file.h"
+#include "flowmatch/data/images.h"
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/distributed.h"
 #include "flowmatch/models/velocity_model.h"
@@ -44,6 +45,7 @@ Command register_distill(CLI::App& root);
 Command register_export(CLI::App& root);
 Command register_launch(CLI::App& root);
 Command register_bench(CLI::App& root);
+Command register_classifier(CLI::App& root);
 
 /// --threads, --device, --seed.
 struct CommonFlags {
@@ -90,8 +92,9 @@ struct RunFlow {
 };
 /// `scheduler`: empty for the run's own, else a scheduler name (condot, cosine, vp, ...) with its
 /// default parameters (UsageError if unknown or if the run's path has no scheduler).
+/// `network`: the network's output as a field when it is not plain `model` (classifier-free guidance).
 RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::VelocityModel> model,
-                 const std::string& scheduler = "");
+                 const std::string& scheduler = "", flowmatch::VelocityField network = {});
 /// How `run_training` behaves beyond the run's config.
 struct TrainRunOptions {
   bool quiet = false;
@@ -126,6 +129,11 @@ void check_pair_generation(const PairGeneration& generation, CLI::App* app);
 int train_on_model_pairs(const RunFolder& parent, const std::string& dir, const PairGeneration& generation,
                          uint64_t seed, bool distill, const TrainRunOptions& how, json& pairs_info);
 
+/// Whether the run trains on images (data.image_shape is set: a U-Net on flattened images in [−1, 1]).
+bool is_image_run(const RunFolder& run);
+/// The run's image data set ("train" or "test" split; an image folder has one split and returns it
+/// for both). runtime_error naming the files when they cannot be read.
+flowmatch::data::ImageDataset load_run_images(const RunFolder& run, const std::string& split);
 /// Samplers for the run's source and target data.
 flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which);
 

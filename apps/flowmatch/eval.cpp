@@ -10,6 +10,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "common.h"
+#include "eval_images.h"
 #include "flowmatch/data/point_cloud.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/io/npy.h"
@@ -30,6 +31,7 @@ struct EvalFlags {
   std::string run, checkpoint, samples, reference, out, scheduler, model_file, source, target;
   int64_t n = 2000;
   bool solver_sweep = false;
+  ImageEvalFlags images;
 };
 
 // W2 against NFE for every solver on the same source points and the same reference points:
@@ -105,6 +107,7 @@ int eval_run(EvalFlags& f) {
   ensure_parent_writable(out);
   const bool scripted = !f.model_file.empty();
   const std::string checkpoint = scripted ? f.checkpoint : f.checkpoint.empty() ? latest_checkpoint(run) : f.checkpoint;
+  if (is_image_run(run)) return eval_image_run(run, checkpoint, out, f.images, f.common.seed, device);
   auto model = load_run_model(run, checkpoint, device);
   auto source = run_sampler(run, "source");
   auto target = run_sampler(run, "target");
@@ -201,6 +204,7 @@ Command register_eval(CLI::App& root) {
   app->add_flag("--solver-sweep", f.solver_sweep,
                 "also W2 vs NFE for euler/midpoint/heun/rk4 (NFE 1..128) and dopri5 (tol 1e-2..1e-5) on the same "
                 "points: metrics.json solver_sweep and w2_<solver><steps>, RUN/w2_vs_nfe.png");
+  add_image_eval_flags(app, f.images);
   add_common_flags(app, f.common);
   return {app, [flags] {
             if (!flags->samples.empty()) return eval_files(*flags);

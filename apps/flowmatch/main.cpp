@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
   app.footer("Run 'flowmatch COMMAND --help' for a command's flags. Exit codes: 0 ok, 1 runtime error, 2 usage error, 130 interrupted.");
   std::vector<Command> commands = {register_train(app), register_sample(app), register_eval(app),
                                   register_likelihood(app), register_reflow(app), register_distill(app),
-                                  register_export(app), register_launch(app), register_bench(app)};
+                                  register_export(app), register_launch(app), register_bench(app),
+                                  register_classifier(app)};
 
   std::vector<std::string> args(argv, argv + argc);
   try {

@@ -20,6 +20,9 @@
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/models/mlp.h"
+#include "flowmatch/models/unet.h"
+#include "flowmatch/data/idx.h"
+#include "flowmatch/data/images.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/reflow.h"
 #include "flowmatch/io/npy.h"
@@ -52,6 +55,13 @@ struct TrainFlags {
   int64_t width = 64, depth = 3, time_features = 16;
   std::string activation = "selu", time_encoding = "plain";
   int64_t log_every = 100, checkpoint_every = 1000, keep = 3;
+  // Image data (--data fashion-mnist or an image folder): U-Net and class conditioning.
+  std::string data_dir = flowmatch::data::kFashionMnistDir;
+  json images;  // data spec of an image run, set from --data
+  double label_dropout = 0.1, dropout = 0;
+  int64_t channels = 32, blocks = 1, heads = 4, image_channels = 0;
+  std::vector<int64_t> channel_mult{1, 2, 2};
+  bool no_attention = false;
   std::string out;
   bool resume = false, resume_fallback = false, quiet = false;
   // Data-parallel training (torchrun's environment variables).
@@ -107,20 +117,40 @@ json time_sampling_spec(const TrainFlags& f) {
 }
 
 json data_spec(const TrainFlags& f) {
+  if (!f.images.is_null()) return f.images;
   if (f.data.empty()) return {{"source", f.source}, {"target", f.target}};
   return {{"source", f.source}, {"target", "file"}, {"target_file", fs::absolute(f.data).string()}, {"dim", f.data_dim}};
 }
 
-json build_config(const TrainFlags& f) {
+json model_spec(const TrainFlags& f) {
+  if (!f.images.is_null()) {
+    const auto shape = f.images.at("image_shape").get<std::vector<int64_t>>();
+    if (shape[1] != shape[2]) {
+      throw std::invalid_argument("the U-Net needs square images, got " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]));
+    }
+    fm::models::UNetOptions unet(shape[0], shape[1]);
+    unet.base_channels(f.channels)
+        .channel_multipliers(f.channel_mult)
+        .blocks_per_level(f.blocks)
+        .attention(!f.no_attention)
+        .attention_heads(f.heads)
+        .dropout(f.dropout)
+        .num_classes(f.images.at("num_classes").get<int64_t>());
+    return fm::models::UNetImpl(unet).spec();  // validates
+  }
   fm::models::MLPOptions mlp(f.data_dim);
   mlp.width(f.width)
       .depth(f.depth)
       .activation(fm::models::activation_from_string(f.activation))
       .time_encoding(fm::models::time_encoding_from_string(f.time_encoding))
       .time_features(f.time_features);
+  return {{"type", "mlp"}, {"options", fm::models::to_json(mlp)}};
+}
+
+json build_config(const TrainFlags& f) {
   return {{"flowmatch_version", FLOWMATCH_VERSION},
           {"data", data_spec(f)},
-          {"model", {{"type", "mlp"}, {"options", fm::models::to_json(mlp)}}},
+          {"model", model_spec(f)},
           {"path", path_spec(f)},
           {"prediction", f.predict},
           {"time_sampling", time_sampling_spec(f)},
@@ -160,7 +190,10 @@ const std::vector<std::pair<std::string, std::string>> kFrozenOnResume = {
     {"--weight-decay", "/training/weight_decay"}, {"--grad-clip", "/training/grad_clip"},
     {"--ema", "/training/ema"},           {"--lr-schedule", "/training/lr_schedule"},
     {"--warmup", "/training/warmup"},     {"--min-lr-ratio", "/training/min_lr_ratio"},
-    {"--seed", "/training/seed"}};
+    {"--seed", "/training/seed"},         {"--data-dir", "/data/data_dir"},
+    {"--label-dropout", "/data/label_dropout"}, {"--channels", "/model/options/base_channels"},
+    {"--channel-mult", "/model/options/channel_multipliers"}, {"--blocks", "/model/options/blocks_per_level"},
+    {"--heads", "/model/options/attention_heads"}, {"--dropout", "/model/options/dropout"}};
 
 fm::TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir) {
   return fm::TrainerOptions()
@@ -287,6 +320,31 @@ void prepare_run_folder(const TrainFlags& f, CLI::App* app, RunFolder& run, std:
   }
 }
 
+// The data description of an image run: the data set is read now (errors before anything is written).
+json image_data_spec(const TrainFlags& f) {
+  json spec;
+  fm::data::ImageDataset data;
+  try {
+    if (f.data == "fashion-mnist") {
+      data = fm::data::fashion_mnist_dataset("train", f.data_dir);
+      spec = {{"target", "fashion-mnist"}, {"data_dir", fs::absolute(f.data_dir).string()}};
+    } else {
+      data = fm::data::load_image_folder(f.data, f.image_channels);
+      spec = {{"target", "image-folder"}, {"folder", fs::absolute(f.data).string()}};
+    }
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("--data ") + f.data + ": " + e.what());
+  }
+  spec["source"] = "gaussian";
+  spec["dim"] = data.pixels_per_image();
+  spec["image_shape"] = {data.channels(), data.height(), data.width()};
+  spec["num_classes"] = static_cast<int64_t>(data.class_names.size());
+  spec["class_names"] = data.class_names;
+  spec["label_dropout"] = f.label_dropout;
+  spec["train_images"] = data.images.size(0);
+  return spec;
+}
+
 std::shared_ptr<fm::distributed::DataParallel> join_group(const TrainFlags& f, const c10::Device& device) {
   fm::distributed::DistributedOptions options;
   try {
@@ -313,7 +371,35 @@ int run_train(TrainFlags& f, CLI::App* app) {
       throw UsageError(flag + " applies to --path " + owner + ", not --path " + f.path);
     }
   }
-  if (!f.data.empty()) {
+  const bool image_data = f.data == "fashion-mnist" || (!f.data.empty() && fs::is_directory(f.data));
+  for (const char* flag : {"--data-dir", "--label-dropout", "--channels", "--channel-mult", "--blocks", "--no-attention", "--heads",
+                           "--dropout", "--image-channels"}) {
+    if (app->count(flag) > 0 && !image_data) throw UsageError(std::string(flag) + " applies to image data (--data fashion-mnist or an image folder)");
+  }
+  for (const char* flag : {"--width", "--depth", "--activation", "--time-encoding", "--time-features", "--source"}) {
+    if (app->count(flag) > 0 && image_data) throw UsageError(std::string(flag) + " does not apply to image data (the source is N(0, I), the network a U-Net)");
+  }
+  if (image_data) {
+    f.images = image_data_spec(f);
+    f.data_dim = f.images["dim"].get<int64_t>();
+    f.source = "gaussian";
+    // Image defaults (each flag still wins): see docs/IMAGES.md.
+    auto unless_given = [&](const char* flag, auto& value, auto image_default) {
+      if (app->count(flag) == 0) value = image_default;
+    };
+    unless_given("--steps", f.steps, int64_t{4500});
+    unless_given("--batch", f.batch, int64_t{64});
+    unless_given("--lr", f.lr, 5e-4);
+    unless_given("--coupling", f.coupling, std::string("independent"));
+    unless_given("--path-noise", f.path_noise, std::string("none"));
+    if (app->count("--sigma") == 0) f.sigma = 0.0;
+    unless_given("--ema", f.ema, 0.999);
+    unless_given("--lr-schedule", f.lr_schedule, std::string("cosine"));
+    unless_given("--warmup", f.warmup, 200.0);
+    unless_given("--grad-clip", f.grad_clip, 1.0);
+    unless_given("--log-every", f.log_every, int64_t{50});
+    unless_given("--checkpoint-every", f.checkpoint_every, int64_t{250});
+  } else if (!f.data.empty()) {
     // A point cloud (N, D) as the target: read and checked now; the source is N(0, I) in D dimensions
     // unless a 2-D toy source is asked for a 2-D cloud.
     f.data_dim = fm::data::load_point_cloud(f.data).size(1);
@@ -415,6 +501,11 @@ fm::FlowMatchingProblem problem_from_config(const RunFolder& run) {
       }
     };
     problem.pairs = fm::stored_pair_sampler({load("x0"), load("x1")});
+  } else if (is_image_run(run)) {
+    problem.source = run_sampler(run, "source");
+    problem.labeled_target = fm::data::image_sampler(load_run_images(run, "train"));
+    problem.label_dropout = cfg["data"].value("label_dropout", 0.0);
+    problem.coupling = fm::make_coupling(cfg["coupling"]);
   } else {
     problem.source = run_sampler(run, "source");
     problem.target = run_sampler(run, "target");
@@ -479,18 +570,22 @@ int run_training(RunFolder& run, const std::string& resume_from, const TrainRunO
   }
   install_interrupt_handlers();
   auto last_print = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  const bool images = is_image_run(run);
   fm::TrainCallbacks callbacks;
   if (writer) callbacks.progress = [&](const fm::TrainProgress& p) {
     json line = {{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}};
+    if (images) line["images_per_s"] = p.it_per_s * static_cast<double>(options.batch_size());
     if (p.world_size > 1 || how.group) line["world_size"] = p.world_size, line["communication_ms"] = p.communication_ms;
     metrics << line.dump() << "\n";
     metrics.flush();
     const auto now = std::chrono::steady_clock::now();
     if (!how.quiet && (now - last_print > std::chrono::seconds(2) || p.step == p.total_steps)) {
       char line[256];
-      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.0f it/s  elapsed %s  left %s",
-                    static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s,
-                    format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
+      char rate[64] = "";
+      if (images) std::snprintf(rate, sizeof rate, " (%.0f images/s)", p.it_per_s * static_cast<double>(options.batch_size()));
+      std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  lr %.2e  %.*f it/s%s  elapsed %s  left %s",
+                    static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s < 10 ? 2 : 0,
+                    p.it_per_s, rate, format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
       std::cerr << line;
       if (how.group) std::fprintf(stderr, "  all-reduce %.2f ms/step", p.communication_ms);
       std::cerr << "\n";
@@ -539,8 +634,23 @@ Command register_train(CLI::App& root) {
       ->needs(resume);
   app->add_option("--source", f.source, "source distribution (t = 0)")->check(CLI::IsMember(names))->capture_default_str();
   auto* target = app->add_option("--target", f.target, "target distribution (t = 1)")->check(CLI::IsMember(names))->capture_default_str();
-  app->add_option("--data", f.data, "train on this point cloud (N, D), .npy or .pt, instead of --target (source: N(0, I) in D dimensions)")
+  app->add_option("--data", f.data,
+                  "train on this instead of --target: a point cloud (N, D), .npy or .pt (source: N(0, I) in D dimensions); "
+                  "'fashion-mnist' (Debian's files, see --data-dir); or an image folder DIR/CLASS/*.png|jpg (labels from the "
+                  "sub-folders). Images train a class-conditional U-Net with image defaults (docs/IMAGES.md)")
       ->excludes(target);
+  app->add_option("--data-dir", f.data_dir, "images: where the Fashion-MNIST IDX files are")->capture_default_str();
+  app->add_option("--image-channels", f.image_channels, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)")
+      ->check(CLI::IsMember({0, 1, 3}))->capture_default_str();
+  app->add_option("--label-dropout", f.label_dropout, "images: probability of training on the 'no class' label (classifier-free guidance)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
+  app->add_option("--channels", f.channels, "images: U-Net channels at the first level")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--channel-mult", f.channel_mult, "images: U-Net channel multiplier per level (the resolution halves between levels)")
+      ->delimiter(',')->capture_default_str();
+  app->add_option("--blocks", f.blocks, "images: U-Net residual blocks per level")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_flag("--no-attention", f.no_attention, "images: no self-attention at the lowest resolution");
+  app->add_option("--heads", f.heads, "images: attention heads")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--dropout", f.dropout, "images: dropout in the U-Net's residual blocks")->check(CLI::Range(0.0, 0.99))->capture_default_str();
   app->add_option("--steps", f.steps, "optimisation steps in total")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--batch", f.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--lr", f.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();

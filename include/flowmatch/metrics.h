@@ -49,4 +49,17 @@ struct TrajectoryMetrics {
 TrajectoryMetrics trajectory_metrics(const VelocityField& field, const at::Tensor& x0, const at::Tensor& target,
                                      const TrajectoryMetricsOptions& options = {});
 
+/// Mean (D) and covariance (D, D) of feature vectors (N, D), N ≥ 2, in float64 (unbiased covariance).
+struct GaussianStatistics {
+  at::Tensor mean, covariance;
+};
+GaussianStatistics gaussian_statistics(const at::Tensor& features);
+
+/// Fréchet distance between the Gaussians N(μ₁, Σ₁) and N(μ₂, Σ₂) (FID's formula, here on any features):
+///   ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2},
+/// the matrix square roots by symmetric eigendecomposition (negative rounding eigenvalues clamped to 0).
+double frechet_distance(const GaussianStatistics& a, const GaussianStatistics& b);
+/// Fréchet distance between the Gaussians fitted to two feature sets (N, D) and (M, D).
+double frechet_distance(const at::Tensor& features_a, const at::Tensor& features_b);
+
 }  // namespace flowmatch::metrics

@@ -13,6 +13,7 @@
 #include <torch/optim/optimizer.h>
 
 #include "flowmatch/coupling.h"
+#include "flowmatch/data/images.h"
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/velocity_model.h"
@@ -105,14 +106,21 @@ struct FlowMatchingProblem {
   std::shared_ptr<ProbabilityPath> path;
   std::shared_ptr<Coupling> coupling;
   PairSampler pairs;
+  /// Class-conditional training: targets and their labels come from here instead of `target`
+  /// (pairs formed with `Coupling::pair_within_labels`), and the model is called with the labels.
+  data::LabeledSampler labeled_target;
+  /// Probability of replacing a label by models::kNullLabel (trains the unconditional velocity
+  /// used by classifier-free guidance).
+  double label_dropout = 0.0;
   PredictionTarget prediction = PredictionTarget::Velocity;
   TimeSamplingOptions time_sampling = {};
 };
 
 /// One minibatch ready for the loss: points on the path, their times, the regression target and
-/// the per-sample loss weights (undefined when unweighted). CPU tensors.
+/// the per-sample loss weights (undefined when unweighted), and the labels of a class-conditional
+/// problem (after label dropout; undefined otherwise). CPU tensors.
 struct TrainingBatch {
-  at::Tensor x_t, t, target, weight;
+  at::Tensor x_t, t, target, weight, labels;
 };
 
 /// Draws a minibatch of `batch_size` pairs exactly as `Trainer::train_step` does (source, target,

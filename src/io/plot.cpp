@@ -213,6 +213,51 @@ void write_canvas(const std::string& path, const Canvas& c) {
 
 }  // namespace
 
+void write_image_grid_png(const std::string& path, const at::Tensor& images, int64_t columns, int scale,
+                          const std::vector<std::string>& row_labels, const std::string& title) {
+  if (!images.defined() || images.dim() != 4 || images.size(0) < 1 || (images.size(1) != 1 && images.size(1) != 3) ||
+      images.scalar_type() != at::kByte) {
+    throw std::invalid_argument("write_image_grid_png: expected uint8 images (N, 1 or 3, H, W), got " +
+                                (images.defined() ? std::string(c10::toString(images.scalar_type())) + " " + c10::str(images.sizes()) : std::string("undefined")));
+  }
+  if (columns < 1 || scale < 1 || scale > 64) {
+    throw std::invalid_argument("write_image_grid_png: columns must be >= 1 and scale in [1, 64], got " + std::to_string(columns) +
+                                " and " + std::to_string(scale));
+  }
+  const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
+  const int64_t rows = (n + columns - 1) / columns;
+  if (!row_labels.empty() && static_cast<int64_t>(row_labels.size()) != rows) {
+    throw std::invalid_argument("write_image_grid_png: " + std::to_string(row_labels.size()) + " row labels for " + std::to_string(rows) + " rows");
+  }
+  constexpr int kGap = 2;
+  Canvas probe(1, 1);
+  int left = kGap;
+  for (const auto& label : row_labels) left = std::max(left, probe.text_width(label) + 12);
+  const int top = title.empty() ? kGap : 30;
+  const int cell_w = static_cast<int>(w) * scale, cell_h = static_cast<int>(h) * scale;
+  const int width = left + static_cast<int>(columns) * (cell_w + kGap), height = top + static_cast<int>(rows) * (cell_h + kGap);
+  if (static_cast<int64_t>(width) * height > (int64_t{1} << 28)) throw std::invalid_argument("write_image_grid_png: the grid is too large");
+  Canvas canvas(width, height);
+  if (!title.empty()) canvas.text(8, 8, title, kBlack);
+  at::Tensor pixels = images.contiguous();
+  const uint8_t* data = pixels.data_ptr<uint8_t>();
+  for (int64_t k = 0; k < n; ++k) {
+    const int x0 = left + static_cast<int>(k % columns) * (cell_w + kGap), y0 = top + static_cast<int>(k / columns) * (cell_h + kGap);
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        Color colour;
+        for (int64_t ch = 0; ch < 3; ++ch) colour[ch] = data[((k * c + (c == 1 ? 0 : ch)) * h + y) * w + x];
+        canvas.rect(x0 + static_cast<int>(x) * scale, y0 + static_cast<int>(y) * scale, x0 + static_cast<int>(x + 1) * scale,
+                    y0 + static_cast<int>(y + 1) * scale, colour);
+      }
+    }
+  }
+  for (size_t r = 0; r < row_labels.size(); ++r) {
+    canvas.text(6, top + static_cast<int>(r) * (cell_h + kGap) + cell_h / 2 - 6, row_labels[r], kBlack);
+  }
+  write_canvas(path, canvas);
+}
+
 std::string encode_png(const std::vector<unsigned char>& rgb, int width, int height) {
   if (width <= 0 || height <= 0 || rgb.size() != static_cast<size_t>(width) * height * 3) {
     throw std::invalid_argument("encode_png: buffer does not match " + std::to_string(width) + "x" + std::to_string(height));

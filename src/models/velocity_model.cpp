@@ -8,6 +8,7 @@
 
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/torchscript.h"
+#include "flowmatch/models/unet.h"
 
 namespace flowmatch::models {
 
@@ -15,6 +16,29 @@ std::shared_ptr<VelocityModel> VelocityModel::clone_model() const {
   auto copy = make_model(spec());
   copy_parameters(*this, *copy);
   return copy;
+}
+
+at::Tensor VelocityModel::forward_conditional(const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+  throw std::invalid_argument("this " + spec().value("type", std::string("model")) +
+                              " network is not class-conditional (it takes no labels)");
+}
+
+void check_labels(const at::Tensor& labels, int64_t batch, int64_t num_classes) {
+  if (num_classes <= 0) throw std::invalid_argument("labels given to a network that is not class-conditional");
+  if (!labels.defined() || labels.dim() != 1 || labels.size(0) != batch || labels.scalar_type() != at::kLong) {
+    throw std::invalid_argument("labels must be an int64 tensor of shape (" + std::to_string(batch) + "), got " +
+                                (labels.defined() ? std::string(c10::toString(labels.scalar_type())) + " " +
+                                                        c10::str(labels.sizes())
+                                                  : std::string("undefined")));
+  }
+  if (batch == 0) return;
+  const at::Tensor bad = (labels >= num_classes).logical_or((labels < 0).logical_and(labels != kNullLabel));
+  if (bad.any().item<bool>()) {
+    const int64_t first = bad.nonzero()[0][0].item<int64_t>();
+    throw std::invalid_argument("label " + std::to_string(labels[first].item<int64_t>()) + " at row " + std::to_string(first) +
+                                " is outside [0, " + std::to_string(num_classes) + ") and is not the null label " +
+                                std::to_string(kNullLabel));
+  }
 }
 
 std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec) {
@@ -25,13 +49,14 @@ std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec) {
   const std::string type = spec["type"];
   const nlohmann::json options = spec.value("options", nlohmann::json::object());
   if (type == "mlp") return std::make_shared<MLPImpl>(mlp_options_from_json(options));
+  if (type == "unet") return std::make_shared<UNetImpl>(unet_options_from_json(options));
   if (type == "torchscript") {
     if (!spec.contains("file") || !spec["file"].is_string()) {
       throw std::invalid_argument("torchscript model description needs \"file\", got " + spec.dump());
     }
     return std::make_shared<TorchScriptModel>(spec["file"].get<std::string>());
   }
-  throw std::invalid_argument("unknown model type '" + type + "' (expected: mlp, torchscript)");
+  throw std::invalid_argument("unknown model type '" + type + "' (expected: mlp, unet, torchscript)");
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

@@ -63,6 +63,11 @@ struct Heatmap {
 /// drawn as the lowest colour).
 void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& panels, const PlotStyle& style);
 
+/// A grid of images: `images` (N, C, H, W) uint8 with C = 1 (grey) or 3 (RGB), `columns` per row,
+/// each pixel drawn as scale × scale, a 2-pixel gap; `row_labels` (optional, one per row) are written
+/// to the left of the rows and `title` above. Throws std::invalid_argument on a bad shape or dtype.
+void write_image_grid_png(const std::string& path, const at::Tensor& images, int64_t columns, int scale = 3,
+                          const std::vector<std::string>& row_labels = {}, const std::string& title = "");
 /// Encodes an RGB image (height × width × 3 bytes) as PNG bytes.
 std::string encode_png(const std::vector<unsigned char>& rgb, int width, int height);
 

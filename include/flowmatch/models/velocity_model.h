@@ -20,11 +20,24 @@ namespace flowmatch::models {
 class VelocityModel : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t) = 0;
+  /// Class-conditional velocity v(x, t, c): `labels` is (B) int64 with entries in
+  /// [0, num_classes()) or `kNullLabel` (the learned "no class" entry, classifier-free guidance's ∅).
+  /// The default throws std::invalid_argument: the network is not conditional.
+  virtual at::Tensor forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels);
+  /// Number of classes of a class-conditional network; 0 for an unconditional one.
+  virtual int64_t num_classes() const { return 0; }
   /// The description that `make_model` turns back into an equal network (untrained).
   virtual nlohmann::json spec() const = 0;
   /// A fresh network with the same description and a copy of this one's parameters and buffers.
   std::shared_ptr<VelocityModel> clone_model() const;
 };
+
+/// The label that asks a conditional network for its unconditional ("no class") velocity.
+constexpr int64_t kNullLabel = -1;
+
+/// Checks labels for `model` (int64, shape (batch), entries in [0, num_classes) or kNullLabel);
+/// throws std::invalid_argument naming the first bad entry.
+void check_labels(const at::Tensor& labels, int64_t batch, int64_t num_classes);
 
 /// Rebuilds a network from `spec()`; throws std::invalid_argument for an unknown type or bad options.
 std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec);
