@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 FLOWMATCH = ./$(BUILD_DIR)/apps/flowmatch/flowmatch
 DEMO_RUN ?= runs/demo
 
-.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz bench
+.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz bench bench-profile
 
 all: build
 
@@ -75,3 +75,10 @@ bench-coupling: deps
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR)-bench $(BUILD_DIR)-sanitize $(BUILD_DIR)-fuzz $(BUILD_DIR)-fuzz.configure.log $(BUILD_DIR).configure.log $(BUILD_DIR)-sanitize.configure.log
+
+# Where one 2-D training step and one Euler step spend their time (µs per component, 1 thread).
+bench-profile: deps
+	@cmake -S . -B $(BUILD_DIR)-bench -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLOWMATCH_BUILD_BENCH=ON \
+	  -DFLOWMATCH_BUILD_TESTS=OFF -DFLOWMATCH_BUILD_APPS=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF > /dev/null
+	cmake --build $(BUILD_DIR)-bench -j $(JOBS) --target bench_profile_step
+	./$(BUILD_DIR)-bench/bench/bench_profile_step

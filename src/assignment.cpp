@@ -1,11 +1,15 @@
 #include "flowmatch/assignment.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include <ATen/ATen.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
 #include <c10/util/Exception.h>
 
 namespace flowmatch {
@@ -68,13 +72,91 @@ std::vector<int64_t> jonker_volgenant_initialization(const double* cost, int64_t
   return free_rows;
 }
 
+// One Dijkstra step of the shortest-augmenting-path search: relax every column with row i,
+//   d_j ← min(d_j, (base + c_ij) − w_j),
+// and return the first column of least d (its value in `least`). Finished columns carry w_j = −∞
+// (so (base + c_ij) − w_j = +∞ never relaxes them) and d_j = +∞ (so they are never picked again):
+// the loop needs no mask, no index array and no branch, and vectorises. The predecessor of each
+// column is not stored here; it is recovered for the few columns on the augmenting path.
+struct ScanResult {
+  int64_t column;
+  double least;
+};
+
+ScanResult scan_row_portable(const double* __restrict row, const double* __restrict w, double* __restrict d,
+                             int64_t n, double base) {
+  double least = std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    const double r = (base + row[j]) - w[j];
+    const double dj = r < d[j] ? r : d[j];
+    d[j] = dj;
+    least = dj < least ? dj : least;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    if (d[j] == least) return {j, least};
+  }
+  return {-1, least};
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FLOWMATCH_ASSIGNMENT_AVX2 1
+// The same scan four doubles at a time (AVX2; chosen at run time when the processor has it). The
+// arithmetic per element is the portable version's: (base + c) − w, then min.
+__attribute__((target("avx2"))) ScanResult scan_row_avx2(const double* __restrict row, const double* __restrict w,
+                                                         double* __restrict d, int64_t n, double base) {
+  const __m256d b = _mm256_set1_pd(base);
+  __m256d least0 = _mm256_set1_pd(std::numeric_limits<double>::infinity()), least1 = least0;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256d r0 = _mm256_sub_pd(_mm256_add_pd(b, _mm256_loadu_pd(row + j)), _mm256_loadu_pd(w + j));
+    __m256d r1 = _mm256_sub_pd(_mm256_add_pd(b, _mm256_loadu_pd(row + j + 4)), _mm256_loadu_pd(w + j + 4));
+    // min_pd(r, d) returns d when r < d is false, as the portable version.
+    r0 = _mm256_min_pd(r0, _mm256_loadu_pd(d + j));
+    r1 = _mm256_min_pd(r1, _mm256_loadu_pd(d + j + 4));
+    _mm256_storeu_pd(d + j, r0);
+    _mm256_storeu_pd(d + j + 4, r1);
+    least0 = _mm256_min_pd(r0, least0);
+    least1 = _mm256_min_pd(r1, least1);
+  }
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_min_pd(least0, least1));
+  double least = std::min(std::min(lanes[0], lanes[1]), std::min(lanes[2], lanes[3]));
+  for (int64_t k = j; k < n; ++k) {
+    const double r = (base + row[k]) - w[k];
+    const double dk = r < d[k] ? r : d[k];
+    d[k] = dk;
+    least = dk < least ? dk : least;
+  }
+  const __m256d target = _mm256_set1_pd(least);
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const int mask = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(d + k), target, _CMP_EQ_OQ));
+    if (mask != 0) return {k + __builtin_ctz(static_cast<unsigned>(mask)), least};
+  }
+  for (; k < n; ++k) {
+    if (d[k] == least) return {k, least};
+  }
+  return {-1, least};
+}
+#endif
+
+using ScanFunction = ScanResult (*)(const double*, const double*, double*, int64_t, double);
+
+ScanFunction best_scan() {
+#ifdef FLOWMATCH_ASSIGNMENT_AVX2
+  if (__builtin_cpu_supports("avx2")) return scan_row_avx2;
+#endif
+  return scan_row_portable;
+}
+
 }  // namespace
 
-// Shortest augmenting paths with dual potentials (u for rows, v for columns). Rows are added
-// one at a time; for each, a Dijkstra search over reduced costs c_ij − u_i − v_j ≥ 0 finds the
-// cheapest path to a free column, the potentials are updated so reduced costs stay
-// non-negative, and the path is augmented. Each row costs O(cols × rows visited).
-Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols) {
+// Shortest augmenting paths with dual potentials (u for rows, v for columns). The rows left free
+// by the initialization are placed one at a time; for each, a Dijkstra search over reduced costs
+// c_ij − u_i − v_j ≥ 0 finds the cheapest path to a free column, the potentials are updated so
+// reduced costs stay non-negative, and the path is augmented. Each row scanned costs one pass
+// over the columns (`scan_row_*`), so a placement costs O(cols × rows visited).
+Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols, bool vectorized) {
   if (rows < 0 || cols < 0) throw std::invalid_argument("solve_assignment: negative size");
   if (rows > cols) {
     throw std::invalid_argument("solve_assignment: needs rows <= cols, got " + std::to_string(rows) +
@@ -86,10 +168,11 @@ Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols) {
                                   ", " + std::to_string(k % cols) + ")");
     }
   }
+  static const ScanFunction fastest = best_scan();
+  const ScanFunction scan = vectorized ? fastest : scan_row_portable;
   const double inf = std::numeric_limits<double>::infinity();
-  std::vector<double> u(rows, 0.0), v(cols, 0.0), shortest(cols);
-  std::vector<int64_t> path(cols, -1), col4row(rows, -1), row4col(cols, -1), remaining(cols);
-  std::vector<char> row_seen(rows), col_seen(cols);
+  std::vector<double> u(rows, 0.0), v(cols, 0.0);
+  std::vector<int64_t> col4row(rows, -1), row4col(cols, -1);
   std::vector<int64_t> free_rows;
   if (rows == cols && rows > 1) {
     free_rows = jonker_volgenant_initialization(cost, rows, u, v, col4row, row4col);
@@ -97,60 +180,68 @@ Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols) {
     free_rows.resize(rows);
     for (int64_t i = 0; i < rows; ++i) free_rows[i] = i;
   }
-
+  // d: tentative distances of the columns not finished; w: v with −∞ on finished columns;
+  // final_distance / finished_at: a finished column's distance and the number of rows scanned
+  // before it was finished; scanned / bases: the rows scanned and their offsets, in order.
+  std::vector<double> d(cols), w(v), final_distance(cols), bases;
+  std::vector<int64_t> finished_at(cols), scanned, finished;
+  bases.reserve(rows);
+  scanned.reserve(rows);
+  finished.reserve(cols);
   for (const int64_t current : free_rows) {
+    std::fill(d.begin(), d.end(), inf);
+    scanned.clear();
+    bases.clear();
+    finished.clear();
     double min_val = 0.0;
     int64_t i = current;
-    int64_t num_remaining = cols;
-    for (int64_t j = 0; j < cols; ++j) remaining[j] = cols - 1 - j;
-    std::fill(row_seen.begin(), row_seen.end(), 0);
-    std::fill(col_seen.begin(), col_seen.end(), 0);
-    std::fill(shortest.begin(), shortest.end(), inf);
     int64_t sink = -1;
-    while (sink == -1) {
-      row_seen[i] = 1;
-      const double* row = cost + i * cols;
+    while (sink < 0) {
       const double base = min_val - u[i];
-      int64_t index = -1;
-      double lowest = inf;
-      for (int64_t it = 0; it < num_remaining; ++it) {
-        const int64_t j = remaining[it];
-        const double reduced = base + row[j] - v[j];
-        if (reduced < shortest[j]) {
-          path[j] = i;
-          shortest[j] = reduced;
-        }
-        if (shortest[j] < lowest || (shortest[j] == lowest && row4col[j] == -1)) {
-          lowest = shortest[j];
-          index = it;
-        }
-      }
-      min_val = lowest;
-      if (index < 0 || !std::isfinite(min_val)) {
+      scanned.push_back(i);
+      bases.push_back(base);
+      const ScanResult next = scan(cost + i * cols, w.data(), d.data(), cols, base);
+      if (next.column < 0 || !std::isfinite(next.least)) {
         throw std::runtime_error("solve_assignment: no feasible assignment");
       }
-      const int64_t j = remaining[index];
-      if (row4col[j] == -1) {
+      const int64_t j = next.column;
+      min_val = next.least;
+      final_distance[j] = min_val;
+      finished_at[j] = static_cast<int64_t>(scanned.size());
+      d[j] = inf;
+      w[j] = -inf;
+      finished.push_back(j);
+      if (row4col[j] < 0) {
         sink = j;
       } else {
         i = row4col[j];
       }
-      col_seen[j] = 1;
-      remaining[index] = remaining[--num_remaining];
     }
     u[current] += min_val;
-    for (int64_t r = 0; r < rows; ++r) {
-      if (row_seen[r] && r != current) u[r] += min_val - shortest[col4row[r]];
+    for (size_t k = 1; k < scanned.size(); ++k) {
+      const int64_t r = scanned[k];
+      u[r] += min_val - final_distance[col4row[r]];
     }
-    for (int64_t c = 0; c < cols; ++c) {
-      if (col_seen[c]) v[c] -= min_val - shortest[c];
-    }
+    // Augment along the path. A finished column's predecessor is the first row, among those
+    // scanned before it finished, whose relaxation gave its final distance: recomputed with the
+    // scan's own arithmetic, so the comparison is exact.
     int64_t j = sink;
     while (true) {
-      const int64_t r = path[j];
+      int64_t r = -1;
+      for (int64_t k = 0; k < finished_at[j]; ++k) {
+        if ((bases[k] + cost[scanned[k] * cols + j]) - v[j] == final_distance[j]) {
+          r = scanned[k];
+          break;
+        }
+      }
+      if (r < 0) throw std::logic_error("solve_assignment: lost the augmenting path");
       row4col[j] = r;
       std::swap(col4row[r], j);
       if (r == current) break;
+    }
+    for (const int64_t c : finished) {
+      v[c] -= min_val - final_distance[c];
+      w[c] = v[c];
     }
   }
 

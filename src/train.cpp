@@ -18,6 +18,7 @@
 #include "flowmatch/distributed.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/loss.h"
+#include "flowmatch/optimizer.h"
 
 namespace flowmatch {
 
@@ -115,9 +116,7 @@ void Trainer::apply_lr(double lr) {
 
 void Trainer::update_ema() {
   if (!ema_) return;
-  torch::NoGradGuard no_grad;
-  const double d = options_.ema_decay();
-  for (size_t k = 0; k < parameters_.size(); ++k) ema_parameters_[k].mul_(d).add_(parameters_[k].detach(), 1 - d);
+  exponential_moving_average(ema_parameters_, parameters_, options_.ema_decay());
 }
 
 std::shared_ptr<models::VelocityModel> Trainer::sampling_model() const { return ema_ ? ema_ : model_; }
@@ -192,7 +191,11 @@ double Trainer::train_step() {
   }
   if (!group_ && !fused_mlp_) loss.backward();
   if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
-  optimizer_->step();
+  if (fused_adam_supported(*optimizer_, parameters_)) {
+    fused_adam_step(*optimizer_, parameters_);  // one pass per tensor, LibTorch's update and state
+  } else {
+    optimizer_->step();
+  }
   update_ema();
   ++step_;
   return value;

@@ -104,3 +104,23 @@ TEST(Assignment, InitializedSquareSolverAgreesWithThePlainShortestPaths) {
     }
   }
 }
+
+TEST(Assignment, VectorizedAndPortableLoopsGiveTheSameAssignment) {
+  // Same arithmetic per element and the same first-index rule for ties, so the two loops take the
+  // same decisions: identical assignments, including on integer costs full of ties and on sizes
+  // that are not a multiple of the vector width.
+  auto g = fmtest::generator(9);
+  for (int64_t n : {1, 5, 13, 64, 203}) {
+    for (int kind = 0; kind < 3; ++kind) {
+      at::Tensor cost;
+      if (kind == 0) cost = at::rand({n, n + kind}, g, at::kDouble);
+      if (kind == 1) cost = at::randint(0, 3, {n, n + 3}, g, at::kDouble);
+      if (kind == 2) cost = fm::squared_distances(at::randn({n, 2}, g, at::kDouble) * 3, at::rand({n, 2}, g, at::kDouble));
+      cost = cost.contiguous();
+      const auto fast = fm::solve_assignment(cost.data_ptr<double>(), cost.size(0), cost.size(1), true);
+      const auto portable = fm::solve_assignment(cost.data_ptr<double>(), cost.size(0), cost.size(1), false);
+      EXPECT_EQ(fast.column_of_row, portable.column_of_row) << n << " kind " << kind;
+      EXPECT_EQ(fast.total_cost, portable.total_cost);
+    }
+  }
+}

@@ -20,8 +20,10 @@ struct Assignment {
 };
 
 /// Minimises Σ_i cost[i][σ(i)] over injective σ. `cost` is a row-major rows×cols array with
-/// rows ≤ cols and finite entries. Throws std::invalid_argument otherwise.
-Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols);
+/// rows ≤ cols and finite entries. Throws std::invalid_argument otherwise. The inner loop (one pass
+/// over the columns per row visited) uses AVX2 when the processor has it; `vectorized = false`
+/// forces the portable loop, which does the same arithmetic and returns the same assignment.
+Assignment solve_assignment(const double* cost, int64_t rows, int64_t cols, bool vectorized = true);
 
 /// Same, for a 2-D tensor (converted to contiguous float64 on the CPU).
 Assignment solve_assignment(const at::Tensor& cost);

@@ -1,0 +1,156 @@
+#include "flowmatch/optimizer.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include <ATen/ATen.h>
+#include <c10/util/StringUtil.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+
+namespace flowmatch {
+
+namespace {
+
+bool plain_float_cpu(const at::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+}
+
+// The optimizer's state map is keyed by the parameter's TensorImpl: LibTorch 1.13 by its address as
+// a string, 2.x by the address itself.
+template <typename Map>
+typename Map::key_type state_key(const Map&, const at::Tensor& parameter) {
+  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
+    return c10::guts::to_string(parameter.unsafeGetTensorImpl());
+  } else {
+    return parameter.unsafeGetTensorImpl();
+  }
+}
+
+struct Hyper {
+  double lr, beta1, beta2, eps, weight_decay;
+};
+
+// Adam (decoupled = false) adds weight_decay·p to the gradient; AdamW (decoupled = true) shrinks p by
+// (1 − lr·weight_decay) first. The arithmetic follows LibTorch's Adam::step / AdamW::step in float,
+// with the scalars rounded to float where ATen rounds them.
+template <typename ParamState>
+void step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, const Hyper& h,
+              bool decoupled) {
+  auto& state = optimizer.state();
+  for (const at::Tensor& p : parameters) {
+    const at::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    if (!plain_float_cpu(grad) || grad.sizes() != p.sizes()) {
+      throw std::invalid_argument("fused_adam_step: gradient of shape " + c10::str(grad.sizes()) +
+                                  " is not a contiguous float32 CPU tensor shaped like its parameter " +
+                                  c10::str(p.sizes()));
+    }
+    auto key = state_key(state, p);
+    auto it = state.find(key);
+    if (it == state.end()) {
+      auto s = std::make_unique<ParamState>();
+      s->step(0);
+      s->exp_avg(at::zeros_like(p, at::MemoryFormat::Contiguous));
+      s->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Contiguous));
+      it = state.emplace(key, std::move(s)).first;
+    }
+    auto& s = static_cast<ParamState&>(*it->second);
+    if (!plain_float_cpu(s.exp_avg()) || !plain_float_cpu(s.exp_avg_sq()) || s.exp_avg().numel() != p.numel() ||
+        s.exp_avg_sq().numel() != p.numel()) {
+      throw std::invalid_argument("fused_adam_step: optimizer state is not float32 CPU contiguous like its parameter");
+    }
+    s.step(s.step() + 1);
+    const double bias1 = 1 - std::pow(h.beta1, static_cast<double>(s.step()));
+    const double bias2 = 1 - std::pow(h.beta2, static_cast<double>(s.step()));
+    const float beta1 = static_cast<float>(h.beta1), one_minus_beta1 = static_cast<float>(1 - h.beta1);
+    const float beta2 = static_cast<float>(h.beta2), one_minus_beta2 = static_cast<float>(1 - h.beta2);
+    const float sqrt_bias2 = static_cast<float>(std::sqrt(bias2));
+    const float eps = static_cast<float>(h.eps);
+    const float neg_step = static_cast<float>(-h.lr / bias1);
+    const float decay = static_cast<float>(h.weight_decay);
+    const float shrink = static_cast<float>(1 - h.lr * h.weight_decay);
+    const bool has_decay = h.weight_decay != 0;
+    float* __restrict w = p.data_ptr<float>();
+    const float* __restrict g = grad.data_ptr<float>();
+    float* __restrict m = s.exp_avg().template data_ptr<float>();
+    float* __restrict v = s.exp_avg_sq().template data_ptr<float>();
+    const int64_t n = p.numel();
+    if (decoupled && has_decay) {
+      for (int64_t k = 0; k < n; ++k) w[k] *= shrink;
+    }
+    const bool coupled_decay = !decoupled && has_decay;
+    for (int64_t k = 0; k < n; ++k) {
+      const float gk = coupled_decay ? g[k] + decay * w[k] : g[k];
+      const float mk = m[k] * beta1 + one_minus_beta1 * gk;
+      const float vk = v[k] * beta2 + one_minus_beta2 * gk * gk;
+      m[k] = mk;
+      v[k] = vk;
+      w[k] += neg_step * (mk / (std::sqrt(vk) / sqrt_bias2 + eps));
+    }
+  }
+}
+
+}  // namespace
+
+bool fused_adam_supported(const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters) {
+  if (optimizer.param_groups().size() != 1) return false;
+  const auto& options = optimizer.param_groups().front().options();
+  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
+    if (adam->amsgrad()) return false;
+  } else if (const auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&options)) {
+    if (adamw->amsgrad()) return false;
+  } else {
+    return false;
+  }
+  for (const at::Tensor& p : parameters) {
+    if (!plain_float_cpu(p)) return false;
+  }
+  return true;
+}
+
+void fused_adam_step(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters) {
+  if (!fused_adam_supported(optimizer, parameters)) {
+    throw std::invalid_argument(
+        "fused_adam_step: needs an Adam or AdamW optimizer (one parameter group, no amsgrad) over contiguous "
+        "float32 CPU parameters");
+  }
+  at::NoGradGuard no_grad;
+  const auto& options = optimizer.param_groups().front().options();
+  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
+    const Hyper h{adam->lr(), std::get<0>(adam->betas()), std::get<1>(adam->betas()), adam->eps(), adam->weight_decay()};
+    step_all<torch::optim::AdamParamState>(optimizer, parameters, h, false);
+  } else {
+    const auto& adamw = dynamic_cast<const torch::optim::AdamWOptions&>(options);
+    const Hyper h{adamw.lr(), std::get<0>(adamw.betas()), std::get<1>(adamw.betas()), adamw.eps(), adamw.weight_decay()};
+    step_all<torch::optim::AdamWParamState>(optimizer, parameters, h, true);
+  }
+}
+
+void exponential_moving_average(const std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& values, double decay) {
+  if (ema.size() != values.size()) {
+    throw std::invalid_argument("exponential_moving_average: " + std::to_string(ema.size()) + " averages for " +
+                                std::to_string(values.size()) + " tensors");
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    const at::Tensor& a = ema[i];
+    const at::Tensor& x = values[i];
+    if (a.sizes() != x.sizes()) {
+      throw std::invalid_argument("exponential_moving_average: average " + c10::str(a.sizes()) + " and tensor " +
+                                  c10::str(x.sizes()) + " differ in shape");
+    }
+    if (plain_float_cpu(a) && plain_float_cpu(x)) {
+      const float d = static_cast<float>(decay), rest = static_cast<float>(1 - decay);
+      float* __restrict out = a.data_ptr<float>();
+      const float* __restrict in = x.data_ptr<float>();
+      for (int64_t k = 0, n = a.numel(); k < n; ++k) out[k] = out[k] * d + rest * in[k];
+    } else {
+      a.mul_(decay).add_(x.detach(), 1 - decay);
+    }
+  }
+}
+
+}  // namespace flowmatch
