@@ -1,6 +1,7 @@
 // The MLP velocity network: shapes, time encodings, rebuild from description, gradients.
 #include "flowmatch/loss.h"
 #include "flowmatch/models/mlp.h"
+#include "flowmatch/models/selu.h"
 #include "test_util.h"
 
 namespace fm = flowmatch;
@@ -97,6 +98,62 @@ TEST(MLP, HandWrittenLossGradientsEqualAutograd) {
           EXPECT_TRUE(fmtest::AllClose(params[k].grad(), expected[k], 1e-10, 1e-13))
               << fm::models::to_string(activation) << " " << fm::models::to_string(encoding) << " weighted " << weighted
               << " parameter " << k;
+        }
+      }
+    }
+  }
+}
+
+TEST(SELU, InPlaceKernelAgreesWithATen) {
+  // The kernel's exp is within a few float ulps (2^-24 relative each) of ATen's, and the negative
+  // branch multiplies (e^x − 1) by λα ≈ 1.76: at most about 1.76 · 3 · 2^-24 ≈ 3.2e-7 apart there;
+  // the positive branch is the same single product λx.
+  auto g = fmtest::generator(5);
+  at::Tensor x = at::cat({at::linspace(-100, 100, 20001), at::randn({4099}, g) * 3,
+                          at::tensor({0.0f, -0.0f, 1e-30f, -1e-30f, -87.3f, -88.0f, -1e-8f, 1e-8f, 1e30f, -1e30f})});
+  x = x.to(at::kFloat).contiguous();
+  at::Tensor expected = at::selu(x);
+  at::Tensor y = x.clone();
+  fm::models::selu_in_place(y);
+  at::Tensor positive = x > 0;
+  EXPECT_TRUE(at::equal(y.masked_select(positive), expected.masked_select(positive)));
+  EXPECT_LE((y - expected).abs().max().item<double>(), 4e-7);
+  // Not NaN-hiding: NaN in, NaN out.
+  at::Tensor with_nan = at::tensor({-1.0f, NAN, 2.0f, -3.0f, 0.5f, -0.5f, 1.0f, NAN, -2.0f});
+  fm::models::selu_in_place(with_nan);
+  EXPECT_TRUE(std::isnan(with_nan[1].item<float>()) && std::isnan(with_nan[7].item<float>()));
+  EXPECT_FALSE(std::isnan(with_nan[0].item<float>()));
+  // Other dtypes and strided tensors take ATen's path: bit-identical.
+  at::Tensor d = at::randn({37}, g, at::kDouble);
+  at::Tensor d_copy = d.clone();
+  fm::models::selu_in_place(d);
+  EXPECT_TRUE(at::equal(d, at::selu(d_copy)));
+  at::Tensor strided = at::randn({8, 8}, g).t();
+  at::Tensor strided_expected = at::selu(strided);
+  fm::models::selu_in_place(strided);
+  EXPECT_TRUE(at::equal(strided, strided_expected));
+}
+
+TEST(MLP, ForwardWithoutGradientsEqualsTheAutogradForward) {
+  // The no-gradient path works in row blocks, folds one time into the first bias and applies the
+  // activation in place: the same function up to float rounding (and the SELU kernel's few ulps).
+  at::manual_seed(6);
+  auto g = fmtest::generator(6);
+  for (auto act : {fm::models::Activation::SELU, fm::models::Activation::SiLU, fm::models::Activation::GELU}) {
+    for (auto enc : {fm::models::TimeEncoding::Plain, fm::models::TimeEncoding::Sinusoidal}) {
+      MLP net(MLPOptions(3).width(48).depth(3).activation(act).time_encoding(enc).time_features(8));
+      for (int64_t batch : {1, 7, 683, 2500}) {
+        at::Tensor x = at::randn({batch, 3}, g);
+        for (const at::Tensor& t : {at::scalar_tensor(0.37), at::rand({batch}, g)}) {
+          const at::Tensor reference = net->forward(x, t);  // autograd on
+          ASSERT_TRUE(reference.requires_grad());
+          at::Tensor fast;
+          {
+            at::NoGradGuard no_grad;
+            fast = net->forward(x, t);
+          }
+          EXPECT_FALSE(fast.requires_grad());
+          EXPECT_TRUE(fmtest::AllClose(fast, reference.detach(), 1e-5, 1e-5)) << "batch " << batch;
         }
       }
     }

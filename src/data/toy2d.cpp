@@ -1,5 +1,6 @@
 #include "flowmatch/data/toy2d.h"
 
+#include <array>
 #include <cmath>
 #include <stdexcept>
 
@@ -19,23 +20,58 @@ at::Tensor shuffle(const at::Tensor& x, at::Generator& g) {
 
 at::Tensor gaussian(int64_t n, at::Generator& g) { return randn(n, 2, g); }
 
-// 8 centres 5·(cos kπ/4, sin kπ/4), chosen uniformly; std 0.1^(1/4) (covariance √0.1·I).
+// 8 centres 5·(cos kπ/4, sin kπ/4), chosen uniformly; std 0.1^(1/4) (covariance √0.1·I). The two
+// random draws are ATen's; the rest is one loop (the 2-D benchmarks draw a batch every step).
 at::Tensor eight_gaussians(int64_t n, at::Generator& g) {
-  at::Tensor angles = at::arange(8, at::kFloat) * static_cast<float>(kPi / 4);
-  at::Tensor centres = at::stack({at::cos(angles), at::sin(angles)}, 1) * 5.0;
-  at::Tensor index = at::randint(0, 8, {n}, g, at::kLong);
-  return centres.index_select(0, index) + randn(n, 2, g) * std::sqrt(std::sqrt(0.1));
+  static const std::array<float, 16> centres = [] {
+    std::array<float, 16> c{};
+    for (int k = 0; k < 8; ++k) {
+      c[2 * k] = static_cast<float>(5.0 * std::cos(k * kPi / 4));
+      c[2 * k + 1] = static_cast<float>(5.0 * std::sin(k * kPi / 4));
+    }
+    return c;
+  }();
+  const at::Tensor index = at::randint(0, 8, {n}, g, at::TensorOptions().dtype(at::kLong));
+  at::Tensor x = randn(n, 2, g);
+  const float std_dev = static_cast<float>(std::sqrt(std::sqrt(0.1)));
+  float* p = x.data_ptr<float>();
+  const int64_t* k = index.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    p[2 * i] = centres[2 * k[i]] + p[2 * i] * std_dev;
+    p[2 * i + 1] = centres[2 * k[i] + 1] + p[2 * i + 1] * std_dev;
+  }
+  return x;
 }
 
-// Two deterministic half circles, a uniform [0, 0.2) shift per point, ×3 − 1, shuffled.
+// Two deterministic half circles (n/2 and n − n/2 evenly spaced angles in [0, π]), a uniform
+// [0, 0.2) shift per point added to both coordinates, ×3 − 1, shuffled. Random draws by ATen, the
+// rest in one loop.
 at::Tensor moons(int64_t n, at::Generator& g) {
   const int64_t n_out = n / 2, n_in = n - n_out;
-  at::Tensor a = at::linspace(0, kPi, n_out, at::kFloat);
-  at::Tensor b = at::linspace(0, kPi, n_in, at::kFloat);
-  at::Tensor outer = at::stack({at::cos(a), at::sin(a)}, 1);
-  at::Tensor inner = at::stack({1 - at::cos(b), 1 - at::sin(b) - 0.5}, 1);
-  at::Tensor x = at::cat({outer, inner}) + rand({n, 1}, g) * 0.2;
-  return shuffle(x * 3 - 1, g);
+  const at::Tensor shift = rand({n}, g);
+  const at::Tensor order = at::randperm(n, g, at::TensorOptions().dtype(at::kLong));
+  at::Tensor x = at::empty({n, 2}, at::kFloat);
+  float* p = x.data_ptr<float>();
+  const float* u = shift.data_ptr<float>();
+  const int64_t* perm = order.data_ptr<int64_t>();
+  auto angle = [](int64_t i, int64_t count) { return count > 1 ? kPi * static_cast<double>(i) / static_cast<double>(count - 1) : 0.0; };
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = perm[k];
+    double px, py;
+    if (i < n_out) {
+      const double a = angle(i, n_out);
+      px = std::cos(a);
+      py = std::sin(a);
+    } else {
+      const double b = angle(i - n_out, n_in);
+      px = 1 - std::cos(b);
+      py = 1 - std::sin(b) - 0.5;
+    }
+    const double s = 0.2 * static_cast<double>(u[i]);
+    p[2 * k] = static_cast<float>((px + s) * 3 - 1);
+    p[2 * k + 1] = static_cast<float>((py + s) * 3 - 1);
+  }
+  return x;
 }
 
 // Meta flow_matching's checkerboard: x1 ~ U[−2, 2]; x2 = U[0,1) − 2·B + (⌊x1⌋ mod 2); / 0.45.

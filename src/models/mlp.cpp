@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include "../enum_names.h"
+#include "flowmatch/models/selu.h"
 
 namespace flowmatch::models {
 
@@ -97,6 +98,10 @@ at::Tensor MLPImpl::activate(const at::Tensor& h) const {
 at::Tensor MLPImpl::forward(const at::Tensor& x, const at::Tensor& t) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ",
               options.dim(), "), got ", x.sizes());
+  if (!at::GradMode::is_enabled() && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+      layers_[0]->as<torch::nn::Linear>()->weight.scalar_type() == at::kFloat) {
+    return forward_without_gradients(x, t);
+  }
   at::Tensor h = at::cat({x, encode_time(t, x.size(0), x.options())}, 1);
   const size_t n = layers_->size();
   for (size_t i = 0; i < n; ++i) {
@@ -106,10 +111,59 @@ at::Tensor MLPImpl::forward(const at::Tensor& x, const at::Tensor& t) {
   return h;
 }
 
-at::Tensor MLPImpl::activation_backward(const at::Tensor& grad, const at::Tensor& z) const {
+void MLPImpl::activate_in_place(at::Tensor& h) const {
   switch (options.activation()) {
-    // SELU(z) = scale·ELU_alpha(z); ATen's ELU backward takes both constants.
-    case Activation::SELU: return at::elu_backward(grad, 1.6732632423543772848170429916717, 1.0507009873554804934193349852946, 1.0, false, z);
+    case Activation::SELU: selu_in_place(h); return;
+    case Activation::SiLU: at::silu_(h); return;
+    case Activation::ReLU: at::relu_(h); return;
+    case Activation::GELU: at::gelu_(h); return;
+  }
+}
+
+// Two activation buffers used in turn (nothing allocated per layer), activations applied in place
+// (SELU by its own vectorised kernel), and with one time for the whole batch the time features'
+// share of the first layer folded into its bias once. (Pushing the batch through in row blocks that
+// stay in cache was tried: no faster at 1 thread on a 32 MiB-L3 machine, and at 2 threads the
+// smaller products split badly: 0.3x. The loop keeps the block structure for a future device.)
+at::Tensor MLPImpl::forward_without_gradients(const at::Tensor& x, const at::Tensor& t) {
+  const int64_t batch = x.size(0), dim = options.dim(), width = options.width();
+  const size_t n = layers_->size();
+  const auto opts = x.options();
+  at::Tensor out = at::empty({batch, dim}, opts);
+  if (batch == 0) return out;
+  auto& first = *layers_[0]->as<torch::nn::Linear>();
+  const at::Tensor w_x = first.weight.narrow(1, 0, dim).t();
+  const at::Tensor w_t = first.weight.narrow(1, dim, first.weight.size(1) - dim).t();
+  at::Tensor first_bias = first.bias, time_features;
+  if (t.numel() == 1) {
+    first_bias = at::addmv(first.bias, w_t.t(), encode_time(t.reshape({1}), 1, opts).reshape({-1}));
+  } else {
+    time_features = encode_time(t, batch, opts);
+  }
+  const int64_t block = batch;
+  at::Tensor buffers[2] = {at::empty({block, width}, opts), at::empty({block, width}, opts)};
+  const at::Tensor xc = x.contiguous();
+  for (int64_t start = 0; start < batch; start += block) {
+    const int64_t rows = std::min(block, batch - start);
+    at::Tensor h = buffers[0].narrow(0, 0, rows);
+    at::addmm_out(h, first_bias, xc.narrow(0, start, rows), w_x);
+    if (time_features.defined()) h.addmm_(time_features.narrow(0, start, rows), w_t);
+    for (size_t i = 1; i < n; ++i) {
+      activate_in_place(h);
+      auto& layer = *layers_[i]->as<torch::nn::Linear>();
+      at::Tensor next = i + 1 < n ? buffers[i % 2].narrow(0, 0, rows) : out.narrow(0, start, rows);
+      at::addmm_out(next, layer.bias, h, layer.weight.t());
+      h = next;
+    }
+  }
+  return out;
+}
+
+at::Tensor MLPImpl::activation_backward(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& a) const {
+  switch (options.activation()) {
+    // SELU(z) = scale·ELU_alpha(z); ATen's ELU backward takes both constants. From the output a:
+    // SELU'(z) = scale for z > 0, a + scale·alpha otherwise (no second exponential).
+    case Activation::SELU: return at::elu_backward(grad, 1.6732632423543772848170429916717, 1.0507009873554804934193349852946, 1.0, true, a);
     case Activation::SiLU: return at::silu_backward(grad, z);
     case Activation::ReLU: return at::threshold_backward(grad, z, 0);
     case Activation::GELU: return at::gelu_backward(grad, z);
@@ -129,7 +183,10 @@ double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, con
     auto& layer = *layers_[i]->as<torch::nn::Linear>();
     inputs[i] = h;
     preactivations[i] = at::addmm(layer.bias, h, layer.weight.t());
-    if (i + 1 < n) h = activate(preactivations[i]);
+    if (i + 1 < n) {
+      h = preactivations[i].clone();
+      activate_in_place(h);
+    }
   }
   const at::Tensor& out = preactivations[n - 1];
   at::Tensor diff = out - target;
@@ -159,7 +216,7 @@ double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, con
     } else {
       gb = grad.sum(0);
     }
-    if (k > 0) grad = activation_backward(at::mm(grad, layer.weight), preactivations[k - 1]);
+    if (k > 0) grad = activation_backward(at::mm(grad, layer.weight), preactivations[k - 1], inputs[k]);
   }
   return loss;
 }

@@ -66,8 +66,12 @@ class MLPImpl : public VelocityModel {
  private:
   at::Tensor encode_time(const at::Tensor& t, int64_t batch, const at::TensorOptions& opts) const;
   at::Tensor activate(const at::Tensor& h) const;
-  /// d act(z) / dz applied to `grad`.
-  at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z) const;
+  void activate_in_place(at::Tensor& h) const;
+  /// forward() without autograd on the CPU in float32: row blocks that stay in cache (same values up
+  /// to float rounding).
+  at::Tensor forward_without_gradients(const at::Tensor& x, const at::Tensor& t);
+  /// d act(z) / dz applied to `grad` (a = act(z), which SELU's derivative uses).
+  at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& a) const;
   torch::nn::ModuleList layers_{nullptr};
   at::Tensor frequencies_;
 };
