@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define FLOWMATCH_SELU_AVX2 1
@@ -35,21 +36,46 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), bits));
 }
 
-__attribute__((target("avx2,fma"))) void selu_avx2(float* data, int64_t count) {
-  const __m256 zero = _mm256_setzero_ps(), lowest = _mm256_set1_ps(-87.3f);
-  const __m256 scale = _mm256_set1_ps(kScale), negative_scale = _mm256_set1_ps(kScale * kAlpha);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  int64_t k = 0;
-  for (; k + 8 <= count; k += 8) {
-    const __m256 x = _mm256_loadu_ps(data + k);
-    const __m256 positive = _mm256_cmp_ps(x, zero, _CMP_GT_OQ);
-    // Both branches for every lane, no jump (mixed signs would mispredict half the time).
-    const __m256 clamped = _mm256_max_ps(_mm256_min_ps(x, zero), lowest);
-    const __m256 negative = _mm256_mul_ps(_mm256_sub_ps(exp_nonpositive(clamped), one), negative_scale);
-    __m256 out = _mm256_blendv_ps(negative, _mm256_mul_ps(x, scale), positive);
-    out = _mm256_blendv_ps(out, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));  // NaN in, NaN out
-    _mm256_storeu_ps(data + k, out);
+// SELU of 8 lanes: both branches for every lane, no jump (mixed signs would mispredict half the time).
+// NaN in, NaN out without a test: min/max return their second operand when either is NaN, so the
+// clamped value is NaN, and so is its exponential and the negative branch that NaN selects.
+__attribute__((target("avx2,fma"))) inline __m256 selu8(__m256 x) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 positive = _mm256_cmp_ps(x, zero, _CMP_GT_OQ);
+  const __m256 clamped = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(zero, x));
+  const __m256 negative = _mm256_mul_ps(_mm256_sub_ps(exp_nonpositive(clamped), _mm256_set1_ps(1.0f)),
+                                        _mm256_set1_ps(kScale * kAlpha));
+  return _mm256_blendv_ps(negative, _mm256_mul_ps(x, _mm256_set1_ps(kScale)), positive);
+}
+
+// out (rows × cols, cols a multiple of 8) ← SELU(x · w + bias) for a narrow x (rows × k, k ≤ 8) and
+// w (k × cols): the products, the bias and the activation in one pass over out.
+__attribute__((target("avx2,fma"))) void linear_selu_avx2(const float* x, const float* w, const float* bias, float* out,
+                                                          int64_t rows, int64_t k, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * k;
+    float* row = out + r * cols;
+    for (int64_t c = 0; c < cols; c += 8) {
+      __m256 acc = _mm256_loadu_ps(bias + c);
+      for (int64_t i = 0; i < k; ++i) acc = _mm256_fmadd_ps(_mm256_set1_ps(xr[i]), _mm256_loadu_ps(w + i * cols + c), acc);
+      _mm256_storeu_ps(row + c, selu8(acc));
+    }
   }
+}
+
+// rows × cols (cols a multiple of 8): x ← SELU(x + bias), one pass.
+__attribute__((target("avx2,fma"))) void bias_selu_avx2(float* data, const float* bias, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = data + r * cols;
+    for (int64_t k = 0; k < cols; k += 8) {
+      _mm256_storeu_ps(row + k, selu8(_mm256_add_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(bias + k))));
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void selu_avx2(float* data, int64_t count) {
+  int64_t k = 0;
+  for (; k + 8 <= count; k += 8) _mm256_storeu_ps(data + k, selu8(_mm256_loadu_ps(data + k)));
   if (k < count) {
     float tail[8];
     const int64_t rest = count - k;
@@ -80,6 +106,41 @@ at::Tensor& selu_in_place(at::Tensor& x) {
   }
 #endif
   return at::selu_(x);
+}
+
+void selu_of_linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && bias.dim() == 1 && weight.size(1) == x.size(1) &&
+                  bias.size(0) == weight.size(0) && out.dim() == 2 && out.size(0) == x.size(0) &&
+                  out.size(1) == weight.size(0),
+              "selu_of_linear: shapes x ", x.sizes(), ", weight ", weight.sizes(), ", bias ", bias.sizes(), ", out ",
+              out.sizes(), " do not fit out = SELU(x weight^T + bias)");
+#ifdef FLOWMATCH_SELU_AVX2
+  const auto plain = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
+  if (selu_vectorized() && plain(x) && plain(weight) && plain(bias) && plain(out) && out.is_contiguous() &&
+      x.size(1) <= 8 && out.size(1) % 8 == 0 && !at::GradMode::is_enabled()) {
+    const at::Tensor xc = x.contiguous(), wt = weight.t().contiguous(), b = bias.contiguous();
+    linear_selu_avx2(xc.data_ptr<float>(), wt.data_ptr<float>(), b.data_ptr<float>(), out.data_ptr<float>(), x.size(0),
+                     x.size(1), out.size(1));
+    return;
+  }
+#endif
+  at::mm_out(out, x, weight.t());
+  selu_in_place(out, bias);
+}
+
+at::Tensor& selu_in_place(at::Tensor& x, const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 2 && bias.dim() == 1 && bias.size(0) == x.size(1), "selu_in_place: bias of shape ",
+              bias.sizes(), " does not match x of shape ", x.sizes());
+#ifdef FLOWMATCH_SELU_AVX2
+  if (selu_vectorized() && x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() &&
+      bias.device().is_cpu() && bias.scalar_type() == at::kFloat && bias.is_contiguous() && x.size(1) % 8 == 0 &&
+      !(x.requires_grad() && at::GradMode::is_enabled())) {
+    bias_selu_avx2(x.data_ptr<float>(), bias.data_ptr<float>(), x.size(0), x.size(1));
+    return x;
+  }
+#endif
+  x.add_(bias);
+  return selu_in_place(x);
 }
 
 }  // namespace flowmatch::models

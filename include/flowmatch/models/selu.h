@@ -14,6 +14,16 @@ namespace flowmatch::models {
 /// Returns `x`.
 at::Tensor& selu_in_place(at::Tensor& x);
 
+/// x ← SELU(x + bias) for x of shape (rows, cols) and bias (cols), in one pass over x when
+/// vectorised (cols a multiple of 8), else an add then selu_in_place. Returns `x`.
+at::Tensor& selu_in_place(at::Tensor& x, const at::Tensor& bias);
+
+/// out ← SELU(x · weightᵀ + bias) (a linear layer and its activation; x (rows, k), weight (cols, k),
+/// bias (cols), out (rows, cols)). For a narrow x (k ≤ 8, e.g. the data coordinates entering an
+/// MLP) and cols a multiple of 8, one vectorised pass computes it all; otherwise a product and
+/// selu_in_place(out, bias). Not for autograd (no graph is recorded).
+void selu_of_linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 /// True when selu_in_place uses its own vectorised loop for contiguous float32 CPU tensors here.
 bool selu_vectorized();
 
