@@ -159,3 +159,27 @@ TEST(MLP, ForwardWithoutGradientsEqualsTheAutogradForward) {
     }
   }
 }
+
+TEST(SELU, LinearLayerAndBiasForms) {
+  // out = SELU(x wᵀ + b): the fused pass (k ≤ 8, cols a multiple of 8) and the fallbacks (k = 9,
+  // cols = 12) against ATen; products are summed in another order, so agreement is to float
+  // rounding of sums of k + 1 terms of size ~3 (1e-5), plus the exp kernel's ulps.
+  auto g = fmtest::generator(8);
+  at::NoGradGuard no_grad;
+  for (int64_t k : {1, 2, 3, 9}) {
+    for (int64_t cols : {8, 64, 12}) {
+      at::Tensor x = at::randn({301, k}, g), w = at::randn({cols, k}, g), b = at::randn({cols}, g);
+      at::Tensor expected = at::selu(at::addmm(b, x, w.t()));
+      at::Tensor out = at::empty({301, cols});
+      fm::models::selu_of_linear(out, x, w, b);
+      EXPECT_TRUE(fmtest::AllClose(out, expected, 1e-5, 1e-5)) << "k " << k << " cols " << cols;
+      at::Tensor z = at::mm(x, w.t());
+      fm::models::selu_in_place(z, b);
+      EXPECT_TRUE(fmtest::AllClose(z, expected, 1e-5, 1e-5)) << "k " << k << " cols " << cols;
+    }
+  }
+  at::Tensor out = at::empty({4, 8});
+  EXPECT_THROW(fm::models::selu_of_linear(out, at::randn({4, 2}), at::randn({8, 3}), at::randn({8})), c10::Error);
+  at::Tensor z = at::randn({4, 8});
+  EXPECT_THROW(fm::models::selu_in_place(z, at::randn({7})), c10::Error);
+}
