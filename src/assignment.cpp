@@ -7,6 +7,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #endif
@@ -263,8 +264,31 @@ at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b) {
               "squared_distances: expects (n, D) and (m, D), got ", a.sizes(), " and ", b.sizes());
   at::Tensor bb = b.to(a.options());
   if (a.size(1) <= 8) {
-    // Few coordinates: Σ_d (a_id − b_jd)² column by column, exact for equal points (the expanded
-    // form below cancels ‖a‖² against 2a·b and leaves rounding residue of order ε‖a‖²).
+    // Few coordinates: Σ_d (a_id − b_jd)² coordinate by coordinate, exact for equal points (the
+    // expanded form below cancels ‖a‖² against 2a·b and leaves rounding residue of order ε‖a‖²).
+    if (a.device().is_cpu() && (a.scalar_type() == at::kDouble || a.scalar_type() == at::kFloat) && !a.requires_grad() &&
+        !bb.requires_grad()) {
+      // The same sums in one loop (the coupling computes this for every minibatch).
+      const at::Tensor ac = a.contiguous(), bc = bb.contiguous();
+      at::Tensor out = at::empty({a.size(0), bb.size(0)}, a.options());
+      AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "squared_distances", [&] {
+        const scalar_t* pa = ac.data_ptr<scalar_t>();
+        const scalar_t* pb = bc.data_ptr<scalar_t>();
+        scalar_t* po = out.data_ptr<scalar_t>();
+        const int64_t n = ac.size(0), m = bc.size(0), dims = ac.size(1);
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j < m; ++j) {
+            scalar_t sum = 0;
+            for (int64_t d = 0; d < dims; ++d) {
+              const scalar_t diff = pa[i * dims + d] - pb[j * dims + d];
+              sum = sum + diff * diff;
+            }
+            po[i * m + j] = sum;
+          }
+        }
+      });
+      return out;
+    }
     at::Tensor out = at::zeros({a.size(0), bb.size(0)}, a.options());
     for (int64_t d = 0; d < a.size(1); ++d) {
       out.add_((a.select(1, d).unsqueeze(1) - bb.select(1, d).unsqueeze(0)).square_());

@@ -19,6 +19,7 @@
 #include "flowmatch/guidance.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/unet.h"
+#include "flowmatch/optimizer.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/train.h"
 
@@ -46,8 +47,12 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 // The reference's setting (../shared/bench/ref_cfm_2d.py): 8gaussians -> moons, MLP 3x64 SELU with t
 // as an input, Adam 1e-3, batch 256, sigma 0.1.
 fm::FlowMatchingProblem reference_problem(const std::string& coupling) {
-  return {fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"),
-          std::make_shared<fm::CondOTPath>(fm::CondOTPathOptions().sigma(0.1)), fm::make_coupling(coupling), {}};
+  fm::FlowMatchingProblem problem;
+  problem.source = fm::data::toy2d_sampler("8gaussians");
+  problem.target = fm::data::toy2d_sampler("moons");
+  problem.path = std::make_shared<fm::CondOTPath>(fm::CondOTPathOptions().sigma(0.1));
+  problem.coupling = fm::make_coupling(coupling);
+  return problem;
 }
 std::shared_ptr<fm::models::VelocityModel> reference_model(int64_t width = 64) {
   at::manual_seed(0);
@@ -157,12 +162,21 @@ json bench_gemm(int64_t repeats) {
 }
 
 // One training step of the MLP (forward, backward, Adam) on a fixed batch: FLOPs counted as
-// 6·B·Σ(in·out) over the linear layers (forward 2·B·in·out, backward twice that).
-json bench_mlp_step(int64_t width, int64_t batch, double peak_gflops, int64_t repeats) {
-  auto model = reference_model(width);
-  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(1e-3));
+// 6·B·Σ(in·out) over the linear layers (forward 2·B·in·out, backward twice that). Two ways:
+// "autograd" (LibTorch's autograd and Adam, as a LibTorch user would write it) and "trainer" (what
+// Trainer does: the MLP's hand-written backward and the fused Adam step).
+json bench_mlp_step(int64_t width, int64_t batch, double peak_gflops, int64_t repeats, const std::string& path) {
+  auto model = std::dynamic_pointer_cast<fm::models::MLPImpl>(reference_model(width));
+  auto parameters = model->parameters();
+  torch::optim::Adam adam(parameters, torch::optim::AdamOptions(1e-3));
   at::Tensor x = at::randn({batch, 2}), t = at::rand({batch}), target = at::randn({batch, 2});
+  const bool trainer = path == "trainer";
   auto step = [&] {
+    if (trainer) {
+      model->loss_and_gradients(x, t, target, at::Tensor());
+      fm::fused_adam_step(adam, parameters);
+      return;
+    }
     adam.zero_grad();
     at::Tensor loss = (model->forward(x, t) - target).pow(2).mean();
     loss.backward();
@@ -179,7 +193,7 @@ json bench_mlp_step(int64_t width, int64_t batch, double peak_gflops, int64_t re
   macs += static_cast<double>(width * 2);
   const double gflops = 6.0 * static_cast<double>(batch) * macs / s / 1e9;
   json j = base("mlp-roofline");
-  j.update({{"width", width}, {"depth", 3}, {"batch", batch}, {"ms_per_step", 1000 * s}, {"gflops", gflops},
+  j.update({{"path", path}, {"width", width}, {"depth", 3}, {"batch", batch}, {"ms_per_step", 1000 * s}, {"gflops", gflops},
             {"fraction_of_gemm_peak", peak_gflops > 0 ? gflops / peak_gflops : 0.0}});
   return j;
 }
@@ -286,7 +300,9 @@ int run_bench(BenchFlags& f) {
   }
   if (wants("mlp-roofline")) {
     for (int64_t width : {64, 256})
-      for (int64_t batch : {256, 4096}) emit(bench_mlp_step(width, batch, peak, f.repeats));
+      for (int64_t batch : {256, 4096}) {
+        for (const char* path : {"autograd", "trainer"}) emit(bench_mlp_step(width, batch, peak, f.repeats, path));
+      }
   }
   if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50)));
   if (wants("unet-sample")) emit(bench_unet_sample(f.repeats));
@@ -302,7 +318,8 @@ Command register_bench(CLI::App& root) {
   CLI::App* app = root.add_subcommand("bench", "Run the benchmark set and print one JSON object per case");
   app->footer("Cases: train-independent, train-exact-ot (the setting of ../shared/bench/ref_cfm_2d.py), sample-euler100,\n"
               "sample-dopri5 (batch 10 000, the trained independent model), likelihood-exact (2-D, Dopri5 1e-5),\n"
-              "coupling (exact OT, batch 256 and 1024), gemm-peak, mlp-roofline (training step FLOP/s vs the GEMM peak),\n"
+              "coupling (exact OT, batch 256 and 1024), gemm-peak, mlp-roofline (training step FLOP/s vs the GEMM peak,\n"
+              "by LibTorch's autograd and Adam and by the trainer's hand-written backward and fused Adam),\n"
               "unet-train (the Fashion-MNIST U-Net, batch 64, images/s), unet-sample (guided w = 2, midpoint 10 steps, batch 500).\n"
               "Threads default to 1 here (--threads N to change). CPU only for now (--device cuda is refused).");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
