@@ -178,8 +178,23 @@ TEST(SELU, LinearLayerAndBiasForms) {
       EXPECT_TRUE(fmtest::AllClose(z, expected, 1e-5, 1e-5)) << "k " << k << " cols " << cols;
     }
   }
+  // The other order: out = SELU(x + b) vᵀ + c for a narrow output (k ≤ 8: fused; k = 9 or cols = 12: fallback).
+  for (int64_t k : {1, 2, 8, 9}) {
+    for (int64_t cols : {8, 64, 12}) {
+      at::Tensor x = at::randn({257, cols}, g), b = at::randn({cols}, g), v = at::randn({k, cols}, g), c = at::randn({k}, g);
+      const at::Tensor x_before = x.clone();
+      at::Tensor expected = at::addmm(c, at::selu(x + b), v.t());
+      at::Tensor out = at::empty({257, k});
+      fm::models::linear_of_selu(out, x, b, v, c);
+      // Sums of cols products of size ~1: float rounding ~cols · 2^-24 relative to their magnitude.
+      EXPECT_TRUE(fmtest::AllClose(out, expected, 1e-5, 1e-5)) << "k " << k << " cols " << cols;
+      EXPECT_TRUE(at::equal(x, x_before));
+    }
+  }
   at::Tensor out = at::empty({4, 8});
   EXPECT_THROW(fm::models::selu_of_linear(out, at::randn({4, 2}), at::randn({8, 3}), at::randn({8})), c10::Error);
+  at::Tensor narrow = at::empty({4, 2});
+  EXPECT_THROW(fm::models::linear_of_selu(narrow, at::randn({4, 8}), at::randn({8}), at::randn({3, 8}), at::randn({3})), c10::Error);
   at::Tensor z = at::randn({4, 8});
   EXPECT_THROW(fm::models::selu_in_place(z, at::randn({7})), c10::Error);
 }

@@ -168,6 +168,13 @@ at::Tensor MLPImpl::forward_without_gradients(const at::Tensor& x, const at::Ten
         at::mm_out(next, h, layer.weight.t());
       }
       const at::Tensor& bias = i == 0 ? first_bias : layer.bias;
+      if (i + 2 == n && options.activation() == Activation::SELU) {
+        // The last hidden layer's bias and SELU and the output layer in one pass.
+        auto& last = *layers_[n - 1]->as<torch::nn::Linear>();
+        at::Tensor target = out.narrow(0, start, rows);
+        linear_of_selu(target, next, bias, last.weight, last.bias);
+        break;
+      }
       if (options.activation() == Activation::SELU) {
         selu_in_place(next, bias);
       } else {

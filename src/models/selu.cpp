@@ -43,8 +43,9 @@ __attribute__((target("avx2,fma"))) inline __m256 selu8(__m256 x) {
   const __m256 zero = _mm256_setzero_ps();
   const __m256 positive = _mm256_cmp_ps(x, zero, _CMP_GT_OQ);
   const __m256 clamped = _mm256_max_ps(_mm256_set1_ps(-87.3f), _mm256_min_ps(zero, x));
-  const __m256 negative = _mm256_mul_ps(_mm256_sub_ps(exp_nonpositive(clamped), _mm256_set1_ps(1.0f)),
-                                        _mm256_set1_ps(kScale * kAlpha));
+  // λα(eˣ − 1) as one fused multiply-add: λα·eˣ − λα.
+  const __m256 negative_scale = _mm256_set1_ps(kScale * kAlpha);
+  const __m256 negative = _mm256_fmsub_ps(exp_nonpositive(clamped), negative_scale, negative_scale);
   return _mm256_blendv_ps(negative, _mm256_mul_ps(x, _mm256_set1_ps(kScale)), positive);
 }
 
@@ -69,6 +70,28 @@ __attribute__((target("avx2,fma"))) void bias_selu_avx2(float* data, const float
     float* row = data + r * cols;
     for (int64_t k = 0; k < cols; k += 8) {
       _mm256_storeu_ps(row + k, selu8(_mm256_add_ps(_mm256_loadu_ps(row + k), _mm256_loadu_ps(bias + k))));
+    }
+  }
+}
+
+// out (rows × k, k ≤ 8) ← SELU(x + bias) · wᵀ + out_bias for x (rows × cols, cols a multiple of 8) and
+// w (k × cols): each row's activation stays in registers for the k dot products and is not stored.
+__attribute__((target("avx2,fma"))) void selu_linear_avx2(const float* x, const float* bias, const float* w,
+                                                          const float* out_bias, float* out, int64_t rows, int64_t cols,
+                                                          int64_t k) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * cols;
+    __m256 acc[8];
+    for (int64_t d = 0; d < k; ++d) acc[d] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 8) {
+      const __m256 a = selu8(_mm256_add_ps(_mm256_loadu_ps(row + c), _mm256_loadu_ps(bias + c)));
+      for (int64_t d = 0; d < k; ++d) acc[d] = _mm256_fmadd_ps(a, _mm256_loadu_ps(w + d * cols + c), acc[d]);
+    }
+    for (int64_t d = 0; d < k; ++d) {
+      const __m128 half = _mm_add_ps(_mm256_castps256_ps128(acc[d]), _mm256_extractf128_ps(acc[d], 1));
+      const __m128 quarter = _mm_add_ps(half, _mm_movehl_ps(half, half));
+      const __m128 one = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
+      out[r * k + d] = _mm_cvtss_f32(one) + out_bias[d];
     }
   }
 }
@@ -126,6 +149,28 @@ void selu_of_linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weig
 #endif
   at::mm_out(out, x, weight.t());
   selu_in_place(out, bias);
+}
+
+void linear_of_selu(at::Tensor& out, const at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight,
+                    const at::Tensor& out_bias) {
+  TORCH_CHECK(x.dim() == 2 && bias.dim() == 1 && bias.size(0) == x.size(1) && weight.dim() == 2 &&
+                  weight.size(1) == x.size(1) && out_bias.dim() == 1 && out_bias.size(0) == weight.size(0) &&
+                  out.dim() == 2 && out.size(0) == x.size(0) && out.size(1) == weight.size(0),
+              "linear_of_selu: shapes x ", x.sizes(), ", bias ", bias.sizes(), ", weight ", weight.sizes(), ", out_bias ",
+              out_bias.sizes(), ", out ", out.sizes(), " do not fit out = SELU(x + bias) weight^T + out_bias");
+#ifdef FLOWMATCH_SELU_AVX2
+  const auto plain = [](const at::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat; };
+  if (selu_vectorized() && plain(x) && plain(bias) && plain(weight) && plain(out_bias) && plain(out) &&
+      out.is_contiguous() && weight.size(0) <= 8 && x.size(1) % 8 == 0 && !at::GradMode::is_enabled()) {
+    const at::Tensor xc = x.contiguous(), b = bias.contiguous(), w = weight.contiguous(), ob = out_bias.contiguous();
+    selu_linear_avx2(xc.data_ptr<float>(), b.data_ptr<float>(), w.data_ptr<float>(), ob.data_ptr<float>(),
+                     out.data_ptr<float>(), x.size(0), x.size(1), weight.size(0));
+    return;
+  }
+#endif
+  at::Tensor a = x.clone();
+  selu_in_place(a, bias);
+  at::addmm_out(out, out_bias, a, weight.t());
 }
 
 at::Tensor& selu_in_place(at::Tensor& x, const at::Tensor& bias) {

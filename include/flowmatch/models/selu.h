@@ -24,6 +24,13 @@ at::Tensor& selu_in_place(at::Tensor& x, const at::Tensor& bias);
 /// selu_in_place(out, bias). Not for autograd (no graph is recorded).
 void selu_of_linear(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
+/// out ← SELU(x + bias) · weightᵀ + out_bias (an activation and a narrow linear layer after it; x
+/// (rows, cols), bias (cols), weight (k, cols), out_bias (k), out (rows, k)); x is not changed. For
+/// k ≤ 8 (e.g. an MLP's output layer back to the data coordinates) and cols a multiple of 8, one
+/// vectorised pass whose activations never leave registers; otherwise a copy, selu_in_place and a product.
+void linear_of_selu(at::Tensor& out, const at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight,
+                    const at::Tensor& out_bias);
+
 /// True when selu_in_place uses its own vectorised loop for contiguous float32 CPU tensors here.
 bool selu_vectorized();
 
