@@ -21,17 +21,6 @@ bool plain_float_cpu(const at::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
 }
 
-// The optimizer's state map is keyed by the parameter's TensorImpl: LibTorch 1.13 by its address as
-// a string, 2.x by the address itself.
-template <typename Map>
-typename Map::key_type state_key(const Map&, const at::Tensor& parameter) {
-  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
-    return c10::guts::to_string(parameter.unsafeGetTensorImpl());
-  } else {
-    return parameter.unsafeGetTensorImpl();
-  }
-}
-
 struct Hyper {
   double lr, beta1, beta2, eps, weight_decay;
 };
@@ -108,7 +97,7 @@ void step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>&
                                   " is not a contiguous float32 CPU tensor shaped like its parameter " +
                                   c10::str(p.sizes()));
     }
-    auto key = state_key(state, p);
+    auto key = optimizer_state_key(state, p);
     auto it = state.find(key);
     if (it == state.end()) {
       auto s = std::make_unique<ParamState>();

@@ -269,23 +269,12 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
 
 namespace {
 
-// Adam's and AdamW's per-parameter state, keyed as each LibTorch version keys it (1.x: the
-// TensorImpl address as a string; 2.x: the address itself).
-template <typename Map>
-typename Map::key_type state_key(const Map&, const at::Tensor& parameter) {
-  if constexpr (std::is_same_v<typename Map::key_type, std::string>) {
-    return c10::guts::to_string(parameter.unsafeGetTensorImpl());
-  } else {
-    return parameter.unsafeGetTensorImpl();
-  }
-}
-
 template <typename ParamState>
 void save_adam_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, CheckpointContents& out) {
   auto& state = optimizer.state();
   nlohmann::json steps = nlohmann::json::array();
   for (size_t i = 0; i < parameters.size(); ++i) {
-    const auto it = state.find(state_key(state, parameters[i]));
+    const auto it = state.find(optimizer_state_key(state, parameters[i]));
     if (it == state.end()) {
       steps.push_back(-1);
       continue;
@@ -338,7 +327,7 @@ void load_adam_state(torch::optim::Optimizer& optimizer, const std::vector<at::T
     if (in.tensors.count(prefix + "max_exp_avg_sq")) {
       s->max_exp_avg_sq(matching(in.tensors.at(prefix + "max_exp_avg_sq"), parameters[i], prefix + "max_exp_avg_sq", path));
     }
-    state[state_key(state, parameters[i])] = std::move(s);
+    state[optimizer_state_key(state, parameters[i])] = std::move(s);
   }
 }
 

@@ -7,12 +7,26 @@
 /// (the 2-D MLPs) the per-operation dispatch is most of Adam's time; this is the optimizer step of
 /// `Trainer` whenever `fused_adam_supported` holds.
 
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Tensor.h>
+#include <c10/util/C++17.h>
 #include <torch/optim/optimizer.h>
 
 namespace flowmatch {
+
+/// The key of `parameter`'s entry in `optimizer.state()`: LibTorch 1.x keys it by the TensorImpl's
+/// address as a string, 2.x by the address itself.
+template <typename StateMap>
+typename StateMap::key_type optimizer_state_key(const StateMap&, const at::Tensor& parameter) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    return c10::guts::to_string(parameter.unsafeGetTensorImpl());
+  } else {
+    return parameter.unsafeGetTensorImpl();
+  }
+}
 
 /// True when every parameter is a contiguous float32 CPU tensor and the optimizer is a
 /// torch::optim::Adam or AdamW without amsgrad.

@@ -124,7 +124,7 @@ void MLPImpl::activate_in_place(at::Tensor& h) const {
 // place after each product (SELU: one vectorised pass for both), and with one time for the whole
 // batch the time features' share of the first layer folded into its bias once. (Pushing the batch
 // through in row blocks that stay in cache was tried: no faster at 1 thread on a 32 MiB-L3 machine,
-// and at 2 threads the smaller products split badly, 0.3x; `block` is the whole batch.)
+// and at 2 threads the smaller products split badly, 0.3x.)
 at::Tensor MLPImpl::forward_without_gradients(const at::Tensor& x, const at::Tensor& t) {
   const int64_t batch = x.size(0), dim = options.dim(), width = options.width();
   const size_t n = layers_->size();
@@ -140,49 +140,43 @@ at::Tensor MLPImpl::forward_without_gradients(const at::Tensor& x, const at::Ten
   } else {
     time_features = encode_time(t, batch, opts);
   }
-  const int64_t block = batch;
-  at::Tensor buffers[2] = {at::empty({block, width}, opts), at::empty({block, width}, opts)};
+  at::Tensor buffers[2] = {at::empty({batch, width}, opts), at::empty({batch, width}, opts)};
   const at::Tensor xc = x.contiguous();
-  for (int64_t start = 0; start < batch; start += block) {
-    const int64_t rows = std::min(block, batch - start);
-    at::Tensor h;
-    for (size_t i = 0; i < n; ++i) {
-      auto& layer = *layers_[i]->as<torch::nn::Linear>();
-      if (i + 1 == n) {
-        at::Tensor target = out.narrow(0, start, rows);
-        at::addmm_out(target, layer.bias, h, layer.weight.t());
-        break;
-      }
-      // Hidden layer: the product alone, then bias and activation (SELU: both in one pass; addmm
-      // would first copy the bias into every row, one more pass over the activations).
-      at::Tensor next = buffers[i % 2].narrow(0, 0, rows);
-      if (i == 0 && !time_features.defined() && options.activation() == Activation::SELU) {
-        selu_of_linear(next, xc.narrow(0, start, rows), w_x.t(), first_bias);  // product, bias, SELU in one pass
-        h = next;
-        continue;
-      }
-      if (i == 0) {
-        at::mm_out(next, xc.narrow(0, start, rows), w_x);
-        if (time_features.defined()) next.addmm_(time_features.narrow(0, start, rows), w_t);
-      } else {
-        at::mm_out(next, h, layer.weight.t());
-      }
-      const at::Tensor& bias = i == 0 ? first_bias : layer.bias;
-      if (i + 2 == n && options.activation() == Activation::SELU) {
-        // The last hidden layer's bias and SELU and the output layer in one pass.
-        auto& last = *layers_[n - 1]->as<torch::nn::Linear>();
-        at::Tensor target = out.narrow(0, start, rows);
-        linear_of_selu(target, next, bias, last.weight, last.bias);
-        break;
-      }
-      if (options.activation() == Activation::SELU) {
-        selu_in_place(next, bias);
-      } else {
-        next.add_(bias);
-        activate_in_place(next);
-      }
-      h = next;
+  at::Tensor h;
+  for (size_t i = 0; i < n; ++i) {
+    auto& layer = *layers_[i]->as<torch::nn::Linear>();
+    if (i + 1 == n) {
+      at::addmm_out(out, layer.bias, h, layer.weight.t());
+      break;
     }
+    // Hidden layer: the product alone, then bias and activation (SELU: both in one pass; addmm
+    // would first copy the bias into every row, one more pass over the activations).
+    at::Tensor& next = buffers[i % 2];
+    if (i == 0 && !time_features.defined() && options.activation() == Activation::SELU) {
+      selu_of_linear(next, xc, w_x.t(), first_bias);  // product, bias and SELU in one pass
+      h = next;
+      continue;
+    }
+    if (i == 0) {
+      at::mm_out(next, xc, w_x);
+      if (time_features.defined()) next.addmm_(time_features, w_t);
+    } else {
+      at::mm_out(next, h, layer.weight.t());
+    }
+    const at::Tensor& bias = i == 0 ? first_bias : layer.bias;
+    if (i + 2 == n && options.activation() == Activation::SELU) {
+      // The last SELU and the output layer in one pass.
+      auto& last = *layers_[n - 1]->as<torch::nn::Linear>();
+      linear_of_selu(out, next, bias, last.weight, last.bias);
+      break;
+    }
+    if (options.activation() == Activation::SELU) {
+      selu_in_place(next, bias);
+    } else {
+      next.add_(bias);
+      activate_in_place(next);
+    }
+    h = next;
   }
   return out;
 }
