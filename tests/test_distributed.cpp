@@ -2,8 +2,8 @@
 // ranks stay identical and equal one process trained on the same global batches, a resumed
 // data-parallel run continues bit-identically, and checkpoints refuse another number of ranks.
 //
-// Two-rank cases re-run this test program as worker processes (DistributedWorker.Run, skipped
-// unless FLOWMATCH_TEST_WORKER_DIR is set), because c10d ranks are processes.
+// Two-rank cases start the worker program (distributed_worker.cpp) once per rank, because c10d
+// ranks are processes.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,40 +26,16 @@
 #include "flowmatch/loss.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/train.h"
+#include "distributed_setup.h"
 #include "test_util.h"
 
 namespace fm = flowmatch;
 namespace fd = flowmatch::distributed;
+using namespace distributed_setup;
 
 namespace {
 
-constexpr int64_t kSteps = 30, kBatch = 64;
-constexpr uint64_t kSeed = 5;
-
-fm::FlowMatchingProblem problem() {
-  return {fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"),
-          std::make_shared<fm::CondOTPath>(fm::CondOTPathOptions().sigma(0.1)), fm::make_coupling("exact-ot"), {}};
-}
-std::shared_ptr<fm::models::VelocityModel> fresh_model(uint64_t seed) {
-  at::manual_seed(seed);
-  return std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(2).width(32).depth(2));
-}
-// Plain Adam: the single-process reference below repeats it by hand.
-fm::TrainerOptions plain_options() { return fm::TrainerOptions().steps(kSteps).batch_size(kBatch).lr(2e-3).seed(kSeed).log_every(1); }
-// Everything that carries state across a resume: AdamW, schedule, clipping, EMA.
-fm::TrainerOptions full_options(const std::string& dir) {
-  return fm::TrainerOptions().steps(kSteps).batch_size(kBatch).lr(2e-3).ema_decay(0.9).lr_schedule(fm::LRSchedule::Cosine)
-      .warmup_steps(5).grad_clip(5.0).optimizer(fm::OptimizerKind::AdamW).weight_decay(1e-4).seed(kSeed)
-      .checkpoint_every(kSteps / 2).checkpoint_dir(dir);
-}
-
-at::Tensor flat_parameters(fm::models::VelocityModel& model) {
-  std::vector<at::Tensor> flat;
-  for (auto& p : model.parameters()) flat.push_back(p.detach().reshape(-1));
-  return at::cat(flat);
-}
-
-// Runs this test program's DistributedWorker.Run as `world` ranks; returns their exit codes
+// Runs the worker program (tests/distributed_worker.cpp) as `world` ranks; returns their exit codes
 // (-1: still running after the deadline, then killed).
 std::vector<int> run_workers(const fmtest::TempDir& dir, int world, const std::string& mode) {
   const int port = fmtest::free_tcp_port();
@@ -75,7 +51,7 @@ std::vector<int> run_workers(const fmtest::TempDir& dir, int world, const std::s
       ::setenv("FLOWMATCH_TEST_WORKER_MODE", mode.c_str(), 1);
       const std::string log = dir / ("rank-" + std::to_string(rank) + ".log");
       if (!std::freopen(log.c_str(), "w", stdout) || !std::freopen(log.c_str(), "a", stderr)) ::_exit(126);
-      ::execl("/proc/self/exe", "flowmatch_tests", "--gtest_filter=DistributedWorker.Run", static_cast<char*>(nullptr));
+      ::execl(FLOWMATCH_TEST_WORKER, FLOWMATCH_TEST_WORKER, static_cast<char*>(nullptr));
       ::_exit(127);
     }
     pids.push_back(pid);
@@ -136,46 +112,6 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------- worker (a rank)
-
-TEST(DistributedWorker, Run) {
-  const char* dir_env = std::getenv("FLOWMATCH_TEST_WORKER_DIR");
-  if (!dir_env) GTEST_SKIP() << "a rank started by the DataParallel tests";
-  const std::string dir = dir_env, mode = std::getenv("FLOWMATCH_TEST_WORKER_MODE");
-  at::set_num_threads(1);
-  // Small buckets, so that the gradients travel in several all-reduces.
-  auto group = std::make_shared<fd::DataParallel>(fd::options_from_environment().timeout_s(60).bucket_bytes(2048));
-  const std::string rank = std::to_string(group->rank());
-  if (mode == "equivalence") {
-    // Each rank starts from different weights: the broadcast must make them rank 0's.
-    fm::Trainer trainer(fresh_model(kSeed + static_cast<uint64_t>(group->rank())), problem(), plain_options());
-    trainer.distribute(group);
-    std::vector<double> losses;
-    trainer.train({[&](const fm::TrainProgress& p) { losses.push_back(p.loss); }});
-    ASSERT_EQ(trainer.step(), kSteps);
-    fm::io::save_pt(dir + "/params-" + rank + ".pt", flat_parameters(*trainer.model()));
-    fm::io::save_pt(dir + "/losses-" + rank + ".pt", at::tensor(losses, at::kDouble));
-  } else if (mode == "resume") {
-    const std::string ckpt = dir + "/checkpoints";
-    fm::Trainer straight(fresh_model(kSeed), problem(), full_options(ckpt));
-    straight.distribute(group);
-    straight.train();
-    ASSERT_EQ(straight.step(), kSteps);
-    // A new trainer (other initial weights) resumes from the middle checkpoint.
-    fm::Trainer resumed(fresh_model(99), problem(), full_options(dir + "/unused"));
-    resumed.distribute(group);
-    resumed.load_checkpoint(ckpt + "/step-" + std::to_string(kSteps / 2) + ".ckpt");
-    ASSERT_EQ(resumed.step(), kSteps / 2);
-    resumed.train();
-    const bool same = at::equal(flat_parameters(*straight.model()), flat_parameters(*resumed.model())) &&
-                      at::equal(flat_parameters(*straight.sampling_model()), flat_parameters(*resumed.sampling_model()));
-    fm::io::save_pt(dir + "/resume-equal-" + rank + ".pt", at::tensor({same ? 1 : 0}));
-  } else {
-    FAIL() << "unknown worker mode " << mode;
-  }
-  group->barrier();
-}
 
 // ---------------------------------------------------------------- tests
 

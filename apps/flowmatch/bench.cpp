@@ -79,6 +79,18 @@ json bench_train(const std::string& coupling, int64_t steps, std::shared_ptr<fm:
   return j;
 }
 
+// The fastest of `repeats` timed solves (seconds); `nfe` gets the solves' evaluation count.
+double best_solve_seconds(const fm::VelocityField& field, const at::Tensor& x0, const fm::SolverOptions& options,
+                          int64_t repeats, int64_t& nfe) {
+  double best = 1e300;
+  for (int64_t r = 0; r < repeats; ++r) {
+    const auto start = Clock::now();
+    nfe = fm::solve_ode(field, x0, options).nfe;
+    best = std::min(best, seconds_since(start));
+  }
+  return best;
+}
+
 json bench_sample(const std::string& method, std::shared_ptr<fm::models::VelocityModel> model, int64_t repeats) {
   c10::InferenceMode guard;
   model->eval();
@@ -89,13 +101,8 @@ json bench_sample(const std::string& method, std::shared_ptr<fm::models::Velocit
   fm::SolverOptions options = method == "euler100" ? fm::SolverOptions().method(fm::SolverMethod::Euler).steps(100)
                                                    : fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-5).rtol(1e-5);
   fm::solve_ode(field, x0, options);  // warm-up
-  double best = 1e300;
   int64_t nfe = 0;
-  for (int64_t r = 0; r < repeats; ++r) {
-    const auto start = Clock::now();
-    nfe = fm::solve_ode(field, x0, options).nfe;
-    best = std::min(best, seconds_since(start));
-  }
+  const double best = best_solve_seconds(field, x0, options, repeats, nfe);
   json j = base("sample-" + method);
   j.update({{"batch", n}, {"nfe", nfe}, {"seconds", best}, {"samples_per_s", static_cast<double>(n) / best},
             {"model", "train-independent's"}});
@@ -245,13 +252,8 @@ json bench_unet_sample(int64_t repeats) {
   const auto options = fm::SolverOptions().method(fm::SolverMethod::Midpoint).steps(steps);
   at::Tensor x0 = at::randn({batch, 784});
   fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Euler).steps(1));  // warm-up
-  double best = 1e30;
   int64_t nfe = 0;
-  for (int64_t r = 0; r < repeats; ++r) {
-    const auto start = Clock::now();
-    nfe = fm::solve_ode(field, x0, options).nfe;
-    best = std::min(best, seconds_since(start));
-  }
+  const double best = best_solve_seconds(field, x0, options, repeats, nfe);
   json j = base("unet-sample");
   j["batch"] = batch;
   j["solver"] = "midpoint";
