@@ -9,6 +9,7 @@
 #include "flowmatch/coupling.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/metrics.h"
+#include "flowmatch/run.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
@@ -44,6 +45,17 @@ fm::SolverOptions solver_options(const std::string& method, int64_t steps, doubl
       .atol(atol)
       .rtol(rtol)
       .output_times(output_times);
+}
+
+// Python objects (dicts, lists, numbers) <-> JSON, through Python's json module.
+nlohmann::json to_json(const py::object& value) {
+  return nlohmann::json::parse(py::module_::import("json").attr("dumps")(value).cast<std::string>());
+}
+py::object from_json(const nlohmann::json& value) { return py::module_::import("json").attr("loads")(value.dump()); }
+
+c10::Device device_from(const std::string& name) {
+  if (name != "cpu" && name != "cuda") throw std::invalid_argument("device must be 'cpu' or 'cuda', got '" + name + "'");
+  return c10::Device(name);
 }
 
 }  // namespace
@@ -149,4 +161,114 @@ PYBIND11_MODULE(flowmatch, m) {
       py::arg("velocity"), py::arg("x1"), py::arg("method") = "dopri5", py::arg("steps") = 100, py::arg("atol") = 1e-5,
       py::arg("rtol") = 1e-5, py::arg("divergence") = "exact", py::arg("probes") = 1, py::arg("source_scale") = 1.0,
       "log p1(x1) of the flow from N(0, s^2 I) by the continuity equation: (log_prob (B), nfe).");
+
+  // ---------------------------------------------------------------- runs: the same API as the CLI
+  py::class_<fm::Run>(m, "Run", "A run folder: config.json, checkpoints, metrics (the library's flowmatch::Run)")
+      .def_static("open", &fm::Run::open, py::arg("dir"), "Opens a run folder written by flowmatch.train or 'flowmatch train'.")
+      .def_property_readonly("dir", &fm::Run::dir)
+      .def_property_readonly("config", [](const fm::Run& run) { return from_json(run.config()); })
+      .def_property_readonly("domain", [](const fm::Run& run) { return run.domain()->name(); })
+      .def("latest_checkpoint", &fm::Run::latest_checkpoint)
+      .def(
+          "sample",
+          [](const fm::Run& run, int64_t n, const std::string& solver, int64_t steps, uint64_t seed, double atol, double rtol,
+             const std::string& scheduler, double sde_noise, const std::string& which_class, double guidance,
+             const std::string& checkpoint, const std::string& device) {
+            fm::SampleOptions o;
+            o.n = n;
+            o.solver = solver;
+            o.steps = steps;
+            o.seed = seed;
+            o.atol = atol;
+            o.rtol = rtol;
+            o.scheduler = scheduler;
+            o.noise_scale = sde_noise;
+            o.which_class = which_class;
+            o.guidance = guidance;
+            o.checkpoint = checkpoint;
+            o.device = device_from(device);
+            fm::SampleResult r;
+            {
+              py::gil_scoped_release release;
+              r = run.sample(o);
+            }
+            return py::make_tuple(r.x, from_json(r.info));
+          },
+          py::arg("n") = 0, py::arg("solver") = "", py::arg("steps") = 0, py::arg("seed") = 0, py::arg("atol") = 1e-5,
+          py::arg("rtol") = 1e-5, py::arg("scheduler") = "", py::arg("sde_noise") = 1.0, py::arg("class_") = "all",
+          py::arg("guidance") = 0.0, py::arg("checkpoint") = "", py::arg("device") = "cpu",
+          "Samples as 'flowmatch sample' draws them (same seed, same samples): (x (n, D) float32, info dict with the NFE).\n"
+          "Unset n/solver/steps take the data's defaults (points: 10000, euler, 100).")
+      .def(
+          "evaluate",
+          [](const fm::Run& run, int64_t n, uint64_t seed, bool solver_sweep, const std::string& out, const std::string& device) {
+            fm::EvaluationOptions o;
+            o.n = n;
+            o.seed = seed;
+            o.solver_sweep = solver_sweep;
+            o.device = device_from(device);
+            nlohmann::json metrics;
+            {
+              py::gil_scoped_release release;
+              metrics = run.evaluate(o, out);
+            }
+            return from_json(metrics);
+          },
+          py::arg("n") = 2000, py::arg("seed") = 0, py::arg("solver_sweep") = false, py::arg("out") = "", py::arg("device") = "cpu",
+          "The data domain's evaluation (points: W2 at 1..100 Euler steps, MMD, straightness): a dict, also written to metrics.json.")
+      .def(
+          "log_likelihood",
+          [](const fm::Run& run, const at::Tensor& points, const std::string& solver, int64_t steps, double atol, double rtol,
+             uint64_t seed) {
+            fm::LikelihoodRequest q;
+            q.points = points;
+            q.solver = solver;
+            q.steps = steps;
+            q.atol = atol;
+            q.rtol = rtol;
+            q.seed = seed;
+            q.grid = 0;
+            fm::LikelihoodSummary s;
+            {
+              py::gil_scoped_release release;
+              s = run.likelihood(q);
+            }
+            return py::make_tuple(s.log_prob, from_json(s.result));
+          },
+          py::arg("points"), py::arg("solver") = "dopri5", py::arg("steps") = 100, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5,
+          py::arg("seed") = 0, "Per-point log p (float64) and the summary dict ('flowmatch likelihood').");
+  m.def(
+      "train",
+      [](const py::object& config, const std::string& out, bool resume, const std::string& device) {
+        const nlohmann::json settings = config.is_none() ? nlohmann::json::object() : to_json(config);
+        fm::Run run = fm::Run::prepare(out, settings, resume);
+        fm::TrainRunOptions how;
+        how.device = device_from(device);
+        {
+          py::gil_scoped_release release;
+          run.train(how);
+        }
+        return fm::Run::open(out);
+      },
+      py::arg("config") = py::none(), py::arg("out") = "runs/python", py::arg("resume") = false, py::arg("device") = "cpu",
+      "Trains a run from settings named as the 'flowmatch train' flags ({'steps': 2000, 'coupling': 'exact-ot', ...};\n"
+      "dashes or underscores) into the folder `out`; returns the Run.");
+  m.def("solver_names", []() { return fm::solver_names(); }, "Registered solvers.");
+  m.def("model_names", &fm::models::model_names, "Registered network types.");
+  m.def("domain_names", &fm::domain_names, "Registered data domains.");
+  m.def(
+      "run_settings",
+      []() {
+        py::list out;
+        for (const auto& s : fm::run_settings()) {
+          py::dict d;
+          d["name"] = s.name;
+          d["kind"] = s.kind;
+          d["default"] = from_json(s.default_value);
+          d["help"] = s.help;
+          out.append(d);
+        }
+        return out;
+      },
+      "The settings flowmatch.train takes (the 'flowmatch train' flags).");
 }

@@ -212,3 +212,73 @@ std::shared_ptr<ImageClassifierImpl> load_image_classifier(const std::string& pa
 }
 
 }  // namespace flowmatch
+
+// ---------------------------------------------------------------- a classifier run folder
+
+#include <chrono>
+#include <filesystem>
+
+#include <ATen/Parallel.h>
+
+#include "flowmatch/models/velocity_model.h"
+#include "flowmatch/run.h"
+
+namespace flowmatch {
+
+nlohmann::json train_classifier_run(const std::string& out, const ClassifierRunOptions& f,
+                                    const std::function<void(const std::string&)>& started,
+                                    const std::function<void(const ClassifierProgress&)>& progress,
+                                    const std::function<bool()>& should_stop) {
+  namespace fs = std::filesystem;
+  using json = nlohmann::json;
+  data::ImageDataset train, test;
+  json data_spec;
+  try {
+    if (f.data == "fashion-mnist") {
+      train = data::fashion_mnist_dataset("train", f.data_dir);
+      test = data::fashion_mnist_dataset("test", f.data_dir);
+      data_spec = {{"target", "fashion-mnist"}, {"data_dir", fs::absolute(f.data_dir).string()}};
+    } else {
+      train = data::load_image_folder(f.data, f.image_channels);
+      test = train;  // an image folder has no held-out split: the accuracy below is on the training images
+      data_spec = {{"target", "image-folder"}, {"folder", fs::absolute(f.data).string()}};
+    }
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("--data ") + f.data + ": " + e.what());
+  }
+  if (train.height() != train.width()) throw std::invalid_argument("--data: the classifier needs square images");
+  data_spec["image_shape"] = {train.channels(), train.height(), train.width()};
+  data_spec["num_classes"] = static_cast<int64_t>(train.class_names.size());
+  data_spec["class_names"] = train.class_names;
+  at::manual_seed(f.seed);
+  ImageClassifier classifier(ImageClassifierOptions(train.channels(), train.height(), static_cast<int64_t>(train.class_names.size())).width(f.width));
+  classifier->to(f.device);
+  const auto options = ClassifierTrainingOptions().epochs(f.epochs).batch_size(f.batch).lr(f.lr).seed(f.seed);
+  if (started) {
+    started("training a classifier on " + std::to_string(train.images.size(0)) + " images (" + std::to_string(train.class_names.size()) +
+            " classes), " + std::to_string(models::parameter_count(*classifier)) + " parameters, " + std::to_string(at::get_num_threads()) +
+            " thread(s), " + std::to_string(f.epochs) + " epochs of batch " + std::to_string(f.batch));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  if (!train_image_classifier(*classifier, train, options, progress, should_stop)) return nullptr;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double accuracy = classifier_accuracy(*classifier, data::pixels_to_unit_range(test.images), test.labels);
+  json metrics = {{"test_accuracy", accuracy},
+                  {"test_images", test.images.size(0)},
+                  {"held_out", f.data == "fashion-mnist"},
+                  {"train_seconds", seconds},
+                  {"train_images_per_s", static_cast<double>(train.images.size(0) * f.epochs) / seconds},
+                  {"parameters", models::parameter_count(*classifier)}};
+  json config = {{"flowmatch_version", FLOWMATCH_VERSION},
+                 {"kind", "image_classifier"},
+                 {"data", data_spec},
+                 {"model", to_json(classifier->options)},
+                 {"training", {{"epochs", f.epochs}, {"batch", f.batch}, {"lr", f.lr}, {"seed", f.seed}}}};
+  fs::create_directories(out);
+  save_image_classifier(out + "/classifier.ckpt", *classifier, {{"test_accuracy", accuracy}, {"data", data_spec}});
+  write_json_file(out + "/config.json", config);
+  write_json_file(out + "/metrics.json", metrics);
+  return metrics;
+}
+
+}  // namespace flowmatch

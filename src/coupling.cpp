@@ -22,11 +22,6 @@ void check_batches(const at::Tensor& x0, const at::Tensor& x1, const char* who) 
               x1.size(0), " targets)");
 }
 
-// Squared Euclidean cost between the flattened rows, float64 on the CPU.
-at::Tensor cost_matrix(const at::Tensor& x0, const at::Tensor& x1) {
-  return squared_distances(x0.reshape({x0.size(0), -1}).to(at::kCPU, at::kDouble),
-                           x1.reshape({x1.size(0), -1}).to(at::kCPU, at::kDouble));
-}
 
 CoupledBatch gather(const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& i0, const at::Tensor& i1) {
   return {x0.index_select(0, i0.to(x0.device())), x1.index_select(0, i1.to(x1.device())), {}};
@@ -123,6 +118,22 @@ CoupledBatch IndependentCoupling::pair(const at::Tensor& x0, const at::Tensor& x
 }
 
 nlohmann::json IndependentCoupling::spec() const { return {{"type", "independent"}}; }
+
+at::Tensor squared_euclidean_cost(const at::Tensor& x0, const at::Tensor& x1) {
+  return squared_distances(x0.reshape({x0.size(0), -1}).to(at::kCPU, at::kDouble),
+                           x1.reshape({x1.size(0), -1}).to(at::kCPU, at::kDouble));
+}
+
+void Coupling::set_cost(CostFunction cost) { cost_ = std::move(cost); }
+
+at::Tensor Coupling::cost_matrix(const at::Tensor& x0, const at::Tensor& x1) const {
+  if (!cost_) return squared_euclidean_cost(x0, x1);
+  at::Tensor c = cost_(x0, x1).to(at::kCPU, at::kDouble).contiguous();
+  TORCH_CHECK(c.dim() == 2 && c.size(0) == x0.size(0) && c.size(1) == x1.size(0), "coupling cost returned shape ", c.sizes(),
+              " for ", x0.size(0), " sources and ", x1.size(0), " targets (expected (n, m))");
+  TORCH_CHECK(at::isfinite(c).all().item<bool>(), "coupling cost returned a non-finite entry");
+  return c;
+}
 
 CoupledBatch ExactOTCoupling::pair(const at::Tensor& x0, const at::Tensor& x1,
                                    std::optional<at::Generator> generator) const {

@@ -107,4 +107,21 @@ double frechet_distance(const at::Tensor& features_a, const at::Tensor& features
   return frechet_distance(gaussian_statistics(features_a), gaussian_statistics(features_b));
 }
 
+double rbf_mmd2(const at::Tensor& a, const at::Tensor& b, const std::vector<double>& sigmas) {
+  if (!a.defined() || !b.defined() || a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(1) || a.size(0) < 1 || b.size(0) < 1) {
+    throw std::invalid_argument("rbf_mmd2 needs two non-empty (n, D) point sets of one dimension");
+  }
+  if (sigmas.empty()) throw std::invalid_argument("rbf_mmd2 needs at least one bandwidth");
+  for (double s : sigmas)
+    if (!(s > 0) || !std::isfinite(s)) throw std::invalid_argument("rbf_mmd2: bandwidth " + std::to_string(s) + " is not > 0");
+  const at::Tensor x = a.to(at::kCPU, at::kDouble), y = b.to(at::kCPU, at::kDouble);
+  auto kernel_mean = [&](const at::Tensor& p, const at::Tensor& q) {
+    const at::Tensor d2 = at::cdist(p, q).square();
+    double total = 0;
+    for (double s : sigmas) total += at::exp(d2 * (-1.0 / (2 * s * s))).mean().item<double>();
+    return total;
+  };
+  return kernel_mean(x, x) + kernel_mean(y, y) - 2 * kernel_mean(x, y);
+}
+
 }  // namespace flowmatch::metrics

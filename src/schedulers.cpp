@@ -1,4 +1,5 @@
 #include "flowmatch/schedulers.h"
+#include "flowmatch/prediction.h"
 
 #include <cmath>
 #include <stdexcept>

@@ -2,13 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 #include "enum_names.h"
+#include "flowmatch/sde.h"
+#include "flowmatch/schedulers.h"
 
 namespace flowmatch {
 
@@ -136,6 +140,7 @@ double error_norm(const at::Tensor& err, const at::Tensor& a, const at::Tensor& 
 }  // namespace
 
 static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+  const Manifold* space = options.manifold().get();
   if (!(options.atol() > 0) || !(options.rtol() >= 0) || !std::isfinite(options.atol()) || !std::isfinite(options.rtol())) {
     throw std::invalid_argument("dopri5 needs atol > 0 and rtol >= 0, got atol=" + std::to_string(options.atol()) +
                                 " rtol=" + std::to_string(options.rtol()));
@@ -242,7 +247,8 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
     }
     for (int j = 0; j < 7; ++j)
       if (kE[j] != 0.0) err.add_(k[j], hs * kE[j]);
-    const double e = error_norm(err, x, x_new, atol, rtol);
+    const double e = space ? space->error_ratio(err, x, x_new, atol, rtol).max().item<double>()
+                           : error_norm(err, x, x_new, atol, rtol);
     if (!std::isfinite(e)) {
       throw std::runtime_error("dopri5: non-finite error estimate at t=" + std::to_string(t) +
                                " (does the velocity field return NaN or Inf?)");
@@ -251,6 +257,14 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
       t = lands ? target : t + hs;
       std::swap(x, x_new);  // in place: the old state's buffer becomes the next x_new
       k[0] = k[6];  // first same as last
+      if (space) {  // back onto the space; the velocity there is evaluated anew (no FSAL)
+        if (in_place) {
+          x.copy_(space->project(x));
+        } else {
+          x = space->project(x);
+        }
+        k[0] = call(x, t);
+      }
       ++result.steps;
       if (lands) {
         if (record && !every_step && (!selected || is_output[next_output])) {
@@ -275,10 +289,15 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
   return result;
 }
 
-SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
-  if (!field) throw std::invalid_argument("solve_ode: velocity field is empty");
+SolveResult solve_ode(const VelocityField& given_field, const at::Tensor& x0, const SolverOptions& options) {
+  if (!given_field) throw std::invalid_argument("solve_ode: velocity field is empty");
   TORCH_CHECK(x0.defined() && x0.is_floating_point(), "solve_ode: x0 must be a floating-point tensor");
-  if (options.method() == SolverMethod::Dopri5) return solve_dopri5(field, x0, options);
+  const std::shared_ptr<const Manifold> space = options.manifold();
+  VelocityField field = given_field;
+  if (space) {
+    field = [given_field, space](const at::Tensor& x, const at::Tensor& t) { return space->project_tangent(x, given_field(x, t)); };
+  }
+  if (options.method() == SolverMethod::Dopri5) return solve_dopri5(field, space ? space->project(x0) : x0, options);
   std::vector<double> grid = time_grid(options);
   std::vector<char> is_output(grid.size(), 1);
   const bool selected = !options.output_times().empty();
@@ -288,7 +307,8 @@ SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const So
   // In-place updates are safe only when no autograd graph refers to the state.
   const bool in_place = !at::GradMode::is_enabled();
   SolveResult result;
-  at::Tensor x = in_place ? x0.clone() : x0;
+  at::Tensor x = space ? space->project(x0) : x0;
+  if (in_place) x = x.clone();
   if (record && is_output[0]) {
     result.trajectory.push_back(x.clone());
     result.times.push_back(grid[0]);
@@ -340,6 +360,13 @@ SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const So
       case SolverMethod::Dopri5:
         break;  // handled by solve_dopri5
     }
+    if (space) {
+      if (in_place) {
+        x.copy_(space->project(x));
+      } else {
+        x = space->project(x);
+      }
+    }
     ++result.steps;
     if (record && is_output[k + 1]) {
       result.trajectory.push_back(x.clone());
@@ -348,6 +375,97 @@ SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const So
   }
   result.x = x;
   return result;
+}
+
+namespace {
+
+struct SolverRegistry {
+  std::mutex mutex;
+  std::vector<std::pair<SolverInfo, SolverFunction>> entries;
+};
+
+SolverFunction runge_kutta(SolverMethod method) {
+  return [method](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+    return solve_ode(field, x0, SolverOptions(options).method(method));
+  };
+}
+
+SolverRegistry& solver_registry() {
+  static SolverRegistry* registry = [] {
+    auto* r = new SolverRegistry;
+    for (SolverMethod m : {SolverMethod::Euler, SolverMethod::Midpoint, SolverMethod::Heun, SolverMethod::RK4, SolverMethod::Dopri5}) {
+      const bool adaptive = m == SolverMethod::Dopri5;
+      r->entries.push_back({SolverInfo{to_string(m), evaluations_per_step(m), adaptive, false,
+                                       adaptive ? "Dormand-Prince 5(4), adaptive steps (atol, rtol)"
+                                                : "explicit Runge-Kutta, fixed steps"},
+                            runge_kutta(m)});
+    }
+    r->entries.push_back(
+        {SolverInfo{"sde", 1, false, true, "Euler-Maruyama with the flow's marginals, diffusion noise_scale x sigma_t"},
+         [](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+           if (!options.scheduler()) {
+             throw std::invalid_argument("solver sde needs the path's scheduler (a run on an affine path)");
+           }
+           if (options.manifold()) throw std::invalid_argument("solver sde does not take a manifold state");
+           at::Generator generator = options.generator() ? *options.generator() : at::make_generator<at::CPUGeneratorImpl>(0);
+           return solve_sde(field, *options.scheduler(), x0,
+                            SDEOptions()
+                                .steps(options.steps())
+                                .t0(options.t0())
+                                .t1(options.t1())
+                                .noise_scale(options.noise_scale())
+                                .record_trajectory(options.record_trajectory()),
+                            generator);
+         }});
+    return r;
+  }();
+  return *registry;
+}
+
+}  // namespace
+
+void register_solver(const SolverInfo& info, SolverFunction solve_fn) {
+  if (info.name.empty() || !solve_fn) throw std::invalid_argument("register_solver: a name and a function are required");
+  if (info.evaluations_per_step < 1) {
+    throw std::invalid_argument("register_solver: evaluations per step must be >= 1, got " + std::to_string(info.evaluations_per_step));
+  }
+  auto& r = solver_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (auto& entry : r.entries) {
+    if (entry.first.name == info.name) {
+      entry = {info, std::move(solve_fn)};
+      return;
+    }
+  }
+  r.entries.push_back({info, std::move(solve_fn)});
+}
+
+std::vector<std::string> solver_names(bool stochastic) {
+  auto& r = solver_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& entry : r.entries)
+    if (stochastic || !entry.first.stochastic) names.push_back(entry.first.name);
+  return names;
+}
+
+namespace {
+std::pair<SolverInfo, SolverFunction> find_solver(const std::string& name) {
+  auto& r = solver_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::string known;
+  for (const auto& entry : r.entries) {
+    if (entry.first.name == name) return entry;
+    known += (known.empty() ? "" : ", ") + entry.first.name;
+  }
+  throw std::invalid_argument("unknown solver '" + name + "' (expected one of: " + known + ")");
+}
+}  // namespace
+
+SolverInfo solver_info(const std::string& name) { return find_solver(name).first; }
+
+SolveResult solve(const std::string& name, const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+  return find_solver(name).second(field, x0, options);
 }
 
 }  // namespace flowmatch

@@ -62,8 +62,8 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
       generator_(at::make_generator<at::CPUGeneratorImpl>(options_.seed())) {
   validate(options_);
   if (!model_) throw std::invalid_argument("Trainer: model is null");
-  if (!problem_.pairs && (!problem_.source || (!problem_.target && !problem_.labeled_target))) {
-    throw std::invalid_argument("Trainer: source and target samplers (or a pair sampler) are required");
+  if (!problem_.batches && !problem_.pairs && (!problem_.source || (!problem_.target && !problem_.labeled_target))) {
+    throw std::invalid_argument("Trainer: source and target samplers (or a pair sampler or batch source) are required");
   }
   if (problem_.labeled_target && model_->num_classes() <= 0) {
     throw std::invalid_argument("Trainer: labelled targets need a class-conditional network (num_classes > 0)");
@@ -72,7 +72,7 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
     throw std::invalid_argument("label dropout must be in [0, 1], got " + std::to_string(problem_.label_dropout));
   }
   if (!problem_.path) throw std::invalid_argument("Trainer: a probability path is required");
-  if (!problem_.pairs && !problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
+  if (!problem_.batches && !problem_.pairs && !problem_.coupling) throw std::invalid_argument("Trainer: a coupling is required");
   validate(problem_.time_sampling);
   if (problem_.time_sampling.weighting() == LossWeighting::SigmaSquared && !problem_.path->scheduler()) {
     throw std::invalid_argument("loss weighting sigma-squared needs an affine Gaussian path, got " +
@@ -88,7 +88,7 @@ Trainer::Trainer(std::shared_ptr<models::VelocityModel> model, FlowMatchingProbl
   }
   parameters_ = model_->parameters();
   if (parameters_.empty()) throw std::invalid_argument("Trainer: the model has no parameters");
-  if (options_.fused_mlp() && !problem_.labeled_target) fused_mlp_ = dynamic_cast<models::MLPImpl*>(model_.get());
+  objective_ = problem_.objective ? problem_.objective : std::make_shared<RegressionObjective>();
   if (options_.ema_decay() > 0) {
     ema_ = model_->clone_model();
     ema_->to(parameters_.front().device());
@@ -144,7 +144,9 @@ TrainingBatch draw_training_batch(const FlowMatchingProblem& problem, int64_t b,
   batch.target = regression_target(*problem.path, s, problem.prediction);
   batch.x_t = s.x_t;
   batch.weight = loss_weights(batch.t, problem.time_sampling, problem.path->scheduler().get());
-  if (problem.labeled_target) batch.labels = pair.labels;
+  batch.x0 = pair.x0;
+  batch.x1 = pair.x1;
+  if (problem.labeled_target) batch.labels = batch.condition.labels = pair.labels;
   return batch;
 }
 
@@ -157,28 +159,16 @@ void Trainer::distribute(std::shared_ptr<distributed::DataParallel> group) {
 }
 
 double Trainer::train_step() {
-  TrainingBatch batch = draw_training_batch(problem_, options_.batch_size(), generator_);
   const auto device = parameters_.front().device();
-  at::Tensor target = batch.target.to(device), xt = batch.x_t.to(device), td = batch.t.to(device);
-  at::Tensor weight = batch.weight.defined() ? batch.weight.to(device) : batch.weight;
-
+  const TrainingBatch batch = (problem_.batches ? problem_.batches(options_.batch_size(), generator_)
+                                                : draw_training_batch(problem_, options_.batch_size(), generator_))
+                                  .to(device);
   apply_lr(lr_at(step_));
-  at::Tensor loss;
-  double value = 0;
-  if (fused_mlp_) {
-    value = fused_mlp_->loss_and_gradients(xt, td, target, weight);  // replaces the gradients
-  } else {
-    optimizer_->zero_grad();
-    at::Tensor prediction = batch.labels.defined() ? model_->forward_conditional(xt, td, batch.labels.to(device))
-                                                   : model_->forward(xt, td);
-    loss = flow_matching_loss(prediction, target, weight);
-    value = loss.item<double>();
-  }
+  double value = objective_->loss_and_gradients(*model_, batch, options_.fused_mlp());
   std::string where;
   if (group_) {
     // Every rank must reach the all-reduce, so a non-finite loss is judged on the mean that comes
     // back (non-finite when any rank's is), and all ranks stop together.
-    if (!fused_mlp_) loss.backward();
     const bool local_stop = stop_poll_ && stop_poll_();
     const auto sums = group_->average_gradients(parameters_, {value, local_stop ? 1.0 : 0.0});
     value = sums[0] / static_cast<double>(group_->world_size());
@@ -189,7 +179,6 @@ double Trainer::train_step() {
     throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ")" + where +
                              " at step " + std::to_string(step_ + 1) + "; the last checkpoint is kept");
   }
-  if (!group_ && !fused_mlp_) loss.backward();
   if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
   if (fused_adam_supported(*optimizer_, parameters_)) {
     fused_adam_step(*optimizer_, parameters_);  // one pass per tensor, LibTorch's update and state

@@ -667,9 +667,15 @@ TEST(CLI, ImageRunTrainsSamplesGuidedGridsAndEvaluates) {
   Result one = cli(dir, "sample --run run --n 3 --class light --steps 1 --out one.npy --threads 1");
   ASSERT_EQ(one.code, 0) << one.err;
   EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "one.json"))["labels"], (std::vector<int64_t>{1, 1, 1}));
+  // Any registered solver samples image runs, the stochastic one too (one network call per step).
+  Result sde = cli(dir, "sample --run run --n 2 --solver sde --steps 3 --out sde.npy --threads 1");
+  ASSERT_EQ(sde.code, 0) << sde.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "sde.json"))["nfe"], 3);
+  EXPECT_TRUE(at::isfinite(fm::io::load_npy(dir / "sde.npy")).all().item<bool>());
   // Usage errors name the problem.
   for (const char* bad : {"sample --run run --n 3 --out x.npy", "sample --run run --class purple --out x.npy",
-                          "sample --run run --solver sde --out x.npy", "sample --run run --trajectories 3 --out x.npy"}) {
+                          "sample --run run --solver leapfrog --out x.npy", "sample --run run --trajectories 3 --out x.npy",
+                          "sample --run run --out x.json"}) {
     Result r = cli(dir, bad);
     EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
     EXPECT_EQ(r.err_lines(), 1u) << r.err;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "flowmatch/schedulers.h"
+#include "flowmatch/prediction.h"
 #include "gaussian_field.h"
 #include "test_util.h"
 

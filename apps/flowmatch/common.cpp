@@ -1,36 +1,35 @@
 #include "common.h"
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <thread>
 
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
-#include "flowmatch/checkpoint.h"
-#include "flowmatch/data/point_cloud.h"
+#include "flowmatch/data/toy2d.h"
+#include "flowmatch/distributed.h"
 #include "flowmatch/io/atomic_file.h"
-#include "flowmatch/prediction.h"
-#include "flowmatch/schedulers.h"
-#include "flowmatch/train.h"
+#include "flowmatch/models/velocity_model.h"
+#include "flowmatch/solvers.h"
 
 namespace fmcli {
 
 namespace fs = std::filesystem;
+namespace fm = flowmatch;
 
 void add_common_flags(CLI::App* app, CommonFlags& flags) {
   app->add_option("--threads", flags.threads, "CPU threads for LibTorch (0: OMP_NUM_THREADS if set, else one per core)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  app->add_option("--device", flags.device, "cpu or cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+      ->check(CLI::Range(0, 1024))->capture_default_str();
+  app->add_option("--device", flags.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app->add_option("--seed", flags.seed, "random seed")->capture_default_str();
   // Read before parsing (expand_config_file); declared here so that --help lists it.
-  app->add_option("--config", "flags from a TOML/INI file (keys = flag names, top level or under [COMMAND]); "
-                              "the command line wins");
+  app->add_option("--config", "flags from a TOML/INI file (keys = flag names, top level or under [COMMAND]); the command line wins");
 }
 
 c10::Device apply_common_flags(const CommonFlags& flags) {
@@ -43,158 +42,96 @@ c10::Device apply_common_flags(const CommonFlags& flags) {
   }
   at::set_num_threads(threads);
   if (flags.device == "cuda") {
-    if (!torch::cuda::is_available()) {
-      throw UsageError("--device cuda: no CUDA device is available to this LibTorch build (use --device cpu)");
-    }
+    if (!torch::cuda::is_available()) throw UsageError("--device cuda: no CUDA device is available to this LibTorch build (use --device cpu)");
     return c10::Device(c10::kCUDA);
   }
   return c10::Device(c10::kCPU);
 }
 
-RunFolder open_run(const std::string& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) throw UsageError("run folder '" + dir + "' does not exist");
-  RunFolder run{dir, {}};
-  if (!fs::exists(run.config_path(), ec)) {
-    throw UsageError("'" + dir + "' is not a run folder (no config.json; create one with 'flowmatch train --out " + dir + "')");
+void add_run_flags(CLI::App* app, RunFlags& f, bool with_target) {
+  app->add_option("--run", f.run, "run folder written by 'flowmatch train'");
+  app->add_option("--model-file", f.model_file, "a TorchScript velocity model (torch.jit.save) with forward(x, t) instead of --run");
+  app->add_option("--source", f.source, "with --model-file: the source distribution at t = 0 (default gaussian)")
+      ->check(CLI::IsMember(fm::data::toy2d_names()));
+  if (with_target) {
+    app->add_option("--target", f.target, "with --model-file: the data set to compare with")->check(CLI::IsMember(fm::data::toy2d_names()));
   }
-  try {
-    run.config = json::parse(flowmatch::io::read_file(run.config_path()));
-  } catch (const json::exception& e) {
-    throw std::runtime_error("'" + run.config_path() + "' is not valid JSON: " + e.what());
-  }
-  for (const char* key : {"data", "model", "path", "coupling"}) {
-    if (!run.config.contains(key)) throw std::runtime_error("'" + run.config_path() + "' lacks the '" + key + "' section");
-  }
-  return run;
+  app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest; EMA weights when kept)");
 }
 
-std::string latest_checkpoint(const RunFolder& run) {
-  auto all = flowmatch::list_checkpoints(run.checkpoint_dir());
-  if (all.empty()) throw std::runtime_error("run '" + run.dir + "' has no checkpoint yet (in " + run.checkpoint_dir() + ")");
-  return all.back();
+fm::Run open_run(const RunFlags& f) {
+  if (!f.run.empty() && !f.model_file.empty()) throw UsageError("give --run or --model-file, not both");
+  if (f.run.empty() && f.model_file.empty()) throw UsageError("needs --run RUN or --model-file v.pt");
+  if (!f.model_file.empty()) return fm::Run::from_model_file(f.model_file, f.source, f.target);
+  if (!f.source.empty()) throw UsageError("--source applies to --model-file; a run keeps its own source");
+  return fm::Run::open(f.run);
 }
 
-RunFolder resolve_run(const std::string& run, const std::string& model_file, const std::string& source,
-                      const std::string& target) {
-  if (!run.empty() && !model_file.empty()) throw UsageError("give --run or --model-file, not both");
-  if (run.empty() && model_file.empty()) throw UsageError("needs --run RUN or --model-file v.pt");
-  if (!model_file.empty()) {
-    json data = {{"source", source.empty() ? std::string("gaussian") : source}};
-    if (!target.empty()) data["target"] = target;
-    // Training settings for runs derived from it (reflow, distill): the train command's defaults.
-    const json training = {{"steps", 20000}, {"batch", 256}, {"lr", 1e-3}, {"optimizer", "adam"}, {"weight_decay", 0.0},
-                           {"grad_clip", 0.0}, {"ema", 0.0}, {"lr_schedule", "constant"}, {"warmup", 0},
-                           {"min_lr_ratio", 0.0}, {"seed", 0}, {"log_every", 100}, {"checkpoint_every", 1000}, {"keep", 3}};
-    return RunFolder{".", {{"model", {{"type", "torchscript"}, {"file", fs::absolute(model_file).string()}}},
-                          {"path", flowmatch::CondOTPath().spec()},
-                          {"prediction", "velocity"},
-                          {"data", data},
-                          {"coupling", {{"type", "independent"}}},
-                          {"training", training},
-                          {"stand_in", true}}};
+fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10::Device& device,
+                                       std::shared_ptr<fm::distributed::DataParallel> group) {
+  install_interrupt_handlers();
+  fm::TrainRunOptions how;
+  how.device = device;
+  how.group = group;
+  how.should_stop = [] { return interrupted(); };
+  const json& cfg = run.config();
+  const double batch = cfg["training"].value("batch", 0.0);
+  const bool images = run.domain()->num_classes(cfg["data"]) > 0;
+  if (!quiet && (!group || group->rank() == 0)) {
+    std::cerr << (run.resume_from().empty() ? "training " : "resuming from " + run.resume_from() + ": ")
+              << (cfg["data"].contains("pairs") ? std::to_string(cfg["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
+              << cfg["data"].value("source", std::string("?")) << " -> " << cfg["data"].value("target", std::string("?")) << " ("
+              << cfg["model"].value("type", std::string("?")) << ", " << fm::models::parameter_count(*fm::models::make_model(cfg["model"]))
+              << " parameters), " << at::get_num_threads() << " thread(s)"
+              << (group ? " per rank, " + std::to_string(group->world_size()) + " ranks (" + fm::distributed::to_string(group->backend()) + ")"
+                        : std::string())
+              << ", " << cfg["training"].value("steps", int64_t{0}) << " steps of batch " << batch << (group ? " per rank" : "") << "\n";
+    auto last = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now() - std::chrono::hours(1));
+    how.progress = [last, batch, images, group](const fm::TrainProgress& p) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - *last < std::chrono::seconds(2) && p.step != p.total_steps) return;
+      char rate[64] = "";
+      if (images) std::snprintf(rate, sizeof rate, " (%.0f images/s)", p.it_per_s * batch);
+      std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.2e  %.*f it/s%s  elapsed %s  left %s", static_cast<long long>(p.step),
+                   static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s < 10 ? 2 : 0, p.it_per_s, rate,
+                   format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
+      if (group) std::fprintf(stderr, "  all-reduce %.2f ms/step", p.communication_ms);
+      std::fprintf(stderr, "\n");
+      *last = now;
+    };
   }
-  if (!source.empty()) throw UsageError("--source applies to --model-file; a run keeps its own source");
-  return open_run(run);
+  return how;
 }
 
-void add_model_file_flags(CLI::App* app, std::string& model_file, std::string& source) {
-  app->add_option("--model-file", model_file,
-                  "a TorchScript velocity model (torch.jit.save) with forward(x, t) instead of --run");
-  app->add_option("--source", source, "with --model-file: the source distribution at t = 0 (default gaussian)")
-      ->check(CLI::IsMember(flowmatch::data::toy2d_names()));
+int report_training(const fm::Run& run, const fm::TrainOutcome& o, const std::string& resume_hint) {
+  if (o.step == o.first_step && !o.interrupted()) {
+    std::cout << "run '" << run.dir() << "' is already at step " << o.step << " of " << o.total_steps << "; raise --steps to train further\n";
+    return kExitOk;
+  }
+  if (o.interrupted()) {
+    std::cerr << "interrupted at step " << o.step << "; checkpoint " << o.last_checkpoint << "; continue with: " << resume_hint << "\n";
+    return kExitInterrupted;
+  }
+  const double rate = o.seconds > 0 ? static_cast<double>(o.step - o.first_step) / o.seconds : 0;
+  std::cout << "trained " << (o.step - o.first_step) << " steps in " << format_duration(o.seconds) << " (" << static_cast<long>(rate)
+            << " it/s); checkpoint " << o.last_checkpoint << "; loss curve " << run.dir() << "/loss.png\n";
+  return kExitOk;
 }
 
-std::shared_ptr<flowmatch::models::VelocityModel> load_run_model(const RunFolder& run, const std::string& checkpoint,
-                                                                 const c10::Device& device) {
-  if (run.config.value("stand_in", false)) {  // --model-file: the scripted model as saved
-    if (!checkpoint.empty()) throw UsageError("--checkpoint applies to runs, not to --model-file");
-    auto model = flowmatch::models::make_model(run.config["model"]);
-    model->to(device);
-    return model;
-  }
-  const std::string path = checkpoint.empty() ? latest_checkpoint(run) : checkpoint;
-  auto model = flowmatch::load_model(path, /*ema=*/true);
-  if (model->spec() != run.config["model"]) {
-    throw std::runtime_error("'" + path + "' holds model " + model->spec().dump() + ", but the run describes " +
-                             run.config["model"].dump());
-  }
-  model->to(device);
-  return model;
+void add_pair_flags(CLI::App* app, fm::PairGenerationOptions& g) {
+  app->add_option("--pairs", g.pairs, "noise-sample pairs generated from the parent model")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--solver", g.solver, "ODE solver that generates the pairs")->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
+  app->add_option("--steps", g.steps, "fixed-step solvers: steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--atol", g.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--rtol", g.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--train-steps", g.train_steps, "training steps (default: the parent's)")->check(CLI::PositiveNumber);
+  app->add_flag("--from-scratch", g.from_scratch, "train from fresh weights instead of the parent's");
 }
 
-RunFlow run_flow(const RunFolder& run, std::shared_ptr<flowmatch::models::VelocityModel> model,
-                 const std::string& scheduler, flowmatch::VelocityField network) {
-  namespace fm = flowmatch;
-  RunFlow flow;
-  try {
-    flow.path = fm::make_path(run.config["path"]);
-    flow.prediction = run.config.value("prediction", std::string("velocity"));
-    const fm::PredictionTarget target = fm::prediction_target_from_string(flow.prediction);
-    auto trained = flow.path->scheduler();
-    flow.field = fm::velocity_from_prediction(network ? network : fm::as_velocity_field(std::move(model)), target, trained);
-    flow.scheduler = trained ? trained->name() : run.config["path"].value("type", std::string("?"));
-  } catch (const std::invalid_argument& e) {
-    throw std::runtime_error("'" + run.config_path() + "': " + e.what());
-  }
-  if (!scheduler.empty()) {
-    if (!flow.path->scheduler()) throw UsageError("--scheduler: this run's path has no scheduler to replace");
-    std::shared_ptr<const fm::Scheduler> wanted;
-    try {
-      wanted = fm::make_scheduler(scheduler);
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(std::string("--scheduler: ") + e.what());
-    }
-    if (wanted->spec() != flow.path->scheduler()->spec()) {
-      flow.field = fm::schedule_transformed_field(flow.field, flow.path->scheduler(), wanted);
-      flow.scheduler = wanted->name() + " (transformed from " + flow.scheduler + ")";
-      flow.path = std::make_shared<fm::AffinePath>(wanted);
-    }
-  }
-  return flow;
-}
-
-bool is_image_run(const RunFolder& run) {
-  return run.config.contains("data") && run.config["data"].is_object() && run.config["data"].contains("image_shape");
-}
-
-flowmatch::data::ImageDataset load_run_images(const RunFolder& run, const std::string& split) {
-  const json& data = run.config["data"];
-  const std::string target = data.value("target", std::string());
-  flowmatch::data::ImageDataset images;
-  try {
-    if (target == "fashion-mnist") {
-      images = flowmatch::data::fashion_mnist_dataset(split, data.at("data_dir").get<std::string>());
-    } else if (target == "image-folder") {
-      images = flowmatch::data::load_image_folder(data.at("folder").get<std::string>(), data.at("image_shape")[0].get<int64_t>());
-    } else {
-      throw std::runtime_error("unknown image data '" + target + "' (expected fashion-mnist or image-folder)");
-    }
-  } catch (const json::exception& e) {
-    throw std::runtime_error("'" + run.config_path() + "': data: " + e.what());
-  }
-  if (images.pixels_per_image() != data.value("dim", int64_t{0})) {
-    throw std::runtime_error("the run's images had " + data.value("dim", json()).dump() + " values each, these have " +
-                             std::to_string(images.pixels_per_image()));
-  }
-  return images;
-}
-
-flowmatch::data::PointSampler run_sampler(const RunFolder& run, const std::string& which) {
-  const json& data = run.config["data"];
-  if (!data.contains(which) || !data[which].is_string()) {
-    if (run.config.value("stand_in", false)) {
-      throw UsageError("with --model-file, give --" + which + " NAME (the model's " + which + " distribution)");
-    }
-    throw std::runtime_error("'" + run.config_path() + "': data." + which + " is missing");
-  }
-  const std::string name = data[which].get<std::string>();
-  if (name == "file") {  // a point cloud given with train --data
-    return flowmatch::data::point_cloud_sampler(flowmatch::data::load_point_cloud(data.at(which + "_file").get<std::string>()));
-  }
-  const int64_t dim = data.value("dim", int64_t{2});
-  if (name == "gaussian" && dim != 2) return flowmatch::data::gaussian_sampler(dim);
-  return flowmatch::data::toy2d_sampler(name);
+void check_pair_flags(const fm::PairGenerationOptions& g, CLI::App* app) {
+  const bool adaptive = fm::solver_info(g.solver).adaptive;
+  if (!adaptive && (app->count("--atol") || app->count("--rtol"))) throw UsageError("--atol/--rtol apply to --solver dopri5, not " + g.solver);
+  if (adaptive && app->count("--steps")) throw UsageError("--steps applies to fixed-step solvers, not " + g.solver);
 }
 
 void ensure_new_output_folder(const std::string& out, const std::string& hint) {
@@ -202,18 +139,10 @@ void ensure_new_output_folder(const std::string& out, const std::string& hint) {
   if (fs::exists(out, ec) && !fs::is_empty(out, ec)) throw UsageError("--out '" + out + "' already exists; choose another" + hint);
   const fs::path parent = fs::path(out).parent_path();
   try {
-    flowmatch::io::ensure_writable_directory(parent.empty() ? "." : parent.string());
+    fm::io::ensure_writable_directory(parent.empty() ? "." : parent.string());
   } catch (const std::runtime_error& e) {
     throw UsageError(std::string("--out: ") + e.what());
   }
-}
-
-void write_json_atomic(const std::string& path, const json& value) {
-  flowmatch::io::write_file_atomic(path, value.dump(2) + "\n");
-}
-
-std::string with_extension(const std::string& path, const std::string& extension) {
-  return fs::path(path).replace_extension(extension).string();
 }
 
 std::string format_duration(double seconds) {
@@ -226,15 +155,6 @@ std::string format_duration(double seconds) {
     std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   }
   return buf;
-}
-
-void ensure_parent_writable(const std::string& path) {
-  const fs::path parent = fs::path(path).parent_path();
-  try {
-    flowmatch::io::ensure_writable_directory(parent.empty() ? "." : parent.string());
-  } catch (const std::runtime_error& e) {
-    throw UsageError(std::string("cannot write '") + path + "': " + e.what());
-  }
 }
 
 namespace {

@@ -59,14 +59,26 @@ std::vector<std::string> expand_config_stream(const std::vector<std::string>& ar
   std::vector<std::string> injected;
   for (const auto& item : items) {
     if (item.name == "++" || item.name == "--") continue;  // section markers
-    if (!item.parents.empty() && !(item.parents.size() == 1 && item.parents[0] == command)) {
+    // [model]: type = NAME is --model NAME; every other key is a network option (--model-option KEY=VALUE).
+    const bool model_section = command == "train" && item.parents.size() == 1 && item.parents[0] == "model";
+    if (!item.parents.empty() && !model_section && !(item.parents.size() == 1 && item.parents[0] == command)) {
       std::string section;
       for (const auto& p : item.parents) section += (section.empty() ? "" : ".") + p;
       throw UsageError("config file '" + file + "': section [" + section + "] is not '" + command +
-                       "' (put keys at the top level or under [" + command + "])");
+                       "' (put keys at the top level or under [" + command + "]" + (command == "train" ? " or [model]" : "") + ")");
     }
     std::string name = item.name;
     std::replace(name.begin(), name.end(), '_', '-');
+    if (model_section) {
+      if (name == "type") {
+        if (!given("model") && item.inputs.size() == 1) injected.push_back("--model=" + item.inputs[0]);
+      } else {
+        std::string value;
+        for (const auto& v : item.inputs) value += (value.empty() ? "" : ",") + v;
+        injected.push_back("--model-option=" + item.name + "=" + (item.inputs.size() > 1 ? "[" + value + "]" : value));
+      }
+      continue;
+    }
     if (given(name)) continue;
     if (item.inputs.size() == 1) {
       injected.push_back("--" + name + "=" + item.inputs[0]);

@@ -14,18 +14,18 @@ namespace {
 
 struct ExportFlags {
   CommonFlags common;
-  std::string run, out, checkpoint;
+  RunFlags run;
+  std::string out;
 };
 
 int run_export(ExportFlags& f) {
   apply_common_flags(f.common);  // the file is written from CPU tensors whatever --device says
-  RunFolder run = open_run(f.run);
-  const std::string prediction = run.config.value("prediction", std::string("velocity"));
+  fm::Run run = fm::Run::open(f.run.run);
+  const std::string prediction = run.config().value("prediction", std::string("velocity"));
   if (prediction != "velocity") {
-    throw UsageError("export writes velocity networks; '" + f.run + "' predicts '" + prediction + "'");
+    throw UsageError("export writes velocity networks; '" + f.run.run + "' predicts '" + prediction + "'");
   }
-  ensure_parent_writable(f.out);
-  auto model = load_run_model(run, f.checkpoint, c10::kCPU);
+  auto model = run.model(f.run.checkpoint, c10::kCPU);
   fm::models::export_torchscript(*model, f.out);
   std::cout << "wrote " << f.out << ": in Python, v = torch.jit.load('" << f.out << "'); v(x, t) with x (B, "
             << model->spec()["options"].value("dim", int64_t{2}) << ") and t (B)\n";
@@ -38,9 +38,9 @@ Command register_export(CLI::App& root) {
   auto flags = std::make_shared<ExportFlags>();
   ExportFlags& f = *flags;
   CLI::App* app = root.add_subcommand("export", "Write a run's network as TorchScript for PyTorch (torch.jit.load, v(x, t))");
-  app->add_option("--run", f.run, "run folder written by 'flowmatch train'")->required();
+  app->add_option("--run", f.run.run, "run folder written by 'flowmatch train'")->required();
   app->add_option("--out", f.out, "TorchScript file to write (e.g. v.pt)")->required();
-  app->add_option("--checkpoint", f.checkpoint, "checkpoint file (default: the run's newest; EMA weights when kept)");
+  app->add_option("--checkpoint", f.run.checkpoint, "checkpoint file (default: the run's newest; EMA weights when kept)");
   add_common_flags(app, f.common);
   return {app, [flags] { return run_export(*flags); }};
 }

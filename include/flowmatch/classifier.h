@@ -13,6 +13,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+#include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
 #include "flowmatch/data/images.h"
@@ -84,5 +85,24 @@ at::Tensor classifier_features(ImageClassifierImpl& classifier, const at::Tensor
 void save_image_classifier(const std::string& path, ImageClassifierImpl& classifier, const nlohmann::json& meta = {});
 /// Reads a file written by save_image_classifier; std::runtime_error naming the file when it is not one.
 std::shared_ptr<ImageClassifierImpl> load_image_classifier(const std::string& path, nlohmann::json* meta = nullptr);
+
+/// What `train_classifier_run` trains on and how.
+struct ClassifierRunOptions {
+  std::string data = "fashion-mnist";  ///< or an image folder DIR/CLASS/*.png|jpg
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  int64_t image_channels = 0;  ///< image folder: 1, 3, or 0 (as the first image)
+  int64_t epochs = 10, batch = 128, width = 32;
+  double lr = 1e-3;
+  uint64_t seed = 0;
+  c10::Device device = c10::kCPU;
+};
+/// Trains the evaluation classifier on `options.data` and writes OUT/classifier.ckpt, config.json and
+/// metrics.json (test accuracy; an image folder has no held-out split, so its accuracy is on the
+/// training images). Returns the metrics, or null when `should_stop` ended training (nothing written).
+/// `started` is told the data size and parameter count before training.
+nlohmann::json train_classifier_run(const std::string& out, const ClassifierRunOptions& options,
+                                    const std::function<void(const std::string&)>& started = {},
+                                    const std::function<void(const ClassifierProgress&)>& progress = {},
+                                    const std::function<bool()>& should_stop = {});
 
 }  // namespace flowmatch

@@ -9,6 +9,7 @@
 /// side exactly once and draw its partner from the plan's conditional law, so the pairs follow the
 /// plan without the duplicated rows of sampling the joint plan with replacement.
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,9 +31,20 @@ struct CoupledBatch {
   at::Tensor labels;
 };
 
+/// The cost of moving source row i to target row j, as an (n, m) float64 CPU matrix.
+using CostFunction = std::function<at::Tensor(const at::Tensor& x0, const at::Tensor& x1)>;
+/// ‖x0_i − x1_j‖² over the flattened rows (the default cost).
+at::Tensor squared_euclidean_cost(const at::Tensor& x0, const at::Tensor& x1);
+
 class Coupling {
  public:
   virtual ~Coupling() = default;
+  /// The transport cost the OT couplings minimise (squared Euclidean unless set: a geodesic or an
+  /// alignment cost plugs in here). The independent coupling ignores it.
+  void set_cost(CostFunction cost);
+  /// The cost matrix of a source and a target batch under this coupling's cost, checked for shape
+  /// (n, m) and finiteness.
+  at::Tensor cost_matrix(const at::Tensor& x0, const at::Tensor& x1) const;
   /// Pairs a source batch (n, ...) with a target batch (m, ...): max(n, m) pairs.
   virtual CoupledBatch pair(const at::Tensor& x0, const at::Tensor& x1,
                             std::optional<at::Generator> generator = std::nullopt) const = 0;
@@ -47,6 +59,9 @@ class Coupling {
   CoupledBatch pair_within_labels(const at::Tensor& x0, const at::Tensor& labels0, const at::Tensor& x1,
                                   const at::Tensor& labels1,
                                   std::optional<at::Generator> generator = std::nullopt) const;
+
+ private:
+  CostFunction cost_;
 };
 
 /// Pairs as drawn (independent coupling, I-CFM). For n ≠ m the smaller side is repeated as

@@ -8,6 +8,7 @@
 /// cheap to include and the library builds (without distributed support) where c10d is missing.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -103,5 +104,21 @@ class DataParallel {
   double communication_s_ = 0;
   int64_t communication_calls_ = 0;
 };
+
+/// `flowmatch launch`: processes of this program on this machine, like torchrun --standalone.
+struct LaunchOptions {
+  int64_t nproc = 1, nnodes = 1, node_rank = 0;
+  int64_t master_port = 29500;  ///< 0: any free port (one machine only)
+  std::string master_addr = "127.0.0.1";
+  double grace = 30;  ///< seconds the others get to stop after one process fails, before SIGKILL
+  std::vector<std::string> command;  ///< "train" and its flags (--distributed is added when missing)
+};
+/// Starts nproc processes running `command` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+/// GROUP_RANK, MASTER_ADDR, MASTER_PORT, OMP_NUM_THREADS (cores / nproc unless set) and
+/// FLOWMATCH_LAUNCHED; forwards SIGINT/SIGTERM; when one exits with a failure (not 0, not 130) the
+/// others get SIGTERM, then SIGKILL after the grace time (`report` says which one failed, unless its
+/// code is 2, a usage error that rank 0 has said). Returns the first failure's exit code, else 130
+/// when interrupted, else 0. std::invalid_argument for bad options.
+int launch_processes(const LaunchOptions& options, const std::function<void(const std::string&)>& report = {});
 
 }  // namespace flowmatch::distributed

@@ -1,6 +1,7 @@
 #pragma once
 /// \file
-/// Everything of flowmatch's public API in one include.
+/// The library's public API in one include (the distributed and benchmark headers aside:
+/// flowmatch/distributed.h, flowmatch/benchmarks.h).
 
 #include "flowmatch/assignment.h"
 #include "flowmatch/checkpoint.h"
@@ -9,18 +10,22 @@
 #include "flowmatch/data/idx.h"
 #include "flowmatch/data/images.h"
 #include "flowmatch/data/toy2d.h"
+#include "flowmatch/domain.h"
 #include "flowmatch/guidance.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/loss.h"
+#include "flowmatch/manifold.h"
 #include "flowmatch/metrics.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/unet.h"
 #include "flowmatch/models/velocity_model.h"
+#include "flowmatch/objective.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/prediction.h"
+#include "flowmatch/run.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/sde.h"
 #include "flowmatch/solvers.h"

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include <vector>
+
 #include <ATen/Tensor.h>
 #include <torch/arg.h>
 
@@ -19,6 +21,12 @@ namespace flowmatch::metrics {
 /// For unequal sizes, LEMON's network simplex on integer supplies (exact).
 /// a: (n, D), b: (m, D). Throws on shape mismatch or non-finite input.
 double wasserstein2(const at::Tensor& a, const at::Tensor& b);
+
+/// Squared maximum mean discrepancy with a mixture of RBF kernels, as TorchCFM reports it
+/// (`mix_rbf_mmd2`, biased): k(x, y) = Σ_σ exp(−‖x − y‖² / (2σ²)) and
+///   MMD² = mean k(a, a) + mean k(b, b) − 2 mean k(a, b),
+/// in float64, with TorchCFM's bandwidths σ ∈ {0.01, 0.1, 1, 10, 100} by default.
+double rbf_mmd2(const at::Tensor& a, const at::Tensor& b, const std::vector<double>& sigmas = {0.01, 0.1, 1, 10, 100});
 
 /// How `trajectory_metrics` integrates the flow.
 struct TrajectoryMetricsOptions {

@@ -50,4 +50,22 @@ at::Tensor regression_target(const ProbabilityPath& path, const PathSample& samp
 VelocityField velocity_from_prediction(VelocityField predictor, PredictionTarget target,
                                        std::shared_ptr<const Scheduler> scheduler, double time_margin = 1e-3);
 
+/// Options for `schedule_transformed_field`.
+struct ScheduleTransformOptions {
+  /// The transformation's coefficients are evaluated at times clamped to [margin, 1 − margin],
+  /// where every scheduler is finite (VP's σ̇ and the SNR derivatives diverge at the ends).
+  TORCH_ARG(double, time_margin) = 1e-5;
+};
+
+/// Samples a velocity field trained with scheduler `trained` as if it had been trained with
+/// `wanted` (Pooladian et al. / the flow-matching guide, "schedule transform"): with r the new
+/// time, t_r the trained time of equal SNR and s_r = σ̄_r / σ_{t_r},
+///   ū(x, r) = (ṡ_r / s_r)·x + s_r·ṫ_r·u(x / s_r, t_r).
+/// For the marginal velocity field this is exact: the new field generates the marginals of the
+/// `wanted` path, with the same final distribution. The field is evaluated in float64 internally
+/// for the coefficients; x keeps its dtype.
+VelocityField schedule_transformed_field(VelocityField field, std::shared_ptr<const Scheduler> trained,
+                                         std::shared_ptr<const Scheduler> wanted,
+                                         ScheduleTransformOptions options = {});
+
 }  // namespace flowmatch

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Schedulers of affine Gaussian paths x_t = α_t·x₁ + σ_t·x₀ (t = 0 noise, t = 1 data), and the
-/// change of scheduler of a trained velocity field (the scale-time transformation).
+/// Schedulers of affine Gaussian paths x_t = α_t·x₁ + σ_t·x₀ (t = 0 noise, t = 1 data). The change
+/// of scheduler of a trained velocity field (`schedule_transformed_field`) is in prediction.h: this
+/// header knows nothing of velocity fields or models.
 ///
 /// Every scheduler gives α_t, σ_t and their time derivatives in closed form, and inverts its
 /// signal-to-noise ratio ρ_t = α_t / σ_t (needed to move a field from one scheduler to another).
@@ -15,7 +16,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/arg.h>
 
-#include "flowmatch/velocity_field.h"
 
 namespace flowmatch {
 
@@ -123,23 +123,5 @@ std::vector<std::string> scheduler_names();
 /// From `spec()`, or a bare name with default parameters. Throws std::invalid_argument naming an
 /// unknown type or a bad parameter.
 std::shared_ptr<Scheduler> make_scheduler(const nlohmann::json& spec);
-
-/// Options for `schedule_transformed_field`.
-struct ScheduleTransformOptions {
-  /// The transformation's coefficients are evaluated at times clamped to [margin, 1 − margin],
-  /// where every scheduler is finite (VP's σ̇ and the SNR derivatives diverge at the ends).
-  TORCH_ARG(double, time_margin) = 1e-5;
-};
-
-/// Samples a velocity field trained with scheduler `trained` as if it had been trained with
-/// `wanted` (Pooladian et al. / the flow-matching guide, "schedule transform"): with r the new
-/// time, t_r the trained time of equal SNR and s_r = σ̄_r / σ_{t_r},
-///   ū(x, r) = (ṡ_r / s_r)·x + s_r·ṫ_r·u(x / s_r, t_r).
-/// For the marginal velocity field this is exact: the new field generates the marginals of the
-/// `wanted` path, with the same final distribution. The field is evaluated in float64 internally
-/// for the coefficients; x keeps its dtype.
-VelocityField schedule_transformed_field(VelocityField field, std::shared_ptr<const Scheduler> trained,
-                                         std::shared_ptr<const Scheduler> wanted,
-                                         ScheduleTransformOptions options = {});
 
 }  // namespace flowmatch

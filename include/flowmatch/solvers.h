@@ -1,17 +1,28 @@
 #pragma once
 /// \file
-/// Fixed-step ODE solvers for dx/dt = v(x, t) on batched tensors, with an exact count of
-/// velocity evaluations (NFE).
+/// Solvers for dx/dt = v(x, t) on batched tensors, with an exact count of velocity evaluations
+/// (NFE): fixed-step and adaptive Runge–Kutta methods (`solve_ode`), Euler–Maruyama with the
+/// flow's marginals (`solve_sde`, sde.h), and a registry that names them all (`solve`,
+/// `solver_names`), so that one more solver is one `register_solver` call. A solver's state may live
+/// on a manifold (`SolverOptions::manifold`): every velocity is made tangent and every step ends
+/// projected back onto it.
 
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/Tensor.h>
+#include <ATen/core/Generator.h>
 #include <torch/arg.h>
 
+#include "flowmatch/manifold.h"
 #include "flowmatch/velocity_field.h"
 
 namespace flowmatch {
+
+class Scheduler;
 
 /// Explicit Runge–Kutta methods. Fixed grid: Euler (1 evaluation per step), Midpoint (2),
 /// Heun (2), RK4 (4). Adaptive: Dopri5, the Dormand–Prince 5(4) pair: one evaluation at the start,
@@ -55,6 +66,14 @@ struct SolverOptions {
   TORCH_ARG(int64_t, max_steps) = 100000;
   /// Dopri5: first step size (0: Hairer's automatic choice, 1 extra evaluation).
   TORCH_ARG(double, initial_step) = 0.0;
+  /// The space the state lives in (null: Euclidean). Velocities are projected to its tangent space,
+  /// states back onto it after every step, and Dopri5 measures errors with its `error_ratio`.
+  TORCH_ARG(std::shared_ptr<const Manifold>, manifold) = nullptr;
+  /// Stochastic solvers ("sde"): the path's scheduler (for the score), the diffusion
+  /// g(t) = noise_scale·σ_t, and the generator of the noise (a fresh seed-0 CPU generator if unset).
+  TORCH_ARG(std::shared_ptr<const Scheduler>, scheduler) = nullptr;
+  TORCH_ARG(double, noise_scale) = 1.0;
+  TORCH_ARG(std::optional<at::Generator>, generator) = std::nullopt;
 };
 
 struct SolveResult {
@@ -74,5 +93,26 @@ std::vector<double> time_grid(const SolverOptions& options);
 /// state buffers in place, so the field must not keep the state tensor it is given beyond the call.
 /// Throws std::invalid_argument for bad options.
 SolveResult solve_ode(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options);
+
+/// What a registered solver is.
+struct SolverInfo {
+  std::string name;
+  int64_t evaluations_per_step = 1;  ///< per step (adaptive: per attempted step)
+  bool adaptive = false;             ///< steps chosen by atol/rtol instead of `steps`
+  bool stochastic = false;           ///< needs `scheduler` and draws from `generator`
+  std::string description;
+};
+using SolverFunction = std::function<SolveResult(const VelocityField&, const at::Tensor& x0, const SolverOptions&)>;
+
+/// Adds a solver under `info.name` (replacing one of that name). The built-ins: euler, midpoint,
+/// heun, rk4, dopri5 (solve_ode) and sde (solve_sde with options.scheduler, noise_scale, generator).
+void register_solver(const SolverInfo& info, SolverFunction solve);
+/// Registered names in registration order; without stochastic ones when `stochastic` is false.
+std::vector<std::string> solver_names(bool stochastic = true);
+/// std::invalid_argument listing the names when `name` is unknown.
+SolverInfo solver_info(const std::string& name);
+/// Solves with the solver registered as `name` (options.method is set from the name for the
+/// Runge–Kutta methods).
+SolveResult solve(const std::string& name, const VelocityField& field, const at::Tensor& x0, const SolverOptions& options);
 
 }  // namespace flowmatch

@@ -17,6 +17,7 @@
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/velocity_model.h"
+#include "flowmatch/objective.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/prediction.h"
 #include "flowmatch/time_sampling.h"
@@ -65,8 +66,9 @@ struct TrainerOptions {
   TORCH_ARG(std::string, checkpoint_dir) = "";
   /// How many of the newest checkpoints to keep (older ones are deleted).
   TORCH_ARG(int64_t, keep_checkpoints) = 3;
-  /// For `models::MLP` networks, compute the loss gradients by hand (`MLPImpl::loss_and_gradients`:
-  /// no autograd graph, fewer operator calls); false: autograd. Same results up to rounding.
+  /// Let the objective use a model's hand-written loss gradients where it has them
+  /// (`VelocityModel::supports_fused_regression`, the MLP: no autograd graph, fewer operator calls);
+  /// false: autograd. Same results up to rounding.
   TORCH_ARG(bool, fused_mlp) = true;
 };
 
@@ -96,10 +98,15 @@ struct TrainCallbacks {
 
 /// Draws a minibatch of n already-paired (x0, x1) rows (e.g. rectified flow's stored pairs).
 using PairSampler = std::function<CoupledBatch(int64_t n, at::Generator& generator)>;
+/// Draws a whole training batch of n rows (pairs, times, path points, targets, conditioning).
+using BatchSource = std::function<TrainingBatch(int64_t n, at::Generator& generator)>;
 
-/// What to learn: a flow from `source` to `target` along `path`, pairs chosen by `coupling`; the
-/// network predicts `prediction` (velocity, data, noise or score) at times drawn by `time_sampling`.
-/// With `pairs` set, minibatches come from it instead (source, target and coupling are not used).
+/// What to learn: one batch source and one objective. The batch source is `batches` when set; else
+/// it is made from the fields below (`draw_training_batch`): a flow from `source` to `target` along
+/// `path`, pairs chosen by `coupling`, the network predicting `prediction` (velocity, data, noise or
+/// score) at times drawn by `time_sampling`; with `pairs` set, minibatches of stored pairs instead
+/// (source, target and coupling unused); with `labeled_target`, class-conditional pairs. The
+/// objective is `objective` when set, else the regression (`RegressionObjective`).
 struct FlowMatchingProblem {
   data::PointSampler source;
   data::PointSampler target;
@@ -114,13 +121,10 @@ struct FlowMatchingProblem {
   double label_dropout = 0.0;
   PredictionTarget prediction = PredictionTarget::Velocity;
   TimeSamplingOptions time_sampling = {};
-};
-
-/// One minibatch ready for the loss: points on the path, their times, the regression target and
-/// the per-sample loss weights (undefined when unweighted), and the labels of a class-conditional
-/// problem (after label dropout; undefined otherwise). CPU tensors.
-struct TrainingBatch {
-  at::Tensor x_t, t, target, weight, labels;
+  /// Replaces the batch drawing above when set.
+  BatchSource batches;
+  /// The loss (null: the regression).
+  std::shared_ptr<Objective> objective;
 };
 
 /// Draws a minibatch of `batch_size` pairs exactly as `Trainer::train_step` does (source, target,
@@ -180,7 +184,7 @@ class Trainer {
   at::Generator generator_;
   int64_t step_ = 0;
   std::shared_ptr<distributed::DataParallel> group_;
-  models::MLPImpl* fused_mlp_ = nullptr;  // the model, when its hand-written backward is used
+  std::shared_ptr<Objective> objective_;
   std::function<bool()> stop_poll_;  // set by train(); polled inside the step when data-parallel
   bool stop_requested_ = false;      // any rank asked to stop (data-parallel)
 };

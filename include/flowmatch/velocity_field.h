@@ -1,6 +1,7 @@
 #pragma once
 /// \file
-/// What solvers integrate: any callable v(x, t) → tensor shaped like x.
+/// What solvers integrate: any callable v(x, t) → tensor shaped like x; a conditioned network
+/// becomes one by binding its conditioning.
 
 #include <atomic>
 #include <functional>
@@ -17,6 +18,9 @@ using VelocityField = std::function<at::Tensor(const at::Tensor& x, const at::Te
 
 /// Adapts a network (no copy: the field calls the network it is given).
 VelocityField as_velocity_field(std::shared_ptr<models::VelocityModel> model);
+/// The network conditioned on `condition` (labels, a token context, masks) for every call:
+/// v(x, t) = model.forward_with(x, t, condition); the condition's batch must be x's.
+VelocityField as_velocity_field(std::shared_ptr<models::VelocityModel> model, models::Conditioning condition);
 
 /// Wraps a field and counts its calls (for checking a solver's reported NFE).
 class CountingVelocityField {

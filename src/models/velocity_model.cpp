@@ -1,5 +1,7 @@
 #include "flowmatch/models/velocity_model.h"
 
+#include <algorithm>
+#include <mutex>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -41,22 +43,181 @@ void check_labels(const at::Tensor& labels, int64_t batch, int64_t num_classes) 
   }
 }
 
+at::Tensor VelocityModel::forward_with(const at::Tensor& x, const at::Tensor& t, const Conditioning& c) {
+  if (c.context.defined() || c.context_mask.defined() || c.mask.defined()) {
+    throw std::invalid_argument("this " + spec().value("type", std::string("model")) +
+                                " network takes no " + (c.mask.defined() ? "element mask" : "token context"));
+  }
+  return c.labels.defined() ? forward_conditional(x, t, c.labels) : forward(x, t);
+}
+
+double VelocityModel::fused_regression_loss_and_gradients(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                          const at::Tensor&) {
+  throw std::invalid_argument("this " + spec().value("type", std::string("model")) +
+                              " network has no fused regression loss (supports_fused_regression() is false)");
+}
+
+Conditioning Conditioning::to(const c10::Device& device) const {
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  return {move(labels), move(context), move(context_mask), move(mask)};
+}
+
+Conditioning Conditioning::narrow(int64_t start, int64_t length) const {
+  auto part = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, start, length) : t; };
+  return {part(labels), part(context), part(context_mask), part(mask)};
+}
+
+namespace {
+
+struct ModelRegistry {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, ModelRegistration>> entries;
+};
+
+// User options: keys as the train flags (dashes or underscores); an unknown key is an error naming
+// the type's options.
+nlohmann::json normalized_options(const std::string& type, const nlohmann::json& options, const std::vector<std::string>& known) {
+  nlohmann::json out = nlohmann::json::object();
+  if (options.is_null()) return out;
+  if (!options.is_object()) throw std::invalid_argument("model options must be an object, got " + options.dump());
+  for (const auto& [key, value] : options.items()) {
+    std::string k = key;
+    for (char& ch : k)
+      if (ch == '-') ch = '_';
+    if (std::find(known.begin(), known.end(), k) == known.end()) {
+      std::string list;
+      for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
+      throw std::invalid_argument("model option '" + key + "' does not apply to model " + type + " (it takes: " +
+                                  (list.empty() ? std::string("none") : list) + ")");
+    }
+    out[k] = value;
+  }
+  return out;
+}
+
+int64_t flat_size(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+ModelRegistry& model_registry() {
+  static ModelRegistry* registry = [] {
+    auto* r = new ModelRegistry;
+    const std::vector<std::string> mlp_keys = {"width", "depth", "activation", "time_encoding", "time_features"};
+    r->entries.push_back(
+        {"mlp",
+         {[mlp_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
+            if (classes > 0) throw std::invalid_argument("model mlp is not class-conditional; this data has " + std::to_string(classes) + " classes");
+            const nlohmann::json o = normalized_options("mlp", given, mlp_keys);
+            MLPOptions mlp(flat_size(shape));
+            try {
+              mlp.width(o.value("width", mlp.width()))
+                  .depth(o.value("depth", mlp.depth()))
+                  .activation(activation_from_string(o.value("activation", to_string(mlp.activation()))))
+                  .time_encoding(time_encoding_from_string(o.value("time_encoding", to_string(mlp.time_encoding()))))
+                  .time_features(o.value("time_features", mlp.time_features()));
+            } catch (const nlohmann::json::exception& e) {
+              throw std::invalid_argument("model mlp options " + o.dump() + ": " + e.what());
+            }
+            return nlohmann::json{{"type", "mlp"}, {"options", to_json(mlp)}};
+          },
+          [](const nlohmann::json& spec) -> std::shared_ptr<VelocityModel> {
+            return std::make_shared<MLPImpl>(mlp_options_from_json(spec.value("options", nlohmann::json::object())));
+          },
+          "multilayer perceptron on flattened samples, t as an input (width, depth, activation, time-encoding)",
+          mlp_keys}});
+    const std::vector<std::string> unet_keys = {"channels", "channel_mult", "blocks", "heads", "dropout", "no_attention"};
+    r->entries.push_back(
+        {"unet",
+         {[unet_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
+            if (shape.size() != 3) {
+              throw std::invalid_argument("model unet needs images (channels, height, width), got samples of " +
+                                          std::to_string(shape.size()) + " dimension(s)");
+            }
+            if (shape[1] != shape[2]) {
+              throw std::invalid_argument("the U-Net needs square images, got " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]));
+            }
+            const nlohmann::json o = normalized_options("unet", given, unet_keys);
+            UNetOptions unet(shape[0], shape[1]);
+            try {
+              unet.base_channels(o.value("channels", unet.base_channels()))
+                  .channel_multipliers(o.value("channel_mult", unet.channel_multipliers()))
+                  .blocks_per_level(o.value("blocks", unet.blocks_per_level()))
+                  .attention(!o.value("no_attention", false))
+                  .attention_heads(o.value("heads", unet.attention_heads()))
+                  .dropout(o.value("dropout", unet.dropout()))
+                  .num_classes(classes);
+            } catch (const nlohmann::json::exception& e) {
+              throw std::invalid_argument("model unet options " + o.dump() + ": " + e.what());
+            }
+            return UNetImpl(unet).spec();  // validates
+          },
+          [](const nlohmann::json& spec) -> std::shared_ptr<VelocityModel> {
+            return std::make_shared<UNetImpl>(unet_options_from_json(spec.value("options", nlohmann::json::object())));
+          },
+          "U-Net on square images with class conditioning (channels, channel-mult, blocks, heads, dropout, no-attention)",
+          unet_keys}});
+    r->entries.push_back(
+        {"torchscript",
+         {[](const std::vector<int64_t>&, int64_t, const nlohmann::json&) -> nlohmann::json {
+            throw std::invalid_argument("model torchscript is loaded from a file (--model-file), not trained");
+          },
+          [](const nlohmann::json& spec) -> std::shared_ptr<VelocityModel> {
+            if (!spec.contains("file") || !spec["file"].is_string()) {
+              throw std::invalid_argument("torchscript model description needs \"file\", got " + spec.dump());
+            }
+            return std::make_shared<TorchScriptModel>(spec["file"].get<std::string>());
+          },
+          "a TorchScript module saved by PyTorch with forward(x, t)",
+          {}}});
+    return r;
+  }();
+  return *registry;
+}
+
+}  // namespace
+
+void register_model(const std::string& type, ModelRegistration registration) {
+  if (type.empty() || !registration.describe || !registration.build) {
+    throw std::invalid_argument("register_model: a type name, describe and build are required");
+  }
+  auto& r = model_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (auto& entry : r.entries) {
+    if (entry.first == type) {
+      entry.second = std::move(registration);
+      return;
+    }
+  }
+  r.entries.emplace_back(type, std::move(registration));
+}
+
+std::vector<std::string> model_names() {
+  auto& r = model_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& entry : r.entries) names.push_back(entry.first);
+  return names;
+}
+
+ModelRegistration model_registration(const std::string& type) {
+  auto& r = model_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::string known;
+  for (const auto& entry : r.entries) {
+    if (entry.first == type) return entry.second;
+    known += (known.empty() ? "" : ", ") + entry.first;
+  }
+  throw std::invalid_argument("unknown model type '" + type + "' (expected: " + known + ")");
+}
+
 std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec) {
   if (!spec.is_object() || !spec.contains("type") || !spec["type"].is_string()) {
     throw std::invalid_argument("model description must be an object with a string \"type\", got " +
                                 spec.dump());
   }
-  const std::string type = spec["type"];
-  const nlohmann::json options = spec.value("options", nlohmann::json::object());
-  if (type == "mlp") return std::make_shared<MLPImpl>(mlp_options_from_json(options));
-  if (type == "unet") return std::make_shared<UNetImpl>(unet_options_from_json(options));
-  if (type == "torchscript") {
-    if (!spec.contains("file") || !spec["file"].is_string()) {
-      throw std::invalid_argument("torchscript model description needs \"file\", got " + spec.dump());
-    }
-    return std::make_shared<TorchScriptModel>(spec["file"].get<std::string>());
-  }
-  throw std::invalid_argument("unknown model type '" + type + "' (expected: mlp, unet, torchscript)");
+  return model_registration(spec["type"].get<std::string>()).build(spec);
 }
 
 int64_t parameter_count(const torch::nn::Module& module) {

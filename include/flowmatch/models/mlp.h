@@ -53,6 +53,12 @@ class MLPImpl : public VelocityModel {
   void reset();
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
   nlohmann::json spec() const override;
+  std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
+  bool supports_fused_regression() const override { return true; }
+  double fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
+                                             const at::Tensor& weight) override {
+    return loss_and_gradients(x, t, target, weight);
+  }
 
   /// The flow-matching loss mean(w_b · (v(x, t) − target)²) and its gradients, computed by hand
   /// (forward with the activations kept, then the backward pass layer by layer: no autograd graph).
@@ -67,8 +73,8 @@ class MLPImpl : public VelocityModel {
   at::Tensor encode_time(const at::Tensor& t, int64_t batch, const at::TensorOptions& opts) const;
   at::Tensor activate(const at::Tensor& h) const;
   void activate_in_place(at::Tensor& h) const;
-  /// forward() without autograd on the CPU in float32: row blocks that stay in cache (same values up
-  /// to float rounding).
+  /// forward() without autograd on the CPU in float32, in two reused buffers with the bias, SELU and
+  /// time column fused into the layers (same values up to float rounding and the exp kernel's ulps).
   at::Tensor forward_without_gradients(const at::Tensor& x, const at::Tensor& t);
   /// d act(z) / dz applied to `grad` (a = act(z), which SELU's derivative uses).
   at::Tensor activation_backward(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& a) const;

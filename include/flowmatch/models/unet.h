@@ -90,6 +90,9 @@ class UNetImpl : public VelocityModel {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
   at::Tensor forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) override;
   int64_t num_classes() const override { return options.num_classes(); }
+  std::vector<int64_t> sample_shape() const override {
+    return {options.in_channels() * options.image_size() * options.image_size()};
+  }
   nlohmann::json spec() const override;
   UNetOptions options;
 

@@ -1,16 +1,38 @@
 #pragma once
 /// \file
-/// The trainable velocity network interface v_θ(x, t) and the factory that rebuilds a
-/// network from its stored description (checkpoints keep the description beside the weights).
+/// The trainable velocity network interface v_θ(x, t, c), what it may be conditioned on, and the
+/// model registry: `register_model` adds a network type that `make_model` rebuilds from its stored
+/// description (checkpoints keep the description beside the weights) and that runs choose by name.
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/Tensor.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
 namespace flowmatch::models {
+
+/// What a velocity can be conditioned on, beside x and t. Every member is optional (undefined):
+/// - labels: (B) int64 class labels, or kNullLabel for "no class" (classifier-free guidance);
+/// - context: (B, L, E) a token context (e.g. an encoded caption) with context_mask (B, L) bool,
+///   true where a token is present;
+/// - mask: a per-element mask shaped like the leading dimensions of x (e.g. (B, N) for particles),
+///   true where an element exists.
+struct Conditioning {
+  at::Tensor labels;
+  at::Tensor context;
+  at::Tensor context_mask;
+  at::Tensor mask;
+
+  bool empty() const { return !labels.defined() && !context.defined() && !context_mask.defined() && !mask.defined(); }
+  /// Every defined member moved to `device`.
+  Conditioning to(const c10::Device& device) const;
+  /// Rows [start, start + length) of every defined member.
+  Conditioning narrow(int64_t start, int64_t length) const;
+};
 
 /// A neural network mapping (x, t) to a velocity shaped like x.
 ///
@@ -26,6 +48,20 @@ class VelocityModel : public torch::nn::Module {
   virtual at::Tensor forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels);
   /// Number of classes of a class-conditional network; 0 for an unconditional one.
   virtual int64_t num_classes() const { return 0; }
+  /// v(x, t, c) for any conditioning: the default calls forward_conditional for labels, forward
+  /// when c is empty, and throws std::invalid_argument for a context or mask the network does not
+  /// take. Networks that read a context or masks override it.
+  virtual at::Tensor forward_with(const at::Tensor& x, const at::Tensor& t, const Conditioning& c);
+  /// The shape of one sample x[b] the network takes (e.g. {2} for 2-D points, {784} for flattened
+  /// 28×28 images); empty when any shape goes (a TorchScript model).
+  virtual std::vector<int64_t> sample_shape() const { return {}; }
+  /// Optional capability: the regression loss mean_b(w_b·mean_d (v(x, t) − target)²) with its
+  /// gradients written into each parameter's .grad(), computed without an autograd graph
+  /// (`supports_fused_regression` says whether it is there; the MLP has it). Same value and
+  /// gradients as autograd up to rounding.
+  virtual bool supports_fused_regression() const { return false; }
+  virtual double fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
+                                                     const at::Tensor& weight);
   /// The description that `make_model` turns back into an equal network (untrained).
   virtual nlohmann::json spec() const = 0;
   /// A fresh network with the same description and a copy of this one's parameters and buffers.
@@ -39,8 +75,31 @@ constexpr int64_t kNullLabel = -1;
 /// throws std::invalid_argument naming the first bad entry.
 void check_labels(const at::Tensor& labels, int64_t batch, int64_t num_classes);
 
-/// Rebuilds a network from `spec()`; throws std::invalid_argument for an unknown type or bad options.
+/// Rebuilds a network from `spec()` through the registry; throws std::invalid_argument for an
+/// unknown type (listing the registered ones) or bad options.
 std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec);
+
+/// How a registered network type is described and built.
+struct ModelRegistration {
+  /// A full description ({"type": ..., "options": {...}}) of a new network for data whose one sample
+  /// has `sample_shape`, with `num_classes` > 0 for class-conditional data, from the user's options
+  /// (keys as the `train` flags without dashes, e.g. {"width": 128}); std::invalid_argument names an
+  /// option that does not apply or a bad value.
+  std::function<nlohmann::json(const std::vector<int64_t>& sample_shape, int64_t num_classes, const nlohmann::json& options)>
+      describe;
+  /// The network a description stands for (untrained).
+  std::function<std::shared_ptr<VelocityModel>(const nlohmann::json& spec)> build;
+  /// One line for --help.
+  std::string help;
+  /// The user options it reads (for messages and --help).
+  std::vector<std::string> options;
+};
+/// Adds (or replaces) a network type. Built in: mlp, unet, torchscript.
+void register_model(const std::string& type, ModelRegistration registration);
+/// Registered types, in registration order.
+std::vector<std::string> model_names();
+/// The registration of `type`; std::invalid_argument listing the names when unknown.
+ModelRegistration model_registration(const std::string& type);
 
 /// Number of trainable scalars.
 int64_t parameter_count(const torch::nn::Module& module);

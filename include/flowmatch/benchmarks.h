@@ -1,0 +1,28 @@
+#pragma once
+/// \file
+/// The benchmark set behind `flowmatch bench` (docs/BENCHMARKS.md): 2-D training in the setting of
+/// ../shared/bench/ref_cfm_2d.py, sampling, likelihood, coupling, GEMM peak, MLP roofline, U-Net
+/// training and sampling. Each case is timed after a warm-up and reported as one JSON object with its
+/// settings, the thread count and the machine's cores. CPU only.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace flowmatch::benchmarks {
+
+struct BenchmarkOptions {
+  int64_t train_steps = 1000;  ///< timed training steps (exact-ot: a quarter)
+  int64_t repeats = 3;         ///< timed repetitions (the best is kept for sampling)
+};
+
+/// The case names, in the order they run.
+const std::vector<std::string>& case_names();
+/// Runs `cases` (all when empty), calling `report` with each result as it comes; returns them all.
+/// std::invalid_argument for an unknown case.
+nlohmann::json run(const std::vector<std::string>& cases, const BenchmarkOptions& options,
+                   const std::function<void(const nlohmann::json&)>& report = {});
+
+}  // namespace flowmatch::benchmarks

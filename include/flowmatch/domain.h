@@ -1,0 +1,92 @@
+#pragma once
+/// \file
+/// A data domain: what a run's data are and everything that depends on it. A domain turns the user's
+/// data setting into the description kept in config.json (reading and checking the data then), knows
+/// the source (and its log-density where it has one), the training data and its splits, the shape of
+/// one sample and its conditioning, what a run samples by default, how samples are pictured, and its
+/// evaluation protocol. The built-in domains: `points` (2-D toy sets, point clouds from .npy/.pt)
+/// and `images` (Fashion-MNIST, image folders). A new domain is one file with a `register_domain`
+/// call; `Run` and the command line find it by the data setting it accepts.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <ATen/core/Generator.h>
+#include <c10/core/Device.h>
+#include <nlohmann/json.hpp>
+
+#include "flowmatch/data/toy2d.h"
+#include "flowmatch/models/velocity_model.h"
+#include "flowmatch/solvers.h"
+
+namespace flowmatch {
+
+class Run;
+struct FlowMatchingProblem;
+struct SampleOptions;
+struct SampleResult;
+struct EvaluationOptions;
+
+/// A line of progress for the caller to show (the library never prints).
+using ReportFunction = std::function<void(const std::string& line)>;
+
+class Domain {
+ public:
+  virtual ~Domain() = default;
+  virtual std::string name() const = 0;
+  /// The data description for config.json ("domain" is added by the caller) from the run settings
+  /// (every setting, defaults filled in; keys as the train flags: "data", "source", "data-dir", ...);
+  /// `given` names those the user gave. Reads the data now, so that a bad file is named before
+  /// anything is written; std::invalid_argument for bad settings.
+  virtual nlohmann::json describe_data(const nlohmann::json& settings, const std::vector<std::string>& given) const = 0;
+  /// Settings this domain defaults differently from the points defaults (e.g. images train 4500 steps).
+  virtual nlohmann::json default_settings() const { return nlohmann::json::object(); }
+  /// Settings that only make sense here (given elsewhere they are an error naming this domain).
+  virtual std::vector<std::string> own_settings() const { return {}; }
+  /// The network type a run of this domain gets unless one is named.
+  virtual std::string default_model() const { return "mlp"; }
+  /// The shape of one sample as the model's description is made from (points: {D}; images: {C, H, W});
+  /// samples are stored flattened to (B, prod(shape)).
+  virtual std::vector<int64_t> sample_shape(const nlohmann::json& data) const = 0;
+  /// Classes of class-conditional data (0: unconditional).
+  virtual int64_t num_classes(const nlohmann::json&) const { return 0; }
+  /// The source sampler, and its log-density (null when it has none in closed form).
+  virtual data::PointSampler source(const nlohmann::json& data) const = 0;
+  virtual std::function<at::Tensor(const at::Tensor&)> source_log_density(const nlohmann::json&) const { return {}; }
+  /// Fills in the training data of `problem` (target samplers; source is set by the caller).
+  /// `run_dir` resolves paths stored relative to the run.
+  virtual void add_training_data(const nlohmann::json& data, const std::string& run_dir, FlowMatchingProblem& problem) const = 0;
+  /// Held-out data for likelihoods and evaluations (n rows; for finite data sets the first n of the
+  /// test split, else fresh samples from `generator`).
+  virtual at::Tensor held_out(const nlohmann::json& data, int64_t n, at::Generator& generator) const = 0;
+  /// Sampling defaults for options left unset (n, solver, steps).
+  virtual void complete_sample_options(const nlohmann::json& data, SampleOptions& options) const;
+  /// Extra facts written with samples (e.g. the pixel range of images).
+  virtual nlohmann::json sample_info(const nlohmann::json&) const { return nlohmann::json::object(); }
+  /// What n samples are conditioned on (classes, ...) for these options.
+  virtual models::Conditioning conditioning(const nlohmann::json& data, const SampleOptions& options, int64_t n) const;
+  /// Pictures of samples beside `stem` (e.g. STEM.png); returns the files written.
+  virtual std::vector<std::string> picture_samples(const Run& run, const SampleResult& samples, const SampleOptions& options,
+                                                   const std::string& stem) const = 0;
+  /// The domain's evaluation of a run: metrics (also written by the caller to metrics.json) and
+  /// pictures in the run folder.
+  virtual nlohmann::json evaluate(const Run& run, const EvaluationOptions& options, const ReportFunction& report) const = 0;
+};
+
+using DomainFactory = std::function<std::shared_ptr<Domain>()>;
+/// `accepts(data)` says whether a data setting (train --data; "" for the default toy data) is this
+/// domain's. Later registrations are asked first, so a new domain may take over a setting.
+void register_domain(const std::string& name, std::function<bool(const std::string& data)> accepts, DomainFactory factory);
+std::vector<std::string> domain_names();
+/// The domain registered as `name`; std::invalid_argument listing the names when unknown.
+std::shared_ptr<Domain> domain_named(const std::string& name);
+/// The domain that accepts a data setting; std::invalid_argument naming the setting when none does.
+std::shared_ptr<Domain> domain_for_data(const std::string& data);
+/// The domain of a stored data description (its "domain" key; runs written before domains existed:
+/// "images" when it has an image shape, else "points").
+std::shared_ptr<Domain> domain_of(const nlohmann::json& data);
+
+}  // namespace flowmatch

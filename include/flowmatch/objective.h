@@ -1,0 +1,65 @@
+#pragma once
+/// \file
+/// What training minimises. A batch source draws a `TrainingBatch` (the pairs, times, points on the
+/// path and what they condition on); an `Objective` turns the model's output on it into a loss. The
+/// conditional flow-matching regression is one objective (`RegressionObjective`); a cross-entropy
+/// over tokens, a Riemannian norm or an ε-prediction diffusion loss are others, added with
+/// `register_objective` without touching the trainer.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include "flowmatch/models/velocity_model.h"
+
+namespace flowmatch {
+
+/// One minibatch ready for an objective: the coupled pairs (x0, x1), their times t (B), the points
+/// x_t on the path, the regression target of the problem's prediction target, per-sample loss
+/// weights (undefined when unweighted), and the conditioning (labels after label dropout, ...).
+/// `labels` repeats `condition.labels` for the class-conditional case.
+struct TrainingBatch {
+  at::Tensor x_t, t, target, weight, labels;
+  at::Tensor x0, x1;
+  models::Conditioning condition;
+  /// Every defined tensor moved to `device`.
+  TrainingBatch to(const c10::Device& device) const;
+};
+
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  virtual std::string name() const = 0;
+  /// The description `make_objective` rebuilds it from ({"type": name, ...}).
+  virtual nlohmann::json spec() const = 0;
+  /// The (differentiable) loss of `model` on `batch`, a 0-dim tensor.
+  virtual at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const = 0;
+  /// The loss value, with its gradients in the parameters' .grad() (replacing what was there).
+  /// The default zeroes them, then loss() and backward(); an objective may use a model capability
+  /// instead (the regression uses `supports_fused_regression` when `allow_fused`).
+  virtual double loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const;
+};
+
+/// Conditional flow matching's regression (TorchCFM, flow_matching): the weighted mean squared
+/// error between the network's output and the batch's target, averaged over every element,
+///   L = 1/(B·D) Σ_b w_b ‖v_θ(x_t, t, c)_b − target_b‖².
+class RegressionObjective : public Objective {
+ public:
+  std::string name() const override { return "regression"; }
+  nlohmann::json spec() const override { return {{"type", "regression"}}; }
+  at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const override;
+  double loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const override;
+};
+
+using ObjectiveFactory = std::function<std::shared_ptr<Objective>(const nlohmann::json& spec)>;
+/// Adds (or replaces) an objective type. Built in: regression.
+void register_objective(const std::string& type, ObjectiveFactory factory);
+std::vector<std::string> objective_names();
+/// From a spec ({"type": ...}) or a bare name; std::invalid_argument listing the names when unknown.
+std::shared_ptr<Objective> make_objective(const nlohmann::json& spec);
+
+}  // namespace flowmatch

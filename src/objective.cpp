@@ -1,0 +1,99 @@
+#include "flowmatch/objective.h"
+
+#include <mutex>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+
+#include "flowmatch/loss.h"
+
+namespace flowmatch {
+
+TrainingBatch TrainingBatch::to(const c10::Device& device) const {
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  TrainingBatch out;
+  out.x_t = move(x_t);
+  out.t = move(t);
+  out.target = move(target);
+  out.weight = move(weight);
+  out.labels = move(labels);
+  out.x0 = move(x0);
+  out.x1 = move(x1);
+  out.condition = condition.to(device);
+  return out;
+}
+
+double Objective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool) const {
+  for (auto& p : model.parameters())
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  at::Tensor value = loss(model, batch);
+  value.backward();
+  return value.item<double>();
+}
+
+at::Tensor RegressionObjective::loss(models::VelocityModel& model, const TrainingBatch& batch) const {
+  if (!batch.target.defined()) throw std::invalid_argument("the regression objective needs a batch with a target");
+  return flow_matching_loss(model.forward_with(batch.x_t, batch.t, batch.condition), batch.target, batch.weight);
+}
+
+double RegressionObjective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const {
+  if (allow_fused && batch.condition.empty() && model.supports_fused_regression()) {
+    return model.fused_regression_loss_and_gradients(batch.x_t, batch.t, batch.target, batch.weight);  // replaces .grad()
+  }
+  return Objective::loss_and_gradients(model, batch, allow_fused);
+}
+
+namespace {
+struct ObjectiveRegistry {
+  std::mutex mutex;
+  std::vector<std::pair<std::string, ObjectiveFactory>> entries{
+      {"regression", [](const nlohmann::json&) { return std::make_shared<RegressionObjective>(); }}};
+};
+ObjectiveRegistry& objective_registry() {
+  static ObjectiveRegistry* registry = new ObjectiveRegistry;
+  return *registry;
+}
+}  // namespace
+
+void register_objective(const std::string& type, ObjectiveFactory factory) {
+  if (type.empty() || !factory) throw std::invalid_argument("register_objective: a name and a factory are required");
+  auto& r = objective_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (auto& entry : r.entries) {
+    if (entry.first == type) {
+      entry.second = std::move(factory);
+      return;
+    }
+  }
+  r.entries.emplace_back(type, std::move(factory));
+}
+
+std::vector<std::string> objective_names() {
+  auto& r = objective_registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& entry : r.entries) names.push_back(entry.first);
+  return names;
+}
+
+std::shared_ptr<Objective> make_objective(const nlohmann::json& spec) {
+  const nlohmann::json s = spec.is_string() ? nlohmann::json{{"type", spec}} : spec;
+  if (!s.is_object() || !s.contains("type") || !s["type"].is_string()) {
+    throw std::invalid_argument("objective must be a name or an object with a string \"type\", got " + spec.dump());
+  }
+  const std::string type = s["type"];
+  ObjectiveFactory factory;
+  std::string known;
+  {
+    auto& r = objective_registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    for (const auto& entry : r.entries) {
+      if (entry.first == type) factory = entry.second;
+      known += (known.empty() ? "" : ", ") + entry.first;
+    }
+  }
+  if (!factory) throw std::invalid_argument("unknown objective '" + type + "' (expected one of: " + known + ")");
+  return factory(s);
+}
+
+}  // namespace flowmatch

@@ -1,0 +1,457 @@
+// Run: opening, creating and resuming run folders; the model, problem and sampling field of a run;
+// training with checkpoints and metrics.jsonl; rectified-flow rounds.
+
+#include "flowmatch/run.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "flowmatch/checkpoint.h"
+#include "flowmatch/coupling.h"
+#include "flowmatch/distributed.h"
+#include "flowmatch/guidance.h"
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/io/npy.h"
+#include "flowmatch/io/plot.h"
+#include "flowmatch/objective.h"
+#include "flowmatch/prediction.h"
+#include "flowmatch/reflow.h"
+#include "flowmatch/schedulers.h"
+#include "flowmatch/time_sampling.h"
+
+namespace flowmatch {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+void write_json_file(const std::string& path, const json& value) { io::write_file_atomic(path, value.dump(2) + "\n"); }
+
+namespace {
+
+TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir) {
+  try {
+    return TrainerOptions()
+        .steps(t.at("steps").get<int64_t>())
+        .batch_size(t.at("batch").get<int64_t>())
+        .lr(t.at("lr").get<double>())
+        .optimizer(optimizer_kind_from_string(t.at("optimizer").get<std::string>()))
+        .weight_decay(t.at("weight_decay").get<double>())
+        .grad_clip(t.at("grad_clip").get<double>())
+        .ema_decay(t.at("ema").get<double>())
+        .lr_schedule(lr_schedule_from_string(t.at("lr_schedule").get<std::string>()))
+        .warmup_steps(t.at("warmup").get<int64_t>())
+        .min_lr_ratio(t.at("min_lr_ratio").get<double>())
+        .seed(t.at("seed").get<uint64_t>())
+        .log_every(t.at("log_every").get<int64_t>())
+        .checkpoint_every(t.at("checkpoint_every").get<int64_t>())
+        .keep_checkpoints(t.at("keep").get<int64_t>())
+        .checkpoint_dir(checkpoint_dir);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(std::string("the run's training settings: ") + e.what());
+  }
+}
+
+// metrics.jsonl keeps one line per report; on resume the lines after the checkpoint are dropped
+// (they will be produced again). Malformed (partially written) lines are skipped.
+std::vector<json> read_metrics(const std::string& path, int64_t up_to_step) {
+  std::vector<json> lines;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      json j = json::parse(line);
+      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= up_to_step) lines.push_back(j);
+    } catch (const json::exception&) {
+    }
+  }
+  return lines;
+}
+
+void write_loss_curve(const Run& run) {
+  std::vector<double> x, y;
+  for (const auto& j : read_metrics(run.metrics_jsonl(), INT64_MAX)) {
+    if (j.contains("loss") && j["loss"].is_number()) {
+      x.push_back(j["step"].get<double>());
+      y.push_back(j["loss"].get<double>());
+    }
+  }
+  if (x.empty()) return;
+  io::PlotStyle style;
+  style.width = 720;
+  style.height = 420;
+  style.title = "training loss (log scale) vs step";
+  io::write_line_png(run.dir() + "/loss.png", {{x, y, {31, 119, 180}, "loss"}}, style, /*log_y=*/true);
+}
+
+// The newest checkpoint that verifies (magic, length, CRC-32, readable payload). A damaged newest one
+// is an error naming it and the newest intact one, unless `fallback`: then the damaged ones are moved
+// to checkpoints/damaged/ (kept for inspection, never picked again) and the intact one is used.
+std::string pick_resume_checkpoint(const Run& run, bool fallback, const ReportFunction& report) {
+  const auto checkpoints = list_checkpoints(run.checkpoint_dir());
+  if (checkpoints.empty()) return "";
+  auto damage = [](const std::string& path) -> std::string {
+    try {
+      read_checkpoint(path);
+      return "";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  };
+  const std::string newest_damage = damage(checkpoints.back());
+  if (newest_damage.empty()) return checkpoints.back();
+  std::string intact;
+  for (size_t k = checkpoints.size() - 1; k-- > 0;) {
+    if (damage(checkpoints[k]).empty()) {
+      intact = checkpoints[k];
+      break;
+    }
+  }
+  if (intact.empty()) throw std::runtime_error(newest_damage + "; no older checkpoint of this run is intact");
+  if (!fallback) {
+    throw std::runtime_error(newest_damage + "; the newest intact checkpoint is " + intact + ": pass --resume-fallback to resume from it");
+  }
+  const fs::path damaged_dir = fs::path(run.checkpoint_dir()) / "damaged";
+  fs::create_directories(damaged_dir);
+  for (const auto& c : checkpoints) {
+    if (checkpoint_step(c) > checkpoint_step(intact)) fs::rename(c, damaged_dir / fs::path(c).filename());
+  }
+  if (report) report(newest_damage + "; moved to " + damaged_dir.string() + "/, resuming from " + intact);
+  return intact;
+}
+
+}  // namespace
+
+Run::Run(std::string dir, json config) : dir_(std::move(dir)), config_(std::move(config)) {
+  domain_ = domain_of(config_.at("data"));
+}
+
+Run Run::open(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw std::invalid_argument("run folder '" + dir + "' does not exist");
+  const std::string path = dir + "/config.json";
+  if (!fs::exists(path, ec)) {
+    throw std::invalid_argument("'" + dir + "' is not a run folder (no config.json; create one with 'flowmatch train --out " + dir + "')");
+  }
+  json config;
+  try {
+    config = json::parse(io::read_file(path));
+  } catch (const json::exception& e) {
+    throw std::runtime_error("'" + path + "' is not valid JSON: " + e.what());
+  }
+  if (!config.is_object()) throw std::runtime_error("'" + path + "' is not a JSON object");
+  for (const char* key : {"data", "model", "path", "coupling"}) {
+    if (!config.contains(key)) throw std::runtime_error("'" + path + "' lacks the '" + key + "' section");
+  }
+  try {
+    return Run(dir, std::move(config));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("'" + path + "': " + e.what());
+  }
+}
+
+Run Run::from_model_file(const std::string& file, const std::string& source, const std::string& target) {
+  json data = {{"domain", "points"}, {"source", source.empty() ? std::string("gaussian") : source}};
+  if (!target.empty()) data["target"] = target;
+  // Training settings for runs derived from it (reflow, distill): the train command's defaults.
+  const json training = {{"steps", 20000}, {"batch", 256}, {"lr", 1e-3}, {"optimizer", "adam"}, {"weight_decay", 0.0},
+                         {"grad_clip", 0.0}, {"ema", 0.0}, {"lr_schedule", "constant"}, {"warmup", 0},
+                         {"min_lr_ratio", 0.0}, {"seed", 0}, {"log_every", 100}, {"checkpoint_every", 1000}, {"keep", 3}};
+  return Run(".", {{"model", {{"type", "torchscript"}, {"file", fs::absolute(file).string()}}},
+                   {"path", CondOTPath().spec()},
+                   {"prediction", "velocity"},
+                   {"data", data},
+                   {"coupling", {{"type", "independent"}}},
+                   {"training", training},
+                   {"stand_in", true}});
+}
+
+Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool fallback,
+                 const std::shared_ptr<distributed::DataParallel>& group, const ReportFunction& report) {
+  // The run folder is rank 0's business: it checks and resolves it, and the other ranks (perhaps on
+  // machines without the folder) receive the result, or rank 0's error.
+  json config;
+  std::string resume_from;
+  if (!group || group->rank() == 0) {
+    std::string error;
+    char kind = 'U';
+    try {
+      json fresh = make_run_config(settings);
+      try {
+        io::ensure_writable_directory(dir);
+      } catch (const std::runtime_error& e) {
+        throw std::invalid_argument(std::string("--out: ") + e.what());
+      }
+      Run probe(dir, fresh);
+      const bool has_run = fs::exists(probe.config_path()) || !list_checkpoints(probe.checkpoint_dir()).empty();
+      if (resume) {
+        if (!fs::exists(probe.config_path())) throw std::invalid_argument("--resume: '" + dir + "' holds no run (no config.json)");
+        Run stored = open(dir);
+        json stored_settings = stored.config_.value("settings", json());
+        for (const auto& [key, value] : settings.items()) {
+          std::string name = key;
+          for (char& c : name)
+            if (c == '_') c = '-';
+          bool frozen = true;
+          for (const auto& s : run_settings())
+            if (s.name == name) frozen = s.frozen;
+          if (!frozen) continue;
+          const json now = fresh["settings"][name];
+          if (!stored_settings.is_object()) {
+            throw std::invalid_argument("--resume: this run was written before its settings were stored, so --" + name +
+                                        " cannot be checked; resume it without --" + name);
+          }
+          if (!stored_settings.contains(name) || stored_settings[name] != now) {
+            throw std::invalid_argument("--resume: --" + name + " " + now.dump() + " differs from the run's " +
+                                        (stored_settings.contains(name) ? stored_settings[name].dump() : "(unset)") +
+                                        "; a resumed run keeps its settings (start a new --out instead)");
+          }
+        }
+        config = stored.config_;
+        for (const auto& [flag, key] : std::vector<std::pair<std::string, std::string>>{
+                 {"steps", "steps"}, {"log-every", "log_every"}, {"checkpoint-every", "checkpoint_every"}, {"keep", "keep"}}) {
+          if (settings.contains(flag) || settings.contains(key)) {
+            config["training"][key] = fresh["training"][key];
+            if (config.contains("settings") && config["settings"].is_object()) config["settings"][flag] = fresh["settings"][flag];
+          }
+        }
+        resume_from = pick_resume_checkpoint(probe, fallback, report);
+      } else if (has_run) {
+        throw std::invalid_argument("'" + dir + "' already holds a run; pass --resume to continue it or choose another --out");
+      } else {
+        config = fresh;
+        if (group) {
+          config["distributed"] = {{"world_size", group->world_size()},
+                                   {"backend", distributed::to_string(group->backend())},
+                                   {"global_batch", config["training"]["batch"].get<int64_t>() * group->world_size()}};
+        }
+      }
+    } catch (const std::invalid_argument& e) {
+      error = e.what();
+    } catch (const std::exception& e) {
+      error = e.what();
+      kind = 'R';
+    }
+    if (group) group->broadcast_string(error.empty() ? std::string() : std::string(1, kind) + error);
+    if (!error.empty()) {
+      if (kind == 'U') throw std::invalid_argument(error);
+      throw std::runtime_error(error);
+    }
+  } else {
+    const std::string error = group->broadcast_string("");
+    if (!error.empty()) {
+      if (error[0] == 'U') throw std::invalid_argument("rank 0: " + error.substr(1));
+      throw std::runtime_error("rank 0: " + error.substr(1));
+    }
+  }
+  if (group) {
+    config = json::parse(group->broadcast_string(config.dump()));
+    resume_from = group->broadcast_string(resume_from);
+  }
+  Run run(dir, config);
+  run.resume_from_ = resume_from;
+  return run;
+}
+
+std::string Run::latest_checkpoint() const {
+  auto all = list_checkpoints(checkpoint_dir());
+  if (all.empty()) throw std::runtime_error("run '" + dir_ + "' has no checkpoint yet (in " + checkpoint_dir() + ")");
+  return all.back();
+}
+
+std::shared_ptr<models::VelocityModel> Run::model(const std::string& checkpoint, const c10::Device& device) const {
+  if (is_model_file()) {  // a TorchScript model file: the scripted model as saved
+    if (!checkpoint.empty()) throw std::invalid_argument("--checkpoint applies to runs, not to --model-file");
+    auto model = models::make_model(config_["model"]);
+    model->to(device);
+    return model;
+  }
+  const std::string path = checkpoint.empty() ? latest_checkpoint() : checkpoint;
+  auto model = load_model(path, /*ema=*/true);
+  if (model->spec() != config_["model"]) {
+    throw std::runtime_error("'" + path + "' holds model " + model->spec().dump() + ", but the run describes " + config_["model"].dump());
+  }
+  model->to(device);
+  return model;
+}
+
+SamplingFlow Run::flow(std::shared_ptr<models::VelocityModel> model, const std::string& scheduler, VelocityField network) const {
+  SamplingFlow flow;
+  try {
+    flow.path = make_path(config_["path"]);
+    flow.prediction = config_.value("prediction", std::string("velocity"));
+    const PredictionTarget target = prediction_target_from_string(flow.prediction);
+    auto trained = flow.path->scheduler();
+    flow.field = velocity_from_prediction(network ? network : as_velocity_field(std::move(model)), target, trained);
+    flow.scheduler = trained ? trained->name() : config_["path"].value("type", std::string("?"));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("'" + config_path() + "': " + e.what());
+  }
+  if (!scheduler.empty()) {
+    if (!flow.path->scheduler()) throw std::invalid_argument("--scheduler: this run's path has no scheduler to replace");
+    std::shared_ptr<const Scheduler> wanted;
+    try {
+      wanted = make_scheduler(scheduler);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("--scheduler: ") + e.what());
+    }
+    if (wanted->spec() != flow.path->scheduler()->spec()) {
+      flow.field = schedule_transformed_field(flow.field, flow.path->scheduler(), wanted);
+      flow.scheduler = wanted->name() + " (transformed from " + flow.scheduler + ")";
+      flow.path = std::make_shared<AffinePath>(wanted);
+    }
+  }
+  return flow;
+}
+
+SamplingFlow Run::guided_flow(std::shared_ptr<models::VelocityModel> model, const at::Tensor& labels, double guidance) const {
+  return flow(model, "", guided_velocity_field(model, labels, guidance));
+}
+
+FlowMatchingProblem Run::problem() const {
+  FlowMatchingProblem problem;
+  problem.path = make_path(config_["path"]);
+  const json& data = config_["data"];
+  if (data.contains("pairs")) {
+    // A rectified-flow round: minibatches of the stored (noise, sample) pairs.
+    const json& pairs = data["pairs"];
+    auto load = [&](const char* key) {
+      const std::string file = dir_ + "/" + pairs.at(key).get<std::string>();
+      try {
+        return io::load_npy(file);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("reflow pairs '" + file + "': " + e.what());
+      }
+    };
+    problem.pairs = stored_pair_sampler({load("x0"), load("x1")});
+  } else {
+    problem.source = domain_->source(data);
+    domain_->add_training_data(data, dir_, problem);
+    problem.coupling = make_coupling(config_["coupling"]);
+  }
+  problem.prediction = prediction_target_from_string(config_.value("prediction", std::string("velocity")));
+  problem.time_sampling = time_sampling_from_json(config_.value("time_sampling", json::object()));
+  problem.objective = make_objective(config_.value("objective", json{{"type", "regression"}}));
+  return problem;
+}
+
+TrainOutcome Run::train(const TrainRunOptions& how) {
+  // Build everything before writing anything, so bad settings leave no files behind.
+  FlowMatchingProblem problem = this->problem();
+  const TrainerOptions options = trainer_options(config_.at("training"), checkpoint_dir());
+  validate(options);
+  at::manual_seed(options.seed());
+  auto model = models::make_model(config_["model"]);
+  model->to(how.device);
+  if (how.initial && resume_from_.empty()) {
+    // Start from another run's (sampling) weights: the same architecture by construction.
+    torch::NoGradGuard no_grad;
+    auto from = how.initial->parameters();
+    auto to = model->parameters();
+    if (from.size() != to.size()) throw std::runtime_error("initial weights do not match the model's architecture");
+    for (size_t k = 0; k < to.size(); ++k) to[k].copy_(from[k]);
+  }
+  Trainer trainer(model, problem, options);
+  const bool writer = !how.group || how.group->rank() == 0;  // only rank 0 writes and talks
+  if (how.group) trainer.distribute(how.group);
+  if (!resume_from_.empty()) trainer.load_checkpoint(resume_from_);  // settings are checked here
+  TrainOutcome outcome;
+  outcome.first_step = outcome.step = trainer.step();
+  outcome.total_steps = options.steps();
+  if (trainer.step() >= options.steps()) return outcome;
+
+  std::ofstream metrics;
+  if (writer) {
+    fs::create_directories(checkpoint_dir());
+    write_json_file(config_path(), config_);
+    // Keep the loss history up to the resumed step only.
+    std::string kept;
+    for (const auto& j : read_metrics(metrics_jsonl(), trainer.step())) kept += j.dump() + "\n";
+    io::write_file_atomic(metrics_jsonl(), kept);
+    metrics.open(metrics_jsonl(), std::ios::app);
+  }
+  const bool images = domain_->num_classes(config_["data"]) > 0 || config_["data"].contains("image_shape");
+  TrainCallbacks callbacks;
+  if (writer) {
+    callbacks.progress = [&](const TrainProgress& p) {
+      json line = {{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}};
+      if (images) line["images_per_s"] = p.it_per_s * static_cast<double>(options.batch_size());
+      if (p.world_size > 1 || how.group) line["world_size"] = p.world_size, line["communication_ms"] = p.communication_ms;
+      metrics << line.dump() << "\n";
+      metrics.flush();
+      if (how.progress) how.progress(p);
+    };
+  }
+  callbacks.should_stop = how.should_stop;
+  callbacks.checkpoint_saved = [&](const std::string& path, int64_t) { outcome.last_checkpoint = path; };
+  const auto start = std::chrono::steady_clock::now();
+  trainer.train(callbacks);
+  outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  outcome.step = trainer.step();
+  if (writer) {
+    metrics.close();
+    write_loss_curve(*this);
+  }
+  return outcome;
+}
+
+TrainOutcome Run::train_on_own_pairs(const std::string& dir, const PairGenerationOptions& g, const TrainRunOptions& how,
+                                     json& pairs_info) const {
+  const std::string parent_dir = is_model_file() ? config_["model"]["file"].get<std::string>() : dir_;
+  auto parent_model = model("", how.device);
+  SamplingFlow parent_flow = flow(parent_model);
+  // The pairs start where the parent's samples start; the new run's straight path starts at its x0.
+  const double start_scale = parent_flow.path->start(at::ones({1, 1}, at::kDouble)).item<double>();
+  if (std::abs(start_scale - 1.0) > 1e-12) {
+    throw std::invalid_argument("'" + parent_dir + "' starts sampling at " + std::to_string(start_scale) +
+                                " x source; rectified flow needs a path that starts at the source itself (sigma_0 = 1)");
+  }
+  const SolverInfo info = solver_info(g.solver);
+  if (info.stochastic) throw std::invalid_argument("pairs are drawn with an ODE solver, not " + g.solver);
+  const auto solver = SolverOptions().method(solver_method_from_string(g.solver)).steps(g.steps).atol(g.atol).rtol(g.rtol);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(g.seed);
+  at::Tensor x0 = domain_->source(config_["data"])(g.pairs, gen).to(how.device);
+  ReflowPairs pairs;
+  {
+    c10::InferenceMode guard;
+    pairs = generate_reflow_pairs(parent_flow.field, x0, solver);
+  }
+  fs::create_directories(dir);
+  io::save_npy(dir + "/pairs-x0.npy", pairs.x0.to(at::kCPU, at::kFloat));
+  io::save_npy(dir + "/pairs-x1.npy", pairs.x1.to(at::kCPU, at::kFloat));
+  pairs_info = {{"x0", "pairs-x0.npy"}, {"x1", "pairs-x1.npy"}, {"from", parent_dir}, {"n", g.pairs},
+                {"solver", g.solver}, {"nfe", pairs.nfe}, {"seed", g.seed}};
+  if (info.adaptive) {
+    pairs_info["atol"] = g.atol;
+    pairs_info["rtol"] = g.rtol;
+  } else {
+    pairs_info["steps"] = g.steps;
+  }
+  json cfg = config_;
+  cfg.erase("stand_in");
+  cfg.erase("settings");
+  cfg["path"] = CondOTPath(CondOTPathOptions().sigma(0.0)).spec();
+  cfg["prediction"] = "velocity";
+  cfg["objective"] = RegressionObjective().spec();
+  auto times = TimeSamplingOptions();
+  if (g.distill) times.distribution(TimeDistribution::Constant).constant_time(0.0);
+  cfg["time_sampling"] = to_json(times);
+  cfg["coupling"] = {{"type", "stored-pairs"}};
+  cfg["data"]["pairs"] = pairs_info;
+  if (g.distill) cfg["distilled_from"] = parent_dir;
+  if (g.train_steps > 0) cfg["training"]["steps"] = g.train_steps;
+  cfg["training"]["seed"] = g.seed + 1;
+  Run child(dir, cfg);
+  TrainRunOptions with_weights = how;
+  if (!g.from_scratch) with_weights.initial = parent_model;
+  return child.train(with_weights);
+}
+
+}  // namespace flowmatch

@@ -1,0 +1,299 @@
+// Run: sampling with any registered solver, writing samples, evaluation and likelihoods.
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include "flowmatch/data/toy2d.h"
+#include "flowmatch/guidance.h"
+#include "flowmatch/io/atomic_file.h"
+#include "flowmatch/io/plot.h"
+#include "flowmatch/io/pt.h"
+#include "flowmatch/likelihood.h"
+#include "flowmatch/run.h"
+
+namespace flowmatch {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+int64_t flat_size(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+void ensure_parent(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  try {
+    io::ensure_writable_directory(parent.empty() ? "." : parent.string());
+  } catch (const std::runtime_error& e) {
+    throw std::invalid_argument("cannot write '" + path + "': " + e.what());
+  }
+}
+
+}  // namespace
+
+SampleResult Run::sample(SampleOptions o) const {
+  const json& data = config_["data"];
+  domain_->complete_sample_options(data, o);
+  const SolverInfo info = solver_info(o.solver);
+  if (!info.adaptive && o.steps < 1) throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o.steps));
+  auto model = this->model(o.checkpoint, o.device);
+  const int64_t dim = flat_size(model->sample_shape().empty() ? domain_->sample_shape(data) : model->sample_shape());
+  if (o.initial.defined()) {
+    if (o.initial.dim() != 2 || o.initial.size(1) != dim) {
+      throw std::runtime_error("--initial has shape " + c10::str(o.initial.sizes()) + " but the run's model takes (n, " +
+                               std::to_string(dim) + ")");
+    }
+    o.n = o.initial.size(0);
+  }
+  if (o.n < 1) throw std::invalid_argument("--n must be >= 1, got " + std::to_string(o.n));
+  const models::Conditioning condition = domain_->conditioning(data, o, o.n);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  auto source = domain_->source(data);
+
+  SampleResult r;
+  c10::InferenceMode guard;
+  auto solve_from = [&](const SamplingFlow& flow, const at::Tensor& x0, bool record) {
+    if (info.stochastic && !flow.path->scheduler()) {
+      throw std::invalid_argument("--solver " + o.solver + " needs a run on an affine path (a scheduler)");
+    }
+    return solve(o.solver, flow.field, x0,
+                 SolverOptions()
+                     .steps(o.steps)
+                     .atol(o.atol)
+                     .rtol(o.rtol)
+                     .record_trajectory(record)
+                     .scheduler(flow.path->scheduler())
+                     .noise_scale(o.noise_scale)
+                     .generator(gen));
+  };
+  std::string scheduler_used;
+  if (condition.empty()) {
+    SamplingFlow flow = this->flow(model, o.scheduler);
+    scheduler_used = flow.scheduler;
+    at::Tensor x0 = flow.path->start(o.initial.defined() ? o.initial.to(at::kFloat) : source(o.n, gen)).to(o.device);
+    SolveResult result = solve_from(flow, x0, false);
+    r.x = result.x.to(at::kCPU);
+    r.nfe = result.nfe;
+    r.steps = result.steps;
+    r.rejected_steps = result.rejected_steps;
+    if (o.trajectories > 0) {
+      const int64_t k = std::min(o.trajectories, o.n);
+      auto traj = solve_from(flow, x0.slice(0, 0, k), true);
+      r.trajectories = at::stack(traj.trajectory).to(at::kCPU);
+    }
+  } else {
+    if (o.trajectories > 0) throw std::invalid_argument("--trajectories applies to unconditional runs (2-D points)");
+    // Conditional: chunk by chunk (noise drawn chunk by chunk), each with its part of the conditioning.
+    std::vector<at::Tensor> parts;
+    const int64_t chunk = std::max<int64_t>(1, o.chunk);
+    for (int64_t start = 0; start < o.n; start += chunk) {
+      const int64_t b = std::min(chunk, o.n - start);
+      const models::Conditioning part = condition.narrow(start, b).to(o.device);
+      const VelocityField network = part.labels.defined() && !part.context.defined() && !part.mask.defined()
+                                        ? guided_velocity_field(model, part.labels, o.guidance)
+                                        : as_velocity_field(model, part);
+      SamplingFlow flow = this->flow(model, o.scheduler, network);
+      scheduler_used = flow.scheduler;
+      at::Tensor x0 = flow.path->start(o.initial.defined() ? o.initial.narrow(0, start, b).to(at::kFloat) : source(b, gen)).to(o.device);
+      SolveResult result = solve_from(flow, x0, false);
+      r.nfe = result.nfe;
+      r.steps = result.steps;
+      r.rejected_steps += result.rejected_steps;
+      parts.push_back(result.x.to(at::kCPU));
+    }
+    r.x = at::cat(parts);
+    r.labels = condition.labels;
+  }
+  r.description = info.adaptive ? o.solver : o.solver + " " + std::to_string(o.steps) + " steps";
+  if (info.stochastic) {
+    char noise[48];
+    std::snprintf(noise, sizeof noise, ", noise %.3g", o.noise_scale);
+    r.description += noise;
+  }
+  if (!o.scheduler.empty()) r.description += ", " + scheduler_used;
+  r.info = {{"run", is_model_file() ? config_["model"]["file"].get<std::string>() : dir_},
+            {"n", o.n},
+            {"solver", o.solver},
+            {"nfe", r.nfe},
+            {"steps", r.steps},
+            {"seed", o.seed},
+            {"scheduler", scheduler_used}};
+  if (info.adaptive) {
+    r.info["atol"] = o.atol;
+    r.info["rtol"] = o.rtol;
+    r.info["rejected_steps"] = r.rejected_steps;
+  }
+  if (info.stochastic) r.info["sde_noise"] = o.noise_scale;
+  if (r.labels.defined()) {
+    const at::Tensor labels = r.labels.to(at::kCPU).contiguous();
+    r.info["guidance"] = o.guidance;
+    r.info["class"] = o.which_class;
+    r.info["labels"] = std::vector<int64_t>(labels.data_ptr<int64_t>(), labels.data_ptr<int64_t>() + labels.numel());
+  }
+  r.info.update(domain_->sample_info(data));
+  return r;
+}
+
+std::vector<std::string> Run::write_samples(const std::string& path, const SampleResult& samples, const SampleOptions& options) const {
+  const std::string extension = fs::path(path).extension().string();
+  if (extension != ".npy" && extension != ".pt") {
+    throw std::invalid_argument("--out '" + path + "': samples are written as .npy or .pt (pictures and .json go beside them)");
+  }
+  ensure_parent(path);
+  io::save_array(path, samples.x);
+  std::vector<std::string> files = {path};
+  const std::string stem = fs::path(path).replace_extension("").string();
+  for (const auto& f : domain_->picture_samples(*this, samples, options, stem)) files.push_back(f);
+  write_json_file(stem + ".json", samples.info);
+  files.push_back(stem + ".json");
+  return files;
+}
+
+json Run::evaluate(const EvaluationOptions& options, const std::string& out, const ReportFunction& report) const {
+  const std::string path = out.empty() ? metrics_json() : out;
+  ensure_parent(path);
+  json metrics = domain_->evaluate(*this, options, report);
+  write_json_file(path, metrics);
+  return metrics;
+}
+
+LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
+  const json& data = config_["data"];
+  if (!domain_->source_log_density(data)) {
+    throw std::invalid_argument("likelihood needs a run whose source is 'gaussian' (a known density at t = 0); '" + dir_ +
+                                "' starts from '" + data.value("source", std::string("?")) + "'");
+  }
+  const SolverInfo info = solver_info(q.solver);
+  if (info.stochastic) throw std::invalid_argument("likelihood needs an ODE solver, not " + q.solver);
+  if (q.divergence != "exact" && q.divergence != "hutchinson") {
+    throw std::invalid_argument("--divergence must be exact or hutchinson, got " + q.divergence);
+  }
+  if (q.batch < 1) throw std::invalid_argument("--batch must be >= 1, got " + std::to_string(q.batch));
+  const std::string map_path = q.density_map.empty() ? dir_ + "/density.png" : q.density_map;
+  auto model = this->model(q.checkpoint, q.device);
+  // Float64 throughout: adaptive steps on the augmented state would otherwise chase float32 rounding
+  // in the divergence integral (several times the NFE at atol 1e-5).
+  model->to(at::kDouble);
+  SamplingFlow flow = this->flow(model);
+  // Where sampling starts: σ₀·x₀ (σ₀ = 1 except on VE paths), so the t = 0 density is N(0, σ₀² I).
+  const double source_scale = flow.path->start(at::ones({1, 1}, at::kDouble)).item<double>();
+
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(q.seed + 0x11e1ULL);
+  at::Tensor x;
+  std::string data_label = q.data_label;
+  if (q.points.defined()) {
+    x = q.points;
+  } else if (!q.target.empty()) {
+    x = data::toy2d_sampler(q.target)(q.n, gen);
+    data_label = q.target + " (" + std::to_string(q.n) + " fresh samples)";
+  } else {
+    if (is_model_file() && !data.contains("target")) throw std::invalid_argument("with --model-file, give --data or --target");
+    x = domain_->held_out(data, q.n, gen);
+    data_label = data.value("target", std::string("held-out data")) + " (" + std::to_string(x.size(0)) + " fresh samples)";
+  }
+  const int64_t dim = model->sample_shape().empty() ? x.size(1) : flat_size(model->sample_shape());
+  if (x.dim() != 2 || x.size(1) != dim) {
+    throw std::runtime_error("the data has dimension " + std::to_string(x.dim() == 2 ? x.size(1) : x.numel()) +
+                             " but the run's model has " + std::to_string(dim));
+  }
+  auto solver = SolverOptions().method(solver_method_from_string(q.solver)).steps(q.steps).atol(q.atol).rtol(q.rtol);
+  auto options = LikelihoodOptions()
+                     .solver(solver)
+                     .divergence(q.divergence == "exact" ? DivergenceMethod::Exact : DivergenceMethod::Hutchinson)
+                     .probes(q.probes)
+                     .probe_distribution(q.probe_distribution == "gaussian" ? ProbeDistribution::Gaussian : ProbeDistribution::Rademacher)
+                     .source_scale(source_scale);
+  // Solved in batches (each its own adaptive solve); NFE is reported per point's solve, summed and max.
+  auto log_prob_of = [&](const at::Tensor& points, int64_t& nfe_total, int64_t& nfe_max, const LikelihoodOptions& how) {
+    std::vector<at::Tensor> parts;
+    for (int64_t k = 0; k < points.size(0); k += q.batch) {
+      at::Tensor chunk = points.slice(0, k, std::min(points.size(0), k + q.batch)).to(q.device, at::kDouble);
+      auto r = log_likelihood(flow.field, chunk, how, gen);
+      nfe_total += r.nfe;
+      nfe_max = std::max(nfe_max, r.nfe);
+      parts.push_back(r.log_prob.detach().to(at::kCPU, at::kDouble));
+    }
+    return at::cat(parts);
+  };
+
+  const auto start = std::chrono::steady_clock::now();
+  int64_t nfe_total = 0, nfe_max = 0;
+  at::Tensor log_prob = log_prob_of(x, nfe_total, nfe_max, options);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!at::isfinite(log_prob).all().item<bool>()) {
+    throw std::runtime_error("the log-likelihood is not finite for some points (the solve diverged; try a tighter --atol/--rtol or more --steps)");
+  }
+  at::Tensor nll_per_point = -log_prob;
+  const double nll = nll_per_point.mean().item<double>();
+  const double stderr_ = x.size(0) > 1 ? nll_per_point.std().item<double>() / std::sqrt(static_cast<double>(x.size(0))) : 0.0;
+  json result = {{"nll", nll},      {"nll_stderr", stderr_}, {"bpd", nll / (static_cast<double>(dim) * std::log(2.0))},
+                 {"nfe", nfe_max},  {"nfe_total", nfe_total}, {"n", x.size(0)},
+                 {"dim", dim},      {"data", data_label},     {"solver", q.solver},
+                 {"divergence", q.divergence}, {"seconds", seconds}};
+  if (info.adaptive) {
+    result["atol"] = q.atol;
+    result["rtol"] = q.rtol;
+  } else {
+    result["steps"] = q.steps;
+  }
+  if (q.divergence == "hutchinson") {
+    result["probes"] = q.probes;
+    result["probe_distribution"] = q.probe_distribution;
+  }
+  if (source_scale != 1.0) result["source_scale"] = source_scale;
+
+  // Density map for 2-D data with a known target: log p on a grid over the target's range, beside a
+  // histogram of the target.
+  const bool target_known = !q.target.empty() || data.contains("target");
+  if (dim == 2 && q.grid > 0 && target_known) {
+    ensure_parent(map_path);
+    at::Tensor reference = (q.target.empty() ? domain_->held_out(data, 100000, gen) : data::toy2d_sampler(q.target)(100000, gen)).to(at::kDouble);
+    at::Tensor quantiles = at::quantile(reference, at::tensor({0.002, 0.998}, at::kDouble), 0);
+    const double cx = (quantiles[0][0].item<double>() + quantiles[1][0].item<double>()) / 2;
+    const double cy = (quantiles[0][1].item<double>() + quantiles[1][1].item<double>()) / 2;
+    const double span = 1.2 * std::max(quantiles[1][0].item<double>() - quantiles[0][0].item<double>(),
+                                       quantiles[1][1].item<double>() - quantiles[0][1].item<double>());
+    const double x_lo = cx - span / 2, x_hi = cx + span / 2, y_lo = cy - span / 2, y_hi = cy + span / 2;
+    const int64_t g = q.grid;
+    const double cell = span / static_cast<double>(g);
+    at::Tensor centres = at::linspace(0.5 * cell, span - 0.5 * cell, g, at::kDouble);
+    at::Tensor gx = (centres + x_lo).unsqueeze(0).expand({g, g}), gy = (centres + y_lo).unsqueeze(1).expand({g, g});
+    at::Tensor grid_points = at::stack({gx.reshape(-1), gy.reshape(-1)}, 1);  // row-major, row 0 at y_lo
+    // A picture, not a figure: Dopri5 at tolerance 1e-3 (or the looser one given) keeps it to seconds;
+    // the divergence integral near t = 1 is what drives the NFE up at tight tolerances.
+    auto map_options = options;
+    if (info.adaptive) map_options.solver(SolverOptions(solver).atol(std::max(q.atol, 1e-3)).rtol(std::max(q.rtol, 1e-3)));
+    int64_t map_nfe = 0, unused_max = 0;
+    at::Tensor model_log_p = log_prob_of(grid_points, map_nfe, unused_max, map_options).reshape({g, g});
+    // Histogram density estimate on the same cells.
+    at::Tensor ix = ((reference.select(1, 0) - x_lo) / cell).floor().to(at::kLong);
+    at::Tensor iy = ((reference.select(1, 1) - y_lo) / cell).floor().to(at::kLong);
+    at::Tensor inside = (ix >= 0) & (ix < g) & (iy >= 0) & (iy < g);
+    at::Tensor counts = at::bincount((iy * g + ix).index({inside}), {}, g * g).to(at::kDouble).reshape({g, g});
+    at::Tensor hist_log_p = (counts / (static_cast<double>(reference.size(0)) * cell * cell)).log();
+    const double top = std::max(model_log_p.max().item<double>(), hist_log_p.max().item<double>());
+    io::PlotStyle style;
+    style.width = 560;
+    style.height = 560;
+    char title[160];
+    std::snprintf(title, sizeof title, "model log p (NLL %.3f)", nll);
+    io::write_heatmaps_png(map_path,
+                           {{model_log_p, x_lo, x_hi, y_lo, y_hi, top - 8, top, title},
+                            {hist_log_p, x_lo, x_hi, y_lo, y_hi, top - 8, top, "target log density (histogram)"}},
+                           style);
+    result["density_map"] = map_path;
+  }
+  return {result, log_prob};
+}
+
+}  // namespace flowmatch
