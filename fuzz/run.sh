@@ -14,8 +14,9 @@ for t in npy idx checkpoint checkpoint_payload config; do
   corpus="$build/corpus/$t"; mkdir -p "$corpus" "$root/regressions/$t"
   log="$build/fuzz-$t.log"
   before=$(ls "$root/regressions/$t" | wc -l)
+  dict=(); case "$t" in checkpoint|checkpoint_payload) dict=(-dict="$root/json.dict") ;; esac
   ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+    "$build/fuzz/fuzz_$t" "${dict[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$root/regressions/$t/" "$corpus" "$root/seeds/$t" "$root/regressions/$t" > "$log" 2>&1
   rc=$?
   executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

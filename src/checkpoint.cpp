@@ -1,3 +1,4 @@
+#include "flowmatch/io/json.h"
 #include "flowmatch/checkpoint.h"
 
 #include <algorithm>
@@ -127,9 +128,10 @@ CheckpointContents decode_checkpoint(const std::string& file, const std::string&
   if (description_length > length - 8) fail(path, "checkpoint description length exceeds the payload");
   nlohmann::json description;
   try {
-    description = nlohmann::json::parse(payload + 8, payload + 8 + description_length);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("checkpoint description is not JSON: ") + e.what());
+    description = io::parse_json(payload + 8, payload + 8 + description_length, "checkpoint description");
+  } catch (const std::runtime_error& e) {
+    fail(path, std::string(e.what()).find("nested deeper") != std::string::npos ? e.what()
+                                                                                 : std::string("checkpoint description is not JSON: ") + e.what());
   }
   const uint64_t blob_size = length - 8 - description_length;
   const char* blob = payload + 8 + description_length;
@@ -193,7 +195,8 @@ CheckpointContents decode_checkpoint(const std::string& file, const std::string&
 }
 
 int64_t checkpoint_step(const std::string& path) {
-  static const std::regex pattern(R"(step-(\d{1,18})\.ckpt)");
+  // At most 15 digits (steps below 10^15): a stray step-999999999999999999.ckpt is not a checkpoint name.
+  static const std::regex pattern(R"(step-(\d{1,15})\.ckpt)");
   std::smatch m;
   const std::string name = fs::path(path).filename().string();
   if (!std::regex_match(name, m, pattern)) return -1;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
@@ -111,6 +112,7 @@ int launch_processes(const LaunchOptions& f, const std::function<void(const std:
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
       ::setenv("OMP_NUM_THREADS", threads.c_str(), 1);
       ::setenv("FLOWMATCH_LAUNCHED", "1", 1);
+      ::setenv("TORCH_CPP_LOG_LEVEL", "ERROR", 0);  // c10d's own warnings would add lines to one-line errors
       std::vector<char*> argv;
       argv.push_back(const_cast<char*>(exe.c_str()));
       for (auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
@@ -141,14 +143,20 @@ int launch_processes(const LaunchOptions& f, const std::function<void(const std:
       if (it == children.end()) continue;
       const size_t k = static_cast<size_t>(it - children.begin());
       codes[k] = exit_code(status);
+      std::string how = "exited with code " + std::to_string(codes[k]);
+      if (codes[k] > 128 && codes[k] != kExitInterrupted) {
+        // Killed by a signal: said by name, and reported as the runtime error it is (exit 1).
+        how = "was killed by signal " + std::to_string(codes[k] - 128) + " (" + strsignal(codes[k] - 128) + ")";
+        codes[k] = kExitRuntime;
+      }
       --running;
       if (codes[k] != kExitOk && codes[k] != kExitInterrupted && first_failure == 0) {
         first_failure = codes[k];
         if (running > 0) {
           if (codes[k] != kExitUsage) {  // a usage error is every rank's, and rank 0 has said it
             if (report) {
-              report("process " + std::to_string(k) + " (rank " + std::to_string(f.node_rank * f.nproc + static_cast<int64_t>(k)) +
-                     ") exited with code " + std::to_string(codes[k]) + "; stopping the others");
+              report("process " + std::to_string(k) + " (rank " + std::to_string(f.node_rank * f.nproc + static_cast<int64_t>(k)) + ") " +
+                     how + "; stopping the others");
             }
           }
           signal_all(SIGTERM);

@@ -1,6 +1,7 @@
 // Run: opening, creating and resuming run folders; the model, problem and sampling field of a run;
 // training with checkpoints and metrics.jsonl; rectified-flow rounds.
 
+#include "flowmatch/io/json.h"
 #include "flowmatch/run.h"
 
 #include <chrono>
@@ -8,6 +9,14 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -36,7 +45,7 @@ void write_json_file(const std::string& path, const json& value) { io::write_fil
 
 namespace {
 
-TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir) {
+TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir, const std::string& config_path) {
   try {
     return TrainerOptions()
         .steps(t.at("steps").get<int64_t>())
@@ -55,7 +64,7 @@ TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir)
         .keep_checkpoints(t.at("keep").get<int64_t>())
         .checkpoint_dir(checkpoint_dir);
   } catch (const json::exception& e) {
-    throw std::runtime_error(std::string("the run's training settings: ") + e.what());
+    throw std::runtime_error("'" + config_path + "': training: " + e.what());
   }
 }
 
@@ -67,9 +76,9 @@ std::vector<json> read_metrics(const std::string& path, int64_t up_to_step) {
   std::string line;
   while (std::getline(in, line)) {
     try {
-      json j = json::parse(line);
-      if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= up_to_step) lines.push_back(j);
-    } catch (const json::exception&) {
+      json j = io::parse_json(line, path);
+      if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= up_to_step) lines.push_back(j);
+    } catch (const std::exception&) {  // partially written or damaged lines are skipped
     }
   }
   return lines;
@@ -127,7 +136,68 @@ std::string pick_resume_checkpoint(const Run& run, bool fallback, const ReportFu
   return intact;
 }
 
+// The run's identity: FNV-1a of its configuration without what may change on resume (steps and the
+// logging and checkpoint intervals) or does not change the model (the version that wrote it).
+std::string run_identity(const json& config) {
+  json frozen = config;
+  for (const char* key : {"flowmatch_version", "distributed", "stand_in"}) frozen.erase(key);
+  if (frozen.contains("training") && frozen["training"].is_object()) {
+    for (const char* key : {"steps", "log_every", "checkpoint_every", "keep"}) frozen["training"].erase(key);
+  }
+  if (frozen.contains("settings") && frozen["settings"].is_object()) {
+    for (const char* key : {"steps", "log-every", "checkpoint-every", "keep"}) frozen["settings"].erase(key);
+  }
+  // The resolved sections say it all; written before domains, objectives and stored settings, a run
+  // has the same identity (its domain inferred, the regression objective).
+  frozen.erase("settings");
+  if (!frozen.contains("objective")) frozen["objective"] = {{"type", "regression"}};
+  if (frozen.contains("data") && frozen["data"].is_object() && !frozen["data"].contains("domain")) {
+    frozen["data"]["domain"] = frozen["data"].contains("image_shape") ? "images" : "points";
+  }
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : frozen.dump()) h = (h ^ c) * 1099511628211ULL;
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+// Temporary files (NAME.tmp.PID) left by a process that died while writing (SIGKILL during a
+// checkpoint): removed when their process is gone.
+void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const auto at = name.rfind(".tmp.");
+    if (at == std::string::npos || !entry.is_regular_file(ec)) continue;
+    const std::string pid_text = name.substr(at + 5);
+    if (pid_text.empty() || pid_text.size() > 9 || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) fs::remove(entry.path(), ec);
+  }
+}
+
 }  // namespace
+
+// An advisory lock on RUN/.lock for as long as a process trains the run: a second writer is refused.
+struct RunLock {
+  int fd = -1;
+  ~RunLock() {
+    if (fd >= 0) ::close(fd);  // releases the lock
+  }
+};
+
+std::shared_ptr<RunLock> lock_run_folder(const std::string& dir) {
+  auto lock = std::make_shared<RunLock>();
+  const std::string path = dir + "/.lock";
+  lock->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock->fd < 0) throw std::runtime_error("cannot open the run's lock file '" + path + "': " + std::strerror(errno));
+  if (::flock(lock->fd, LOCK_EX | LOCK_NB) != 0) {
+    throw std::runtime_error("'" + dir + "' is being written by another flowmatch process (its lock " + path +
+                             " is held); wait for it or choose another --out");
+  }
+  return lock;
+}
 
 Run::Run(std::string dir, json config) : dir_(std::move(dir)), config_(std::move(config)) {
   domain_ = domain_of(config_.at("data"));
@@ -140,12 +210,7 @@ Run Run::open(const std::string& dir) {
   if (!fs::exists(path, ec)) {
     throw std::invalid_argument("'" + dir + "' is not a run folder (no config.json; create one with 'flowmatch train --out " + dir + "')");
   }
-  json config;
-  try {
-    config = json::parse(io::read_file(path));
-  } catch (const json::exception& e) {
-    throw std::runtime_error("'" + path + "' is not valid JSON: " + e.what());
-  }
+  const json config = io::parse_json(io::read_file(path), "'" + path + "'");
   if (!config.is_object()) throw std::runtime_error("'" + path + "' is not a JSON object");
   for (const char* key : {"data", "model", "path", "coupling"}) {
     if (!config.contains(key)) throw std::runtime_error("'" + path + "' lacks the '" + key + "' section");
@@ -184,10 +249,15 @@ Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool
     char kind = 'U';
     try {
       json fresh = make_run_config(settings);
-      try {
-        io::ensure_writable_directory(dir);
-      } catch (const std::runtime_error& e) {
-        throw std::invalid_argument(std::string("--out: ") + e.what());
+      {
+        // Nothing is created here: the folder must be (or sit in) a folder this process can write.
+        std::error_code ec;
+        fs::path existing = fs::absolute(dir);
+        while (!fs::exists(existing, ec) && existing.has_parent_path() && existing != existing.parent_path()) existing = existing.parent_path();
+        if (!fs::is_directory(existing, ec)) throw std::invalid_argument("--out: '" + existing.string() + "' exists and is not a folder");
+        if (::access(existing.c_str(), W_OK | X_OK) != 0) {
+          throw std::invalid_argument("--out: cannot write into folder '" + existing.string() + "': " + std::strerror(errno));
+        }
       }
       Run probe(dir, fresh);
       const bool has_run = fs::exists(probe.config_path()) || !list_checkpoints(probe.checkpoint_dir()).empty();
@@ -222,6 +292,8 @@ Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool
             if (config.contains("settings") && config["settings"].is_object()) config["settings"][flag] = fresh["settings"][flag];
           }
         }
+        remove_stale_temporaries(dir);
+        remove_stale_temporaries(probe.checkpoint_dir());
         resume_from = pick_resume_checkpoint(probe, fallback, report);
       } else if (has_run) {
         throw std::invalid_argument("'" + dir + "' already holds a run; pass --resume to continue it or choose another --out");
@@ -273,8 +345,24 @@ std::shared_ptr<models::VelocityModel> Run::model(const std::string& checkpoint,
     model->to(device);
     return model;
   }
-  const std::string path = checkpoint.empty() ? latest_checkpoint() : checkpoint;
-  auto model = load_model(path, /*ema=*/true);
+  std::string path = checkpoint.empty() ? latest_checkpoint() : checkpoint;
+  json meta;
+  std::shared_ptr<models::VelocityModel> model;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      model = load_model(path, /*ema=*/true, &meta);
+      break;
+    } catch (const std::runtime_error&) {
+      // While a run trains, the newest checkpoint of a moment ago may have been pruned: take the newest again.
+      std::error_code ec;
+      if (!checkpoint.empty() || fs::exists(path, ec) || attempt >= 5) throw;
+      path = latest_checkpoint();
+    }
+  }
+  if (meta.contains("run_id") && meta["run_id"] != run_identity(config_)) {
+    throw std::runtime_error("'" + path + "' belongs to another run (run id " + meta["run_id"].get<std::string>() + ", this run's " +
+                             run_identity(config_) + ": its path, prediction, data or network differ)");
+  }
   if (model->spec() != config_["model"]) {
     throw std::runtime_error("'" + path + "' holds model " + model->spec().dump() + ", but the run describes " + config_["model"].dump());
   }
@@ -345,7 +433,7 @@ FlowMatchingProblem Run::problem() const {
 TrainOutcome Run::train(const TrainRunOptions& how) {
   // Build everything before writing anything, so bad settings leave no files behind.
   FlowMatchingProblem problem = this->problem();
-  const TrainerOptions options = trainer_options(config_.at("training"), checkpoint_dir());
+  const TrainerOptions options = trainer_options(config_.at("training"), checkpoint_dir(), config_path()).run_id(run_identity(config_));
   validate(options);
   at::manual_seed(options.seed());
   auto model = models::make_model(config_["model"]);
@@ -368,7 +456,18 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   if (trainer.step() >= options.steps()) return outcome;
 
   std::ofstream metrics;
+  std::shared_ptr<RunLock> lock;
+  std::error_code ec;
+  const bool created_folder = writer && !fs::exists(dir_, ec);
+  const bool fresh = resume_from_.empty() && trainer.step() == 0;
   if (writer) {
+    fs::create_directories(dir_);
+    lock = lock_run_folder(dir_);
+    if (fresh && (fs::exists(config_path(), ec) || !list_checkpoints(checkpoint_dir()).empty())) {
+      throw std::invalid_argument("'" + dir_ + "' already holds a run; pass --resume to continue it or choose another --out");
+    }
+    remove_stale_temporaries(dir_);
+    remove_stale_temporaries(checkpoint_dir());
     fs::create_directories(checkpoint_dir());
     write_json_file(config_path(), config_);
     // Keep the loss history up to the resumed step only.
@@ -392,7 +491,19 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   callbacks.should_stop = how.should_stop;
   callbacks.checkpoint_saved = [&](const std::string& path, int64_t) { outcome.last_checkpoint = path; };
   const auto start = std::chrono::steady_clock::now();
-  trainer.train(callbacks);
+  try {
+    trainer.train(callbacks);
+  } catch (...) {
+    // A new run that failed before its first checkpoint leaves nothing behind (the next
+    // `train --out` with the same folder would be refused otherwise).
+    if (writer && fresh && list_checkpoints(checkpoint_dir()).empty()) {
+      metrics.close();
+      for (const std::string& f : {config_path(), metrics_jsonl(), dir_ + "/loss.png", dir_ + "/.lock"}) fs::remove(f, ec);
+      fs::remove(checkpoint_dir(), ec);  // only when empty
+      if (created_folder) fs::remove(dir_, ec);
+    }
+    throw;
+  }
   outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   outcome.step = trainer.step();
   if (writer) {
@@ -418,6 +529,12 @@ TrainOutcome Run::train_on_own_pairs(const std::string& dir, const PairGeneratio
   const auto solver = SolverOptions().method(solver_method_from_string(g.solver)).steps(g.steps).atol(g.atol).rtol(g.rtol);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(g.seed);
   at::Tensor x0 = domain_->source(config_["data"])(g.pairs, gen).to(how.device);
+  std::error_code ec;
+  const bool created = !fs::exists(dir, ec);
+  auto remove_created = [&] {
+    if (created) fs::remove_all(dir, ec);
+  };
+  try {
   ReflowPairs pairs;
   {
     c10::InferenceMode guard;
@@ -435,6 +552,12 @@ TrainOutcome Run::train_on_own_pairs(const std::string& dir, const PairGeneratio
     pairs_info["steps"] = g.steps;
   }
   json cfg = config_;
+  if (is_model_file()) {
+    // The TorchScript parent goes into the run: a later change of the original file cannot change the run.
+    const std::string copy = (fs::absolute(dir) / "parent-model.pt").string();
+    fs::copy_file(config_["model"]["file"].get<std::string>(), copy, fs::copy_options::overwrite_existing);
+    cfg["model"]["file"] = copy;
+  }
   cfg.erase("stand_in");
   cfg.erase("settings");
   cfg["path"] = CondOTPath(CondOTPathOptions().sigma(0.0)).spec();
@@ -451,7 +574,13 @@ TrainOutcome Run::train_on_own_pairs(const std::string& dir, const PairGeneratio
   Run child(dir, cfg);
   TrainRunOptions with_weights = how;
   if (!g.from_scratch) with_weights.initial = parent_model;
-  return child.train(with_weights);
+  const TrainOutcome outcome = child.train(with_weights);
+  return outcome;
+  } catch (...) {
+    // Nothing of a round that did not train to its first checkpoint is left (its pairs included).
+    if (list_checkpoints(dir + "/checkpoints").empty()) remove_created();
+    throw;
+  }
 }
 
 }  // namespace flowmatch

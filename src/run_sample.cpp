@@ -114,6 +114,13 @@ SampleResult Run::sample(SampleOptions o) const {
     r.x = at::cat(parts);
     r.labels = condition.labels;
   }
+  // Broken models (or a diverging solve) are not reported as success.
+  const int64_t bad = r.x.numel() == 0 ? 0 : (~at::isfinite(r.x.reshape({r.x.size(0), -1})).all(1)).sum().item<int64_t>();
+  if (bad > 0) {
+    throw std::runtime_error(std::to_string(bad) + " of " + std::to_string(r.x.size(0)) + " samples are not finite (" + o.solver +
+                             (info.stochastic ? ", noise " + std::to_string(o.noise_scale) : std::string()) +
+                             "): the network's weights or the solve diverged; nothing written");
+  }
   r.description = info.adaptive ? o.solver : o.solver + " " + std::to_string(o.steps) + " steps";
   if (info.stochastic) {
     char noise[48];
@@ -150,12 +157,20 @@ std::vector<std::string> Run::write_samples(const std::string& path, const Sampl
     throw std::invalid_argument("--out '" + path + "': samples are written as .npy or .pt (pictures and .json go beside them)");
   }
   ensure_parent(path);
-  io::save_array(path, samples.x);
-  std::vector<std::string> files = {path};
-  const std::string stem = fs::path(path).replace_extension("").string();
-  for (const auto& f : domain_->picture_samples(*this, samples, options, stem)) files.push_back(f);
-  write_json_file(stem + ".json", samples.info);
-  files.push_back(stem + ".json");
+  // Samples, pictures and their .json come as a set: a failure (a full disk) removes what was written.
+  std::vector<std::string> files;
+  try {
+    io::save_array(path, samples.x);
+    files.push_back(path);
+    const std::string stem = fs::path(path).replace_extension("").string();
+    for (const auto& f : domain_->picture_samples(*this, samples, options, stem)) files.push_back(f);
+    write_json_file(stem + ".json", samples.info);
+    files.push_back(stem + ".json");
+  } catch (...) {
+    std::error_code ec;
+    for (const auto& f : files) fs::remove(f, ec);
+    throw;
+  }
   return files;
 }
 
@@ -179,6 +194,9 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
     throw std::invalid_argument("--divergence must be exact or hutchinson, got " + q.divergence);
   }
   if (q.batch < 1) throw std::invalid_argument("--batch must be >= 1, got " + std::to_string(q.batch));
+  // Refused before the main result is computed: the map solves grid^2 points.
+  if (q.grid < 0 || q.grid > 1000) throw std::invalid_argument("--grid " + std::to_string(q.grid) + ": expected 0 to 1000 cells per side");
+  if (q.n < 1 || q.n > 10000000) throw std::invalid_argument("--n " + std::to_string(q.n) + ": expected 1 to 10^7 points");
   const std::string map_path = q.density_map.empty() ? dir_ + "/density.png" : q.density_map;
   auto model = this->model(q.checkpoint, q.device);
   // Float64 throughout: adaptive steps on the augmented state would otherwise chase float32 rounding

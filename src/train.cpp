@@ -1,3 +1,4 @@
+#include "flowmatch/io/json.h"
 #include "flowmatch/train.h"
 
 #include <chrono>
@@ -42,7 +43,7 @@ void validate(const TrainerOptions& o) {
   auto bad = [](const std::string& what, const std::string& value, const std::string& expected) {
     throw std::invalid_argument(what + " must be " + expected + ", got " + value);
   };
-  if (o.steps() < 1) bad("steps", std::to_string(o.steps()), ">= 1");
+  if (o.steps() < 1 || o.steps() > 1000000000000000) bad("steps", std::to_string(o.steps()), "in [1, 10^15]");
   if (o.batch_size() < 1) bad("batch size", std::to_string(o.batch_size()), ">= 1");
   if (!(o.lr() > 0) || !std::isfinite(o.lr())) bad("learning rate", std::to_string(o.lr()), "finite and > 0");
   if (!(o.weight_decay() >= 0) || !std::isfinite(o.weight_decay())) bad("weight decay", std::to_string(o.weight_decay()), ">= 0");
@@ -204,7 +205,22 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   const bool writer = !group_ || group_->rank() == 0;
   stop_poll_ = callbacks.should_stop;
   stop_requested_ = false;
+  // Non-finite weights are never checkpointed: training stops naming the last (finite) checkpoint.
+  // Checked at every report and before every checkpoint (the loss is checked at every step).
+  auto check_weights = [&]() {
+    auto finite = [](const std::vector<at::Tensor>& tensors) {
+      for (const auto& p : tensors)
+        if (!at::isfinite(p).all().item<bool>()) return false;
+      return true;
+    };
+    if (finite(parameters_) && finite(ema_parameters_)) return;
+    const auto kept = dir.empty() ? std::vector<std::string>{} : list_checkpoints(dir);
+    throw std::runtime_error("training stopped: the weights are not finite after step " + std::to_string(step_) +
+                             " (is the learning rate too high?); " +
+                             (kept.empty() ? std::string("no checkpoint was written") : "the last checkpoint " + kept.back() + " is kept"));
+  };
   auto checkpoint = [&]() {
+    check_weights();
     if (dir.empty()) return;
     const std::string path = (fs::path(dir) / ("step-" + std::to_string(step_) + ".ckpt")).string();
     if (writer) {
@@ -225,6 +241,7 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
     ++loss_count;
     const bool stop = group_ ? stop_requested_ : (callbacks.should_stop && callbacks.should_stop());
     if (callbacks.progress && (step_ % options_.log_every() == 0 || step_ == options_.steps() || stop)) {
+      check_weights();
       const auto now = clock::now();
       TrainProgress p;
       p.step = step_;
@@ -349,11 +366,7 @@ int64_t meta_integer(const CheckpointContents& in, const std::string& key, const
 }
 
 nlohmann::json model_spec_of(const CheckpointContents& in, const std::string& path) {
-  try {
-    return nlohmann::json::parse(meta_string(in, "model_spec", path));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error("'" + path + "': checkpoint's model description is not JSON: " + e.what());
-  }
+  return io::parse_json(meta_string(in, "model_spec", path), "'" + path + "': checkpoint's model description");
 }
 
 }  // namespace
@@ -364,6 +377,13 @@ void Trainer::save_checkpoint(const std::string& path) {
               {"optimizer_kind", to_string(options_.optimizer())},
               {"step", step_},
               {"world_size", group_ ? group_->world_size() : int64_t{1}}};
+  if (!options_.run_id().empty()) out.meta["run_id"] = options_.run_id();
+  {
+    // The global generator (dropout draws from it): restored on resume so that resuming is bit-identical.
+    auto global = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(global.mutex());
+    out.tensors["global_generator_state"] = global.get_state();
+  }
   at::Tensor state;
   {
     std::lock_guard<std::mutex> lock(generator_.mutex());
@@ -423,6 +443,15 @@ void Trainer::load_checkpoint(const std::string& path) {
   }
   const int64_t step = meta_integer(in, "step", path, -1);
   if (step < 0) throw std::runtime_error("'" + path + "': checkpoint has no valid 'step' entry");
+  const int64_t named_step = checkpoint_step(path);
+  if (named_step >= 0 && named_step != step) {
+    throw std::runtime_error("'" + path + "': the file name says step " + std::to_string(named_step) + " but the checkpoint holds step " +
+                             std::to_string(step) + " (a renamed or copied file?)");
+  }
+  if (!options_.run_id().empty() && in.meta.contains("run_id") && in.meta["run_id"] != options_.run_id()) {
+    throw std::runtime_error("'" + path + "': the checkpoint belongs to another run (run id " + in.meta["run_id"].dump() + ", this run's " +
+                             options_.run_id() + ": its path, target, data or network differ)");
+  }
   const at::Tensor& state =
       tensor_of(in, group_ ? "generator_state_rank_" + std::to_string(group_->rank()) : "generator_state", path);
   {
@@ -452,14 +481,20 @@ void Trainer::load_checkpoint(const std::string& path) {
   try {
     std::lock_guard<std::mutex> lock(generator_.mutex());
     generator_.set_state(state);
+    if (in.tensors.count("global_generator_state")) {
+      auto global = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> global_lock(global.mutex());
+      global.set_state(in.tensors.at("global_generator_state"));
+    }
   } catch (const c10::Error& e) {
     throw std::runtime_error("'" + path + "': checkpoint's generator state is invalid: " + e.what_without_backtrace());
   }
   step_ = step;
 }
 
-std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema) {
+std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema, nlohmann::json* meta) {
   const CheckpointContents in = read_checkpoint(checkpoint_path);
+  if (meta) *meta = in.meta;
   std::shared_ptr<models::VelocityModel> model;
   try {
     model = models::make_model(model_spec_of(in, checkpoint_path));

@@ -81,6 +81,10 @@ TEST(Checkpoint, CraftedPayloadsBehindAValidChecksumAreRefusedByName) {
   EXPECT_NE(decode_error(with_header(std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8))).find("exceeds the payload"),
             std::string::npos);
   EXPECT_NE(decode_error(with_header(payload_of("{not json", ""))).find("not JSON"), std::string::npos);
+  // A description nested 400 000 levels deep behind a valid CRC: refused by a linear scan (the recursive
+  // parser overflowed the stack, exit 139) - Reliability II item 1.
+  EXPECT_NE(decode_error(with_header(payload_of(std::string(400000, '[') + std::string(400000, ']'), ""))).find("nested deeper than 256"),
+            std::string::npos);
   EXPECT_NE(decode_error(with_header(payload_of("[]", ""))).find("lacks 'meta'"), std::string::npos);
   auto entry = [](const std::string& fields) { return "{\"meta\": {}, \"tensors\": [{" + fields + "}]}"; };
   const std::string good = "\"name\": \"x\", \"dtype\": \"float32\", \"shape\": [2], \"offset\": 0, \"nbytes\": 8";

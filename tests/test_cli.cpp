@@ -1,6 +1,9 @@
 // The command-line tool as a user meets it: exit codes, one-line errors, no partial files,
 // config files, resume and interruption.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +14,10 @@
 
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
+#include "flowmatch/io/pt.h"
+#include "flowmatch/checkpoint.h"
+#include "flowmatch/models/velocity_model.h"
+#include <torch/serialize.h>
 #include "flowmatch/models/torchscript.h"
 #include "test_util.h"
 
@@ -477,6 +484,8 @@ TEST(CLI, TorchScriptModelsFromPythonSampleLikeInPython) {
   const std::pair<std::string, std::string> mistakes[] = {
       {"sample --model-file wrong.pt --out w.npy", "expected forward(self, x: Tensor, t: Tensor)"},
       {"sample --model-file junk.pt --out j.npy", "is not a TorchScript archive"},
+      // The interpreter's cause, not its generic first line (Reliability II item 12).
+      {"sample --model-file fails.pt --n 10 --out j.npy", "shapes cannot be multiplied"},
       {"sample --model-file missing.pt --out j.npy", "does not exist"},
       {"sample --model-file newer.pt --out j.npy", "written by a newer PyTorch"},
       {"eval --model-file velocity.pt", "--target"}};
@@ -563,7 +572,8 @@ TEST(CLI, LaunchTrainsTwoRanksAndOnlyRankZeroWrites) {
   const auto config = nlohmann::json::parse(fm::io::read_file(dir / "runs/ddp/config.json"));
   EXPECT_EQ(config["distributed"]["world_size"], 2);
   EXPECT_EQ(config["distributed"]["global_batch"], 64);
-  EXPECT_EQ(entries(dir / "runs/ddp"), (std::vector<std::string>{"checkpoints", "checkpoints/step-60.ckpt", "config.json",
+  // Rank 0's files only (and the run's lock, held by the writer while it trains).
+  EXPECT_EQ(entries(dir / "runs/ddp"), (std::vector<std::string>{".lock", "checkpoints", "checkpoints/step-60.ckpt", "config.json",
                                                                  "loss.png", "metrics.jsonl"}));
   std::ifstream in(dir / "runs/ddp/metrics.jsonl");
   std::string line;
@@ -719,4 +729,184 @@ TEST(CLI, ImageFlagsAreRefusedWhereTheyDoNotApply) {
   Result guidance = cli(dir, "sample --run toy --guidance 1 --out g.npy");
   EXPECT_EQ(guidance.code, 2);
   EXPECT_NE(guidance.err.find("--guidance"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- Reliability II (issue 20)
+
+TEST(Reliability, DeeplyNestedJsonIsRefusedByNameNotACrash) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out r ") + kTiny).code, 0);
+  const std::string deep = std::string(400000, '[') + std::string(400000, ']');
+  // metrics.jsonl: a damaged line is skipped on resume (it was a crash).
+  { std::ofstream(dir / "r/metrics.jsonl", std::ios::app) << deep << "\n"; }
+  Result resumed = cli(dir, "train --out r --resume --steps 70 --quiet --threads 1");
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+  // config.json: one line naming the file and the limit, exit 1.
+  fm::io::write_file_atomic(dir / "r/config.json", "{\"data\": " + deep + "}");
+  for (const char* command : {"sample --run r --out s.npy", "eval --run r", "export --run r --out v.pt", "train --out r --resume"}) {
+    Result r = cli(dir, command);
+    EXPECT_EQ(r.code, 1) << command << ": " << r.err;
+    EXPECT_NE(r.err.find("config.json': JSON nested deeper than 256 levels"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err_lines(), 1u) << r.err;
+  }
+}
+
+TEST(Reliability, BrokenModelsAreNotReportedAsSuccess) {
+  fmtest::TempDir dir;
+  // A learning rate that turns every weight into NaN at the first update: exit 1, nothing kept.
+  Result nan = cli(dir, "train --out huge --lr 3e38 --steps 1 --width 8 --depth 1 --threads 1 --quiet");
+  EXPECT_EQ(nan.code, 1) << nan.err;
+  EXPECT_NE(nan.err.find("the weights are not finite after step 1"), std::string::npos) << nan.err;
+  EXPECT_FALSE(fs::exists(dir / "huge")) << "a run that failed before its first checkpoint leaves nothing";
+  // Non-finite weights are never checkpointed: whatever step training stops at, every kept
+  // checkpoint holds finite weights.
+  Result high = cli(dir, "train --out hi --lr 1e8 --steps 30 --checkpoint-every 1 --keep 100 --threads 1 --quiet");
+  EXPECT_EQ(high.code, 1) << high.err;
+  EXPECT_EQ(high.err_lines(), 1u) << high.err;
+  for (const auto& path : fm::list_checkpoints(dir / "hi/checkpoints")) {
+    for (const auto& [name, tensor] : fm::read_checkpoint(path).tensors) {
+      if (tensor.is_floating_point()) EXPECT_TRUE(at::isfinite(tensor).all().item<bool>()) << path << " " << name;
+    }
+  }
+  // What was kept may still be a broken model (weights of 1e8): sampling it says so and writes nothing.
+  if (!fm::list_checkpoints(dir / "hi/checkpoints").empty()) {
+    Result broken = cli(dir, "sample --run hi --n 100 --out hi.npy --threads 1");
+    EXPECT_EQ(broken.code, 1) << broken.err;
+    EXPECT_NE(broken.err.find("not finite"), std::string::npos) << broken.err;
+    EXPECT_FALSE(fs::exists(dir / "hi.npy"));
+  }
+  ASSERT_EQ(cli(dir, std::string("train --out r ") + kTiny).code, 0);
+  Result sde = cli(dir, "sample --run r --solver sde --sde-noise 1e20 --steps 5 --out s.npy --threads 1");
+  EXPECT_EQ(sde.code, 1) << sde.err;
+  EXPECT_NE(sde.err.find("samples are not finite"), std::string::npos) << sde.err;
+  EXPECT_FALSE(fs::exists(dir / "s.npy"));
+}
+
+TEST(Reliability, OutputNamesNeverDestroyData) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out r ") + kTiny).code, 0);
+  // --out s.json would have been overwritten by the metadata: refused.
+  Result json_out = cli(dir, "sample --run r --out s.json");
+  EXPECT_EQ(json_out.code, 2) << json_out.err;
+  EXPECT_FALSE(fs::exists(dir / "s.json"));
+  // A symbolic link (or a device) given as --out is not replaced by a regular file.
+  { std::ofstream(dir / "precious.npy") << "keep me"; }
+  fs::create_symlink(dir / "precious.npy", dir / "link.npy");
+  Result link = cli(dir, "sample --run r --out link.npy --n 10");
+  EXPECT_EQ(link.code, 1) << link.err;
+  EXPECT_NE(link.err.find("not a regular file"), std::string::npos) << link.err;
+  EXPECT_TRUE(fs::is_symlink(dir / "link.npy"));
+  EXPECT_EQ(fm::io::read_file(dir / "precious.npy"), "keep me");
+  EXPECT_THROW(fm::io::write_file_atomic("/dev/null", "x"), std::runtime_error);
+}
+
+TEST(Reliability, ARunFolderHasOneWriterAndCheckpointsBelongToTheirRun) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out a ") + kTiny).code, 0);
+  // Another process holds the run's lock (a training in progress): a second writer is refused.
+  {
+    const int fd = ::open((dir / "a/.lock").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+    Result second = cli(dir, "train --out a --resume --steps 80 --quiet --threads 1");
+    EXPECT_EQ(second.code, 1) << second.err;
+    EXPECT_NE(second.err.find("is being written by another flowmatch process"), std::string::npos) << second.err;
+    ::close(fd);
+  }
+  // The same network on another path: its checkpoint is refused by `sample --checkpoint` and on resume.
+  ASSERT_EQ(cli(dir, std::string("train --out b --path cosine --sigma 0 ") + kTiny).code, 0);
+  Result other = cli(dir, "sample --run b --checkpoint a/checkpoints/step-60.ckpt --out x.npy");
+  EXPECT_EQ(other.code, 1) << other.err;
+  EXPECT_NE(other.err.find("belongs to another run"), std::string::npos) << other.err;
+  fs::copy_file(dir / "a/checkpoints/step-60.ckpt", dir / "b/checkpoints/step-61.ckpt");
+  Result foreign = cli(dir, "train --out b --resume --steps 80 --quiet --threads 1");
+  EXPECT_EQ(foreign.code, 1) << foreign.err;
+  EXPECT_NE(foreign.err.find("says step 61 but the checkpoint holds step 60"), std::string::npos) << foreign.err;
+  fs::remove(dir / "b/checkpoints/step-61.ckpt");
+  // A stray step-999999999999999999.ckpt is no checkpoint name: resume continues from step 60.
+  fs::copy_file(dir / "b/checkpoints/step-60.ckpt", dir / "b/checkpoints/step-999999999999999999.ckpt");
+  // A temporary left by a process killed while writing a checkpoint is removed when the run opens;
+  // one of a live process (this one) is left alone.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string stale = dir / ("b/checkpoints/step-70.ckpt.tmp." + std::to_string(dead));
+  const std::string live = dir / ("b/checkpoints/step-71.ckpt.tmp." + std::to_string(::getpid()));
+  { std::ofstream(stale) << "half a checkpoint"; }
+  { std::ofstream(live) << "being written"; }
+  Result resumed = cli(dir, "train --out b --resume --steps 80 --quiet --threads 1");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_TRUE(fs::exists(dir / "b/checkpoints/step-80.ckpt"));
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+}
+
+TEST(Reliability, ResumingAUNetWithDropoutIsBitIdentical) {
+  fmtest::TempDir dir;
+  write_image_folder(dir);
+  const std::string common = "--data images --batch 4 --channels 8 --channel-mult 1,2 --heads 2 --dropout 0.3 --log-every 1 "
+                             "--checkpoint-every 2 --threads 1 --quiet";
+  ASSERT_EQ(cli(dir, "train --out whole --steps 4 " + common).code, 0);
+  ASSERT_EQ(cli(dir, "train --out parts --steps 2 " + common).code, 0);
+  Result resumed = cli(dir, "train --out parts --resume --steps 4 --quiet --threads 1");
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  const auto a = fm::read_checkpoint(dir / "whole/checkpoints/step-4.ckpt");
+  const auto b = fm::read_checkpoint(dir / "parts/checkpoints/step-4.ckpt");
+  size_t compared = 0;
+  for (const auto& [name, tensor] : a.tensors) {
+    if (name.rfind("model/", 0) != 0) continue;
+    ASSERT_TRUE(b.tensors.count(name)) << name;
+    EXPECT_TRUE(tensor.equal(b.tensors.at(name))) << name;
+    ++compared;
+  }
+  EXPECT_GT(compared, 10u);
+}
+
+TEST(Reliability, NumbersAreCheckedNotClampedAndLeaveNothingBehind) {
+  fmtest::TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train --out r --steps 9223372036854775808", "out of range"},
+      {"train --out r --lr nan", "--lr 'nan': expected a finite number"},
+      {"train --out r --warmup nan", "--warmup 'nan': expected an integer"},
+      {"train --out r --seed -1", "--seed '-1': expected an integer"},
+      {"train --out r --seed 18446744073709551616", "--seed '18446744073709551616'"},
+      {"sample --run r --n -5", "expected a finite number > 0, got -5"},
+      {"train --out r --threads 100000", "cores"}};
+  for (const auto& [command, message] : cases) {
+    Result r = cli(dir, command);
+    EXPECT_EQ(r.code, 2) << command << ": " << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << command << ": " << r.err;
+    EXPECT_LT(r.err.size(), 300u) << r.err;  // no 309-digit bounds
+    EXPECT_FALSE(fs::exists(dir / "r")) << command;
+  }
+  // A failure at the first step (a batch the data cannot hold, an absurd sigma) leaves no run behind,
+  // so the same --out works next time.
+  Result failed = cli(dir, "train --out r --sigma 1e300 --steps 5 --width 8 --depth 1 --threads 1 --quiet");
+  EXPECT_NE(failed.code, 0);
+  EXPECT_FALSE(fs::exists(dir / "r")) << failed.err;
+}
+
+TEST(Reliability, SizesAreCheckedBeforeAllocating) {
+  fmtest::TempDir dir;
+  ASSERT_EQ(cli(dir, std::string("train --out r ") + kTiny).code, 0);
+  Result zero = cli(dir, "sample --run r --initial /dev/zero --out s.npy");
+  EXPECT_EQ(zero.code, 1) << zero.err;
+  EXPECT_NE(zero.err.find("not a regular file"), std::string::npos) << zero.err;
+  Result big_eval = cli(dir, "eval --run r --n 50000");
+  EXPECT_EQ(big_eval.code, 2) << big_eval.err;
+  EXPECT_NE(big_eval.err.find("n x n cost matrix"), std::string::npos) << big_eval.err;
+  Result big_grid = cli(dir, "likelihood --run r --grid 100000 --target moons");
+  EXPECT_EQ(big_grid.code, 2) << big_grid.err;
+  EXPECT_FALSE(fs::exists(dir / "r/likelihood.json"));
+  // A model description asking for terabytes (each number within its own limit).
+  EXPECT_THROW(fm::models::make_model({{"type", "mlp"}, {"options", {{"dim", 2}, {"width", 65536}, {"depth", 1024}}}}), c10::Error);
+  // A complex tensor is refused, not truncated to its real part.
+  const auto bytes = torch::pickle_save(c10::IValue(at::ones({3, 2}, at::kComplexFloat)));
+  fm::io::write_file_atomic(dir / "c.pt", std::string(bytes.begin(), bytes.end()));
+  try {
+    fm::io::load_pt(dir / "c.pt");
+    ADD_FAILURE() << "complex tensor accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("complex"), std::string::npos) << e.what();
+  }
 }

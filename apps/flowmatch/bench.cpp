@@ -41,9 +41,9 @@ Command register_bench(CLI::App& root) {
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(fm::benchmarks::case_names()));
   app->add_option("--train-steps", f.options.train_steps, "timed training steps (exact-ot: a quarter)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive_number())->capture_default_str();
   app->add_option("--repeats", f.options.repeats, "timed repetitions (the best is kept for sampling)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive_number())->capture_default_str();
   f.common.threads = 1;  // before add_common_flags, so that --help shows it
   add_common_flags(app, f.common);
   return {app, [flags] { return run_bench(*flags); }};

@@ -61,10 +61,10 @@ Command register_classifier(CLI::App& root) {
   train->add_option("--data-dir", o.data_dir, "where the Fashion-MNIST IDX files are")->capture_default_str();
   train->add_option("--image-channels", o.image_channels, "image folder: 1 (grey), 3 (RGB), 0 (as the first image)")
       ->check(CLI::IsMember({0, 1, 3}))->capture_default_str();
-  train->add_option("--epochs", o.epochs, "passes over the training images")->check(CLI::PositiveNumber)->capture_default_str();
-  train->add_option("--batch", o.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  train->add_option("--lr", o.lr, "AdamW learning rate (cosine decay to 0)")->check(CLI::PositiveNumber)->capture_default_str();
-  train->add_option("--width", o.width, "channels of the first convolutions")->check(CLI::PositiveNumber)->capture_default_str();
+  train->add_option("--epochs", o.epochs, "passes over the training images")->check(positive_number())->capture_default_str();
+  train->add_option("--batch", o.batch, "batch size")->check(positive_number())->capture_default_str();
+  train->add_option("--lr", o.lr, "AdamW learning rate (cosine decay to 0)")->check(positive_number())->capture_default_str();
+  train->add_option("--width", o.width, "channels of the first convolutions")->check(positive_number())->capture_default_str();
   train->add_flag("--quiet", f.quiet, "no progress lines");
   add_common_flags(train, f.common);
   return {app, [flags] { return run_classifier_train(*flags); }};

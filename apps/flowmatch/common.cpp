@@ -1,6 +1,10 @@
 #include "common.h"
 
 #include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cmath>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -25,15 +29,51 @@ namespace fm = flowmatch;
 
 void add_common_flags(CLI::App* app, CommonFlags& flags) {
   app->add_option("--threads", flags.threads, "CPU threads for LibTorch (0: OMP_NUM_THREADS if set, else one per core)")
-      ->check(CLI::Range(0, 1024))->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
   app->add_option("--device", flags.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  app->add_option("--seed", flags.seed, "random seed")->capture_default_str();
+  app->add_option("--seed", flags.seed_text, "random seed, an integer in [0, 2^63 - 1]")->capture_default_str();
   // Read before parsing (expand_config_file); declared here so that --help lists it.
   app->add_option("--config", "flags from a TOML/INI file (keys = flag names, top level or under [COMMAND]); the command line wins");
 }
 
-c10::Device apply_common_flags(const CommonFlags& flags) {
+namespace {
+CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0') return "expected a number, got '" + text + "'";
+        if (errno == ERANGE || !std::isfinite(v) || !(allow_zero ? v >= 0 : v > 0)) {
+          return std::string("expected a finite number ") + (allow_zero ? ">= 0" : "> 0") + ", got " + text;
+        }
+        return "";
+      },
+      allow_zero ? "NUMBER >= 0" : "NUMBER > 0");
+}
+}  // namespace
+
+CLI::Validator positive_number() { return number_check(false); }
+CLI::Validator non_negative_number() { return number_check(true); }
+
+c10::Device apply_common_flags(CommonFlags& flags) {
+  {
+    errno = 0;
+    char* end = nullptr;
+    const char* text = flags.seed_text.c_str();
+    const unsigned long long v = std::strtoull(text, &end, 10);
+    if (flags.seed_text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) || *end != '\0' || errno == ERANGE ||
+        v > static_cast<unsigned long long>(INT64_MAX)) {
+      throw UsageError("--seed '" + flags.seed_text + "': expected an integer in [0, 9223372036854775807]");
+    }
+    flags.seed = v;
+  }
   // 0: OMP_NUM_THREADS when set (flowmatch launch and torchrun set it per process), else all cores.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (flags.threads > 4 * cores) {
+    throw UsageError("--threads " + std::to_string(flags.threads) + ": this machine has " + std::to_string(cores) +
+                     " cores; more than " + std::to_string(4 * cores) + " threads only slow LibTorch down");
+  }
   int threads = flags.threads;
   if (threads <= 0) {
     const char* omp = std::getenv("OMP_NUM_THREADS");
@@ -119,12 +159,12 @@ int report_training(const fm::Run& run, const fm::TrainOutcome& o, const std::st
 }
 
 void add_pair_flags(CLI::App* app, fm::PairGenerationOptions& g) {
-  app->add_option("--pairs", g.pairs, "noise-sample pairs generated from the parent model")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--pairs", g.pairs, "noise-sample pairs generated from the parent model")->check(positive_number())->capture_default_str();
   app->add_option("--solver", g.solver, "ODE solver that generates the pairs")->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
-  app->add_option("--steps", g.steps, "fixed-step solvers: steps from t=0 to t=1")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--atol", g.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--rtol", g.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--train-steps", g.train_steps, "training steps (default: the parent's)")->check(CLI::PositiveNumber);
+  app->add_option("--steps", g.steps, "fixed-step solvers: steps from t=0 to t=1")->check(positive_number())->capture_default_str();
+  app->add_option("--atol", g.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
+  app->add_option("--rtol", g.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
+  app->add_option("--train-steps", g.train_steps, "training steps (default: the parent's)")->check(positive_number());
   app->add_flag("--from-scratch", g.from_scratch, "train from fresh weights instead of the parent's");
 }
 

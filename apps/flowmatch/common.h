@@ -41,11 +41,18 @@ Command register_classifier(CLI::App& root);
 struct CommonFlags {
   int threads = 0;
   std::string device = "cpu";
-  uint64_t seed = 0;
+  std::string seed_text = "0";
+  uint64_t seed = 0;  ///< set by apply_common_flags from seed_text
 };
 void add_common_flags(CLI::App* app, CommonFlags& flags);
-/// Sets LibTorch's thread count and returns the device (UsageError if CUDA is unavailable).
-c10::Device apply_common_flags(const CommonFlags& flags);
+/// Checks --seed (an integer in [0, 2^63 - 1]), sets LibTorch's thread count and returns the device
+/// (UsageError if CUDA is unavailable).
+c10::Device apply_common_flags(CommonFlags& flags);
+
+/// Number checks whose messages name the value and the expectation (CLI11's print the range's
+/// bound, 1.8e308, in 309 digits).
+CLI::Validator positive_number();
+CLI::Validator non_negative_number();
 
 /// --run, or --model-file with --source (and, where a command takes it, --target).
 struct RunFlags {

@@ -64,7 +64,7 @@ Command register_eval(CLI::App& root) {
   reference->needs(samples);
   app->get_option("--run")->excludes(samples)->excludes(reference);
   app->add_option("--out", f.out, "metrics JSON file (default RUN/metrics.json; with --samples, optional)");
-  app->add_option("--n", o.n, "points: samples per W2 estimate (generated and target)")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--n", o.n, "points: samples per W2 estimate (generated and target)")->check(positive_number())->capture_default_str();
   app->add_option("--scheduler", o.scheduler, "points: evaluate with another scheduler than the run's (schedule transform)")
       ->check(CLI::IsMember(fm::scheduler_names()));
   app->add_flag("--solver-sweep", o.solver_sweep,
@@ -73,16 +73,16 @@ Command register_eval(CLI::App& root) {
   app->add_option("--classifier", o.classifier, "images: the classifier folder or file ('flowmatch classifier train')")->capture_default_str();
   app->add_option("--guidance-scales", o.guidance_scales, "images: guidance scales for the accuracy")->delimiter(',')->capture_default_str();
   app->add_option("--accuracy-n", o.accuracy_n, "images: samples per guidance scale (a multiple of the classes)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive_number())->capture_default_str();
   app->add_option("--fd-n", o.fd_n, "images: samples (and test images) for the Frechet distance (0: skip)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--fd-guidance", o.fd_guidance, "images: guidance scale of the Frechet-distance samples")->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
+  app->add_option("--fd-guidance", o.fd_guidance, "images: guidance scale of the Frechet-distance samples")->check(non_negative_number())->capture_default_str();
   app->add_option("--sample-solver", o.sample_solver, "images: fixed-step solver for the samples")
       ->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
-  app->add_option("--sample-steps", o.sample_steps, "images: solver steps for the samples")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--bpd-n", o.bpd_n, "images: test images for bits per dimension (0: skip)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--sample-steps", o.sample_steps, "images: solver steps for the samples")->check(positive_number())->capture_default_str();
+  app->add_option("--bpd-n", o.bpd_n, "images: test images for bits per dimension (0: skip)")->check(non_negative_number())->capture_default_str();
   app->add_option("--bpd-steps", o.bpd_steps, "images: RK4 steps of the likelihood solve (Hutchinson, 1 Rademacher probe)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive_number())->capture_default_str();
   add_common_flags(app, f.common);
   return {app, [flags] {
             if (!flags->samples.empty()) return eval_files(*flags);

@@ -19,13 +19,13 @@ Command register_launch(CLI::App& root) {
       "Several machines: run the same line on each with --nnodes M --node-rank K --master-addr HOST\n"
       "(HOST: machine 0's address; the same --master-port everywhere).\n"
       "Ctrl-C is forwarded once (checkpoint, exit 130); when a process fails the others are stopped.");
-  app->add_option("--nproc", f.nproc, "processes on this machine")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--nnodes", f.nnodes, "machines taking part")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--node-rank", f.node_rank, "this machine's index in [0, nnodes)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--nproc", f.nproc, "processes on this machine")->check(positive_number())->capture_default_str();
+  app->add_option("--nnodes", f.nnodes, "machines taking part")->check(positive_number())->capture_default_str();
+  app->add_option("--node-rank", f.node_rank, "this machine's index in [0, nnodes)")->check(non_negative_number())->capture_default_str();
   app->add_option("--master-addr", f.master_addr, "address of machine 0 (where rank 0 runs the TCPStore)")->capture_default_str();
   app->add_option("--master-port", f.master_port, "its port (0: any free port, single machine only)")->check(CLI::Range(0, 65535))->capture_default_str();
   app->add_option("--grace", f.grace, "seconds the others get to stop after one process fails, before SIGKILL")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive_number())->capture_default_str();
   app->add_option("command", f.command, "the command and its flags, after '--' (train ...)");
   return {app, [options] {
             return flowmatch::distributed::launch_processes(*options, [](const std::string& line) { std::cerr << "flowmatch launch: " << line << "\n"; });

@@ -65,18 +65,18 @@ Command register_likelihood(CLI::App& root) {
   app->get_option("--target")->description("draw --n fresh points from this data set (default: the run's target)");
   auto* data = app->add_option("--data", f.data, "points (n, D) as .npy or .pt");
   data->excludes(app->get_option("--target"));
-  app->add_option("--n", q.n, "points to draw from the run's target or --target")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--n", q.n, "points to draw from the run's target or --target")->check(positive_number())->capture_default_str();
   app->add_option("--solver", q.solver, "an ODE solver")->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
-  app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--atol", q.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--rtol", q.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0")->check(positive_number())->capture_default_str();
+  app->add_option("--atol", q.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
+  app->add_option("--rtol", q.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
   app->add_option("--divergence", q.divergence, "exact or hutchinson")->check(CLI::IsMember({"exact", "hutchinson"}))->capture_default_str();
-  app->add_option("--probes", q.probes, "hutchinson: probes per point, fixed within a solve")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--probes", q.probes, "hutchinson: probes per point, fixed within a solve")->check(positive_number())->capture_default_str();
   app->add_option("--probe-distribution", q.probe_distribution, "hutchinson: rademacher or gaussian")
       ->check(CLI::IsMember({"rademacher", "gaussian"}))->capture_default_str();
-  app->add_option("--batch", q.batch, "points per solve")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--batch", q.batch, "points per solve")->check(positive_number())->capture_default_str();
   app->add_option("--grid", q.grid, "2-D data with a known target: density map resolution (cells per side; 0: no map)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
   app->add_option("--density-map", q.density_map, "2-D data: density map PNG (default RUN/density.png)");
   app->add_option("--out", f.out, "result JSON (default RUN/likelihood.json); also printed");
   add_common_flags(app, f.common);

@@ -67,7 +67,7 @@ Command register_reflow(CLI::App& root) {
               "from the parent's weights. OUT/reflow.json lists the rounds. Evaluate with 'flowmatch eval --run OUT/rectified-2'.");
   add_run_flags(app, f.run, true);
   app->add_option("--out", f.out, "folder for the rounds (must not exist)")->required();
-  app->add_option("--rounds", f.rounds, "reflow rounds, each from the previous")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--rounds", f.rounds, "reflow rounds, each from the previous")->check(positive_number())->capture_default_str();
   add_pair_flags(app, f.pairs);
   app->add_flag("--quiet", f.quiet, "no progress lines");
   add_common_flags(app, f.common);

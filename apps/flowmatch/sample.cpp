@@ -49,23 +49,23 @@ Command register_sample(CLI::App& root) {
   add_run_flags(app, f.run, false);
   std::string solvers;
   for (const auto& name : fm::solver_names()) solvers += (solvers.empty() ? "" : ", ") + name;
-  auto* n = app->add_option("--n", o.n, "number of samples (default: 10000 points, or 10 per class for images)")->check(CLI::PositiveNumber);
+  auto* n = app->add_option("--n", o.n, "number of samples (default: 10000 points, or 10 per class for images)")->check(positive_number());
   app->add_option("--initial", f.initial, "start from these source points (n, D), .npy or .pt, instead of drawing --n")->excludes(n);
-  app->add_option("--steps", o.steps, "solver steps from t=0 to t=1 (default 100; images 20)")->check(CLI::PositiveNumber);
+  app->add_option("--steps", o.steps, "solver steps from t=0 to t=1 (default 100; images 20)")->check(positive_number());
   app->add_option("--solver", o.solver, "a solver: " + solvers + " (default euler; images midpoint)")->check(CLI::IsMember(fm::solver_names()));
   app->add_option("--sde-noise", o.noise_scale, "sde: diffusion g(t) = this x sigma_t of the run's path (same marginals)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--atol", o.atol, "dopri5 absolute tolerance")->check(CLI::PositiveNumber)->capture_default_str();
-  app->add_option("--rtol", o.rtol, "dopri5 relative tolerance")->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
+  app->add_option("--atol", o.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
+  app->add_option("--rtol", o.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
   app->add_option("--out", f.out, "output .npy or .pt (float32, shape (n, D)); default RUN/samples.npy; picture and .json beside it");
   app->add_option("--scheduler", o.scheduler, "sample with another scheduler than the run was trained with (schedule transform)")
       ->check(CLI::IsMember(fm::scheduler_names()));
   app->add_option("--trajectories", o.trajectories, "2-D runs: also plot this many trajectories to OUT-trajectories.png")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
   app->add_option("--class", o.which_class, "class-conditional runs: all (one row per class), none, a label number or a class name")
       ->capture_default_str();
   app->add_option("--guidance", o.guidance, "class-conditional runs: classifier-free guidance w: (1 + w) v(x, t, c) - w v(x, t, none)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(non_negative_number())->capture_default_str();
   add_common_flags(app, f.common);
   return {app, [flags, app] { return run_sample(*flags, app); }};
 }

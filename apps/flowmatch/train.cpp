@@ -23,7 +23,7 @@ struct TrainFlags {
   CommonFlags common;
   std::string out;
   bool resume = false, resume_fallback = false, quiet = false, distributed = false;
-  double dist_timeout = 300;
+  double dist_timeout = 60;
   std::string dist_backend = "auto";
   std::map<std::string, std::vector<std::string>> values;  // setting -> its flag's values as typed
 };
@@ -113,9 +113,10 @@ Command register_train(CLI::App& root) {
       help += " [default: " + (s.default_value.is_string() ? s.default_value.get<std::string>() : s.default_value.dump()) + "]";
     }
     if (s.kind == "bool") {
-      app->add_flag("--" + s.name, help);
+      app->add_flag("--" + s.name)->description(help);
     } else {
       auto* option = app->add_option("--" + s.name, f.values[s.name], help);
+      option->type_name(s.kind == "int" ? "INT" : s.kind == "float" ? "FLOAT" : s.kind == "ints" ? "INT,..." : "TEXT");
       if (s.kind == "ints") option->delimiter(',');
       if (s.kind != "ints" && s.kind != "strings") option->expected(1);
     }
@@ -126,7 +127,7 @@ Command register_train(CLI::App& root) {
                 "data-parallel training: join the group described by RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT "
                 "(set by 'flowmatch launch' or torchrun); --batch is per process");
   app->add_option("--dist-timeout", f.dist_timeout, "seconds before a dead or hung rank makes the others stop with an error")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive_number())->capture_default_str();
   app->add_option("--dist-backend", f.dist_backend, "auto (nccl for CUDA when available, else gloo), gloo or nccl")
       ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->capture_default_str();
   add_common_flags(app, f.common);

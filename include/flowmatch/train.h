@@ -70,6 +70,9 @@ struct TrainerOptions {
   /// (`VelocityModel::supports_fused_regression`, the MLP: no autograd graph, fewer operator calls);
   /// false: autograd. Same results up to rounding.
   TORCH_ARG(bool, fused_mlp) = true;
+  /// The identity of the run the checkpoints belong to (Run: a hash of its frozen settings), stored in
+  /// each checkpoint; load_checkpoint refuses one with another identity. Empty: not checked.
+  TORCH_ARG(std::string, run_id) = "";
 };
 
 /// Validates options; throws std::invalid_argument naming the bad value.
@@ -191,6 +194,8 @@ class Trainer {
 
 /// A trained network read back from a checkpoint written by `Trainer` (architecture from the
 /// stored description). With `ema` true the EMA weights are returned when the run kept them.
-std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema = true);
+/// `meta`, when given, receives the checkpoint's metadata (step, run_id, ...).
+std::shared_ptr<models::VelocityModel> load_model(const std::string& checkpoint_path, bool ema = true,
+                                                  nlohmann::json* meta = nullptr);
 
 }  // namespace flowmatch

@@ -26,6 +26,9 @@ ImageDataset fashion_mnist_dataset(const std::string& split, const std::string& 
 }
 
 namespace {
+// Bounds on what an image folder may decode to.
+constexpr int kMaxImageSide = 4096;
+constexpr int64_t kMaxDecodedBytes = int64_t{8} << 30;
 
 bool is_image_file(const fs::path& p) {
   std::string ext = p.extension().string();
@@ -50,6 +53,7 @@ ImageDataset load_image_folder(const std::string& dir, int64_t channels) {
   std::vector<at::Tensor> images;
   std::vector<int64_t> labels;
   int width = 0, height = 0;
+  int64_t decoded_bytes = 0;
   for (size_t label = 0; label < classes.size(); ++label) {
     std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(fs::path(dir) / classes[label], ec)) {
@@ -58,12 +62,20 @@ ImageDataset load_image_folder(const std::string& dir, int64_t channels) {
     std::sort(files.begin(), files.end());
     for (const auto& file : files) {
       int w = 0, h = 0, n = 0;
-      if (channels == 0) {
-        if (stbi_info(file.string().c_str(), &w, &h, &n) == 0) {
-          throw std::runtime_error("image '" + file.string() + "': " + stbi_failure_reason());
-        }
-        channels = (n == 1 || n == 2) ? 1 : 3;
+      // The header first: a small compressed file may decode to gigabytes.
+      if (stbi_info(file.string().c_str(), &w, &h, &n) == 0) {
+        throw std::runtime_error("image '" + file.string() + "': " + stbi_failure_reason());
       }
+      if (static_cast<int64_t>(w) * h > int64_t{kMaxImageSide} * kMaxImageSide) {
+        throw std::runtime_error("image '" + file.string() + "' is " + std::to_string(w) + "x" + std::to_string(h) + " pixels, more than " +
+                                 std::to_string(kMaxImageSide) + "x" + std::to_string(kMaxImageSide));
+      }
+      decoded_bytes += static_cast<int64_t>(w) * h * 3;
+      if (decoded_bytes > kMaxDecodedBytes) {
+        throw std::runtime_error("image folder '" + dir + "' decodes to more than " + std::to_string(kMaxDecodedBytes >> 20) +
+                                 " MiB (at '" + file.string() + "')");
+      }
+      if (channels == 0) channels = (n == 1 || n == 2) ? 1 : 3;
       unsigned char* data = stbi_load(file.string().c_str(), &w, &h, &n, static_cast<int>(channels));
       if (data == nullptr) throw std::runtime_error("image '" + file.string() + "': " + stbi_failure_reason());
       if (images.empty()) {

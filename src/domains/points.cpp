@@ -148,9 +148,15 @@ class PointsDomain : public Domain {
     auto target = sampler(data, "target");
     // A generator of its own: evaluation draws are fresh, never the training batches.
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 0x5eed0000ULL);
+    const int64_t n = o.n;
+    // The exact W2 holds an n x n float64 cost matrix (and the network's activations are n rows).
+    const double cost_bytes = 8.0 * static_cast<double>(n) * static_cast<double>(n);
+    if (n < 2 || cost_bytes > 4.0 * (1 << 30)) {
+      throw std::invalid_argument("--n " + std::to_string(n) + ": the exact W2 needs an n x n cost matrix (" +
+                                  std::to_string(cost_bytes / (1 << 30)).substr(0, 6) + " GiB); give n in [2, 23170] (4 GiB)");
+    }
     SamplingFlow flow = run.flow(model, o.scheduler);
     const auto& field = flow.field;
-    const int64_t n = o.n;
 
     c10::InferenceMode guard;
     json metrics = {{"checkpoint", run.is_model_file() ? run.config()["model"]["file"].get<std::string>() : checkpoint},
@@ -162,6 +168,11 @@ class PointsDomain : public Domain {
     for (int64_t steps : {1, 2, 4, 10, 100}) {
       at::Tensor x0 = flow.path->start(src(n, gen)).to(o.device);
       auto result = solve("euler", field, x0, SolverOptions().steps(steps));
+      const int64_t bad = (~at::isfinite(result.x).all(1)).sum().item<int64_t>();
+      if (bad > 0) {
+        throw std::runtime_error(std::to_string(bad) + " of " + std::to_string(n) + " samples (Euler " + std::to_string(steps) +
+                                 " steps) are not finite: the network's weights or the solve diverged; nothing written");
+      }
       at::Tensor reference = target(n, gen);
       metrics["w2_euler" + std::to_string(steps)] = metrics::wasserstein2(result.x.to(at::kCPU), reference);
       if (steps == 100) {

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace flowmatch::io {
@@ -21,6 +22,14 @@ std::string system_error(const std::string& what, const std::string& path) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
+  // Never rename over something that is not a regular file: a symlink, a device (as root, --out
+  // /dev/null would replace /dev/null), a folder.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    throw std::runtime_error("'" + path + "' exists and is not a regular file (" +
+                             (S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISDIR(st.st_mode) ? "a folder" : "a device or other special file") +
+                             "); refusing to replace it");
+  }
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw std::runtime_error(system_error("cannot create", tmp));
@@ -55,9 +64,18 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   }
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path, uint64_t max_bytes) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw std::runtime_error("'" + path + "' is a folder, expected a file");
+  // Only regular files (after links): /dev/zero or a pipe would be read without end.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) throw std::runtime_error("'" + path + "' is not a regular file (a device, pipe or socket)");
+    if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+      throw std::runtime_error("'" + path + "' has " + std::to_string(st.st_size) + " bytes, more than the " +
+                               std::to_string(max_bytes) + " this reader accepts");
+    }
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(system_error("cannot open", path));
   std::ostringstream buffer;

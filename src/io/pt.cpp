@@ -30,7 +30,12 @@ at::Tensor load_pt(const std::string& path) {
   if (!value.isTensor()) {
     throw std::runtime_error("'" + path + "' holds a " + value.tagKind() + ", expected one tensor (torch.save(tensor, path))");
   }
-  return value.toTensor();
+  const at::Tensor tensor = value.toTensor();
+  if (tensor.is_complex()) {
+    throw std::runtime_error("'" + path + "' holds a complex tensor (" + std::string(c10::toString(tensor.scalar_type())) +
+                             "); expected real numbers");
+  }
+  return tensor;
 }
 
 namespace {

@@ -60,6 +60,15 @@ void MLPImpl::reset() {
                   options.time_features() <= 65536,
               "MLP dim (", options.dim(), "), width (", options.width(), "), depth (", options.depth(),
               ") or time_features (", options.time_features(), ") above the limits 2^20, 65536, 1024, 65536");
+  {
+    // Each limit alone still allows terabytes together: bound the parameter count before allocating.
+    const double w = static_cast<double>(options.width()), d = static_cast<double>(options.dim());
+    const double in = d + static_cast<double>(options.time_encoding() == TimeEncoding::Sinusoidal ? options.time_features() : 1);
+    const double parameters = in * w + (static_cast<double>(options.depth()) - 1) * w * w + w * d;
+    TORCH_CHECK(parameters <= double(1 << 28), "MLP of dim ", options.dim(), ", width ", options.width(), " and depth ", options.depth(),
+                " would have ", static_cast<int64_t>(parameters), " parameters (", parameters * 4 / double(1 << 30),
+                " GiB), more than the 2^28 allowed");
+  }
   const int64_t time_width = sinusoidal ? options.time_features() : 1;
   TORCH_CHECK(static_cast<double>(options.width()) * static_cast<double>(options.width() + options.dim() + time_width) *
                       static_cast<double>(options.depth()) <= 2.5e8,

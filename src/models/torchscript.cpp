@@ -56,7 +56,27 @@ TorchScriptModel::TorchScriptModel(const std::string& path) : path_(path) {
 
 at::Tensor TorchScriptModel::forward(const at::Tensor& x, const at::Tensor& t) {
   at::Tensor times = time_column(t, x.size(0), x.options()).reshape({x.size(0)});
-  c10::IValue out = module_.forward({x, times});
+  c10::IValue out;
+  try {
+    out = module_.forward({x, times});
+  } catch (const std::exception& e) {
+    // The interpreter's message (a c10::Error, or a torch::jit::JITException for an exception raised in
+    // the script) starts with "The following operation failed in the TorchScript interpreter." and a
+    // traceback; the cause is its last "...Error: ..." line.
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    const std::string what = c10_error ? c10_error->what_without_backtrace() : e.what();
+    std::string cause;
+    size_t start = 0;
+    while (start < what.size()) {
+      size_t end = what.find('\n', start);
+      if (end == std::string::npos) end = what.size();
+      const std::string line = what.substr(start, end - start);
+      if (line.find("Error: ") != std::string::npos && line.find("Traceback") == std::string::npos) cause = line;
+      start = end + 1;
+    }
+    if (cause.empty()) cause = what.substr(0, what.find('\n'));
+    throw std::runtime_error("TorchScript model '" + path_ + "' failed on x of shape " + c10::str(x.sizes()) + ": " + cause);
+  }
   if (!out.isTensor()) {
     throw std::runtime_error("TorchScript model '" + path_ + "' returned " + out.tagKind() + ", expected a Tensor");
   }
@@ -73,6 +93,15 @@ nlohmann::json TorchScriptModel::spec() const { return {{"type", "torchscript"},
 void export_torchscript(const VelocityModel& model, const std::string& path) {
   const auto* mlp = dynamic_cast<const MLPImpl*>(&model);
   if (!mlp) throw std::invalid_argument("export_torchscript: supports MLP models, got " + model.spec().dump());
+  int64_t bad = 0, total = 0;
+  for (const auto& p : mlp->parameters()) {
+    bad += (~at::isfinite(p)).sum().item<int64_t>();
+    total += p.numel();
+  }
+  if (bad > 0) {
+    throw std::runtime_error("the network's weights are not finite (" + std::to_string(bad) + " of " + std::to_string(total) +
+                             " values); nothing exported");
+  }
   const MLPOptions& o = mlp->options;
   torch::jit::Module module("FlowmatchMLP");
   std::ostringstream code;

@@ -40,6 +40,16 @@ void validate(const UNetOptions& o) {
               std::to_string(o.base_channels() * m.back()) + ")");
   require(o.dropout() >= 0 && o.dropout() < 1, "dropout must be in [0, 1), got " + std::to_string(o.dropout()));
   require(o.num_classes() >= 0 && o.num_classes() <= 100000, "num_classes must be in [0, 100000], got " + std::to_string(o.num_classes()));
+  // Each limit alone still allows terabytes together: bound the convolution weights (3x3 convolutions,
+  // two per residual block, down and up paths) before anything is allocated.
+  double weights = 0;
+  for (int64_t k : m) {
+    const double c = static_cast<double>(o.base_channels() * k);
+    weights += 2 * 9 * c * c * 2 * static_cast<double>(o.blocks_per_level() + 1);
+  }
+  require(weights <= double(1 << 28), "a U-Net of base_channels " + std::to_string(o.base_channels()) + ", " + std::to_string(m.size()) +
+                                          " levels and " + std::to_string(o.blocks_per_level()) + " blocks per level would have about " +
+                                          std::to_string(static_cast<int64_t>(weights)) + " weights, more than the 2^28 allowed");
 }
 
 

@@ -20,6 +20,11 @@ class Velocity(torch.nn.Module):
         return self.net(torch.cat([x, t.unsqueeze(1)], dim=1))
 
 
+class FailsAtRunTime(torch.nn.Module):
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x @ torch.ones(3, 3)  # x is (B, 2): the interpreter raises
+
+
 class WrongSignature(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -30,6 +35,7 @@ torch.manual_seed(0)
 model = torch.jit.script(Velocity())
 model.save(os.path.join(out, "velocity.pt"))
 torch.jit.script(WrongSignature()).save(os.path.join(out, "wrong.pt"))
+torch.jit.script(FailsAtRunTime()).save(os.path.join(out, "fails.pt"))
 x = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
 np.save(os.path.join(out, "x0.npy"), x.numpy())
 steps = 50
