@@ -1,9 +1,9 @@
 #include "flowmatch/domain.h"
 
-#include <mutex>
 #include <stdexcept>
 
 #include "flowmatch/run.h"
+#include "registry.h"
 
 namespace flowmatch {
 
@@ -16,87 +16,41 @@ bool images_domain_accepts(const std::string& data);
 namespace {
 
 struct DomainEntry {
-  std::string name;
   std::function<bool(const std::string&)> accepts;
   DomainFactory factory;
 };
 
-struct DomainRegistry {
-  std::mutex mutex;
-  std::vector<DomainEntry> entries;
-};
-
-DomainRegistry& storage() {
-  static DomainRegistry* registry = new DomainRegistry;
+detail::Registry<DomainEntry>& registry() {
+  static auto* registry = [] {
+    auto* r = new detail::Registry<DomainEntry>;
+    r->add("points", {points_domain_accepts, make_points_domain});
+    r->add("images", {images_domain_accepts, make_images_domain});
+    return r;
+  }();
   return *registry;
-}
-
-void add_entry(DomainEntry entry) {
-  DomainRegistry& r = storage();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  for (auto& e : r.entries) {
-    if (e.name == entry.name) {
-      e = std::move(entry);
-      return;
-    }
-  }
-  r.entries.push_back(std::move(entry));
-}
-
-DomainRegistry& registry() {
-  static std::once_flag builtins;
-  std::call_once(builtins, [] {
-    add_entry({"points", points_domain_accepts, make_points_domain});
-    add_entry({"images", images_domain_accepts, make_images_domain});
-  });
-  return storage();
 }
 
 }  // namespace
 
 void register_domain(const std::string& name, std::function<bool(const std::string& data)> accepts, DomainFactory factory) {
   if (name.empty() || !accepts || !factory) throw std::invalid_argument("register_domain: a name, accepts and a factory are required");
-  registry();  // the built-ins first
-  add_entry({name, std::move(accepts), std::move(factory)});
+  registry().add(name, {std::move(accepts), std::move(factory)});
 }
 
-std::vector<std::string> domain_names() {
-  DomainRegistry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  std::vector<std::string> names;
-  for (const auto& e : r.entries) names.push_back(e.name);
-  return names;
-}
+std::vector<std::string> domain_names() { return registry().names(); }
 
 std::shared_ptr<Domain> domain_named(const std::string& name) {
-  DomainFactory factory;
-  std::string known;
-  {
-    DomainRegistry& r = registry();
-    std::lock_guard<std::mutex> lock(r.mutex);
-    for (const auto& e : r.entries) {
-      if (e.name == name) factory = e.factory;
-      known += (known.empty() ? "" : ", ") + e.name;
-    }
-  }
-  if (!factory) throw std::invalid_argument("unknown data domain '" + name + "' (expected one of: " + known + ")");
-  return factory();
+  const auto entry = registry().find(name);
+  if (!entry) throw std::invalid_argument("unknown data domain '" + name + "' (expected one of: " + registry().known() + ")");
+  return entry->factory();
 }
 
 std::shared_ptr<Domain> domain_for_data(const std::string& data) {
-  DomainFactory factory;
-  {
-    DomainRegistry& r = registry();
-    std::lock_guard<std::mutex> lock(r.mutex);
-    for (auto it = r.entries.rbegin(); it != r.entries.rend(); ++it) {
-      if (it->accepts(data)) {
-        factory = it->factory;
-        break;
-      }
-    }
+  const auto entries = registry().entries();
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->second.accepts(data)) return it->second.factory();
   }
-  if (!factory) throw std::invalid_argument("--data '" + data + "': no data domain takes it");
-  return factory();
+  throw std::invalid_argument("--data '" + data + "': no data domain takes it");
 }
 
 std::shared_ptr<Domain> domain_of(const nlohmann::json& data) {

@@ -1,11 +1,11 @@
 #include "flowmatch/objective.h"
 
-#include <mutex>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
 
 #include "flowmatch/loss.h"
+#include "registry.h"
 
 namespace flowmatch {
 
@@ -44,37 +44,22 @@ double RegressionObjective::loss_and_gradients(models::VelocityModel& model, con
 }
 
 namespace {
-struct ObjectiveRegistry {
-  std::mutex mutex;
-  std::vector<std::pair<std::string, ObjectiveFactory>> entries{
-      {"regression", [](const nlohmann::json&) { return std::make_shared<RegressionObjective>(); }}};
-};
-ObjectiveRegistry& objective_registry() {
-  static ObjectiveRegistry* registry = new ObjectiveRegistry;
+detail::Registry<ObjectiveFactory>& objective_registry() {
+  static auto* registry = [] {
+    auto* r = new detail::Registry<ObjectiveFactory>;
+    r->add("regression", [](const nlohmann::json&) { return std::make_shared<RegressionObjective>(); });
+    return r;
+  }();
   return *registry;
 }
 }  // namespace
 
 void register_objective(const std::string& type, ObjectiveFactory factory) {
   if (type.empty() || !factory) throw std::invalid_argument("register_objective: a name and a factory are required");
-  auto& r = objective_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  for (auto& entry : r.entries) {
-    if (entry.first == type) {
-      entry.second = std::move(factory);
-      return;
-    }
-  }
-  r.entries.emplace_back(type, std::move(factory));
+  objective_registry().add(type, std::move(factory));
 }
 
-std::vector<std::string> objective_names() {
-  auto& r = objective_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  std::vector<std::string> names;
-  for (const auto& entry : r.entries) names.push_back(entry.first);
-  return names;
-}
+std::vector<std::string> objective_names() { return objective_registry().names(); }
 
 std::shared_ptr<Objective> make_objective(const nlohmann::json& spec) {
   const nlohmann::json s = spec.is_string() ? nlohmann::json{{"type", spec}} : spec;
@@ -82,18 +67,9 @@ std::shared_ptr<Objective> make_objective(const nlohmann::json& spec) {
     throw std::invalid_argument("objective must be a name or an object with a string \"type\", got " + spec.dump());
   }
   const std::string type = s["type"];
-  ObjectiveFactory factory;
-  std::string known;
-  {
-    auto& r = objective_registry();
-    std::lock_guard<std::mutex> lock(r.mutex);
-    for (const auto& entry : r.entries) {
-      if (entry.first == type) factory = entry.second;
-      known += (known.empty() ? "" : ", ") + entry.first;
-    }
-  }
-  if (!factory) throw std::invalid_argument("unknown objective '" + type + "' (expected one of: " + known + ")");
-  return factory(s);
+  const auto factory = objective_registry().find(type);
+  if (!factory) throw std::invalid_argument("unknown objective '" + type + "' (expected one of: " + objective_registry().known() + ")");
+  return (*factory)(s);
 }
 
 }  // namespace flowmatch

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -11,6 +10,7 @@
 #include <c10/util/Exception.h>
 
 #include "enum_names.h"
+#include "registry.h"
 #include "flowmatch/sde.h"
 #include "flowmatch/schedulers.h"
 
@@ -379,28 +379,25 @@ SolveResult solve_ode(const VelocityField& given_field, const at::Tensor& x0, co
 
 namespace {
 
-struct SolverRegistry {
-  std::mutex mutex;
-  std::vector<std::pair<SolverInfo, SolverFunction>> entries;
-};
-
 SolverFunction runge_kutta(SolverMethod method) {
   return [method](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
     return solve_ode(field, x0, SolverOptions(options).method(method));
   };
 }
 
-SolverRegistry& solver_registry() {
-  static SolverRegistry* registry = [] {
-    auto* r = new SolverRegistry;
+using SolverEntry = std::pair<SolverInfo, SolverFunction>;
+
+detail::Registry<SolverEntry>& solver_registry() {
+  static auto* registry = [] {
+    auto* r = new detail::Registry<SolverEntry>;
     for (SolverMethod m : {SolverMethod::Euler, SolverMethod::Midpoint, SolverMethod::Heun, SolverMethod::RK4, SolverMethod::Dopri5}) {
       const bool adaptive = m == SolverMethod::Dopri5;
-      r->entries.push_back({SolverInfo{to_string(m), evaluations_per_step(m), adaptive, false,
+      r->add(to_string(m), {SolverInfo{to_string(m), evaluations_per_step(m), adaptive, false,
                                        adaptive ? "Dormand-Prince 5(4), adaptive steps (atol, rtol)"
                                                 : "explicit Runge-Kutta, fixed steps"},
                             runge_kutta(m)});
     }
-    r->entries.push_back(
+    r->add("sde",
         {SolverInfo{"sde", 1, false, true, "Euler-Maruyama with the flow's marginals, diffusion noise_scale x sigma_t"},
          [](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
            if (!options.scheduler()) {
@@ -429,36 +426,21 @@ void register_solver(const SolverInfo& info, SolverFunction solve_fn) {
   if (info.evaluations_per_step < 1) {
     throw std::invalid_argument("register_solver: evaluations per step must be >= 1, got " + std::to_string(info.evaluations_per_step));
   }
-  auto& r = solver_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  for (auto& entry : r.entries) {
-    if (entry.first.name == info.name) {
-      entry = {info, std::move(solve_fn)};
-      return;
-    }
-  }
-  r.entries.push_back({info, std::move(solve_fn)});
+  solver_registry().add(info.name, {info, std::move(solve_fn)});
 }
 
 std::vector<std::string> solver_names(bool stochastic) {
-  auto& r = solver_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
   std::vector<std::string> names;
-  for (const auto& entry : r.entries)
-    if (stochastic || !entry.first.stochastic) names.push_back(entry.first.name);
+  for (const auto& [name, entry] : solver_registry().entries())
+    if (stochastic || !entry.first.stochastic) names.push_back(name);
   return names;
 }
 
 namespace {
-std::pair<SolverInfo, SolverFunction> find_solver(const std::string& name) {
-  auto& r = solver_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  std::string known;
-  for (const auto& entry : r.entries) {
-    if (entry.first.name == name) return entry;
-    known += (known.empty() ? "" : ", ") + entry.first.name;
-  }
-  throw std::invalid_argument("unknown solver '" + name + "' (expected one of: " + known + ")");
+SolverEntry find_solver(const std::string& name) {
+  const auto entry = solver_registry().find(name);
+  if (!entry) throw std::invalid_argument("unknown solver '" + name + "' (expected one of: " + solver_registry().known() + ")");
+  return *entry;
 }
 }  // namespace
 

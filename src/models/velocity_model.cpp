@@ -1,7 +1,6 @@
 #include "flowmatch/models/velocity_model.h"
 
 #include <algorithm>
-#include <mutex>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -11,6 +10,7 @@
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/torchscript.h"
 #include "flowmatch/models/unet.h"
+#include "../registry.h"
 
 namespace flowmatch::models {
 
@@ -69,11 +69,6 @@ Conditioning Conditioning::narrow(int64_t start, int64_t length) const {
 
 namespace {
 
-struct ModelRegistry {
-  std::mutex mutex;
-  std::vector<std::pair<std::string, ModelRegistration>> entries;
-};
-
 // User options: keys as the train flags (dashes or underscores); an unknown key is an error naming
 // the type's options.
 nlohmann::json normalized_options(const std::string& type, const nlohmann::json& options, const std::vector<std::string>& known) {
@@ -101,12 +96,11 @@ int64_t flat_size(const std::vector<int64_t>& shape) {
   return n;
 }
 
-ModelRegistry& model_registry() {
-  static ModelRegistry* registry = [] {
-    auto* r = new ModelRegistry;
+detail::Registry<ModelRegistration>& model_registry() {
+  static auto* registry = [] {
+    auto* r = new detail::Registry<ModelRegistration>;
     const std::vector<std::string> mlp_keys = {"width", "depth", "activation", "time_encoding", "time_features"};
-    r->entries.push_back(
-        {"mlp",
+    r->add("mlp",
          {[mlp_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
             if (classes > 0) throw std::invalid_argument("model mlp is not class-conditional; this data has " + std::to_string(classes) + " classes");
             const nlohmann::json o = normalized_options("mlp", given, mlp_keys);
@@ -126,10 +120,9 @@ ModelRegistry& model_registry() {
             return std::make_shared<MLPImpl>(mlp_options_from_json(spec.value("options", nlohmann::json::object())));
           },
           "multilayer perceptron on flattened samples, t as an input (width, depth, activation, time-encoding)",
-          mlp_keys}});
+          mlp_keys});
     const std::vector<std::string> unet_keys = {"channels", "channel_mult", "blocks", "heads", "dropout", "no_attention"};
-    r->entries.push_back(
-        {"unet",
+    r->add("unet",
          {[unet_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
             if (shape.size() != 3) {
               throw std::invalid_argument("model unet needs images (channels, height, width), got samples of " +
@@ -157,9 +150,8 @@ ModelRegistry& model_registry() {
             return std::make_shared<UNetImpl>(unet_options_from_json(spec.value("options", nlohmann::json::object())));
           },
           "U-Net on square images with class conditioning (channels, channel-mult, blocks, heads, dropout, no-attention)",
-          unet_keys}});
-    r->entries.push_back(
-        {"torchscript",
+          unet_keys});
+    r->add("torchscript",
          {[](const std::vector<int64_t>&, int64_t, const nlohmann::json&) -> nlohmann::json {
             throw std::invalid_argument("model torchscript is loaded from a file (--model-file), not trained");
           },
@@ -170,7 +162,7 @@ ModelRegistry& model_registry() {
             return std::make_shared<TorchScriptModel>(spec["file"].get<std::string>());
           },
           "a TorchScript module saved by PyTorch with forward(x, t)",
-          {}}});
+          {}});
     return r;
   }();
   return *registry;
@@ -182,34 +174,15 @@ void register_model(const std::string& type, ModelRegistration registration) {
   if (type.empty() || !registration.describe || !registration.build) {
     throw std::invalid_argument("register_model: a type name, describe and build are required");
   }
-  auto& r = model_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  for (auto& entry : r.entries) {
-    if (entry.first == type) {
-      entry.second = std::move(registration);
-      return;
-    }
-  }
-  r.entries.emplace_back(type, std::move(registration));
+  model_registry().add(type, std::move(registration));
 }
 
-std::vector<std::string> model_names() {
-  auto& r = model_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  std::vector<std::string> names;
-  for (const auto& entry : r.entries) names.push_back(entry.first);
-  return names;
-}
+std::vector<std::string> model_names() { return model_registry().names(); }
 
 ModelRegistration model_registration(const std::string& type) {
-  auto& r = model_registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  std::string known;
-  for (const auto& entry : r.entries) {
-    if (entry.first == type) return entry.second;
-    known += (known.empty() ? "" : ", ") + entry.first;
-  }
-  throw std::invalid_argument("unknown model type '" + type + "' (expected: " + known + ")");
+  const auto registration = model_registry().find(type);
+  if (!registration) throw std::invalid_argument("unknown model type '" + type + "' (expected: " + model_registry().known() + ")");
+  return *registration;
 }
 
 std::shared_ptr<VelocityModel> make_model(const nlohmann::json& spec) {
