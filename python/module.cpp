@@ -108,13 +108,18 @@ PYBIND11_MODULE(flowmatch, m) {
   m.def("scheduler_names", &fm::scheduler_names, "Schedulers accepted by path_sample.");
   m.def(
       "path_sample",
-      [](const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t, const std::string& scheduler, double sigma) {
-        fm::AffinePath path(fm::make_scheduler(scheduler), fm::AffinePathOptions().noise_scale(sigma));
+      [](const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t, const std::string& scheduler, double sigma,
+         const std::string& noise) {
+        // sigma > 0 means noise: constant (I-CFM) unless another kind is named.
+        const std::string kind = noise.empty() ? (sigma > 0 ? "constant" : "none") : noise;
+        fm::AffinePath path(fm::make_scheduler(scheduler),
+                            fm::AffinePathOptions().noise(fm::interpolant_noise_from_string(kind)).noise_scale(sigma));
         auto s = path.sample(x0, x1, t);
         return py::make_tuple(s.x_t, s.velocity);
       },
-      py::arg("x0"), py::arg("x1"), py::arg("t"), py::arg("scheduler") = "condot", py::arg("sigma") = 0.0,
-      "A point on the conditional path and its velocity: (x_t, u_t) = (alpha_t x1 + sigma_t x0 [+ sigma eps], ...).");
+      py::arg("x0"), py::arg("x1"), py::arg("t"), py::arg("scheduler") = "condot", py::arg("sigma") = 0.0, py::arg("noise") = "",
+      "A point on the conditional path and its velocity: (x_t, u_t) = (alpha_t x1 + sigma_t x0 + gamma_t eps, ...);\n"
+      "noise: 'constant' (gamma_t = sigma, I-CFM; the default when sigma > 0), 'brownian-bridge' (sigma sqrt(t(1-t))) or 'none'.");
   m.def(
       "solve_ode",
       [](const py::object& velocity, const at::Tensor& x0, const std::string& method, int64_t steps, double t0, double t1,

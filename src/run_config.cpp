@@ -60,7 +60,8 @@ std::vector<RunSetting> make_settings() {
       {"path-noise", "string", "constant", "interpolant noise: none, constant (I-CFM) or brownian-bridge (SB-CFM)",
        {"none", "constant", "brownian-bridge"}},
       {"sigma", "float", nullptr,
-       "scale of the interpolant noise (default 0.1 on condot, 0 on other paths, 1 with --coupling schrodinger-bridge)", {}},
+       "scale of the interpolant noise (default 0.1 on condot, 0 on other paths or when --predict is not velocity, 1 with "
+       "--coupling schrodinger-bridge)", {}},
       {"sigma-min", "float", 0.0, "condot: sigma_min of Lipman et al.'s path", {}},
       {"exponent", "float", 2.0, "polynomial: alpha = t^n", {}},
       {"beta-min", "float", 0.1, "vp: beta_min", {}},
@@ -166,10 +167,12 @@ void check_ranges(const json& s) {
 }
 
 // σ of the interpolant noise: as given, else TorchCFM's defaults (1 for the Schrödinger bridge, 0.1 on
-// condot, 0 on the other paths).
+// condot, 0 on the other paths) when the network predicts the velocity, and 0 for the other targets
+// (which need a path without interpolant noise).
 double default_sigma(const json& s) {
   if (!s["sigma"].is_null()) return s["sigma"].get<double>();
   if (s["coupling"] == "schrodinger-bridge") return 1.0;
+  if (s["predict"] != "velocity") return 0.0;
   return s["path"] == "condot" ? 0.1 : 0.0;
 }
 

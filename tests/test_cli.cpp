@@ -310,9 +310,14 @@ TEST(CLI, PathFlagMistakesAreNamed) {
   Result r = cli(dir, std::string("train --out a --beta-min 0.2 ") + kTiny);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--beta-min applies to --path vp"), std::string::npos) << r.err;
-  r = cli(dir, std::string("train --out b --predict noise ") + kTiny);  // condot's default σ = 0.1
+  r = cli(dir, std::string("train --out b --predict noise --sigma 0.1 ") + kTiny);  // noise on a noise-predicting path
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--sigma 0"), std::string::npos) << r.err;
+  // Unless given, sigma follows the prediction target: 0 for data, noise and score (0.1 for velocity on condot).
+  r = cli(dir, std::string("train --out b2 --predict noise ") + kTiny);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "b2/config.json"))["path"]["sigma"], 0.0);
+  fs::remove_all(dir / "b2");
   r = cli(dir, std::string("train --out c --path zigzag ") + kTiny);
   EXPECT_EQ(r.code, 2);
   r = cli(dir, std::string("train --out d --path vp --beta-min 30 ") + kTiny);
@@ -909,4 +914,19 @@ TEST(Reliability, SizesAreCheckedBeforeAllocating) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("complex"), std::string::npos) << e.what();
   }
+}
+
+TEST(Reliability, LaunchNamesARankKilledByASignalAndExitsOne) {
+  // Rank 1 is killed with SIGKILL once training runs: launch names the signal and exits 1 (the
+  // documented runtime-error code), not 128 + 9.
+  fmtest::TempDir dir;
+  const std::string script =
+      std::string(FLOWMATCH_CLI) + " launch --nproc 2 --master-port 0 --grace 5 -- train --out run --steps 1000000 --batch 32 --width 8 "
+      "--depth 1 --checkpoint-every 20 --quiet --threads 1 2> err & p=$!; "
+      "i=0; while [ ! -s run/checkpoints/step-20.ckpt ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+      "kill -KILL $(pgrep -P $p | sort -n | tail -1); wait $p; echo $? > code; true";
+  ASSERT_EQ(std::system(("cd '" + dir.str() + "' && timeout 120 bash -c '" + script + "'").c_str()), 0);
+  EXPECT_EQ(fm::io::read_file(dir / "code"), "1\n");
+  const std::string err = fm::io::read_file(dir / "err");
+  EXPECT_NE(err.find("(rank 1) was killed by signal 9"), std::string::npos) << err;
 }

@@ -13,6 +13,8 @@
 #include <iostream>
 #include <thread>
 
+#include <unistd.h>
+
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
@@ -127,16 +129,27 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
                         : std::string())
               << ", " << cfg["training"].value("steps", int64_t{0}) << " steps of batch " << batch << (group ? " per rank" : "") << "\n";
     auto last = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now() - std::chrono::hours(1));
-    how.progress = [last, batch, images, group](const fm::TrainProgress& p) {
+    // On a terminal one line updates in place (4 times a second); elsewhere (CI logs, files) a line
+    // every 2 seconds.
+    const bool terminal = ::isatty(STDERR_FILENO) == 1;
+    how.progress = [last, batch, images, group, terminal](const fm::TrainProgress& p) {
       const auto now = std::chrono::steady_clock::now();
-      if (now - *last < std::chrono::seconds(2) && p.step != p.total_steps) return;
+      if (now - *last < std::chrono::milliseconds(terminal ? 250 : 2000) && p.step != p.total_steps) return;
+      if (terminal) std::fprintf(stderr, "\r");
       char rate[64] = "";
       if (images) std::snprintf(rate, sizeof rate, " (%.0f images/s)", p.it_per_s * batch);
       std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.2e  %.*f it/s%s  elapsed %s  left %s", static_cast<long long>(p.step),
                    static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s < 10 ? 2 : 0, p.it_per_s, rate,
                    format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
       if (group) std::fprintf(stderr, "  all-reduce %.2f ms/step", p.communication_ms);
-      std::fprintf(stderr, "\n");
+      if (terminal) {
+        std::fprintf(stderr, "\x1b[K");  // clear what a longer line left
+        g_progress_open = p.step != p.total_steps;
+        if (!g_progress_open) std::fprintf(stderr, "\n");
+      } else {
+        std::fprintf(stderr, "\n");
+      }
+      std::fflush(stderr);
       *last = now;
     };
   }
@@ -144,6 +157,7 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
 }
 
 int report_training(const fm::Run& run, const fm::TrainOutcome& o, const std::string& resume_hint) {
+  end_progress_line();
   if (o.step == o.first_step && !o.interrupted()) {
     std::cout << "run '" << run.dir() << "' is already at step " << o.step << " of " << o.total_steps << "; raise --steps to train further\n";
     return kExitOk;
@@ -199,6 +213,16 @@ std::string format_duration(double seconds) {
 
 namespace {
 std::atomic<bool> g_interrupted{false};
+}  // namespace
+
+bool g_progress_open = false;
+
+void end_progress_line() {
+  if (g_progress_open) std::fprintf(stderr, "\n");
+  g_progress_open = false;
+}
+
+namespace {
 extern "C" void on_signal(int signal) {
   g_interrupted.store(true);
   std::signal(signal, SIG_DFL);  // a second Ctrl-C ends the process at once

@@ -80,6 +80,10 @@ std::string format_duration(double seconds);
 /// UsageError when `out` exists and is not empty (`hint` appended) or its parent cannot be written.
 void ensure_new_output_folder(const std::string& out, const std::string& hint = "");
 
+/// Ends a progress line left open on a terminal (before an error or a result is printed).
+void end_progress_line();
+extern bool g_progress_open;
+
 /// SIGINT/SIGTERM set this flag while installed; a second signal exits at once.
 void install_interrupt_handlers();
 bool interrupted();

@@ -75,15 +75,19 @@ int main(int argc, char** argv) {
     try {
       return command.run();
     } catch (const UsageError& e) {
+      end_progress_line();  // an error starts on a line of its own
       usage_err << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
       return kExitUsage;
     } catch (const std::invalid_argument& e) {
+      end_progress_line();
       usage_err << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
       return kExitUsage;
     } catch (const c10::Error& e) {
+      end_progress_line();
       std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what_without_backtrace()) << "\n";
       return kExitRuntime;
     } catch (const std::exception& e) {
+      end_progress_line();
       std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
       return kExitRuntime;
     }
