@@ -476,12 +476,12 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
     io::write_file_atomic(metrics_jsonl(), kept);
     metrics.open(metrics_jsonl(), std::ios::app);
   }
-  const bool images = domain_->num_classes(config_["data"]) > 0 || config_["data"].contains("image_shape");
+  const std::string unit = domain_->sample_unit();
   TrainCallbacks callbacks;
   if (writer) {
     callbacks.progress = [&](const TrainProgress& p) {
       json line = {{"step", p.step}, {"loss", p.loss}, {"lr", p.lr}, {"it_per_s", p.it_per_s}};
-      if (images) line["images_per_s"] = p.it_per_s * static_cast<double>(options.batch_size());
+      if (!unit.empty()) line[unit + "_per_s"] = p.it_per_s * static_cast<double>(options.batch_size());
       if (p.world_size > 1 || how.group) line["world_size"] = p.world_size, line["communication_ms"] = p.communication_ms;
       metrics << line.dump() << "\n";
       metrics.flush();

@@ -118,7 +118,7 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
   how.should_stop = [] { return interrupted(); };
   const json& cfg = run.config();
   const double batch = cfg["training"].value("batch", 0.0);
-  const bool images = run.domain()->num_classes(cfg["data"]) > 0;
+  const std::string unit = run.domain()->sample_unit();  // "images": images/s beside it/s
   if (!quiet && (!group || group->rank() == 0)) {
     std::cerr << (run.resume_from().empty() ? "training " : "resuming from " + run.resume_from() + ": ")
               << (cfg["data"].contains("pairs") ? std::to_string(cfg["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
@@ -132,12 +132,12 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
     // On a terminal one line updates in place (4 times a second); elsewhere (CI logs, files) a line
     // every 2 seconds.
     const bool terminal = ::isatty(STDERR_FILENO) == 1;
-    how.progress = [last, batch, images, group, terminal](const fm::TrainProgress& p) {
+    how.progress = [last, batch, unit, group, terminal](const fm::TrainProgress& p) {
       const auto now = std::chrono::steady_clock::now();
       if (now - *last < std::chrono::milliseconds(terminal ? 250 : 2000) && p.step != p.total_steps) return;
       if (terminal) std::fprintf(stderr, "\r");
       char rate[64] = "";
-      if (images) std::snprintf(rate, sizeof rate, " (%.0f images/s)", p.it_per_s * batch);
+      if (!unit.empty()) std::snprintf(rate, sizeof rate, " (%.0f %s/s)", p.it_per_s * batch, unit.c_str());
       std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.2e  %.*f it/s%s  elapsed %s  left %s", static_cast<long long>(p.step),
                    static_cast<long long>(p.total_steps), p.loss, p.lr, p.it_per_s < 10 ? 2 : 0, p.it_per_s, rate,
                    format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());

@@ -51,6 +51,9 @@ class Domain {
   /// The shape of one sample as the model's description is made from (points: {D}; images: {C, H, W});
   /// samples are stored flattened to (B, prod(shape)).
   virtual std::vector<int64_t> sample_shape(const nlohmann::json& data) const = 0;
+  /// What one sample is called in throughput figures ("images" gives images/s in progress lines and
+  /// images_per_s in metrics.jsonl); empty: no such figure.
+  virtual std::string sample_unit() const { return ""; }
   /// Classes of class-conditional data (0: unconditional).
   virtual int64_t num_classes(const nlohmann::json&) const { return 0; }
   /// The source sampler, and its log-density (null when it has none in closed form).

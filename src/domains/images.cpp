@@ -91,6 +91,7 @@ class ImagesDomain : public Domain {
   }
   std::vector<std::string> own_settings() const override { return {"data-dir", "label-dropout", "image-channels"}; }
   std::string default_model() const override { return "unet"; }
+  std::string sample_unit() const override { return "images"; }
 
   json describe_data(const json& s, const std::vector<std::string>& given) const override {
     if (std::find(given.begin(), given.end(), "source") != given.end()) {
