@@ -177,8 +177,6 @@ void remove_stale_temporaries(const std::string& dir) {
   }
 }
 
-}  // namespace
-
 // An advisory lock on RUN/.lock for as long as a process trains the run: a second writer is refused.
 struct RunLock {
   int fd = -1;
@@ -198,6 +196,8 @@ std::shared_ptr<RunLock> lock_run_folder(const std::string& dir) {
   }
   return lock;
 }
+
+}  // namespace
 
 Run::Run(std::string dir, json config) : dir_(std::move(dir)), config_(std::move(config)) {
   domain_ = domain_of(config_.at("data"));
@@ -292,8 +292,6 @@ Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool
             if (config.contains("settings") && config["settings"].is_object()) config["settings"][flag] = fresh["settings"][flag];
           }
         }
-        remove_stale_temporaries(dir);
-        remove_stale_temporaries(probe.checkpoint_dir());
         resume_from = pick_resume_checkpoint(probe, fallback, report);
       } else if (has_run) {
         throw std::invalid_argument("'" + dir + "' already holds a run; pass --resume to continue it or choose another --out");
@@ -454,6 +452,7 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   outcome.first_step = outcome.step = trainer.step();
   outcome.total_steps = options.steps();
   if (trainer.step() >= options.steps()) return outcome;
+  if (how.started && writer) how.started(*this, *model, trainer.step());
 
   std::ofstream metrics;
   std::shared_ptr<RunLock> lock;

@@ -120,14 +120,19 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
   const double batch = cfg["training"].value("batch", 0.0);
   const std::string unit = run.domain()->sample_unit();  // "images": images/s beside it/s
   if (!quiet && (!group || group->rank() == 0)) {
-    std::cerr << (run.resume_from().empty() ? "training " : "resuming from " + run.resume_from() + ": ")
-              << (cfg["data"].contains("pairs") ? std::to_string(cfg["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
-              << cfg["data"].value("source", std::string("?")) << " -> " << cfg["data"].value("target", std::string("?")) << " ("
-              << cfg["model"].value("type", std::string("?")) << ", " << fm::models::parameter_count(*fm::models::make_model(cfg["model"]))
-              << " parameters), " << at::get_num_threads() << " thread(s)"
-              << (group ? " per rank, " + std::to_string(group->world_size()) + " ranks (" + fm::distributed::to_string(group->backend()) + ")"
-                        : std::string())
-              << ", " << cfg["training"].value("steps", int64_t{0}) << " steps of batch " << batch << (group ? " per rank" : "") << "\n";
+    // Said once the trainer is built: the network it trains, the run it trains (a reflow round's own).
+    how.started = [group](const fm::Run& trained, const fm::models::VelocityModel& model, int64_t step) {
+      const json& c = trained.config();
+      std::cerr << (step == 0 ? "training " : "resuming at step " + std::to_string(step) + ": ")
+                << (c["data"].contains("pairs") ? std::to_string(c["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
+                << c["data"].value("source", std::string("?")) << " -> " << c["data"].value("target", std::string("?")) << " ("
+                << c["model"].value("type", std::string("?")) << ", " << fm::models::parameter_count(model) << " parameters), "
+                << at::get_num_threads() << " thread(s)"
+                << (group ? " per rank, " + std::to_string(group->world_size()) + " ranks (" + fm::distributed::to_string(group->backend()) + ")"
+                          : std::string())
+                << ", " << c["training"].value("steps", int64_t{0}) << " steps of batch " << c["training"].value("batch", int64_t{0})
+                << (group ? " per rank" : "") << "\n";
+    };
     auto last = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now() - std::chrono::hours(1));
     // On a terminal one line updates in place (4 times a second); elsewhere (CI logs, files) a line
     // every 2 seconds.
@@ -182,10 +187,12 @@ void add_pair_flags(CLI::App* app, fm::PairGenerationOptions& g) {
   app->add_flag("--from-scratch", g.from_scratch, "train from fresh weights instead of the parent's");
 }
 
-void check_pair_flags(const fm::PairGenerationOptions& g, CLI::App* app) {
-  const bool adaptive = fm::solver_info(g.solver).adaptive;
-  if (!adaptive && (app->count("--atol") || app->count("--rtol"))) throw UsageError("--atol/--rtol apply to --solver dopri5, not " + g.solver);
-  if (adaptive && app->count("--steps")) throw UsageError("--steps applies to fixed-step solvers, not " + g.solver);
+void check_solver_flags(const std::string& solver, CLI::App* app, bool steps_are_fixed_step_only) {
+  const bool adaptive = fm::solver_info(solver).adaptive;
+  if (!adaptive && (app->count("--atol") || app->count("--rtol"))) throw UsageError("--atol/--rtol apply to --solver dopri5, not " + solver);
+  if (steps_are_fixed_step_only && adaptive && app->count("--steps")) {
+    throw UsageError("--steps applies to fixed-step solvers, not " + solver);
+  }
 }
 
 void ensure_new_output_folder(const std::string& out, const std::string& hint) {

@@ -72,9 +72,11 @@ flowmatch::TrainRunOptions training_callbacks(const flowmatch::Run& run, bool qu
 int report_training(const flowmatch::Run& run, const flowmatch::TrainOutcome& outcome, const std::string& resume_hint);
 
 /// reflow and distill: how pairs are drawn (--pairs, --solver, --steps, --atol, --rtol, --train-steps,
-/// --from-scratch), and the check that tolerance flags go with an adaptive solver and --steps with a fixed one.
+/// --from-scratch).
 void add_pair_flags(CLI::App* app, flowmatch::PairGenerationOptions& pairs);
-void check_pair_flags(const flowmatch::PairGenerationOptions& pairs, CLI::App* app);
+/// UsageError for --atol/--rtol with a fixed-step solver and, when `steps_are_fixed_step_only`, for
+/// --steps with an adaptive one.
+void check_solver_flags(const std::string& solver, CLI::App* app, bool steps_are_fixed_step_only = true);
 
 std::string format_duration(double seconds);
 /// UsageError when `out` exists and is not empty (`hint` appended) or its parent cannot be written.

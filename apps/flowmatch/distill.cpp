@@ -22,7 +22,7 @@ struct DistillFlags {
 
 int run_distill(DistillFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
-  check_pair_flags(f.pairs, app);
+  check_solver_flags(f.pairs.solver, app);
   fm::Run parent = open_run(f.run);
   ensure_new_output_folder(f.out);
   f.pairs.seed = f.common.seed + 7919ULL;

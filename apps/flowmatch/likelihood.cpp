@@ -26,9 +26,7 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   q.device = apply_common_flags(f.common);
   q.seed = f.common.seed;
   q.checkpoint = f.run.checkpoint;
-  const bool adaptive = fm::solver_info(q.solver).adaptive;
-  if (!adaptive && (app->count("--atol") || app->count("--rtol"))) throw UsageError("--atol/--rtol apply to --solver dopri5, not " + q.solver);
-  if (adaptive && app->count("--steps")) throw UsageError("--steps applies to fixed-step solvers, not " + q.solver);
+  check_solver_flags(q.solver, app);
   if (q.divergence == "exact" && (app->count("--probes") || app->count("--probe-distribution"))) {
     throw UsageError("--probes and --probe-distribution apply to --divergence hutchinson");
   }

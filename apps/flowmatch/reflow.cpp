@@ -31,7 +31,7 @@ namespace {
 
 int run_reflow(ReflowFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
-  check_pair_flags(f.pairs, app);
+  check_solver_flags(f.pairs.solver, app);
   fm::Run parent = open_run(f.run);  // named before anything is written
   ensure_new_output_folder(f.out, " (a round can be resumed with 'flowmatch train --out OUT/rectified-K --resume')");
   json summary = {{"parent", f.run.model_file.empty() ? f.run.run : f.run.model_file}, {"rounds", json::array()}};

@@ -28,8 +28,7 @@ int run_sample(SampleFlags& f, CLI::App* app) {
   o.checkpoint = f.run.checkpoint;
   fm::Run run = open_run(f.run);
   if (f.out.empty()) f.out = run.dir() + "/samples.npy";
-  const bool adaptive = fm::solver_info(o.solver.empty() ? "euler" : o.solver).adaptive;
-  if (!adaptive && (app->count("--atol") || app->count("--rtol"))) throw UsageError("--atol/--rtol apply to adaptive solvers (dopri5)");
+  check_solver_flags(o.solver.empty() ? "euler" : o.solver, app, /*steps_are_fixed_step_only=*/false);
   if (!f.initial.empty()) o.initial = fm::data::load_point_cloud(f.initial, "--initial");
   const fm::SampleResult samples = run.sample(o);
   const auto files = run.write_samples(f.out, samples, o);

@@ -61,6 +61,9 @@ struct TrainRunOptions {
   std::shared_ptr<models::VelocityModel> initial;
   /// Data-parallel group: only its rank 0 writes files and reports.
   std::shared_ptr<distributed::DataParallel> group;
+  /// Called once before the first step (rank 0) with the run being trained (for reflow and distill: the
+  /// new round's run), its network and the step it starts from.
+  std::function<void(const Run& run, const models::VelocityModel& model, int64_t step)> started;
   /// Called at every logged step (rank 0), after its metrics.jsonl line is written.
   std::function<void(const TrainProgress&)> progress;
   /// Polled after every step; true stops training with a checkpoint.
