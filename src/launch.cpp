@@ -112,7 +112,6 @@ int launch_processes(const LaunchOptions& f, const std::function<void(const std:
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
       ::setenv("OMP_NUM_THREADS", threads.c_str(), 1);
       ::setenv("FLOWMATCH_LAUNCHED", "1", 1);
-      ::setenv("TORCH_CPP_LOG_LEVEL", "ERROR", 0);  // c10d's own warnings would add lines to one-line errors
       std::vector<char*> argv;
       argv.push_back(const_cast<char*>(exe.c_str()));
       for (auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
@@ -144,7 +143,10 @@ int launch_processes(const LaunchOptions& f, const std::function<void(const std:
       const size_t k = static_cast<size_t>(it - children.begin());
       codes[k] = exit_code(status);
       std::string how = "exited with code " + std::to_string(codes[k]);
+      // Exit 1 and 2 are our own errors, which the process has said in its line; the rest is news.
+      bool said = codes[k] == kExitRuntime || codes[k] == kExitUsage;
       if (codes[k] > 128 && codes[k] != kExitInterrupted) {
+        said = false;
         // Killed by a signal: said by name, and reported as the runtime error it is (exit 1).
         how = "was killed by signal " + std::to_string(codes[k] - 128) + " (" + strsignal(codes[k] - 128) + ")";
         codes[k] = kExitRuntime;
@@ -153,13 +155,14 @@ int launch_processes(const LaunchOptions& f, const std::function<void(const std:
       if (codes[k] != kExitOk && codes[k] != kExitInterrupted && first_failure == 0) {
         first_failure = codes[k];
         if (running > 0) {
-          if (codes[k] != kExitUsage) {  // a usage error is every rank's, and rank 0 has said it
+          if (!said) {
             if (report) {
               report("process " + std::to_string(k) + " (rank " + std::to_string(f.node_rank * f.nproc + static_cast<int64_t>(k)) + ") " +
                      how + "; stopping the others");
             }
           }
           signal_all(SIGTERM);
+          signal_all(SIGCONT);  // a stopped (hung) process acts on SIGTERM only once continued
           kill_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.grace * 1000));
           kill_pending = true;
         }

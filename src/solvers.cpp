@@ -52,8 +52,11 @@ void check_interval(const SolverOptions& options) {
 std::vector<double> time_grid(const SolverOptions& options) {
   std::vector<double> grid = options.time_grid();
   if (grid.empty()) {
-    if (options.steps() < 1) {
-      throw std::invalid_argument("solver steps must be >= 1, got " + std::to_string(options.steps()));
+    // The grid is allocated here: a count past 10^7 steps (10^7 network evaluations) is a typo.
+    constexpr int64_t kMaxSteps = 10'000'000;
+    if (options.steps() < 1 || options.steps() > kMaxSteps) {
+      throw std::invalid_argument("solver steps must be in [1, " + std::to_string(kMaxSteps) + "], got " +
+                                  std::to_string(options.steps()));
     }
     check_interval(options);
     grid.resize(static_cast<size_t>(options.steps()) + 1);

@@ -88,7 +88,11 @@ int main(int argc, char** argv) {
       return kExitRuntime;
     } catch (const std::exception& e) {
       end_progress_line();
-      std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
+      // Under launch, a collective that failed after launch began stopping this process (SIGTERM:
+      // another process failed, and launch has named it) is a consequence, not news: one line in all.
+      const char* launched = std::getenv("FLOWMATCH_LAUNCHED");
+      const bool consequence = launched && *launched && interrupted() && std::string(e.what()).rfind("distributed ", 0) == 0;
+      if (!consequence) std::cerr << "flowmatch " << command.app->get_name() << ": error: " << one_line(e.what()) << "\n";
       return kExitRuntime;
     }
   }

@@ -8,6 +8,8 @@
 #include <iostream>
 #include <map>
 
+#include <c10/util/Logging.h>
+
 #include "common.h"
 #include "flowmatch/distributed.h"
 #include "flowmatch/models/velocity_model.h"
@@ -74,6 +76,12 @@ int run_train(TrainFlags& f, CLI::App* app) {
     options.timeout_s(f.dist_timeout).backend(fm::distributed::backend_from_string(f.dist_backend));
     if (!fm::distributed::gloo_available()) throw UsageError("--distributed: this flowmatch was built without c10d Gloo (see README: libgloo-dev)");
     // One GPU per process on a machine: LOCAL_RANK picks it.
+    // c10d logs its own errors (a socket timeout, a closed peer) through glog before throwing; the
+    // exception says it in our one line, so those lines are silenced unless TORCH_CPP_LOG_LEVEL asks.
+    if (const char* level = std::getenv("TORCH_CPP_LOG_LEVEL"); !level || !*level) {
+      FLAGS_caffe2_log_level = 3;  // FATAL only
+      c10::UpdateLoggingLevelsFromFlags();
+    }
     const c10::Device rank_device = device.is_cuda() ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(options.local_rank())) : device;
     group = std::make_shared<fm::distributed::DataParallel>(options, rank_device);
   }
@@ -126,7 +134,7 @@ Command register_train(CLI::App& root) {
   app->add_flag("--distributed", f.distributed,
                 "data-parallel training: join the group described by RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT "
                 "(set by 'flowmatch launch' or torchrun); --batch is per process");
-  app->add_option("--dist-timeout", f.dist_timeout, "seconds before a dead or hung rank makes the others stop with an error")
+  app->add_option("--dist-timeout", f.dist_timeout, "longest wait for the rendezvous and for a collective; a silent rank is named after min(15, 0.8 x this) seconds without a heartbeat")
       ->check(positive_number())->capture_default_str();
   app->add_option("--dist-backend", f.dist_backend, "auto (nccl for CUDA when available, else gloo), gloo or nccl")
       ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->capture_default_str();

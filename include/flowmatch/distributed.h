@@ -116,8 +116,8 @@ struct LaunchOptions {
 /// Starts nproc processes running `command` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
 /// GROUP_RANK, MASTER_ADDR, MASTER_PORT, OMP_NUM_THREADS (cores / nproc unless set) and
 /// FLOWMATCH_LAUNCHED; forwards SIGINT/SIGTERM; when one exits with a failure (not 0, not 130) the
-/// others get SIGTERM, then SIGKILL after the grace time (`report` says which one failed, unless its
-/// code is 2, a usage error that rank 0 has said). Returns the first failure's exit code, else 130
+/// others get SIGTERM (and SIGCONT, for a stopped one), then SIGKILL after the grace time (`report`
+/// says which one failed, unless its code is 1 or 2: our own errors, which the process has said). Returns the first failure's exit code, else 130
 /// when interrupted, else 0. std::invalid_argument for bad options.
 int launch_processes(const LaunchOptions& options, const std::function<void(const std::string&)>& report = {});
 
