@@ -119,6 +119,15 @@ CoupledBatch IndependentCoupling::pair(const at::Tensor& x0, const at::Tensor& x
 
 nlohmann::json IndependentCoupling::spec() const { return {{"type", "independent"}}; }
 
+CostFunction squared_geodesic_cost(std::shared_ptr<const Manifold> manifold) {
+  if (!manifold) throw std::invalid_argument("squared_geodesic_cost: no manifold");
+  return [manifold](const at::Tensor& x0, const at::Tensor& x1) {
+    return manifold->pairwise_distance(x0.reshape({x0.size(0), -1}).to(at::kDouble), x1.reshape({x1.size(0), -1}).to(at::kDouble))
+        .square()
+        .to(at::kCPU);
+  };
+}
+
 at::Tensor squared_euclidean_cost(const at::Tensor& x0, const at::Tensor& x1) {
   return squared_distances(x0.reshape({x0.size(0), -1}).to(at::kCPU, at::kDouble),
                            x1.reshape({x1.size(0), -1}).to(at::kCPU, at::kDouble));

@@ -12,6 +12,8 @@ std::shared_ptr<Domain> make_points_domain();
 bool points_domain_accepts(const std::string& data);
 std::shared_ptr<Domain> make_images_domain();
 bool images_domain_accepts(const std::string& data);
+std::shared_ptr<Domain> make_manifold_domain();
+bool manifold_domain_accepts(const std::string& data);
 
 namespace {
 
@@ -25,6 +27,7 @@ detail::Registry<DomainEntry>& registry() {
     auto* r = new detail::Registry<DomainEntry>;
     r->add("points", {points_domain_accepts, make_points_domain});
     r->add("images", {images_domain_accepts, make_images_domain});
+    r->add("manifold", {manifold_domain_accepts, make_manifold_domain});
     return r;
   }();
   return *registry;

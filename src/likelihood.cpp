@@ -85,6 +85,36 @@ at::Tensor divergence_hutchinson(const VelocityField& field, const at::Tensor& x
 
 namespace {
 
+// The augmented state [x, Δ] on M × R: the manifold acts on the first d columns.
+class AugmentedManifold : public Manifold {
+ public:
+  AugmentedManifold(std::shared_ptr<const Manifold> base, int64_t d) : base_(std::move(base)), d_(d) {}
+  std::string name() const override { return base_->name() + " x R"; }
+  at::Tensor project(const at::Tensor& z) const override {
+    return at::cat({base_->project(z.slice(1, 0, d_)), z.slice(1, d_)}, 1);
+  }
+  at::Tensor project_tangent(const at::Tensor& z, const at::Tensor& v) const override {
+    return at::cat({base_->project_tangent(z.slice(1, 0, d_), v.slice(1, 0, d_)), v.slice(1, d_)}, 1);
+  }
+
+ private:
+  std::shared_ptr<const Manifold> base_;
+  int64_t d_;
+};
+
+// The manifold's divergence: the Jacobian's rows by one vector-Jacobian product each.
+at::Tensor manifold_exact_from(const Manifold& space, const at::Tensor& v, const at::Tensor& xin, bool create_graph, bool keep) {
+  const int64_t b = xin.size(0);
+  at::Tensor flat = v.reshape({b, -1});
+  const int64_t d = flat.size(1);
+  std::vector<at::Tensor> rows;
+  for (int64_t k = 0; k < d; ++k) {
+    const bool retain = keep || create_graph || k + 1 < d;
+    rows.push_back(torch::autograd::grad({flat.select(1, k).sum()}, {xin}, {}, retain, create_graph)[0].reshape({b, d}));
+  }
+  return space.tangent_trace(xin.reshape({b, d}), at::stack(rows, 1));
+}
+
 LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& start, double t_from, double t_to,
                                  const LikelihoodOptions& options, std::optional<at::Generator> generator) {
   if (!field) throw std::invalid_argument("likelihood: velocity field is empty");
@@ -105,21 +135,39 @@ LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& s
                  : at::randint(0, 2, pshape, gen, start.options()).mul_(2).sub_(1);
   }
   const bool create_graph = options.create_graph();
+  std::shared_ptr<const Manifold> space = options.solver().manifold();
+  if (space && space->coordinates() == 0) space = nullptr;  // Euclidean: the plain trace
+  if (space) {
+    if (start.dim() != 2 || start.size(1) != space->coordinates()) {
+      throw std::invalid_argument("likelihood on the " + space->name() + ": points must be (B, " +
+                                  std::to_string(space->coordinates()) + ")");
+    }
+  }
   // Augmented state [x (flattened), Δ]: dx/dt = v, dΔ/dt = div v.
   VelocityField augmented = [&](const at::Tensor& z, const at::Tensor& t) {
     at::Tensor x = z.slice(1, 0, d).reshape(shape);
     at::AutoGradMode grad(true);
     at::Tensor xin = tracked(x, create_graph);
     at::Tensor v = field(xin, t);
-    at::Tensor div = options.divergence() == DivergenceMethod::Exact
-                         ? exact_from(v, xin, create_graph, /*keep=*/create_graph)
-                         : hutchinson_from(v, xin, probes, create_graph, /*keep=*/create_graph);
+    at::Tensor div;
+    if (options.divergence() == DivergenceMethod::Exact) {
+      div = space ? manifold_exact_from(*space, v, xin, create_graph, /*keep=*/create_graph)
+                  : exact_from(v, xin, create_graph, /*keep=*/create_graph);
+    } else if (space) {
+      // Tangent probes at the current point: E[(Pε)ᵀ J (Pε)] = tr(J P) for E[εεᵀ] = I.
+      std::vector<at::Tensor> tangent;
+      for (int64_t p = 0; p < probes.size(0); ++p) tangent.push_back(space->project_tangent(x, probes[p]));
+      div = hutchinson_from(v, xin, at::stack(tangent, 0), create_graph, /*keep=*/create_graph);
+    } else {
+      div = hutchinson_from(v, xin, probes, create_graph, /*keep=*/create_graph);
+    }
     at::Tensor out = at::cat({v.reshape({b, d}), div.unsqueeze(1)}, 1);
     return create_graph ? out : out.detach();
   };
   at::Tensor z0 = at::cat({start.reshape({b, d}), at::zeros({b, 1}, start.options())}, 1);
   SolverOptions solver = options.solver();
   solver.t0(t_from).t1(t_to);
+  if (space) solver.manifold(std::make_shared<AugmentedManifold>(space, d));
   if (!solver.time_grid().empty()) throw std::invalid_argument("likelihood: give the solver steps or tolerances, not a time grid");
   SolveResult r = solve_ode(augmented, z0, solver);
   LikelihoodResult out;
@@ -129,11 +177,11 @@ LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& s
   if (t_from > t_to) {  // data → noise: log p1(x1) = log p0(x0) + Δ(0), Δ(1) = 0
     out.x1 = start;
     out.x0 = end;
-    out.log_prob = normal_log_density(end, options.source_scale()) + delta;
+    out.log_prob = (options.source_log_density() ? options.source_log_density()(end) : normal_log_density(end, options.source_scale())) + delta;
   } else {  // noise → data: log p1(x1) = log p0(x0) − Δ(1), Δ(0) = 0
     out.x0 = start;
     out.x1 = end;
-    out.log_prob = normal_log_density(start, options.source_scale()) - delta;
+    out.log_prob = (options.source_log_density() ? options.source_log_density()(start) : normal_log_density(start, options.source_scale())) - delta;
   }
   return out;
 }

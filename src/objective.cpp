@@ -43,11 +43,22 @@ double RegressionObjective::loss_and_gradients(models::VelocityModel& model, con
   return Objective::loss_and_gradients(model, batch, allow_fused);
 }
 
+at::Tensor RiemannianObjective::loss(models::VelocityModel& model, const TrainingBatch& batch) const {
+  if (!batch.target.defined()) throw std::invalid_argument("the riemannian objective needs a batch with a target");
+  at::Tensor v = model.forward_with(batch.x_t, batch.t, batch.condition);
+  TORCH_CHECK(v.sizes() == batch.target.sizes(), "riemannian objective: velocity ", v.sizes(), " and target ",
+              batch.target.sizes(), " differ in shape");
+  at::Tensor per_sample = (v - batch.target).square().reshape({v.size(0), -1}).sum(1);
+  if (batch.weight.defined()) per_sample = per_sample * batch.weight.reshape({-1});
+  return per_sample.mean();
+}
+
 namespace {
 detail::Registry<ObjectiveFactory>& objective_registry() {
   static auto* registry = [] {
     auto* r = new detail::Registry<ObjectiveFactory>;
     r->add("regression", [](const nlohmann::json&) { return std::make_shared<RegressionObjective>(); });
+    r->add("riemannian", [](const nlohmann::json&) { return std::make_shared<RiemannianObjective>(); });
     return r;
   }();
   return *registry;

@@ -97,6 +97,38 @@ CondOTPath::CondOTPath(CondOTPathOptions options)
 
 std::vector<std::string> path_names() { return scheduler_names(); }
 
+GeodesicPath::GeodesicPath(std::shared_ptr<const Manifold> manifold, std::shared_ptr<const Scheduler> scheduler)
+    : manifold_(std::move(manifold)), kappa_(std::move(scheduler)) {
+  if (!manifold_ || !kappa_) throw std::invalid_argument("geodesic path needs a manifold and a scheduler");
+  const at::Tensor ends = at::tensor({0.0, 1.0}, at::kDouble);
+  const SchedulerValues v = (*kappa_)(ends);
+  if (std::abs(v.alpha[0].item<double>()) > 1e-9 || std::abs(v.alpha[1].item<double>() - 1) > 1e-9) {
+    throw std::invalid_argument("geodesic path: scheduler " + kappa_->spec().dump() + " must have alpha 0 at t = 0 and 1 at t = 1 (got " +
+                                std::to_string(v.alpha[0].item<double>()) + ", " + std::to_string(v.alpha[1].item<double>()) + ")");
+  }
+}
+
+PathSample GeodesicPath::sample(const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t,
+                                std::optional<at::Generator>) const {
+  TORCH_CHECK(x0.sizes() == x1.sizes() && x0.dim() == 2, "geodesic path: x0 ", x0.sizes(), " and x1 ", x1.sizes(),
+              " must both be (B, coordinates)");
+  TORCH_CHECK(t.dim() <= 1, "path: time must have shape (B) or be a scalar, got ", t.sizes());
+  at::Tensor tt = t.dim() == 0 ? t.expand({x0.size(0)}) : t;
+  const SchedulerValues k = (*kappa_)(tt.to(x0.scalar_type()));
+  auto [point, velocity] = manifold_->geodesic(x0, manifold_->logmap(x0, x1), k.alpha);
+  PathSample out;
+  out.x0 = x0;
+  out.x1 = x1;
+  out.t = t;
+  out.x_t = point;
+  out.velocity = k.d_alpha.reshape({-1, 1}) * velocity;
+  return out;
+}
+
+nlohmann::json GeodesicPath::spec() const {
+  return {{"type", "geodesic"}, {"manifold", manifold_->spec()}, {"scheduler", kappa_->spec()}};
+}
+
 std::shared_ptr<ProbabilityPath> make_path(const nlohmann::json& spec) {
   if (!spec.is_string() && !spec.is_object()) {
     throw std::invalid_argument("path description must be a name or an object, got " + spec.dump());
@@ -105,6 +137,10 @@ std::shared_ptr<ProbabilityPath> make_path(const nlohmann::json& spec) {
   try {
     if (type == "condot" && spec.is_object() && spec.contains("sigma") && !spec.contains("sigma_min")) {  // runs written before schedulers
       return std::make_shared<CondOTPath>(CondOTPathOptions().sigma(spec.value("sigma", 0.0)));
+    }
+    if (type == "geodesic") {
+      if (!spec.is_object() || !spec.contains("manifold")) throw std::invalid_argument("geodesic path " + spec.dump() + " lacks 'manifold'");
+      return std::make_shared<GeodesicPath>(make_manifold(spec.at("manifold")), make_scheduler(spec.value("scheduler", nlohmann::json("condot"))));
     }
     if (type == "affine") {
       if (!spec.contains("scheduler")) throw std::invalid_argument("affine path " + spec.dump() + " lacks 'scheduler'");

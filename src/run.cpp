@@ -421,6 +421,7 @@ FlowMatchingProblem Run::problem() const {
     problem.source = domain_->source(data);
     domain_->add_training_data(data, dir_, problem);
     problem.coupling = make_coupling(config_["coupling"]);
+    if (auto space = problem.path->manifold()) problem.coupling->set_cost(squared_geodesic_cost(space));
   }
   problem.prediction = prediction_target_from_string(config_.value("prediction", std::string("velocity")));
   problem.time_sampling = time_sampling_from_json(config_.value("time_sampling", json::object()));

@@ -37,7 +37,11 @@ std::vector<RunSetting> make_settings() {
        "defaults (docs/IMAGES.md)", {}},
       {"source", "string", "8gaussians", "source distribution (t = 0)", data::toy2d_names()},
       {"target", "string", "moons", "target distribution (t = 1)", data::toy2d_names()},
-      {"data-dir", "string", kFashionMnistDefault, "images: where the Fashion-MNIST IDX files are", {}},
+      {"data-dir", "string", kFashionMnistDefault,
+       "images: where the Fashion-MNIST IDX files are; manifold data: the data folder holding earth/ (default "
+       "$FLOWMATCH_DATA_DIR, else ../shared/data)", {}},
+      {"manifold", "string", nullptr, "data on a manifold: --data FILE.npy holds unit vectors (sphere) or angles in radians (torus)",
+       {"sphere", "torus"}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
       {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images)", {}},
@@ -229,6 +233,7 @@ json model_spec(const json& s, const Domain& domain, const json& data) {
     json parsed = json::parse(value, nullptr, /*allow_exceptions=*/false);
     options[text.substr(0, eq)] = parsed.is_discarded() ? json(value) : parsed;
   }
+  if (auto space = domain.manifold(data); space && type == "manifold-mlp") options["manifold"] = space->spec();
   return registration.describe(domain.sample_shape(data), domain.num_classes(data), options);
 }
 
@@ -251,7 +256,11 @@ json make_run_config(const json& given_settings) {
   auto is_given = [&](const std::string& name) { return given.contains(name); };
   const std::string data_setting = given.value("data", std::string());
   if (!data_setting.empty() && is_given("target")) throw std::invalid_argument("--target excludes --data: give one of them");
-  std::shared_ptr<Domain> domain = domain_for_data(data_setting);
+  std::shared_ptr<Domain> domain;
+  for (const auto& name : domain_names()) {
+    if (domain_named(name)->claims(given)) domain = domain_named(name);
+  }
+  if (!domain) domain = domain_for_data(data_setting);
 
   // Defaults: the table's, then the domain's, then what was given.
   json s = json::object();
@@ -298,10 +307,29 @@ json make_run_config(const json& given_settings) {
     return names;
   }());
   data["domain"] = domain->name();
+  const std::shared_ptr<const Manifold> space = domain->manifold(data);
+  json path = path_spec(s);
+  if (space) {
+    // Geodesic paths carry no interpolant noise and regress the velocity only.
+    for (const char* flag : {"sigma", "path-noise"}) {
+      if (is_given(flag)) throw std::invalid_argument(std::string("--") + flag + " does not apply to data on a manifold (geodesic paths are noiseless)");
+    }
+    if (s["coupling"] == "schrodinger-bridge") {
+      throw std::invalid_argument("--coupling schrodinger-bridge does not apply to data on a manifold (its path is noisy); use exact-ot or sinkhorn");
+    }
+    if (s["predict"] != "velocity") {
+      throw std::invalid_argument("--predict " + s["predict"].get<std::string>() + ": data on a manifold train the velocity only");
+    }
+    try {
+      path = GeodesicPath(space, make_scheduler(path.at("scheduler"))).spec();
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("--path " + s["path"].get<std::string>() + ": " + e.what());
+    }
+  }
   json config = {{"flowmatch_version", FLOWMATCH_VERSION},
                  {"data", data},
                  {"model", model_spec(s, *domain, data)},
-                 {"path", path_spec(s)},
+                 {"path", path},
                  {"prediction", s["predict"]},
                  {"objective", make_objective(s["objective"])->spec()},
                  {"time_sampling", time_sampling_spec(s)},

@@ -73,6 +73,7 @@ SampleResult Run::sample(SampleOptions o) const {
                      .rtol(o.rtol)
                      .record_trajectory(record)
                      .scheduler(flow.path->scheduler())
+                     .manifold(flow.path->manifold())
                      .noise_scale(o.noise_scale)
                      .generator(gen));
   };
@@ -224,13 +225,20 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
     throw std::runtime_error("the data has dimension " + std::to_string(x.dim() == 2 ? x.size(1) : x.numel()) +
                              " but the run's model has " + std::to_string(dim));
   }
-  auto solver = SolverOptions().method(solver_method_from_string(q.solver)).steps(q.steps).atol(q.atol).rtol(q.rtol);
+  auto solver = SolverOptions()
+                    .method(solver_method_from_string(q.solver))
+                    .steps(q.steps)
+                    .atol(q.atol)
+                    .rtol(q.rtol)
+                    .manifold(flow.path->manifold());
   auto options = LikelihoodOptions()
                      .solver(solver)
                      .divergence(q.divergence == "exact" ? DivergenceMethod::Exact : DivergenceMethod::Hutchinson)
                      .probes(q.probes)
                      .probe_distribution(q.probe_distribution == "gaussian" ? ProbeDistribution::Gaussian : ProbeDistribution::Rademacher)
                      .source_scale(source_scale);
+  // On a manifold the source is the domain's (uniform: −log volume), not a Gaussian.
+  if (flow.path->manifold()) options.source_log_density(domain_->source_log_density(data));
   // Solved in batches (each its own adaptive solve); NFE is reported per point's solve, summed and max.
   auto log_prob_of = [&](const at::Tensor& points, int64_t& nfe_total, int64_t& nfe_max, const LikelihoodOptions& how) {
     std::vector<at::Tensor> parts;

@@ -19,6 +19,7 @@
 #include <ATen/core/Generator.h>
 #include <nlohmann/json.hpp>
 
+#include "flowmatch/manifold.h"
 #include "flowmatch/transport.h"
 
 namespace flowmatch {
@@ -35,6 +36,9 @@ struct CoupledBatch {
 using CostFunction = std::function<at::Tensor(const at::Tensor& x0, const at::Tensor& x1)>;
 /// ‖x0_i − x1_j‖² over the flattened rows (the default cost).
 at::Tensor squared_euclidean_cost(const at::Tensor& x0, const at::Tensor& x1);
+
+/// d_M(x0_i, x1_j)² on a manifold (Riemannian flow matching's minibatch OT cost).
+CostFunction squared_geodesic_cost(std::shared_ptr<const Manifold> manifold);
 
 class Coupling {
  public:

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "flowmatch/data/toy2d.h"
+#include "flowmatch/manifold.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/solvers.h"
 
@@ -46,6 +47,13 @@ class Domain {
   virtual nlohmann::json default_settings() const { return nlohmann::json::object(); }
   /// Settings that only make sense here (given elsewhere they are an error naming this domain).
   virtual std::vector<std::string> own_settings() const { return {}; }
+  /// True when the settings the user gave (keys as the train flags) make the data this domain's
+  /// whatever the data setting says (e.g. --manifold for a .npy of points on a sphere).
+  virtual bool claims(const nlohmann::json& /*given*/) const { return false; }
+  /// The manifold the data live on (null: Euclidean). A run on a manifold trains on its geodesic path
+  /// (the --path scheduler as κ_t), its network is told the manifold (option "manifold"), its
+  /// couplings use the squared geodesic cost, and its solvers project onto it.
+  virtual std::shared_ptr<const Manifold> manifold(const nlohmann::json& /*data*/) const { return nullptr; }
   /// The network type a run of this domain gets unless one is named.
   virtual std::string default_model() const { return "mlp"; }
   /// The shape of one sample as the model's description is made from (points: {D}; images: {C, H, W});

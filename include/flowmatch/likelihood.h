@@ -4,6 +4,7 @@
 ///   log p₁(x₁) = log p₀(x₀) − ∫₀¹ div v(x_t, t) dt,
 /// integrating the state and the divergence together with any solver of solvers.h.
 
+#include <functional>
 #include <optional>
 
 #include <ATen/Tensor.h>
@@ -32,7 +33,13 @@ struct LikelihoodOptions {
   TORCH_ARG(bool, create_graph) = false;
   /// The source at t = 0 is N(0, s² I) (s = σ₀ of the path, e.g. σ_max for VE; 1 for CondOT and VP).
   TORCH_ARG(double, source_scale) = 1.0;
+  /// The source's log-density per row, replacing N(0, s² I) when set (e.g. the uniform density on a
+  /// manifold, −log volume).
+  TORCH_ARG(std::function<at::Tensor(const at::Tensor&)>, source_log_density) = {};
 };
+// On a manifold (the solver's `manifold()`), the state is projected after each step, the field must
+// be tangent, and the divergence is the manifold's: Manifold::tangent_trace of the Jacobian (exact),
+// or Hutchinson's estimate with probes projected to the tangent space.
 
 struct LikelihoodResult {
   at::Tensor log_prob;  ///< (B): log p₁ at the data points (or at the generated points)

@@ -55,8 +55,20 @@ class RegressionObjective : public Objective {
   double loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const override;
 };
 
+/// Riemannian flow matching's loss (Chen & Lipman 2024): the metric's squared norm of the error,
+/// averaged over the batch, L = 1/B Σ_b w_b ‖v_θ(x_t, t)_b − u_t,b‖²_g. For the manifolds of
+/// manifold.h the metric is the Euclidean one of the coordinates (the sphere in R^(d+1), the torus in
+/// angles), so the norm is the sum of squares over coordinates; the network's velocity is tangent
+/// (models::ManifoldMLPImpl), and so is the target.
+class RiemannianObjective : public Objective {
+ public:
+  std::string name() const override { return "riemannian"; }
+  nlohmann::json spec() const override { return {{"type", "riemannian"}}; }
+  at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const override;
+};
+
 using ObjectiveFactory = std::function<std::shared_ptr<Objective>(const nlohmann::json& spec)>;
-/// Adds (or replaces) an objective type. Built in: regression.
+/// Adds (or replaces) an objective type. Built in: regression, riemannian.
 void register_objective(const std::string& type, ObjectiveFactory factory);
 std::vector<std::string> objective_names();
 /// From a spec ({"type": ...}) or a bare name; std::invalid_argument listing the names when unknown.

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/arg.h>
 
+#include "flowmatch/manifold.h"
 #include "flowmatch/schedulers.h"
 
 namespace flowmatch {
@@ -47,6 +48,8 @@ class ProbabilityPath {
   /// Where sampling starts at t = 0 from source draws x₀: α₀·x₁ + σ₀·x₀ without the unknown x₁,
   /// i.e. σ₀·x₀ (exact when α₀ = 0; for VE, α₀ = 1 and σ₀ = σ_max ≫ the data, as in Song et al.).
   virtual at::Tensor start(const at::Tensor& x0) const { return x0; }
+  /// The space the path lives in (null: Euclidean). Solvers of a flow on this path project onto it.
+  virtual std::shared_ptr<const Manifold> manifold() const { return nullptr; }
 };
 
 /// Extra Gaussian noise γ_t·z (z ~ N(0, I)) added to an affine path's x_t.
@@ -101,10 +104,30 @@ class CondOTPath : public AffinePath {
   explicit CondOTPath(CondOTPathOptions options = CondOTPathOptions());
 };
 
+/// Riemannian flow matching's geodesic path (Chen & Lipman 2024): x_t = exp_{x₀}(κ_t·log_{x₀}(x₁)),
+/// u_t = κ̇_t·γ'(κ_t) with γ(s) = exp_{x₀}(s·log_{x₀}(x₁)) the geodesic from x₀ to x₁ (on the sphere
+/// u_t = κ̇_t/(1 − κ_t)·log_{x_t}(x₁); on the flat torus u_t = κ̇_t·wrap(x₁ − x₀)). κ_t is the α_t of
+/// a scheduler with α₀ = 0 and α₁ = 1 (condot: κ = t; polynomial: tⁿ; cosine: sin(πt/2)). Only the
+/// velocity is a target here (`scheduler()` is null: no data or noise prediction on a manifold).
+class GeodesicPath : public ProbabilityPath {
+ public:
+  GeodesicPath(std::shared_ptr<const Manifold> manifold, std::shared_ptr<const Scheduler> scheduler);
+  PathSample sample(const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t,
+                    std::optional<at::Generator> generator = std::nullopt) const override;
+  nlohmann::json spec() const override;
+  std::shared_ptr<const Manifold> manifold() const override { return manifold_; }
+  const std::shared_ptr<const Scheduler>& kappa() const { return kappa_; }
+
+ private:
+  std::shared_ptr<const Manifold> manifold_;
+  std::shared_ptr<const Scheduler> kappa_;
+};
+
 /// Path names for the CLI (the scheduler names: condot, polynomial, cosine, vp, linear-vp, ve).
 std::vector<std::string> path_names();
 
-/// Rebuilds a path from `spec()` (also reads the older {"type": "condot", "sigma": s}); throws
+/// Rebuilds a path from `spec()` (also reads the older {"type": "condot", "sigma": s}; a geodesic path
+/// is {"type": "geodesic", "manifold": ..., "scheduler": ...}); throws
 /// std::invalid_argument naming an unknown type or bad parameter.
 std::shared_ptr<ProbabilityPath> make_path(const nlohmann::json& spec);
 

@@ -89,7 +89,7 @@ class ImagesDomain : public Domain {
             {"path-noise", "none"}, {"sigma", 0.0},   {"ema", 0.999},        {"lr-schedule", "cosine"},
             {"warmup", 200},   {"grad-clip", 1.0},    {"log-every", 50},     {"checkpoint-every", 250}};
   }
-  std::vector<std::string> own_settings() const override { return {"data-dir", "label-dropout", "image-channels"}; }
+  std::vector<std::string> own_settings() const override { return {"label-dropout", "image-channels"}; }
   std::string default_model() const override { return "unet"; }
   std::string sample_unit() const override { return "images"; }
 

@@ -1,0 +1,359 @@
+// The manifold domain: data on the sphere or the torus (issue "Flow matching on manifolds").
+//   earth:volcano|earth:quakes|earth:flood|earth:fire  locations on S² (DATA_DIR/earth/*.csv)
+//   sphere-checkerboard, torus-checkerboard             the toy cases of flow_matching's notebooks
+//   FILE.npy|.pt with --manifold sphere|torus            unit vectors (N, 3) or angles (N, d) in radians
+// Finite data sets are split 80/10/10 (train/validation/test) by a permutation seeded with the run's
+// seed; likelihoods and evaluations use the test split.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "flowmatch/data/point_cloud.h"
+#include "flowmatch/domain.h"
+#include "flowmatch/io/plot.h"
+#include "flowmatch/run.h"
+#include "flowmatch/train.h"
+
+namespace flowmatch {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+struct EarthSet {
+  const char* name;
+  const char* file;
+};
+constexpr EarthSet kEarthSets[] = {{"volcano", "volerup.csv"}, {"quakes", "quakes_all.csv"}, {"flood", "flood.csv"}, {"fire", "fire.csv"}};
+
+std::string earth_names() {
+  std::string s;
+  for (const auto& e : kEarthSets) s += (s.empty() ? "earth:" : ", earth:") + std::string(e.name);
+  return s;
+}
+
+bool parse_number(const std::string& text, double& value) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  value = std::strtod(begin, &end);
+  if (end == begin) return false;
+  while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '"') ++end;
+  return *end == '\0' && std::isfinite(value);
+}
+
+std::string trim(std::string s) {
+  const auto a = s.find_first_not_of(" \t\r\"");
+  const auto b = s.find_last_not_of(" \t\r\"");
+  return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+}
+
+}  // namespace
+
+/// Latitude/longitude rows (degrees) of an Earth-science CSV as unit vectors (N, 3), float64:
+/// x = (cos φ cos λ, cos φ sin λ, sin φ). Comment lines (#) and one header line are skipped; a
+/// malformed line or a latitude outside [−90, 90] is named with its line number.
+at::Tensor read_earth_csv(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    throw std::invalid_argument("'" + path + "' is not a file (Earth data sets are read from --data-dir/earth; see docs/DATASETS.md)");
+  }
+  if (fs::file_size(path, ec) > (int64_t{1} << 30)) throw std::invalid_argument("'" + path + "' is larger than 1 GiB");
+  std::ifstream in(path);
+  std::string line;
+  std::vector<double> values;
+  int64_t number = 0;
+  bool seen_data = false;
+  while (std::getline(in, line)) {
+    ++number;
+    const std::string t = trim(line);
+    if (t.empty() || t[0] == '#') continue;
+    std::stringstream fields(t);
+    std::string lat_text, lon_text;
+    std::getline(fields, lat_text, ',');
+    std::getline(fields, lon_text, ',');
+    double lat = 0, lon = 0;
+    const bool numbers = parse_number(trim(lat_text), lat) && parse_number(trim(lon_text), lon);
+    if (!numbers) {
+      if (!seen_data) {  // the header
+        seen_data = true;
+        continue;
+      }
+      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": expected latitude,longitude in degrees, got '" +
+                                  t.substr(0, 60) + "'");
+    }
+    seen_data = true;
+    if (lat < -90 || lat > 90) {
+      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": latitude " + trim(lat_text) + " is outside [-90, 90]");
+    }
+    if (lon < -360 || lon > 360) {
+      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": longitude " + trim(lon_text) +
+                                  " is outside [-360, 360]");
+    }
+    values.push_back(lat);
+    values.push_back(lon);
+  }
+  if (values.empty()) throw std::invalid_argument("'" + path + "' holds no latitude,longitude rows");
+  at::Tensor deg = at::tensor(values, at::kDouble).reshape({-1, 2});
+  at::Tensor phi = deg.select(1, 0) * (M_PI / 180), lambda = deg.select(1, 1) * (M_PI / 180);
+  return at::stack({at::cos(phi) * at::cos(lambda), at::cos(phi) * at::sin(lambda), at::sin(phi)}, 1);
+}
+
+/// Unit vectors (N, 3) to (latitude, longitude) in degrees.
+at::Tensor unit_vectors_to_lat_lon(const at::Tensor& x) {
+  at::Tensor d = x.to(at::kDouble);
+  at::Tensor lat = at::asin(d.select(1, 2).clamp(-1, 1)) * (180 / M_PI);
+  at::Tensor lon = at::atan2(d.select(1, 1), d.select(1, 0)) * (180 / M_PI);
+  return at::stack({lat, lon}, 1);
+}
+
+namespace {
+
+// The checkerboards: 8 longitude × 4 equal-area latitude bands on S² (half the sphere, density
+// 1/(2π)); 4 × 4 cells on T² = [−π, π)² (half the torus, density 1/(2π²)); cells with i + j even.
+at::Tensor sphere_checkerboard(int64_t n, at::Generator& gen) {
+  at::Tensor cell = at::randint(0, 16, {n}, gen, at::kLong);  // 16 of the 32 cells
+  at::Tensor i = cell.remainder(8), j = at::div(cell, 8, "floor") * 2 + i.remainder(2);  // i + j even
+  at::Tensor lon = (i.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (2 * M_PI / 8) - M_PI;
+  at::Tensor z = (j.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (2.0 / 4) - 1;  // equal-area bands in z
+  at::Tensor r = (1 - z.square()).clamp_min(0).sqrt();
+  return at::stack({r * at::cos(lon), r * at::sin(lon), z}, 1).to(at::kFloat);
+}
+
+at::Tensor torus_checkerboard(int64_t n, at::Generator& gen) {
+  at::Tensor cell = at::randint(0, 8, {n}, gen, at::kLong);
+  at::Tensor i = cell.remainder(4), j = at::div(cell, 4, "floor") * 2 + i.remainder(2);
+  at::Tensor a = (i.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (M_PI / 2) - M_PI;
+  at::Tensor b = (j.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (M_PI / 2) - M_PI;
+  return at::stack({a, b}, 1).to(at::kFloat);
+}
+
+std::string default_data_dir() {
+  if (const char* env = std::getenv("FLOWMATCH_DATA_DIR"); env && *env) return env;
+  return "../shared/data";
+}
+
+class ManifoldDomain : public Domain {
+ public:
+  std::string name() const override { return "manifold"; }
+  std::vector<std::string> own_settings() const override { return {"manifold"}; }
+  bool claims(const json& given) const override { return given.contains("manifold"); }
+  std::string default_model() const override { return "manifold-mlp"; }
+  json default_settings() const override { return {{"objective", "riemannian"}, {"data-dir", default_data_dir()}}; }
+
+  json describe_data(const json& settings, const std::vector<std::string>& given) const override {
+    const std::string data = settings.value("data", std::string());
+    const bool manifold_given = std::find(given.begin(), given.end(), "manifold") != given.end();
+    json d;
+    d["name"] = data;
+    d["split_seed"] = settings.at("seed");
+    if (data.rfind("earth:", 0) == 0) {
+      if (manifold_given && settings["manifold"] != "sphere") throw std::invalid_argument("--data " + data + " lies on the sphere, not --manifold " + settings["manifold"].get<std::string>());
+      const std::string which = data.substr(6);
+      const EarthSet* set = nullptr;
+      for (const auto& e : kEarthSets)
+        if (which == e.name) set = &e;
+      if (!set) throw std::invalid_argument("unknown Earth data set '" + data + "' (expected: " + earth_names() + ")");
+      const std::string dir = settings.at("data-dir").get<std::string>();
+      const std::string file = fs::absolute(fs::path(dir) / "earth" / set->file).lexically_normal().string();
+      d["kind"] = "earth";
+      d["file"] = file;
+      d["rows"] = read_earth_csv(file).size(0);
+      d["manifold"] = Sphere(2).spec();
+    } else if (data == "sphere-checkerboard" || data == "torus-checkerboard") {
+      d["kind"] = "checkerboard";
+      d["manifold"] = data == "sphere-checkerboard" ? Sphere(2).spec() : FlatTorus(2).spec();
+      if (manifold_given && settings["manifold"] != d["manifold"]["type"]) {
+        throw std::invalid_argument("--data " + data + " lies on the " + d["manifold"]["type"].get<std::string>() + ", not --manifold " +
+                                    settings["manifold"].get<std::string>());
+      }
+    } else {
+      if (data.empty()) throw std::invalid_argument("--manifold needs --data FILE.npy (unit vectors for the sphere, angles for the torus)");
+      if (!manifold_given) throw std::invalid_argument("--data '" + data + "': no data domain takes it");
+      const std::string kind = settings["manifold"].get<std::string>();
+      const std::string file = fs::absolute(data).lexically_normal().string();
+      at::Tensor x = data::load_point_cloud(file);
+      if (x.dim() != 2) throw std::invalid_argument("'" + file + "': expected points (N, D), got " + std::to_string(x.dim()) + " dimensions");
+      std::shared_ptr<Manifold> m = kind == "sphere" ? std::shared_ptr<Manifold>(std::make_shared<Sphere>(x.size(1) - 1))
+                                                     : std::shared_ptr<Manifold>(std::make_shared<FlatTorus>(x.size(1)));
+      m->check_points(x, kTolerance, "'" + file + "'");
+      d["kind"] = "file";
+      d["file"] = file;
+      d["rows"] = x.size(0);
+      d["manifold"] = m->spec();
+    }
+    if (d.contains("rows") && d["rows"].get<int64_t>() < 10) {
+      throw std::invalid_argument("'" + d["file"].get<std::string>() + "' has " + std::to_string(d["rows"].get<int64_t>()) +
+                                  " points; an 80/10/10 split needs at least 10");
+    }
+    return d;
+  }
+
+  std::vector<int64_t> sample_shape(const json& data) const override { return {manifold_of(data)->coordinates()}; }
+  std::shared_ptr<const Manifold> manifold(const json& data) const override { return manifold_of(data); }
+  std::string sample_unit() const override { return ""; }
+
+  data::PointSampler source(const json& data) const override {
+    auto m = manifold_of(data);
+    return [m](int64_t n, at::Generator& gen) { return m->sample_uniform(n, gen, at::TensorOptions().dtype(at::kFloat)); };
+  }
+  std::function<at::Tensor(const at::Tensor&)> source_log_density(const json& data) const override {
+    const double log_volume = manifold_of(data)->log_volume();
+    return [log_volume](const at::Tensor& x) { return at::full({x.size(0)}, -log_volume, x.options()); };
+  }
+
+  void add_training_data(const json& data, const std::string&, FlowMatchingProblem& problem) const override {
+    const std::string kind = data.value("kind", std::string());
+    if (kind == "checkerboard") {
+      problem.target = data["name"] == "sphere-checkerboard" ? data::PointSampler(sphere_checkerboard) : data::PointSampler(torus_checkerboard);
+      return;
+    }
+    problem.target = data::point_cloud_sampler(split(data, 0).to(at::kFloat));
+  }
+
+  at::Tensor held_out(const json& data, int64_t n, at::Generator& generator) const override {
+    if (data.value("kind", std::string()) == "checkerboard") {
+      return data["name"] == "sphere-checkerboard" ? sphere_checkerboard(n, generator) : torus_checkerboard(n, generator);
+    }
+    at::Tensor test = split(data, 2);
+    return test.slice(0, 0, std::min(n, test.size(0))).to(at::kFloat);
+  }
+
+  std::vector<std::string> picture_samples(const Run& run, const SampleResult& samples, const SampleOptions&,
+                                           const std::string& stem) const override {
+    const json& data = run.config()["data"];
+    auto m = manifold_of(data);
+    io::PlotStyle style;
+    style.title = "samples: " + samples.description + ", NFE " + std::to_string(samples.nfe);
+    if (m->name() == "sphere" && m->coordinates() == 3) {
+      style.x_lo = -180, style.x_hi = 180, style.y_lo = -90, style.y_hi = 90, style.width = 720, style.height = 400;
+      at::Tensor ll = unit_vectors_to_lat_lon(samples.x);
+      io::write_scatter_png(stem + ".png", {{at::stack({ll.select(1, 1), ll.select(1, 0)}, 1), {214, 39, 40}, "generated (lon, lat)", 0.3f}},
+                            style);
+      return {stem + ".png"};
+    }
+    if (m->name() == "torus" && m->coordinates() == 2) {
+      style.x_lo = -M_PI, style.x_hi = M_PI, style.y_lo = -M_PI, style.y_hi = M_PI;
+      io::write_scatter_png(stem + ".png", {{samples.x.to(at::kDouble), {214, 39, 40}, "generated (angle 1, angle 2)", 0.3f}}, style);
+      return {stem + ".png"};
+    }
+    return {};
+  }
+
+  json evaluate(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const override {
+    const json& data = run.config()["data"];
+    auto m = manifold_of(data);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 0x5eed0000ULL);
+    at::Tensor test = held_out(data, o.n, gen);
+    LikelihoodRequest q;
+    q.points = test;
+    q.data_label = data.value("kind", std::string()) == "checkerboard" ? data["name"].get<std::string>() + " (fresh samples)"
+                                                                      : data["name"].get<std::string>() + " test split";
+    q.grid = 0;
+    q.checkpoint = o.checkpoint;
+    q.device = o.device;
+    q.seed = o.seed;
+    if (report) report("test NLL on " + std::to_string(test.size(0)) + " points (dopri5, exact divergence) ...");
+    const LikelihoodSummary nll = run.likelihood(q);
+    json metrics = {{"nll", nll.result["nll"]},
+                    {"nll_stderr", nll.result["nll_stderr"]},
+                    {"nll_uniform", m->log_volume()},
+                    {"n", test.size(0)},
+                    {"nfe", nll.result["nfe"]},
+                    {"data", q.data_label},
+                    {"manifold", m->spec()}};
+    // Samples stay on the manifold (Euler, 100 steps, projected).
+    SampleOptions so;
+    so.n = std::min<int64_t>(2000, std::max<int64_t>(o.n, 100));
+    so.solver = "euler";
+    so.steps = 100;
+    so.seed = o.seed;
+    so.checkpoint = o.checkpoint;
+    so.device = o.device;
+    const SampleResult samples = run.sample(so);
+    metrics["samples_max_off_manifold"] = m->distance_from_manifold(samples.x.to(at::kDouble)).max().item<double>();
+    // Density map: log p on a grid (equirectangular for the sphere, the angle square for the torus)
+    // beside a histogram of the data.
+    if ((m->name() == "sphere" && m->coordinates() == 3) || (m->name() == "torus" && m->coordinates() == 2)) {
+      const bool sphere = m->name() == "sphere";
+      const int64_t cols = sphere ? 90 : 60, rows = sphere ? 45 : 60;
+      const double x_lo = sphere ? -180 : -M_PI, x_hi = sphere ? 180 : M_PI, y_lo = sphere ? -90 : -M_PI, y_hi = sphere ? 90 : M_PI;
+      at::Tensor cx = at::linspace(x_lo, x_hi, cols + 1, at::kDouble).slice(0, 0, cols) + (x_hi - x_lo) / (2.0 * cols);
+      at::Tensor cy = at::linspace(y_lo, y_hi, rows + 1, at::kDouble).slice(0, 0, rows) + (y_hi - y_lo) / (2.0 * rows);
+      at::Tensor gx = cx.unsqueeze(0).expand({rows, cols}).reshape(-1), gy = cy.unsqueeze(1).expand({rows, cols}).reshape(-1);
+      at::Tensor grid_points;
+      if (sphere) {
+        at::Tensor phi = gy * (M_PI / 180), lam = gx * (M_PI / 180);
+        grid_points = at::stack({at::cos(phi) * at::cos(lam), at::cos(phi) * at::sin(lam), at::sin(phi)}, 1);
+      } else {
+        grid_points = at::stack({gx, gy}, 1);
+      }
+      LikelihoodRequest g = q;
+      g.points = grid_points.to(at::kFloat);
+      g.atol = g.rtol = 1e-3;
+      g.data_label = "grid";
+      at::Tensor log_p = run.likelihood(g).log_prob.reshape({rows, cols});
+      at::Tensor reference = data.value("kind", std::string()) == "checkerboard" ? held_out(data, 20000, gen) : all_points(data);
+      at::Tensor coords = sphere ? unit_vectors_to_lat_lon(reference).flip({1}) : reference.to(at::kDouble);
+      at::Tensor ix = ((coords.select(1, 0) - x_lo) / (x_hi - x_lo) * cols).floor().clamp(0, cols - 1).to(at::kLong);
+      at::Tensor iy = ((coords.select(1, 1) - y_lo) / (y_hi - y_lo) * rows).floor().clamp(0, rows - 1).to(at::kLong);
+      at::Tensor counts = at::bincount(iy * cols + ix, {}, rows * cols).to(at::kDouble).reshape({rows, cols});
+      io::PlotStyle style;
+      style.width = sphere ? 720 : 480;
+      style.height = sphere ? 380 : 480;
+      const std::string axes = sphere ? " (longitude, latitude)" : " (angle 1, angle 2)";
+      io::write_heatmaps_png(run.dir() + "/density.png",
+                             {{log_p, x_lo, x_hi, y_lo, y_hi, 0, 0, "model log p" + axes},
+                              {at::log1p(counts), x_lo, x_hi, y_lo, y_hi, 0, 0, "data: log(1 + count)" + axes}},
+                             style);
+      metrics["density_map"] = run.dir() + "/density.png";
+    }
+    return metrics;
+  }
+
+ private:
+  static constexpr double kTolerance = 1e-4;
+
+  static std::shared_ptr<const Manifold> manifold_of(const json& data) {
+    if (!data.contains("manifold")) throw std::invalid_argument("the run's data description names no manifold: " + data.dump());
+    return make_manifold(data["manifold"]);
+  }
+
+  // Every point of a finite data set, as read (float64).
+  static at::Tensor all_points(const json& data) {
+    const std::string file = data.at("file").get<std::string>();
+    at::Tensor x = data.value("kind", std::string()) == "earth" ? read_earth_csv(file) : data::load_point_cloud(file).to(at::kDouble);
+    if (x.size(0) != data.at("rows").get<int64_t>()) {
+      throw std::runtime_error("'" + file + "' now has " + std::to_string(x.size(0)) + " rows; the run was made with " +
+                               std::to_string(data.at("rows").get<int64_t>()) + " (the data changed: splits would differ)");
+    }
+    return x;
+  }
+
+  // Split k (0 train, 1 validation, 2 test) of a seeded 80/10/10 permutation.
+  static at::Tensor split(const json& data, int k) {
+    at::Tensor x = all_points(data);
+    const int64_t n = x.size(0);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(data.value("split_seed", uint64_t{0}));
+    at::Tensor perm = at::randperm(n, gen, at::kLong);
+    const int64_t train = (n * 8) / 10, validation = n / 10;
+    const int64_t lo = k == 0 ? 0 : k == 1 ? train : train + validation;
+    const int64_t hi = k == 0 ? train : k == 1 ? train + validation : n;
+    return x.index_select(0, perm.slice(0, lo, hi));
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<Domain> make_manifold_domain() { return std::make_shared<ManifoldDomain>(); }
+bool manifold_domain_accepts(const std::string& data) {
+  return data.rfind("earth:", 0) == 0 || data == "sphere-checkerboard" || data == "torus-checkerboard";
+}
+
+}  // namespace flowmatch

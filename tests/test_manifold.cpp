@@ -1,0 +1,202 @@
+// Manifolds, the geodesic path, the manifold network, projected solvers and likelihoods on the
+// sphere and the torus (issue "Flow matching on manifolds"). Tolerances: float64 rounding unless said.
+#include <cmath>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+
+#include "flowmatch/coupling.h"
+#include "flowmatch/likelihood.h"
+#include "flowmatch/manifold.h"
+#include "flowmatch/models/manifold_mlp.h"
+#include "flowmatch/paths.h"
+#include "flowmatch/schedulers.h"
+#include "flowmatch/solvers.h"
+#include "test_util.h"
+
+namespace fm = flowmatch;
+
+namespace {
+
+at::Tensor unit_rows(int64_t n, uint64_t seed) {
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor x = at::randn({n, 3}, g, at::kDouble);
+  return x / x.norm(2, 1, true);
+}
+
+at::Tensor angles(int64_t n, int64_t d, uint64_t seed) {
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::rand({n, d}, g, at::kDouble) * (2 * M_PI) - M_PI;
+}
+
+double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
+
+}  // namespace
+
+TEST(Manifold, SphereExpInvertsLogDistanceIsTheAngleAndProjectionsAreIdempotent) {
+  fm::Sphere s(2);
+  at::Tensor x = unit_rows(500, 1), y = unit_rows(500, 2);
+  at::Tensor v = s.logmap(x, y);
+  EXPECT_LT(max_abs((v * x).sum(1)), 1e-12);                          // tangent at x
+  EXPECT_LT(max_abs(s.expmap(x, v) - y), 1e-10);                     // exp_x(log_x y) = y
+  EXPECT_LT(max_abs(v.norm(2, 1) - s.distance(x, y)), 1e-12);        // |log| = distance
+  EXPECT_LT(max_abs(s.distance(x, y) - at::acos((x * y).sum(1))), 1e-7);  // the angle
+  EXPECT_LT(max_abs(s.pairwise_distance(x.slice(0, 0, 7), y.slice(0, 0, 5)).select(1, 3) -
+                    s.distance(x.slice(0, 0, 7), y.slice(0, 3, 4).expand({7, 3}))), 1e-7);
+  at::Tensor p = s.project(x * 3.7);
+  EXPECT_LT(max_abs(s.project(p) - p), 1e-15);
+  at::Tensor w = at::randn({500, 3}, at::kDouble);
+  at::Tensor t = s.project_tangent(x, w);
+  EXPECT_LT(max_abs(s.project_tangent(x, t) - t), 1e-14);
+  EXPECT_NEAR(s.log_volume(), std::log(4 * M_PI), 1e-14);
+  EXPECT_NEAR(fm::Sphere(1).log_volume(), std::log(2 * M_PI), 1e-14);
+  // log at the point itself is zero, and exp of zero stays.
+  EXPECT_LT(max_abs(s.logmap(x, x)), 1e-12);
+  EXPECT_LT(max_abs(s.expmap(x, at::zeros_like(x)) - x), 1e-15);
+}
+
+TEST(Manifold, TorusWrapsExpLogAndDistanceAcrossTheCut) {
+  fm::FlatTorus t(2);
+  at::Tensor x = angles(400, 2, 3), y = angles(400, 2, 4);
+  at::Tensor v = t.logmap(x, y);
+  EXPECT_LE(max_abs(v), M_PI + 1e-12);
+  EXPECT_LT(max_abs(fm::wrap_angle(t.expmap(x, v) - y)), 1e-12);
+  // Across the cut: 3.1 and −3.1 are 2π − 6.2 apart, not 6.2.
+  at::Tensor a = at::tensor({3.1, 0.0}, at::kDouble).reshape({1, 2}), b = at::tensor({-3.1, 0.0}, at::kDouble).reshape({1, 2});
+  EXPECT_NEAR(t.distance(a, b).item<double>(), 2 * M_PI - 6.2, 1e-12);
+  EXPECT_LT(max_abs(t.project(x + 2 * M_PI) - x), 1e-12);
+  EXPECT_NEAR(t.log_volume(), 2 * std::log(2 * M_PI), 1e-14);
+  // The network's view: (cos, sin); an output read as circle velocities.
+  at::Tensor f = t.features(x);
+  EXPECT_EQ(f.sizes(), (std::vector<int64_t>{400, 4}));
+  at::Tensor o = at::randn({400, 4}, at::kDouble);
+  at::Tensor rate = t.velocity_from_features(x, o);
+  // θ̇ is the tangent component: −sinθ·o_cos + cosθ·o_sin.
+  EXPECT_LT(max_abs(rate - (-at::sin(x) * o.slice(1, 0, 2) + at::cos(x) * o.slice(1, 2, 4))), 1e-15);
+}
+
+TEST(Manifold, GeodesicPathEndsAtTheEndpointsAndItsVelocityIsTheTimeDerivative) {
+  for (const std::string scheduler : {"condot", "polynomial", "cosine"}) {
+    for (const bool sphere : {true, false}) {
+      std::shared_ptr<const fm::Manifold> m =
+          sphere ? std::shared_ptr<const fm::Manifold>(std::make_shared<fm::Sphere>(2)) : std::make_shared<fm::FlatTorus>(3);
+      fm::GeodesicPath path(m, fm::make_scheduler(scheduler));
+      const int64_t n = 300;
+      at::Tensor x0 = sphere ? unit_rows(n, 5) : angles(n, 3, 5), x1 = sphere ? unit_rows(n, 6) : angles(n, 3, 6);
+      EXPECT_LT(max_abs(m->logmap(path.sample(x0, x1, at::zeros({n}, at::kDouble)).x_t, x0)), 1e-12) << scheduler;
+      EXPECT_LT(max_abs(m->logmap(path.sample(x0, x1, at::ones({n}, at::kDouble)).x_t, x1)), 1e-9) << scheduler;
+      // Central difference in t (h = 1e-5: truncation ~h² |x'''| ~ 1e-9, rounding ~1e-16/h).
+      at::Generator g = at::make_generator<at::CPUGeneratorImpl>(7);
+      at::Tensor t = at::rand({n}, g, at::kDouble) * 0.9 + 0.05;
+      const double h = 1e-5;
+      // In the coordinates: the sphere's embedding, the torus's angles (wrapped across the cut).
+      at::Tensor step = path.sample(x0, x1, t + h).x_t - path.sample(x0, x1, t - h).x_t;
+      at::Tensor fd = (sphere ? step : fm::wrap_angle(step)) / (2 * h);
+      at::Tensor u = path.sample(x0, x1, t).velocity;
+      EXPECT_LT(max_abs(fd - u), 1e-6) << scheduler << (sphere ? " sphere" : " torus");
+      if (sphere && scheduler == "condot") {
+        // Chen & Lipman's closed form: u_t = log_{x_t}(x1) / (1 − t).
+        at::Tensor xt = path.sample(x0, x1, t).x_t;
+        EXPECT_LT(max_abs(u - m->logmap(xt, x1) / (1 - t).unsqueeze(1)), 1e-9);
+      }
+    }
+  }
+  // A scheduler that does not start at 0 is refused by name.
+  EXPECT_THROW(fm::GeodesicPath(std::make_shared<fm::Sphere>(2), fm::make_scheduler("ve")), std::invalid_argument);
+}
+
+TEST(Manifold, ProjectedSolversStayOnTheSphereAndIntegrateARotationExactly) {
+  auto sphere = std::make_shared<fm::Sphere>(2);
+  // A random manifold network: after 1000 Euler steps every sample is on the sphere to 1e-6.
+  at::manual_seed(0);
+  auto net = std::make_shared<fm::models::ManifoldMLPImpl>(sphere, fm::models::MLPOptions(3).width(32).depth(2));
+  fm::VelocityField field = [&](const at::Tensor& x, const at::Tensor& t) { return net->forward(x, t); };
+  at::Tensor x0 = unit_rows(200, 8).to(at::kFloat);
+  at::NoGradGuard no_grad;
+  for (const std::string solver : {"euler", "midpoint", "rk4"}) {
+    auto r = fm::solve(solver, field, x0, fm::SolverOptions().steps(solver == "euler" ? 1000 : 100).manifold(sphere));
+    EXPECT_LT(max_abs(r.x.norm(2, 1) - 1), 1e-6) << solver;
+  }
+  // The rotation field v = ω e_z × x turns every point by ω about the z axis in unit time.
+  const double omega = 1.3;
+  fm::VelocityField rotation = [&](const at::Tensor& x, const at::Tensor&) {
+    return omega * at::stack({-x.select(1, 1), x.select(1, 0), at::zeros_like(x.select(1, 2))}, 1);
+  };
+  at::Tensor p = unit_rows(100, 9);
+  at::Tensor expected = at::stack({std::cos(omega) * p.select(1, 0) - std::sin(omega) * p.select(1, 1),
+                                   std::sin(omega) * p.select(1, 0) + std::cos(omega) * p.select(1, 1), p.select(1, 2)},
+                                  1);
+  auto rk4 = fm::solve("rk4", rotation, p, fm::SolverOptions().steps(50).manifold(sphere));
+  EXPECT_LT(max_abs(rk4.x - expected), 1e-7);  // RK4, h = 0.02: error ~ h⁴ ω⁵ ≈ 6e-7 / 5! scale
+  auto dopri = fm::solve("dopri5", rotation, p, fm::SolverOptions().atol(1e-10).rtol(1e-10).manifold(sphere));
+  EXPECT_LT(max_abs(dopri.x - expected), 1e-8);
+}
+
+TEST(Manifold, LikelihoodsOnTheSphereAndTorusMatchClosedForms) {
+  auto sphere = std::make_shared<fm::Sphere>(2);
+  auto uniform = [](double log_volume) {
+    return [log_volume](const at::Tensor& x) { return at::full({x.size(0)}, -log_volume, x.options()); };
+  };
+  const auto exact = fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-9).rtol(1e-9);
+  // A zero field leaves the uniform density exactly uniform: NLL = log 4π (and log (2π)² on T²).
+  fm::VelocityField zero = [](const at::Tensor& x, const at::Tensor&) { return at::zeros_like(x) * x; };
+  at::Tensor x = unit_rows(50, 10);
+  auto r = fm::log_likelihood(zero, x, fm::LikelihoodOptions().solver(fm::SolverOptions(exact).manifold(sphere)).source_log_density(uniform(sphere->log_volume())));
+  EXPECT_LT(max_abs(r.log_prob + std::log(4 * M_PI)), 1e-12);
+  auto torus = std::make_shared<fm::FlatTorus>(2);
+  auto rt = fm::log_likelihood(zero, angles(50, 2, 11),
+                               fm::LikelihoodOptions().solver(fm::SolverOptions(exact).manifold(torus)).source_log_density(uniform(torus->log_volume())));
+  EXPECT_LT(max_abs(rt.log_prob + 2 * std::log(2 * M_PI)), 1e-12);
+
+  // The field a·(e_z − z x) (the gradient of a·z on the sphere) moves the uniform density toward the
+  // north pole: z evolves as ż = a(1 − z²), z(1) = tanh(artanh z0 + a), longitude fixed, so with
+  // z0 = tanh(artanh z − a):  log p1(x) = −log 4π + log((1 − z0²)/(1 − z²)).
+  // Its Riemannian divergence is −2az (the plain trace would say −4az: this checks tr(PJP)).
+  const double a = 0.8;
+  fm::VelocityField lift = [&](const at::Tensor& y, const at::Tensor&) {
+    at::Tensor ez = at::zeros_like(y);
+    ez.select(1, 2).fill_(1);
+    return a * (ez - y.select(1, 2).unsqueeze(1) * y);
+  };
+  at::Tensor pts = unit_rows(60, 12);
+  pts = pts.index_select(0, (pts.select(1, 2).abs() < 0.95).nonzero().squeeze(1));
+  at::Tensor z = pts.select(1, 2);
+  at::Tensor z0 = at::tanh(at::atanh(z) - a);
+  at::Tensor expected = -std::log(4 * M_PI) + at::log((1 - z0.square()) / (1 - z.square()));
+  auto opts = fm::LikelihoodOptions().solver(fm::SolverOptions(exact).manifold(sphere)).source_log_density(uniform(sphere->log_volume()));
+  auto lr = fm::log_likelihood(lift, pts, opts);
+  EXPECT_LT(max_abs(lr.log_prob - expected), 1e-7);
+  // Hutchinson with tangent probes is unbiased: 4000 Gaussian probes, mean error within 5 standard errors.
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(13);
+  auto hr = fm::log_likelihood(lift, pts.slice(0, 0, 10),
+                               fm::LikelihoodOptions(opts)
+                                   .solver(fm::SolverOptions().method(fm::SolverMethod::RK4).steps(20).manifold(sphere))
+                                   .divergence(fm::DivergenceMethod::Hutchinson)
+                                   .probes(4000)
+                                   .probe_distribution(fm::ProbeDistribution::Gaussian),
+                               g);
+  EXPECT_LT(max_abs(hr.log_prob - expected.slice(0, 0, 10)), 0.05);
+}
+
+TEST(Manifold, NetworksGiveTangentVelocitiesAndOTUsesTheGeodesicCost) {
+  auto sphere = std::make_shared<fm::Sphere>(2);
+  at::manual_seed(1);
+  fm::models::ManifoldMLPImpl net(sphere, fm::models::MLPOptions(3).width(16).depth(2));
+  at::Tensor x = unit_rows(64, 14).to(at::kFloat);
+  at::Tensor v = net.forward(x, at::rand({64}));
+  EXPECT_LT(max_abs((v * x).sum(1)), 1e-6);
+  auto rebuilt = fm::models::make_model(net.spec());
+  EXPECT_EQ(rebuilt->spec(), net.spec());
+  auto torus_net = fm::models::make_model(
+      {{"type", "manifold-mlp"}, {"manifold", fm::FlatTorus(2).spec()}, {"options", {{"width", 16}, {"depth", 2}}}});
+  EXPECT_EQ(torus_net->forward(angles(5, 2, 1).to(at::kFloat), at::rand({5})).sizes(), (std::vector<int64_t>{5, 2}));
+  // The geodesic cost: pairs across the torus's cut are cheap.
+  auto cost = fm::squared_geodesic_cost(std::make_shared<fm::FlatTorus>(1));
+  at::Tensor c = cost(at::tensor({3.0}, at::kDouble).reshape({1, 1}), at::tensor({-3.0, 0.0}, at::kDouble).reshape({2, 1}));
+  EXPECT_NEAR(c[0][0].item<double>(), std::pow(2 * M_PI - 6, 2), 1e-12);
+  EXPECT_NEAR(c[0][1].item<double>(), 9.0, 1e-12);
+  EXPECT_THROW(fm::make_manifold("cylinder"), std::invalid_argument);
+  EXPECT_EQ(fm::make_manifold(fm::ProductManifold({sphere, std::make_shared<fm::FlatTorus>(2)}).spec())->coordinates(), 5);
+}
