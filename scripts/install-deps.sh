@@ -12,6 +12,8 @@ PACKAGES=(
   liblemon-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  # Protein structures (PDB files) for the torus data set `--data proteins` (docs/MANIFOLDS.md).
+  theseus-examples
   python3-torch python3-numpy python3-scipy python3-pytest pybind11-dev python3-dev
 )
 

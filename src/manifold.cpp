@@ -171,6 +171,14 @@ at::Tensor FlatTorus::project(const at::Tensor& x) const {
 at::Tensor FlatTorus::expmap(const at::Tensor& x, const at::Tensor& v) const { return wrap_angle(x + v); }
 at::Tensor FlatTorus::logmap(const at::Tensor& x, const at::Tensor& y) const { return wrap_angle(y - x); }
 
+at::Tensor FlatTorus::pairwise_distance(const at::Tensor& x, const at::Tensor& y) const {
+  at::Tensor d2 = at::zeros({x.size(0), y.size(0)}, x.options());
+  for (int64_t k = 0; k < d_; ++k) {  // one (n, m) plane per angle
+    d2 += wrap_angle(y.select(1, k).unsqueeze(0) - x.select(1, k).unsqueeze(1)).square();
+  }
+  return d2.sqrt();
+}
+
 std::pair<at::Tensor, at::Tensor> FlatTorus::geodesic(const at::Tensor& x, const at::Tensor& v, const at::Tensor& s) const {
   at::Tensor sc = s.reshape({-1, 1}).to(x.scalar_type());
   return {wrap_angle(x + sc * v), v};

@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include "flowmatch/coupling.h"
+#include "flowmatch/data/pdb.h"
+#include "flowmatch/io/atomic_file.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/manifold.h"
 #include "flowmatch/models/manifold_mlp.h"
@@ -68,6 +70,9 @@ TEST(Manifold, TorusWrapsExpLogAndDistanceAcrossTheCut) {
   EXPECT_NEAR(t.distance(a, b).item<double>(), 2 * M_PI - 6.2, 1e-12);
   EXPECT_LT(max_abs(t.project(x + 2 * M_PI) - x), 1e-12);
   EXPECT_NEAR(t.log_volume(), 2 * std::log(2 * M_PI), 1e-14);
+  // The pairwise matrix agrees with the row-wise distance.
+  at::Tensor pd = t.pairwise_distance(x.slice(0, 0, 6), y.slice(0, 0, 4));
+  EXPECT_LT(max_abs(pd.select(1, 2) - t.distance(x.slice(0, 0, 6), y.slice(0, 2, 3).expand({6, 2}))), 1e-12);
   // The network's view: (cos, sin); an output read as circle velocities.
   at::Tensor f = t.features(x);
   EXPECT_EQ(f.sizes(), (std::vector<int64_t>{400, 4}));
@@ -199,4 +204,51 @@ TEST(Manifold, NetworksGiveTangentVelocitiesAndOTUsesTheGeodesicCost) {
   EXPECT_NEAR(c[0][1].item<double>(), 9.0, 1e-12);
   EXPECT_THROW(fm::make_manifold("cylinder"), std::invalid_argument);
   EXPECT_EQ(fm::make_manifold(fm::ProductManifold({sphere, std::make_shared<fm::FlatTorus>(2)}).spec())->coordinates(), 5);
+}
+
+TEST(Proteins, DihedralsHaveTheIupacSignAndRealBackbonesFallInTheRamachandranRegions) {
+  // p1 = 0, p2 on the z axis, p0 on x, p3 turned by θ about z (counter-clockwise seen from p2 towards
+  // p1, i.e. clockwise looking down the bond from p1 to p2): the IUPAC dihedral is +θ. With it the
+  // α-helices below land at φ ≈ −63°, ψ ≈ −43° as in every Ramachandran plot.
+  for (double theta : {-2.5, -1.0, 0.3, 1.2, 3.0}) {
+    at::Tensor p0 = at::tensor({1.0, 0.0, 0.0}, at::kDouble).reshape({1, 3});
+    at::Tensor p1 = at::zeros({1, 3}, at::kDouble);
+    at::Tensor p2 = at::tensor({0.0, 0.0, 1.5}, at::kDouble).reshape({1, 3});
+    at::Tensor p3 = at::tensor({std::cos(theta), std::sin(theta), 1.5}, at::kDouble).reshape({1, 3});
+    EXPECT_NEAR(fm::data::dihedral_angles(p0, p1, p2, p3).item<double>(), theta, 1e-12);
+  }
+  const std::string file = "/usr/share/doc/theseus/examples/ldh/1a5z_A.pdb.gz";
+  if (!std::filesystem::exists(file)) GTEST_SKIP() << "theseus-examples is not installed";
+  const auto angles = fm::data::read_backbone_angles(file);
+  ASSERT_GT(angles.phi_psi.size(0), 250);  // one lactate dehydrogenase chain (~310 residues)
+  at::Tensor deg = angles.phi_psi * (180 / M_PI);
+  at::Tensor phi = deg.select(1, 0), psi = deg.select(1, 1);
+  // LDH is an α/β protein: many residues in the right-handed helix region, many in the β region,
+  // and (general residues) almost none with φ > 0 except glycines.
+  const double helix = ((phi > -100) & (phi < -30) & (psi > -80) & (psi < 0)).to(at::kDouble).mean().item<double>();
+  const double sheet = ((phi > -180) & (phi < -45) & (psi > 90)).to(at::kDouble).mean().item<double>();
+  EXPECT_GT(helix, 0.3);
+  EXPECT_GT(sheet, 0.1);
+  int64_t general_positive = 0, general = 0;
+  for (size_t k = 0; k < angles.classes.size(); ++k) {
+    if (angles.classes[k] != "general") continue;
+    ++general;
+    general_positive += phi[static_cast<int64_t>(k)].item<double>() > 0;
+  }
+  EXPECT_LT(static_cast<double>(general_positive) / static_cast<double>(general), 0.08);
+}
+
+TEST(Proteins, AMalformedAtomLineIsNamedByFileAndLine) {
+  fmtest::TempDir dir;
+  const std::string good = "ATOM      1  N   ALA A   1      11.104  13.207   2.100  1.00  0.00           N\n";
+  const std::string bad = "ATOM      2  CA  ALA A   1      11.1x4  13.207   2.100  1.00  0.00           C\n";
+  fm::io::write_file_atomic(dir / "bad.pdb", good + bad);
+  try {
+    fm::data::read_backbone_angles(dir / "bad.pdb");
+    ADD_FAILURE() << "malformed coordinate accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.pdb' line 2: coordinate '  11.1x4' is not a number"), std::string::npos) << e.what();
+  }
+  fm::io::write_file_atomic(dir / "short.pdb", "ATOM      1  N   ALA A   1      11.104\n");
+  EXPECT_THROW(fm::data::read_backbone_angles(dir / "short.pdb"), std::invalid_argument);
 }

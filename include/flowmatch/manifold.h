@@ -126,6 +126,7 @@ class FlatTorus : public Manifold {
   at::Tensor project_tangent(const at::Tensor&, const at::Tensor& v) const override { return v; }
   at::Tensor expmap(const at::Tensor& x, const at::Tensor& v) const override;
   at::Tensor logmap(const at::Tensor& x, const at::Tensor& y) const override;
+  at::Tensor pairwise_distance(const at::Tensor& x, const at::Tensor& y) const override;
   std::pair<at::Tensor, at::Tensor> geodesic(const at::Tensor& x, const at::Tensor& v, const at::Tensor& s) const override;
   double log_volume() const override;
   at::Tensor sample_uniform(int64_t n, at::Generator& generator, const at::TensorOptions& options) const override;

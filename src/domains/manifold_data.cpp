@@ -1,9 +1,11 @@
 // The manifold domain: data on the sphere or the torus (issue "Flow matching on manifolds").
 //   earth:volcano|earth:quakes|earth:flood|earth:fire  locations on S² (DATA_DIR/earth/*.csv)
 //   sphere-checkerboard, torus-checkerboard             the toy cases of flow_matching's notebooks
+//   proteins[:general|glycine|proline|pre-proline]       backbone (φ, ψ) on T² from PDB files (theseus-examples)
 //   FILE.npy|.pt with --manifold sphere|torus            unit vectors (N, 3) or angles (N, d) in radians
 // Finite data sets are split 80/10/10 (train/validation/test) by a permutation seeded with the run's
 // seed; likelihoods and evaluations use the test split.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "flowmatch/data/pdb.h"
 #include "flowmatch/data/point_cloud.h"
 #include "flowmatch/domain.h"
 #include "flowmatch/io/plot.h"
@@ -134,6 +137,37 @@ at::Tensor torus_checkerboard(int64_t n, at::Generator& gen) {
   return at::stack({a, b}, 1).to(at::kFloat);
 }
 
+std::string default_protein_dir() {
+  if (const char* env = std::getenv("FLOWMATCH_PDB_DIR"); env && *env) return env;
+  return "/usr/share/doc/theseus/examples";  // Debian's theseus-examples
+}
+
+// φ/ψ of one residue class over every PDB file (.pdb, .pdb.gz, .ent) under `dir`, in path order.
+at::Tensor protein_angles(const std::string& dir, const std::string& cls, int64_t* files = nullptr) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw std::invalid_argument("protein folder '" + dir + "' does not exist (install theseus-examples, or set FLOWMATCH_PDB_DIR)");
+  }
+  std::vector<fs::path> paths;
+  for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    auto ends = [&](const std::string& suffix) { return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0; };
+    if (e.is_regular_file() && (ends(".pdb") || ends(".pdb.gz") || ends(".ent") || ends(".ent.gz"))) paths.push_back(e.path());
+  }
+  std::sort(paths.begin(), paths.end());
+  if (files) *files = static_cast<int64_t>(paths.size());
+  std::vector<at::Tensor> parts;
+  for (const auto& p : paths) {
+    const data::BackboneAngles a = data::read_backbone_angles(p.string());
+    std::vector<int64_t> keep;
+    for (size_t k = 0; k < a.classes.size(); ++k)
+      if (a.classes[k] == cls) keep.push_back(static_cast<int64_t>(k));
+    if (!keep.empty()) parts.push_back(a.phi_psi.index_select(0, at::tensor(keep, at::kLong)));
+  }
+  if (parts.empty()) throw std::invalid_argument("no " + cls + " residues in the PDB files under '" + dir + "'");
+  return at::cat(parts);
+}
+
 std::string default_data_dir() {
   if (const char* env = std::getenv("FLOWMATCH_DATA_DIR"); env && *env) return env;
   return "../shared/data";
@@ -166,6 +200,21 @@ class ManifoldDomain : public Domain {
       d["file"] = file;
       d["rows"] = read_earth_csv(file).size(0);
       d["manifold"] = Sphere(2).spec();
+    } else if (data == "proteins" || data.rfind("proteins:", 0) == 0) {
+      const std::string cls = data == "proteins" ? "general" : data.substr(9);
+      const auto names = data::residue_class_names();
+      if (std::find(names.begin(), names.end(), cls) == names.end()) {
+        throw std::invalid_argument("unknown residue class '" + cls + "' (expected proteins:general, proteins:glycine, proteins:proline, proteins:pre-proline)");
+      }
+      if (manifold_given && settings["manifold"] != "torus") throw std::invalid_argument("--data " + data + " lies on the torus, not --manifold " + settings["manifold"].get<std::string>());
+      const std::string dir = fs::absolute(default_protein_dir()).lexically_normal().string();
+      int64_t files = 0;
+      d["kind"] = "proteins";
+      d["class"] = cls;
+      d["file"] = dir;
+      d["rows"] = protein_angles(dir, cls, &files).size(0);
+      d["pdb_files"] = files;
+      d["manifold"] = FlatTorus(2).spec();
     } else if (data == "sphere-checkerboard" || data == "torus-checkerboard") {
       d["kind"] = "checkerboard";
       d["manifold"] = data == "sphere-checkerboard" ? Sphere(2).spec() : FlatTorus(2).spec();
@@ -240,7 +289,10 @@ class ManifoldDomain : public Domain {
     }
     if (m->name() == "torus" && m->coordinates() == 2) {
       style.x_lo = -M_PI, style.x_hi = M_PI, style.y_lo = -M_PI, style.y_hi = M_PI;
-      io::write_scatter_png(stem + ".png", {{samples.x.to(at::kDouble), {214, 39, 40}, "generated (angle 1, angle 2)", 0.3f}}, style);
+      const bool proteins = data.value("kind", std::string()) == "proteins";
+      io::write_scatter_png(stem + ".png",
+                            {{samples.x.to(at::kDouble), {214, 39, 40}, proteins ? "generated (phi, psi)" : "generated (angle 1, angle 2)", 0.3f}},
+                            style);
       return {stem + ".png"};
     }
     return {};
@@ -307,7 +359,7 @@ class ManifoldDomain : public Domain {
       io::PlotStyle style;
       style.width = sphere ? 720 : 480;
       style.height = sphere ? 380 : 480;
-      const std::string axes = sphere ? " (longitude, latitude)" : " (angle 1, angle 2)";
+      const std::string axes = sphere ? " (longitude, latitude)" : data.value("kind", std::string()) == "proteins" ? " (phi, psi)" : " (angle 1, angle 2)";
       io::write_heatmaps_png(run.dir() + "/density.png",
                              {{log_p, x_lo, x_hi, y_lo, y_hi, 0, 0, "model log p" + axes},
                               {at::log1p(counts), x_lo, x_hi, y_lo, y_hi, 0, 0, "data: log(1 + count)" + axes}},
@@ -328,7 +380,10 @@ class ManifoldDomain : public Domain {
   // Every point of a finite data set, as read (float64).
   static at::Tensor all_points(const json& data) {
     const std::string file = data.at("file").get<std::string>();
-    at::Tensor x = data.value("kind", std::string()) == "earth" ? read_earth_csv(file) : data::load_point_cloud(file).to(at::kDouble);
+    const std::string kind = data.value("kind", std::string());
+    at::Tensor x = kind == "earth"      ? read_earth_csv(file)
+                   : kind == "proteins" ? protein_angles(file, data.at("class").get<std::string>())
+                                        : data::load_point_cloud(file).to(at::kDouble);
     if (x.size(0) != data.at("rows").get<int64_t>()) {
       throw std::runtime_error("'" + file + "' now has " + std::to_string(x.size(0)) + " rows; the run was made with " +
                                std::to_string(data.at("rows").get<int64_t>()) + " (the data changed: splits would differ)");
@@ -353,7 +408,8 @@ class ManifoldDomain : public Domain {
 
 std::shared_ptr<Domain> make_manifold_domain() { return std::make_shared<ManifoldDomain>(); }
 bool manifold_domain_accepts(const std::string& data) {
-  return data.rfind("earth:", 0) == 0 || data == "sphere-checkerboard" || data == "torus-checkerboard";
+  return data.rfind("earth:", 0) == 0 || data == "sphere-checkerboard" || data == "torus-checkerboard" || data == "proteins" ||
+         data.rfind("proteins:", 0) == 0;
 }
 
 }  // namespace flowmatch
