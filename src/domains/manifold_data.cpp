@@ -118,24 +118,23 @@ at::Tensor unit_vectors_to_lat_lon(const at::Tensor& x) {
 
 namespace {
 
-// The checkerboards: 8 longitude × 4 equal-area latitude bands on S² (half the sphere, density
-// 1/(2π)); 4 × 4 cells on T² = [−π, π)² (half the torus, density 1/(2π²)); cells with i + j even.
-at::Tensor sphere_checkerboard(int64_t n, at::Generator& gen) {
-  at::Tensor cell = at::randint(0, 16, {n}, gen, at::kLong);  // 16 of the 32 cells
-  at::Tensor i = cell.remainder(8), j = at::div(cell, 8, "floor") * 2 + i.remainder(2);  // i + j even
-  at::Tensor lon = (i.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (2 * M_PI / 8) - M_PI;
-  at::Tensor z = (j.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (2.0 / 4) - 1;  // equal-area bands in z
-  at::Tensor r = (1 - z.square()).clamp_min(0).sqrt();
-  return at::stack({r * at::cos(lon), r * at::sin(lon), z}, 1).to(at::kFloat);
+// The checkerboards of flow_matching's Riemannian notebooks: the 2-D checkerboard of 8 unit cells in
+// [−2, 2]² (cells with ⌊a⌋ + ⌊b⌋ even), on the torus as angles (the rest of [−π, π)² is empty: true
+// density 1/8, NLL log 8 = 2.079), on the sphere as exp at the north pole of (a, b, 0)/2.
+at::Tensor plane_checkerboard(int64_t n, at::Generator& gen) {
+  at::Tensor a = at::rand({n}, gen, at::kDouble) * 4 - 2;
+  at::Tensor b = at::rand({n}, gen, at::kDouble) - at::randint(0, 2, {n}, gen, at::kDouble) * 2 + at::floor(a).remainder(2);
+  return at::stack({a, b}, 1);
 }
 
-at::Tensor torus_checkerboard(int64_t n, at::Generator& gen) {
-  at::Tensor cell = at::randint(0, 8, {n}, gen, at::kLong);
-  at::Tensor i = cell.remainder(4), j = at::div(cell, 4, "floor") * 2 + i.remainder(2);
-  at::Tensor a = (i.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (M_PI / 2) - M_PI;
-  at::Tensor b = (j.to(at::kDouble) + at::rand({n}, gen, at::kDouble)) * (M_PI / 2) - M_PI;
-  return at::stack({a, b}, 1).to(at::kFloat);
+at::Tensor sphere_checkerboard(int64_t n, at::Generator& gen) {
+  at::Tensor ab = plane_checkerboard(n, gen) / 2;
+  at::Tensor north = at::zeros({n, 3}, at::kDouble);
+  north.select(1, 2).fill_(1);
+  return Sphere(2).expmap(north, at::cat({ab, at::zeros({n, 1}, at::kDouble)}, 1)).to(at::kFloat);
 }
+
+at::Tensor torus_checkerboard(int64_t n, at::Generator& gen) { return plane_checkerboard(n, gen).to(at::kFloat); }
 
 std::string default_protein_dir() {
   if (const char* env = std::getenv("FLOWMATCH_PDB_DIR"); env && *env) return env;
