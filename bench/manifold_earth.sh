@@ -16,7 +16,7 @@ for set in "${sets[@]}"; do
     run="$out/$set-$steps-$seed"
     rm -rf "$run"
     start=$(date +%s)
-    "$fm" train --data "earth:$set" --data-dir "$data_dir" --out "$run" --steps "$steps" --seed "$seed" --quiet --threads 1
+    "$fm" train --data "earth:$set" --data-dir "$data_dir" --out "$run" --steps "$steps" --seed "$seed" --quiet --threads 1 > /dev/null
     train_s=$(( $(date +%s) - start ))
     "$fm" eval --run "$run" --threads 1 > /dev/null
     /usr/bin/python3 -c "import json,sys; m=json.load(open('$run/metrics.json')); print(json.dumps({'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'n': m['n']}))"
@@ -24,7 +24,7 @@ for set in "${sets[@]}"; do
 done | tee "$out/results-$steps.jsonl"
 /usr/bin/python3 - "$out/results-$steps.jsonl" <<'PY'
 import json, sys, statistics as st
-rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
 for s in dict.fromkeys(r['set'] for r in rows):
     v = [r['nll'] for r in rows if r['set'] == s]
     t = [r['train_s'] for r in rows if r['set'] == s]

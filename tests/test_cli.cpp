@@ -1056,7 +1056,7 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
   EXPECT_TRUE(fs::exists(dir / "t/density.png"));
 
   // Earth data on the sphere: Fire, 1500 steps, far below the uniform log 4π = 2.531.
-  if (!fs::exists(shared_data_dir() + "/earth/fire.csv")) GTEST_SKIP() << "no " << shared_data_dir() << "/earth (see docs/DATASETS.md)";
+  ASSERT_TRUE(fs::exists(shared_data_dir() + "/earth/fire.csv")) << "no " << shared_data_dir() << "/earth (docs/MANIFOLDS.md)";
   Result earth = cli(dir, "train --data earth:fire --data-dir " + shared_data_dir() + " --out e --steps 1500 --quiet --threads 1");
   ASSERT_EQ(earth.code, 0) << earth.err;
   Result nll = cli(dir, "likelihood --run e --n 200 --threads 1");
