@@ -518,6 +518,10 @@ TrainOutcome Run::train_on_own_pairs(const std::string& dir, const PairGeneratio
   const std::string parent_dir = is_model_file() ? config_["model"]["file"].get<std::string>() : dir_;
   auto parent_model = model("", how.device);
   SamplingFlow parent_flow = flow(parent_model);
+  if (parent_flow.path->manifold()) {
+    throw std::invalid_argument("'" + parent_dir + "' is a run on the " + parent_flow.path->manifold()->name() +
+                                ": reflow and distillation train straight paths, which apply to Euclidean runs only");
+  }
   // The pairs start where the parent's samples start; the new run's straight path starts at its x0.
   const double start_scale = parent_flow.path->start(at::ones({1, 1}, at::kDouble)).item<double>();
   if (std::abs(start_scale - 1.0) > 1e-12) {

@@ -1094,4 +1094,10 @@ TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {
   Result predict = cli(dir, "train --data torus-checkerboard --predict data --out r --steps 2");
   EXPECT_NE(predict.err.find("train the velocity only"), std::string::npos) << predict.err;
   EXPECT_FALSE(fs::exists(dir / "r"));
+  // Rectified flow trains straight paths: refused on a manifold run, nothing written.
+  ASSERT_EQ(cli(dir, "train --data torus-checkerboard --out t --steps 2 --quiet").code, 0);
+  Result reflow = cli(dir, "reflow --run t --out t2 --pairs 10");
+  EXPECT_EQ(reflow.code, 2) << reflow.err;
+  EXPECT_NE(reflow.err.find("apply to Euclidean runs only"), std::string::npos) << reflow.err;
+  EXPECT_FALSE(fs::exists(dir / "t2"));
 }
