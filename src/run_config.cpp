@@ -180,7 +180,8 @@ double default_sigma(const json& s) {
   return s["path"] == "condot" ? 0.1 : 0.0;
 }
 
-json path_spec(const json& s) {
+// The affine path of the settings, or on a manifold the geodesic path with the same scheduler as κ_t.
+json path_spec(const json& s, const std::shared_ptr<const Manifold>& space) {
   const std::string path = s["path"];
   json scheduler = {{"type", path}};
   if (path == "condot") scheduler["sigma_min"] = s["sigma-min"];
@@ -189,6 +190,7 @@ json path_spec(const json& s) {
   if (path == "ve") scheduler["sigma_min"] = s["ve-sigma-min"], scheduler["sigma_max"] = s["ve-sigma-max"];
   try {
     auto scheduler_object = make_scheduler(scheduler);  // checks the parameters
+    if (space) return GeodesicPath(space, scheduler_object).spec();
     return AffinePath(scheduler_object, AffinePathOptions()
                                             .noise(interpolant_noise_from_string(s["path-noise"].get<std::string>()))
                                             .noise_scale(default_sigma(s)))
@@ -258,7 +260,7 @@ json make_run_config(const json& given_settings) {
   if (!data_setting.empty() && is_given("target")) throw std::invalid_argument("--target excludes --data: give one of them");
   std::shared_ptr<Domain> domain;
   for (const auto& name : domain_names()) {
-    if (domain_named(name)->claims(given)) domain = domain_named(name);
+    if (auto candidate = domain_named(name); candidate->claims(given)) domain = candidate;
   }
   if (!domain) domain = domain_for_data(data_setting);
 
@@ -308,7 +310,6 @@ json make_run_config(const json& given_settings) {
   }());
   data["domain"] = domain->name();
   const std::shared_ptr<const Manifold> space = domain->manifold(data);
-  json path = path_spec(s);
   if (space) {
     // Geodesic paths carry no interpolant noise and regress the velocity only.
     for (const char* flag : {"sigma", "path-noise"}) {
@@ -320,16 +321,11 @@ json make_run_config(const json& given_settings) {
     if (s["predict"] != "velocity") {
       throw std::invalid_argument("--predict " + s["predict"].get<std::string>() + ": data on a manifold train the velocity only");
     }
-    try {
-      path = GeodesicPath(space, make_scheduler(path.at("scheduler"))).spec();
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument("--path " + s["path"].get<std::string>() + ": " + e.what());
-    }
   }
   json config = {{"flowmatch_version", FLOWMATCH_VERSION},
                  {"data", data},
                  {"model", model_spec(s, *domain, data)},
-                 {"path", path},
+                 {"path", path_spec(s, space)},
                  {"prediction", s["predict"]},
                  {"objective", make_objective(s["objective"])->spec()},
                  {"time_sampling", time_sampling_spec(s)},

@@ -60,11 +60,16 @@ std::string trim(std::string s) {
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
 }
 
-}  // namespace
+// (latitude, longitude) rows in degrees (N, 2) to unit vectors (N, 3):
+// x = (cos φ cos λ, cos φ sin λ, sin φ).
+at::Tensor lat_lon_to_unit_vectors(const at::Tensor& degrees) {
+  at::Tensor phi = degrees.select(1, 0) * (M_PI / 180), lambda = degrees.select(1, 1) * (M_PI / 180);
+  return at::stack({at::cos(phi) * at::cos(lambda), at::cos(phi) * at::sin(lambda), at::sin(phi)}, 1);
+}
 
-/// Latitude/longitude rows (degrees) of an Earth-science CSV as unit vectors (N, 3), float64:
-/// x = (cos φ cos λ, cos φ sin λ, sin φ). Comment lines (#) and one header line are skipped; a
-/// malformed line or a latitude outside [−90, 90] is named with its line number.
+// Latitude/longitude rows (degrees) of an Earth-science CSV as unit vectors (N, 3), float64.
+// Comment lines (#) and one header line are skipped; a malformed line or a latitude outside
+// [−90, 90] is named with its line number.
 at::Tensor read_earth_csv(const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
@@ -106,12 +111,10 @@ at::Tensor read_earth_csv(const std::string& path) {
     values.push_back(lon);
   }
   if (values.empty()) throw std::invalid_argument("'" + path + "' holds no latitude,longitude rows");
-  at::Tensor deg = at::tensor(values, at::kDouble).reshape({-1, 2});
-  at::Tensor phi = deg.select(1, 0) * (M_PI / 180), lambda = deg.select(1, 1) * (M_PI / 180);
-  return at::stack({at::cos(phi) * at::cos(lambda), at::cos(phi) * at::sin(lambda), at::sin(phi)}, 1);
+  return lat_lon_to_unit_vectors(at::tensor(values, at::kDouble).reshape({-1, 2}));
 }
 
-/// Unit vectors (N, 3) to (latitude, longitude) in degrees.
+// Unit vectors (N, 3) to (latitude, longitude) in degrees.
 at::Tensor unit_vectors_to_lat_lon(const at::Tensor& x) {
   at::Tensor d = x.to(at::kDouble);
   at::Tensor lat = at::asin(d.select(1, 2).clamp(-1, 1)) * (180 / M_PI);
@@ -119,7 +122,6 @@ at::Tensor unit_vectors_to_lat_lon(const at::Tensor& x) {
   return at::stack({lat, lon}, 1);
 }
 
-namespace {
 
 // The checkerboards of flow_matching's Riemannian notebooks: the 2-D checkerboard of 8 unit cells in
 // [−2, 2]² (cells with ⌊a⌋ + ⌊b⌋ even), on the torus as angles (the rest of [−π, π)² is empty: true
@@ -350,8 +352,7 @@ class ManifoldDomain : public Domain {
       at::Tensor gx = cx.unsqueeze(0).expand({rows, cols}).reshape(-1), gy = cy.unsqueeze(1).expand({rows, cols}).reshape(-1);
       at::Tensor grid_points;
       if (sphere) {
-        at::Tensor phi = gy * (M_PI / 180), lam = gx * (M_PI / 180);
-        grid_points = at::stack({at::cos(phi) * at::cos(lam), at::cos(phi) * at::sin(lam), at::sin(phi)}, 1);
+        grid_points = lat_lon_to_unit_vectors(at::stack({gy, gx}, 1));
       } else {
         grid_points = at::stack({gx, gy}, 1);
       }
