@@ -8,12 +8,16 @@
 #include "flowmatch/assignment.h"
 #include "flowmatch/coupling.h"
 #include "flowmatch/likelihood.h"
+#include "flowmatch/manifold.h"
 #include "flowmatch/metrics.h"
 #include "flowmatch/run.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/transport.h"
+#include "flowmatch/wrapped_normal.h"
+
+#include <ATen/CPUGeneratorImpl.h>
 
 namespace py = pybind11;
 namespace fm = flowmatch;
@@ -35,9 +39,12 @@ fm::VelocityField python_field(const py::object& velocity) {
   };
 }
 
+using ManifoldPtr = std::shared_ptr<fm::Manifold>;
+
 fm::SolverOptions solver_options(const std::string& method, int64_t steps, double t0, double t1, double atol,
-                                 double rtol, const std::vector<double>& output_times) {
+                                 double rtol, const std::vector<double>& output_times, const ManifoldPtr& manifold = nullptr) {
   return fm::SolverOptions()
+      .manifold(manifold)
       .method(fm::solver_method_from_string(method))
       .steps(steps)
       .t0(t0)
@@ -123,9 +130,9 @@ PYBIND11_MODULE(flowmatch, m) {
   m.def(
       "solve_ode",
       [](const py::object& velocity, const at::Tensor& x0, const std::string& method, int64_t steps, double t0, double t1,
-         double atol, double rtol, const std::vector<double>& output_times) {
+         double atol, double rtol, const std::vector<double>& output_times, const ManifoldPtr& manifold) {
         auto field = python_field(velocity);
-        const auto options = solver_options(method, steps, t0, t1, atol, rtol, output_times);
+        const auto options = solver_options(method, steps, t0, t1, atol, rtol, output_times, manifold);
         fm::SolveResult r;
         {
           py::gil_scoped_release release;
@@ -141,20 +148,26 @@ PYBIND11_MODULE(flowmatch, m) {
       },
       py::arg("velocity"), py::arg("x0"), py::arg("method") = "euler", py::arg("steps") = 100, py::arg("t0") = 0.0,
       py::arg("t1") = 1.0, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5,
-      py::arg("output_times") = std::vector<double>{},
-      "Integrates dx/dt = velocity(x, t): (x at t1, info with the exact NFE and the states at output_times).");
+      py::arg("output_times") = std::vector<double>{}, py::arg("manifold") = nullptr,
+      "Integrates dx/dt = velocity(x, t): (x at t1, info with the exact NFE and the states at output_times).\n"
+      "With a manifold, velocities are made tangent and every step ends on it.");
   m.def(
       "log_likelihood",
       [](const py::object& velocity, const at::Tensor& x1, const std::string& method, int64_t steps, double atol, double rtol,
-         const std::string& divergence, int64_t probes, double source_scale) {
+         const std::string& divergence, int64_t probes, double source_scale, const ManifoldPtr& manifold,
+         const py::object& source_log_density) {
         if (divergence != "exact" && divergence != "hutchinson") {
           throw std::invalid_argument("divergence must be 'exact' or 'hutchinson', got '" + divergence + "'");
         }
         auto options = fm::LikelihoodOptions()
-                           .solver(solver_options(method, steps, 0.0, 1.0, atol, rtol, {}))
+                           .solver(solver_options(method, steps, 0.0, 1.0, atol, rtol, {}, manifold))
                            .divergence(divergence == "exact" ? fm::DivergenceMethod::Exact : fm::DivergenceMethod::Hutchinson)
                            .probes(probes)
                            .source_scale(source_scale);
+        if (!source_log_density.is_none()) {
+          auto density = python_field(source_log_density);  // called as density(x, t): t is ignored
+          options.source_log_density([density](const at::Tensor& x) { return density(x, at::zeros({x.size(0)}, x.options())); });
+        }
         auto field = python_field(velocity);
         fm::LikelihoodResult r;
         {
@@ -165,7 +178,65 @@ PYBIND11_MODULE(flowmatch, m) {
       },
       py::arg("velocity"), py::arg("x1"), py::arg("method") = "dopri5", py::arg("steps") = 100, py::arg("atol") = 1e-5,
       py::arg("rtol") = 1e-5, py::arg("divergence") = "exact", py::arg("probes") = 1, py::arg("source_scale") = 1.0,
-      "log p1(x1) of the flow from N(0, s^2 I) by the continuity equation: (log_prob (B), nfe).");
+      py::arg("manifold") = nullptr, py::arg("source_log_density") = py::none(),
+      "log p1(x1) of the flow by the continuity equation: (log_prob (B), nfe). The source is N(0, s^2 I), or\n"
+      "with a manifold its uniform distribution; source_log_density(x, t) overrides either.");
+
+  // ---------------------------------------------------------------- manifolds
+  py::class_<fm::Manifold, ManifoldPtr>(m, "Manifold",
+                                        "A space a flow lives on (the library's flowmatch::Manifold): points are rows of (B, coordinates)")
+      .def(py::init([](const py::object& spec, int64_t dim) {
+             if (py::isinstance<py::str>(spec)) return fm::make_manifold(nlohmann::json{{"type", spec.cast<std::string>()}, {"dim", dim}});
+             return fm::make_manifold(to_json(spec));
+           }),
+           py::arg("spec"), py::arg("dim") = 2,
+           "Manifold('sphere', dim=2) (S^d as unit vectors in R^(d+1)), Manifold('torus', dim=2) (angles in [-pi, pi)),\n"
+           "or a spec dict such as {'type': 'product', 'factors': [{'type': 'sphere', 'dim': 2}, {'type': 'torus', 'dim': 1}]}.")
+      .def_property_readonly("name", &fm::Manifold::name)
+      .def_property_readonly("spec", [](const fm::Manifold& mf) { return from_json(mf.spec()); })
+      .def_property_readonly("dimension", &fm::Manifold::dimension)
+      .def_property_readonly("coordinates", &fm::Manifold::coordinates)
+      .def_property_readonly("log_volume", &fm::Manifold::log_volume)
+      .def("project", &fm::Manifold::project, py::arg("x"), "The nearest point of the manifold to each row.")
+      .def("project_tangent", &fm::Manifold::project_tangent, py::arg("x"), py::arg("v"), "v made tangent at x.")
+      .def("expmap", &fm::Manifold::expmap, py::arg("x"), py::arg("v"))
+      .def("logmap", &fm::Manifold::logmap, py::arg("x"), py::arg("y"))
+      .def("distance", &fm::Manifold::distance, py::arg("x"), py::arg("y"), "Geodesic distance per row.")
+      .def("pairwise_distance", &fm::Manifold::pairwise_distance, py::arg("x"), py::arg("y"), "(n, m) geodesic distances.")
+      .def("distance_from_manifold", &fm::Manifold::distance_from_manifold, py::arg("x"))
+      .def(
+          "sample_uniform",
+          [](const fm::Manifold& mf, int64_t n, uint64_t seed) {
+            at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+            return mf.sample_uniform(n, g, at::TensorOptions().dtype(at::kFloat));
+          },
+          py::arg("n"), py::arg("seed") = 0, "n points of the uniform distribution (float32).")
+      .def(
+          "sample_wrapped_normal",
+          [](const ManifoldPtr& mf, int64_t n, double scale, uint64_t seed) {
+            at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+            return fm::WrappedNormal(mf, scale > 0 ? scale : fm::WrappedNormal::notebook_scale(*mf))
+                .sample(n, g, at::TensorOptions().dtype(at::kFloat));
+          },
+          py::arg("n"), py::arg("scale") = 0.0, py::arg("seed") = 0,
+          "n points of the wrapped normal at the origin (torus) or north pole (sphere); scale 0: the notebooks' (1; 1/2).")
+      .def(
+          "wrapped_normal_log_density",
+          [](const ManifoldPtr& mf, const at::Tensor& x, double scale) {
+            return fm::WrappedNormal(mf, scale > 0 ? scale : fm::WrappedNormal::notebook_scale(*mf)).log_density(x);
+          },
+          py::arg("x"), py::arg("scale") = 0.0, "Its exact log-density per row against the volume measure.")
+      .def("__repr__", [](const fm::Manifold& mf) { return "flowmatch.Manifold(" + mf.spec().dump() + ")"; });
+  m.def(
+      "geodesic_path_sample",
+      [](const ManifoldPtr& manifold, const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t, const std::string& scheduler) {
+        fm::GeodesicPath path(manifold, fm::make_scheduler(scheduler));
+        auto s = path.sample(x0, x1, t);
+        return py::make_tuple(s.x_t, s.velocity);
+      },
+      py::arg("manifold"), py::arg("x0"), py::arg("x1"), py::arg("t"), py::arg("scheduler") = "condot",
+      "Riemannian flow matching's geodesic path: (x_t, u_t) with x_t = exp_x0(kappa_t log_x0(x1)), kappa_t the\n"
+      "scheduler's alpha_t (condot: t).");
 
   // ---------------------------------------------------------------- runs: the same API as the CLI
   py::class_<fm::Run>(m, "Run", "A run folder: config.json, checkpoints, metrics (the library's flowmatch::Run)")

@@ -33,6 +33,14 @@ at::Tensor tracked(const at::Tensor& x, bool create_graph) {
   return x.detach().requires_grad_(true);
 }
 
+// ∂(output)/∂(input) as a vector-Jacobian product: zeros when the output does not depend on the input
+// (a constant field, or a field that ignores x).
+at::Tensor vjp(const at::Tensor& output, const at::Tensor& input, bool retain, bool create_graph) {
+  if (!output.requires_grad()) return at::zeros_like(input);
+  at::Tensor g = torch::autograd::grad({output}, {input}, {}, retain, create_graph, /*allow_unused=*/true)[0];
+  return g.defined() ? g : at::zeros_like(input);
+}
+
 }  // namespace
 
 namespace {
@@ -45,7 +53,7 @@ at::Tensor exact_from(const at::Tensor& v, const at::Tensor& xin, bool create_gr
   at::Tensor div = at::zeros({b}, xin.options());
   for (int64_t k = 0; k < d; ++k) {
     const bool retain = keep || create_graph || k + 1 < d;
-    at::Tensor g = torch::autograd::grad({flat.select(1, k).sum()}, {xin}, {}, retain, create_graph)[0];
+    at::Tensor g = vjp(flat.select(1, k).sum(), xin, retain, create_graph);
     div = div + g.reshape({b, -1}).select(1, k);
   }
   return div;
@@ -57,7 +65,7 @@ at::Tensor hutchinson_from(const at::Tensor& v, const at::Tensor& xin, const at:
   for (int64_t p = 0; p < k; ++p) {
     const at::Tensor& eps = probes[p];
     const bool retain = keep || create_graph || p + 1 < k;
-    at::Tensor g = torch::autograd::grad({(v * eps).sum()}, {xin}, {}, retain, create_graph)[0];
+    at::Tensor g = vjp((v * eps).sum(), xin, retain, create_graph);
     div = div + (g * eps).reshape({b, -1}).sum(1);
   }
   return div / static_cast<double>(k);
@@ -110,7 +118,7 @@ at::Tensor manifold_exact_from(const Manifold& space, const at::Tensor& v, const
   std::vector<at::Tensor> rows;
   for (int64_t k = 0; k < d; ++k) {
     const bool retain = keep || create_graph || k + 1 < d;
-    rows.push_back(torch::autograd::grad({flat.select(1, k).sum()}, {xin}, {}, retain, create_graph)[0].reshape({b, d}));
+    rows.push_back(vjp(flat.select(1, k).sum(), xin, retain, create_graph).reshape({b, d}));
   }
   return space.tangent_trace(xin.reshape({b, d}), at::stack(rows, 1));
 }
@@ -174,14 +182,21 @@ LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& s
   out.nfe = r.nfe;
   at::Tensor end = r.x.slice(1, 0, d).reshape(shape);
   at::Tensor delta = r.x.select(1, d);
+  // The source: as given; else uniform on a curved space (a Gaussian means nothing there); else N(0, s²I).
+  const bool curved = space && space->name() != "euclidean";
+  auto source_log_density = [&](const at::Tensor& x0) {
+    if (options.source_log_density()) return options.source_log_density()(x0);
+    if (curved) return at::full({x0.size(0)}, -space->log_volume(), x0.options());
+    return normal_log_density(x0, options.source_scale());
+  };
   if (t_from > t_to) {  // data → noise: log p1(x1) = log p0(x0) + Δ(0), Δ(1) = 0
     out.x1 = start;
     out.x0 = end;
-    out.log_prob = (options.source_log_density() ? options.source_log_density()(end) : normal_log_density(end, options.source_scale())) + delta;
+    out.log_prob = source_log_density(end) + delta;
   } else {  // noise → data: log p1(x1) = log p0(x0) − Δ(1), Δ(0) = 0
     out.x0 = start;
     out.x1 = end;
-    out.log_prob = (options.source_log_density() ? options.source_log_density()(start) : normal_log_density(start, options.source_scale())) - delta;
+    out.log_prob = source_log_density(start) - delta;
   }
   return out;
 }

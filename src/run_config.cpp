@@ -35,7 +35,9 @@ std::vector<RunSetting> make_settings() {
        "'fashion-mnist' (Debian's files, see --data-dir); or an image folder DIR/CLASS/*.png|jpg (labels from the "
        "sub-folders); or any data a registered domain accepts. Images train a class-conditional U-Net with image "
        "defaults (docs/IMAGES.md)", {}},
-      {"source", "string", "8gaussians", "source distribution (t = 0)", data::toy2d_names()},
+      {"source", "string", "8gaussians",
+       "source distribution (t = 0): a 2-D toy set (as --target) or gaussian; manifold data: uniform (default) or "
+       "wrapped-normal (flow_matching notebooks' source, docs/MANIFOLDS.md)", {}},
       {"target", "string", "moons", "target distribution (t = 1)", data::toy2d_names()},
       {"data-dir", "string", kFashionMnistDefault,
        "images: where the Fashion-MNIST IDX files are; manifold data: the data folder holding earth/ (default "

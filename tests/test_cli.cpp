@@ -1093,6 +1093,11 @@ TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {
   EXPECT_NE(noisy.err.find("--sigma does not apply to data on a manifold"), std::string::npos) << noisy.err;
   Result predict = cli(dir, "train --data torus-checkerboard --predict data --out r --steps 2");
   EXPECT_NE(predict.err.find("train the velocity only"), std::string::npos) << predict.err;
+  Result source = cli(dir, "train --data torus-checkerboard --source moons --out r --steps 2");
+  EXPECT_NE(source.err.find("--source 'moons': data on a manifold starts from uniform or wrapped-normal"), std::string::npos)
+      << source.err;
+  Result points = cli(dir, "train --source wrapped-normal --out r --steps 2");
+  EXPECT_NE(points.err.find("(wrapped-normal is a source for manifold data)"), std::string::npos) << points.err;
   EXPECT_FALSE(fs::exists(dir / "r"));
   // Rectified flow trains straight paths: refused on a manifold run, nothing written.
   ASSERT_EQ(cli(dir, "train --data torus-checkerboard --out t --steps 2 --quiet").code, 0);

@@ -17,6 +17,7 @@
 #include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/von_mises_mixture.h"
+#include "flowmatch/wrapped_normal.h"
 #include "test_util.h"
 
 namespace fm = flowmatch;
@@ -278,4 +279,49 @@ TEST(VonMisesMixture, RecoversTwoWellSeparatedComponentsAndTheirLikelihood) {
   EXPECT_NEAR(fit.means[heavy][1].item<double>(), -1.0, 0.05);
   EXPECT_NEAR(fit.kappas[heavy][0].item<double>(), 4.0, 0.4);
   EXPECT_THROW(fm::fit_von_mises_mixture(x.slice(0, 0, 1), 2, 5, g), std::invalid_argument);
+}
+
+// The notebooks' source: its density integrates to one (with the windings that matter at a wide
+// scale), it is the Gaussian's at the pole, and its samples have the moments the density gives.
+TEST(Manifold, WrappedNormalDensityIsNormalisedAndMatchesItsSamples) {
+  // Torus, σ = 1: midpoint rule on a 256² grid (periodic and smooth: exponentially accurate).
+  auto torus = std::make_shared<fm::FlatTorus>(2);
+  fm::WrappedNormal wt(torus, 1.0);
+  const int64_t n = 256;
+  at::Tensor g = (at::arange(n, at::kDouble) + 0.5) * (2 * M_PI / n) - M_PI;
+  auto grid = at::meshgrid({g, g}, "ij");
+  at::Tensor pts = at::stack({grid[0].reshape({-1}), grid[1].reshape({-1})}, 1);
+  const double cell = (2 * M_PI / n) * (2 * M_PI / n);
+  EXPECT_NEAR(wt.log_density(pts).exp().sum().item<double>() * cell, 1.0, 1e-10);
+  // At the origin: (Σ_k N(2πk; 0, 1))², by hand.
+  double one = 0;
+  for (int k = -3; k <= 3; ++k) one += std::exp(-0.5 * std::pow(2 * M_PI * k, 2)) / std::sqrt(2 * M_PI);
+  EXPECT_NEAR(wt.log_density(at::zeros({1, 2}, at::kDouble)).item<double>(), 2 * std::log(one), 1e-12);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const int64_t m = 200000;
+  at::Tensor st = wt.sample(m, gen, at::kDouble);
+  EXPECT_LE(st.abs().max().item<double>(), M_PI);
+  // E[cos θ] = exp(−σ²/2) whatever the wrapping; |cos| <= 1, so 5/√m bounds five standard errors.
+  for (int i = 0; i < 2; ++i) EXPECT_NEAR(at::cos(st.select(1, i)).mean().item<double>(), std::exp(-0.5), 5 / std::sqrt(double(m)));
+
+  // Sphere S²: p depends on the angle r from the north pole only; ∫ p 2π sin r dr = 1 by the midpoint
+  // rule (p·sin r stays finite at the antipode, where p itself is infinite).
+  auto sphere = std::make_shared<fm::Sphere>(2);
+  for (double scale : {0.5, 1.5}) {
+    fm::WrappedNormal ws(sphere, scale);
+    const int64_t k = 200000;
+    at::Tensor r = (at::arange(k, at::kDouble) + 0.5) * (M_PI / k);
+    at::Tensor x = at::stack({at::sin(r), at::zeros_like(r), at::cos(r)}, 1);
+    at::Tensor mass = ws.log_density(x).exp() * (2 * M_PI) * at::sin(r) * (M_PI / k);
+    EXPECT_NEAR(mass.sum().item<double>(), 1.0, 1e-6) << "scale " << scale;
+    // The mean height E[cos r] from the density, and from 200 000 samples (|cos r| <= 1).
+    at::Tensor ss = ws.sample(m, gen, at::kDouble);
+    EXPECT_LT(max_abs(ss.norm(2, 1) - 1), 1e-12);
+    EXPECT_NEAR(ss.select(1, 2).mean().item<double>(), (mass * at::cos(r)).sum().item<double>(), 5 / std::sqrt(double(m)))
+        << "scale " << scale;
+  }
+  fm::WrappedNormal notebook(sphere, fm::WrappedNormal::notebook_scale(*sphere));
+  EXPECT_NEAR(notebook.log_density(at::tensor({0.0, 0.0, 1.0}, at::kDouble).reshape({1, 3})).item<double>(), std::log(2 / M_PI), 1e-12);
+  EXPECT_THROW(fm::WrappedNormal(std::make_shared<fm::EuclideanSpace>(), 1.0), std::invalid_argument);
+  EXPECT_THROW(fm::WrappedNormal(sphere, 0.0), std::invalid_argument);
 }

@@ -125,7 +125,7 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
       const json& c = trained.config();
       std::cerr << (step == 0 ? "training " : "resuming at step " + std::to_string(step) + ": ")
                 << (c["data"].contains("pairs") ? std::to_string(c["data"]["pairs"].value("n", int64_t{0})) + " stored pairs of " : std::string())
-                << c["data"].value("source", std::string("?")) << " -> " << c["data"].value("target", std::string("?")) << " ("
+                << c["data"].value("source", std::string("?")) << " -> " << c["data"].value("target", c["data"].value("name", std::string("?"))) << " ("
                 << c["model"].value("type", std::string("?")) << ", " << fm::models::parameter_count(model) << " parameters), "
                 << at::get_num_threads() << " thread(s)"
                 << (group ? " per rank, " + std::to_string(group->world_size()) + " ranks (" + fm::distributed::to_string(group->backend()) + ")"

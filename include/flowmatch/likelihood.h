@@ -33,8 +33,8 @@ struct LikelihoodOptions {
   TORCH_ARG(bool, create_graph) = false;
   /// The source at t = 0 is N(0, s² I) (s = σ₀ of the path, e.g. σ_max for VE; 1 for CondOT and VP).
   TORCH_ARG(double, source_scale) = 1.0;
-  /// The source's log-density per row, replacing N(0, s² I) when set (e.g. the uniform density on a
-  /// manifold, −log volume).
+  /// The source's log-density per row, replacing N(0, s² I) when set. Unset on a curved manifold (the
+  /// solver's `manifold()`), the source is its uniform distribution: −log volume.
   TORCH_ARG(std::function<at::Tensor(const at::Tensor&)>, source_log_density) = {};
 };
 // On a manifold (the solver's `manifold()`), the state is projected after each step, the field must

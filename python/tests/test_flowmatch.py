@@ -111,6 +111,61 @@ def test_log_likelihood_of_a_scaling_flow():
     assert nfe > 0
     approx, _ = fm.log_likelihood(lambda x, t: c * x, x, divergence="hutchinson", probes=8)
     assert torch.allclose(approx, expected, atol=1e-4)  # Hutchinson is exact for a multiple of I
+    # A field that ignores x (no graph to differentiate) has divergence zero: log p is the source's.
+    still, _ = fm.log_likelihood(lambda x, t: torch.zeros_like(x), x)
+    assert torch.allclose(still, (-0.5 * x ** 2 - 0.5 * math.log(2 * math.pi)).sum(1), atol=1e-12)
+
+
+def test_manifolds_geodesics_and_projected_solves():
+    sphere, torus = fm.Manifold("sphere"), fm.Manifold("torus", dim=3)
+    assert (sphere.dimension, sphere.coordinates, torus.coordinates) == (2, 3, 3)
+    assert math.isclose(sphere.log_volume, math.log(4 * math.pi))
+    assert math.isclose(torus.log_volume, 3 * math.log(2 * math.pi))
+    product = fm.Manifold({"type": "product", "factors": [sphere.spec, {"type": "torus", "dim": 1}]})
+    assert product.coordinates == 4 and product.dimension == 3
+    g = torch.Generator().manual_seed(0)
+    x = sphere.project(torch.randn(64, 3, generator=g, dtype=torch.float64))
+    y = sphere.project(torch.randn(64, 3, generator=g, dtype=torch.float64))
+    # exp(log) is the identity; the distance is the angle; |log| is the distance.
+    v = sphere.logmap(x, y)
+    assert torch.allclose(sphere.expmap(x, v), y, atol=1e-12)
+    angle = torch.acos((x * y).sum(1).clamp(-1, 1))
+    assert torch.allclose(sphere.distance(x, y), angle, atol=1e-7)
+    assert torch.allclose(v.norm(dim=1), angle, atol=1e-7)
+    assert torch.allclose(sphere.pairwise_distance(x, y).diagonal(), angle, atol=1e-7)
+    # The geodesic path: its ends are x0 and x1, its velocity is the time derivative of the point.
+    t = torch.rand(64, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    xt, ut = fm.geodesic_path_sample(sphere, x, y, t)
+    assert torch.allclose(fm.geodesic_path_sample(sphere, x, y, torch.zeros(64, dtype=torch.float64))[0], x, atol=1e-12)
+    assert torch.allclose(fm.geodesic_path_sample(sphere, x, y, torch.ones(64, dtype=torch.float64))[0], y, atol=1e-9)
+    h = 1e-6
+    fd = (fm.geodesic_path_sample(sphere, x, y, t + h)[0] - fm.geodesic_path_sample(sphere, x, y, t - h)[0]) / (2 * h)
+    assert torch.allclose(ut, fd, atol=1e-6)
+    # A rotation about the z axis at rate w, integrated on the sphere: exactly the rotation by w.
+    w = 1.3
+    rot = lambda p, s: w * torch.stack([-p[:, 1], p[:, 0], torch.zeros_like(p[:, 0])], 1)
+    end, info = fm.solve_ode(rot, x, method="rk4", steps=200, manifold=sphere)
+    c, s_ = math.cos(w), math.sin(w)
+    expected = torch.stack([c * x[:, 0] - s_ * x[:, 1], s_ * x[:, 0] + c * x[:, 1], x[:, 2]], 1)
+    assert torch.allclose(end, expected, atol=1e-9) and info["nfe"] == 800
+    # A zero field keeps the uniform density; with the wrapped normal as the source, its density.
+    zero = lambda p, s: torch.zeros_like(p)
+    logp, _ = fm.log_likelihood(zero, x, manifold=sphere)
+    assert torch.allclose(logp, torch.full_like(logp, -math.log(4 * math.pi)), atol=1e-12)
+    wn = sphere.sample_wrapped_normal(50, seed=1).double()
+    logp, _ = fm.log_likelihood(zero, wn, manifold=sphere, source_log_density=lambda p, s: sphere.wrapped_normal_log_density(p))
+    assert torch.allclose(logp, sphere.wrapped_normal_log_density(wn), atol=1e-12)
+    # A rotation moves the density with it (a divergence-free field on the sphere).
+    logp, _ = fm.log_likelihood(rot, wn, manifold=sphere, atol=1e-9, rtol=1e-9,
+                                source_log_density=lambda p, s: sphere.wrapped_normal_log_density(p))
+    c, s_ = math.cos(-w), math.sin(-w)
+    back = torch.stack([c * wn[:, 0] - s_ * wn[:, 1], s_ * wn[:, 0] + c * wn[:, 1], wn[:, 2]], 1)
+    assert torch.allclose(logp, sphere.wrapped_normal_log_density(back), atol=1e-6)
+    # Uniform samples on the torus stay in [-pi, pi); bad specs are named.
+    u = torus.sample_uniform(1000, seed=2)
+    assert u.shape == (1000, 3) and u.abs().max() <= math.pi
+    with pytest.raises(ValueError, match="klein"):
+        fm.Manifold("klein")
 
 
 @pytest.mark.skipif("FLOWMATCH_CLI" not in os.environ, reason="the flowmatch command line was not built")

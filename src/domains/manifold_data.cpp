@@ -25,6 +25,7 @@
 #include "flowmatch/run.h"
 #include "flowmatch/train.h"
 #include "flowmatch/von_mises_mixture.h"
+#include "flowmatch/wrapped_normal.h"
 
 namespace flowmatch {
 
@@ -241,6 +242,12 @@ class ManifoldDomain : public Domain {
       d["rows"] = x.size(0);
       d["manifold"] = m->spec();
     }
+    const bool source_given = std::find(given.begin(), given.end(), "source") != given.end();
+    const std::string source = source_given ? settings["source"].get<std::string>() : "uniform";
+    if (source != "uniform" && source != "wrapped-normal") {
+      throw std::invalid_argument("--source '" + source + "': data on a manifold starts from uniform or wrapped-normal");
+    }
+    d["source"] = source;
     if (d.contains("rows") && d["rows"].get<int64_t>() < 10) {
       throw std::invalid_argument("'" + d["file"].get<std::string>() + "' has " + std::to_string(d["rows"].get<int64_t>()) +
                                   " points; an 80/10/10 split needs at least 10");
@@ -254,10 +261,19 @@ class ManifoldDomain : public Domain {
 
   data::PointSampler source(const json& data) const override {
     auto m = manifold_of(data);
+    if (data.value("source", std::string("uniform")) == "wrapped-normal") {
+      auto w = std::make_shared<WrappedNormal>(m, WrappedNormal::notebook_scale(*m));
+      return [w](int64_t n, at::Generator& gen) { return w->sample(n, gen, at::TensorOptions().dtype(at::kFloat)); };
+    }
     return [m](int64_t n, at::Generator& gen) { return m->sample_uniform(n, gen, at::TensorOptions().dtype(at::kFloat)); };
   }
   std::function<at::Tensor(const at::Tensor&)> source_log_density(const json& data) const override {
-    const double log_volume = manifold_of(data)->log_volume();
+    auto m = manifold_of(data);
+    if (data.value("source", std::string("uniform")) == "wrapped-normal") {
+      auto w = std::make_shared<WrappedNormal>(m, WrappedNormal::notebook_scale(*m));
+      return [w](const at::Tensor& x) { return w->log_density(x); };
+    }
+    const double log_volume = m->log_volume();
     return [log_volume](const at::Tensor& x) { return at::full({x.size(0)}, -log_volume, x.options()); };
   }
 

@@ -78,6 +78,15 @@ class PointsDomain : public Domain {
 
   json describe_data(const json& s, const std::vector<std::string>& given) const override {
     const std::string data = s.value("data", std::string());
+    for (const char* key : {"source", "target"}) {
+      const std::string name = s[key].get<std::string>();
+      if (!data::is_toy2d(name)) {
+        std::string valid;
+        for (const auto& n : data::toy2d_names()) valid += (valid.empty() ? "" : ", ") + n;
+        throw std::invalid_argument(std::string("--") + key + " '" + name + "': expected one of " + valid +
+                                    (name == "uniform" || name == "wrapped-normal" ? " (" + name + " is a source for manifold data)" : ""));
+      }
+    }
     if (data.empty()) return {{"source", s["source"]}, {"target", s["target"]}};
     // A point cloud (N, D) as the target: read and checked now; the source is N(0, I) in D dimensions
     // unless a 2-D toy source is asked for a 2-D cloud.
