@@ -14,6 +14,8 @@ std::shared_ptr<Domain> make_images_domain();
 bool images_domain_accepts(const std::string& data);
 std::shared_ptr<Domain> make_manifold_domain();
 bool manifold_domain_accepts(const std::string& data);
+std::shared_ptr<Domain> make_discrete_domain();
+bool discrete_domain_accepts(const std::string& data);
 
 namespace {
 
@@ -28,6 +30,7 @@ detail::Registry<DomainEntry>& registry() {
     r->add("points", {points_domain_accepts, make_points_domain});
     r->add("images", {images_domain_accepts, make_images_domain});
     r->add("manifold", {manifold_domain_accepts, make_manifold_domain});
+    r->add("discrete", {discrete_domain_accepts, make_discrete_domain});
     return r;
   }();
   return *registry;

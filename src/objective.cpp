@@ -3,8 +3,11 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 
+#include "flowmatch/discrete_path.h"
 #include "flowmatch/loss.h"
+#include "flowmatch/paths.h"
 #include "registry.h"
 
 namespace flowmatch {
@@ -53,12 +56,47 @@ at::Tensor RiemannianObjective::loss(models::VelocityModel& model, const Trainin
   return per_sample.mean();
 }
 
+at::Tensor CrossEntropyObjective::loss(models::VelocityModel& model, const TrainingBatch& batch) const {
+  if (!batch.x1.defined() || batch.x1.scalar_type() != at::kLong) {
+    throw std::invalid_argument("the cross-entropy objective needs token data (int64 x1)");
+  }
+  at::Tensor logits = model.forward_with(batch.x_t, batch.t, batch.condition);
+  TORCH_CHECK(logits.dim() == batch.x1.dim() + 1 && logits.sizes().slice(0, batch.x1.dim()) == batch.x1.sizes(),
+              "cross-entropy objective: logits ", logits.sizes(), " do not match the tokens ", batch.x1.sizes());
+  at::Tensor nll = -at::log_softmax(logits, -1).gather(-1, batch.x1.unsqueeze(-1)).squeeze(-1);
+  at::Tensor per_sample = nll.reshape({nll.size(0), -1}).mean(1);
+  if (batch.weight.defined()) per_sample = per_sample * batch.weight.reshape({-1});
+  return per_sample.mean();
+}
+
+GeneralizedKLObjective::GeneralizedKLObjective(std::shared_ptr<const MixtureDiscretePath> path) : path_(std::move(path)) {
+  if (!path_) throw std::invalid_argument("the generalized-kl objective needs a mixture-discrete path (token data)");
+}
+
+nlohmann::json GeneralizedKLObjective::spec() const { return {{"type", "generalized-kl"}, {"path", path_->spec()}}; }
+
+at::Tensor GeneralizedKLObjective::loss(models::VelocityModel& model, const TrainingBatch& batch) const {
+  if (!batch.x1.defined() || batch.x1.scalar_type() != at::kLong) {
+    throw std::invalid_argument("the generalized-kl objective needs token data (int64 x1)");
+  }
+  at::Tensor logits = model.forward_with(batch.x_t, batch.t, batch.condition);
+  at::Tensor per_token = generalized_kl(logits, batch.x1, batch.x_t, batch.t, *path_);
+  at::Tensor per_sample = per_token.reshape({per_token.size(0), -1}).mean(1);
+  if (batch.weight.defined()) per_sample = per_sample * batch.weight.reshape({-1});
+  return per_sample.mean();
+}
+
 namespace {
 detail::Registry<ObjectiveFactory>& objective_registry() {
   static auto* registry = [] {
     auto* r = new detail::Registry<ObjectiveFactory>;
     r->add("regression", [](const nlohmann::json&) { return std::make_shared<RegressionObjective>(); });
     r->add("riemannian", [](const nlohmann::json&) { return std::make_shared<RiemannianObjective>(); });
+    r->add("cross-entropy", [](const nlohmann::json&) { return std::make_shared<CrossEntropyObjective>(); });
+    r->add("generalized-kl", [](const nlohmann::json& spec) {
+      auto path = spec.contains("path") ? std::dynamic_pointer_cast<const MixtureDiscretePath>(make_path(spec["path"])) : nullptr;
+      return std::make_shared<GeneralizedKLObjective>(path);
+    });
     return r;
   }();
   return *registry;

@@ -1,5 +1,7 @@
 #include "flowmatch/paths.h"
 
+#include "flowmatch/discrete_path.h"
+
 #include <cmath>
 #include <stdexcept>
 
@@ -142,6 +144,14 @@ std::shared_ptr<ProbabilityPath> make_path(const nlohmann::json& spec) {
       if (!spec.is_object() || !spec.contains("manifold")) throw std::invalid_argument("geodesic path " + spec.dump() + " lacks 'manifold'");
       return std::make_shared<GeodesicPath>(make_manifold(spec.at("manifold")), make_scheduler(spec.value("scheduler", nlohmann::json("condot"))));
     }
+    if (type == "mixture-discrete") {
+      if (!spec.is_object() || !spec.contains("scheduler") || !spec.contains("vocabulary")) {
+        throw std::invalid_argument("mixture-discrete path " + spec.dump() + " lacks 'scheduler' or 'vocabulary'");
+      }
+      return std::make_shared<MixtureDiscretePath>(make_scheduler(spec.at("scheduler")),
+                                                   discrete_source_from_string(spec.value("source", std::string("uniform"))),
+                                                   spec.at("vocabulary").get<int64_t>());
+    }
     if (type == "affine") {
       if (!spec.contains("scheduler")) throw std::invalid_argument("affine path " + spec.dump() + " lacks 'scheduler'");
       return std::make_shared<AffinePath>(
@@ -157,7 +167,7 @@ std::shared_ptr<ProbabilityPath> make_path(const nlohmann::json& spec) {
   for (const auto& name : scheduler_names()) {
     if (type == name) return std::make_shared<AffinePath>(make_scheduler(spec));
   }
-  throw std::invalid_argument("unknown path '" + type + "' (expected: affine, or a scheduler name: condot, polynomial, "
+  throw std::invalid_argument("unknown path '" + type + "' (expected: affine, geodesic, mixture-discrete, or a scheduler name: condot, polynomial, "
                               "cosine, vp, linear-vp, ve)");
 }
 

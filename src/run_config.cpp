@@ -33,7 +33,7 @@ std::vector<RunSetting> make_settings() {
       {"data", "string", "",
        "train on this instead of --target: a point cloud (N, D), .npy or .pt (source: N(0, I) in D dimensions); "
        "'fashion-mnist' (Debian's files, see --data-dir); or an image folder DIR/CLASS/*.png|jpg (labels from the "
-       "sub-folders); or any data a registered domain accepts. Images train a class-conditional U-Net with image "
+       "sub-folders); checkerboard-discrete (tokens, docs/DISCRETE.md); or any data a registered domain accepts. Images train a class-conditional U-Net with image "
        "defaults (docs/IMAGES.md)", {}},
       {"source", "string", "8gaussians",
        "source distribution (t = 0): a 2-D toy set (as --target) or gaussian; manifold data: uniform (default) or "
@@ -44,6 +44,9 @@ std::vector<RunSetting> make_settings() {
        "$FLOWMATCH_DATA_DIR, else ../shared/data)", {}},
       {"manifold", "string", nullptr, "data on a manifold: --data FILE.npy holds unit vectors (sphere) or angles in radians (torus)",
        {"sphere", "torus"}},
+      {"discrete-source", "string", "uniform", "token data: source tokens uniform over the vocabulary, or a mask token",
+       {"uniform", "mask"}},
+      {"kappa", "string", "poly:2", "token data: the mixture path's kappa_t, linear (t) or poly:n (t^n)", {}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
       {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images)", {}},
@@ -80,6 +83,7 @@ std::vector<RunSetting> make_settings() {
       {"logit-location", "float", 0.0, "logit-normal: mean of logit(t)", {}},
       {"logit-scale", "float", 1.0, "logit-normal: standard deviation of logit(t)", {}},
       {"mode-scale", "float", 1.29, "mode: scale s in [-1, 1.75]", {}},
+      {"time-max", "float", 1.0, "t is drawn in [0, time-max] (token data: 0.999, where the generalized KL is finite)", {}},
       {"loss-weighting", "string", "none", "per-sample loss weight w(t): none, logit-normal (its density) or sigma-squared",
        {"none", "logit-normal", "sigma-squared"}},
       {"coupling", "string", "exact-ot",
@@ -216,7 +220,8 @@ json time_sampling_spec(const json& s) {
                            .weighting(loss_weighting_from_string(s["loss-weighting"].get<std::string>()))
                            .location(s["logit-location"].get<double>())
                            .scale(s["logit-scale"].get<double>())
-                           .mode_scale(s["mode-scale"].get<double>());
+                           .mode_scale(s["mode-scale"].get<double>())
+                           .max_time(s["time-max"].get<double>());
   validate(options);
   return to_json(options);
 }
@@ -238,6 +243,8 @@ json model_spec(const json& s, const Domain& domain, const json& data) {
     options[text.substr(0, eq)] = parsed.is_discarded() ? json(value) : parsed;
   }
   if (auto space = domain.manifold(data); space && type == "manifold-mlp") options["manifold"] = space->spec();
+  const json given_by_data = domain.model_options(data, type);
+  for (const auto& [key, value] : given_by_data.items()) options[key] = value;
   return registration.describe(domain.sample_shape(data), domain.num_classes(data), options);
 }
 
@@ -324,12 +331,14 @@ json make_run_config(const json& given_settings) {
       throw std::invalid_argument("--predict " + s["predict"].get<std::string>() + ": data on a manifold train the velocity only");
     }
   }
+  json path = domain->path_spec(s, data);
+  if (path.is_null()) path = path_spec(s, space);
   json config = {{"flowmatch_version", FLOWMATCH_VERSION},
                  {"data", data},
                  {"model", model_spec(s, *domain, data)},
-                 {"path", path_spec(s, space)},
+                 {"path", path},
                  {"prediction", s["predict"]},
-                 {"objective", make_objective(s["objective"])->spec()},
+                 {"objective", make_objective(json{{"type", s["objective"]}, {"path", path}})->spec()},
                  {"time_sampling", time_sampling_spec(s)},
                  {"coupling", coupling_spec(s)},
                  {"training",

@@ -10,6 +10,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "flowmatch/data/toy2d.h"
+#include "flowmatch/discrete_path.h"
 #include "flowmatch/guidance.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/plot.h"
@@ -66,6 +67,11 @@ SampleResult Run::sample(SampleOptions o) const {
     if (info.stochastic && !flow.path->scheduler()) {
       throw std::invalid_argument("--solver " + o.solver + " needs a run on an affine path (a scheduler)");
     }
+    const bool discrete_path = flow.path->spec().value("type", std::string()) == "mixture-discrete";
+    if (info.discrete != discrete_path) {
+      throw std::invalid_argument("--solver " + o.solver + (discrete_path ? " is for continuous data; token runs sample with ctmc-euler"
+                                                                          : " samples tokens; this run's data are continuous"));
+    }
     return solve(o.solver, flow.field, x0,
                  SolverOptions()
                      .steps(o.steps)
@@ -75,6 +81,7 @@ SampleResult Run::sample(SampleOptions o) const {
                      .scheduler(flow.path->scheduler())
                      .manifold(flow.path->manifold())
                      .noise_scale(o.noise_scale)
+                     .path(flow.path)
                      .generator(gen));
   };
   std::string scheduler_used;
@@ -183,8 +190,64 @@ json Run::evaluate(const EvaluationOptions& options, const std::string& out, con
   return metrics;
 }
 
+namespace {
+
+// Token runs: the likelihood bound −ELBO (discrete_path.h) on a stratified random time grid of
+// `q.steps` times, per sequence, in nats (and per token, in bits per token).
+LikelihoodSummary discrete_likelihood(const Run& run, const Domain& domain, const LikelihoodRequest& q,
+                                      const std::shared_ptr<MixtureDiscretePath>& path) {
+  const json& data = run.config()["data"];
+  if (q.steps < 1 || q.steps > 100000) throw std::invalid_argument("--steps " + std::to_string(q.steps) + ": expected 1 to 100000 time points");
+  if (q.n < 1 || q.n > 10000000) throw std::invalid_argument("--n " + std::to_string(q.n) + ": expected 1 to 10^7 sequences");
+  if (q.batch < 1) throw std::invalid_argument("--batch must be >= 1, got " + std::to_string(q.batch));
+  auto model = run.model(q.checkpoint, q.device);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(q.seed + 0x11e1ULL);
+  at::Tensor x;
+  std::string label = q.data_label;
+  if (q.points.defined()) {
+    x = q.points;
+    if (x.is_floating_point()) {
+      if (!at::equal(x, x.round())) throw std::invalid_argument("token data must be integer ids");
+      x = x.to(at::kLong);
+    }
+  } else {
+    x = domain.held_out(data, q.n, gen);
+    label = data.value("name", std::string("held-out data")) + " (" + std::to_string(x.size(0)) + " sequences)";
+  }
+  const int64_t length = model->sample_shape().empty() ? x.size(1) : model->sample_shape()[0];
+  if (x.dim() != 2 || x.size(1) != length || x.scalar_type() != at::kLong) {
+    throw std::invalid_argument("the run's model takes (n, " + std::to_string(length) + ") token ids, got " + c10::str(x.sizes()));
+  }
+  if (x.min().item<int64_t>() < 0 || x.max().item<int64_t>() >= path->vocabulary()) {
+    throw std::invalid_argument("token ids must be in [0, " + std::to_string(path->vocabulary()) + ")");
+  }
+  c10::InferenceMode guard;
+  const auto start = std::chrono::steady_clock::now();
+  at::Tensor elbo = discrete_negative_elbo(as_velocity_field(model), x.to(q.device), *path,
+                                           DiscreteELBOOptions().time_points(q.steps).chunk(q.batch), gen);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double nll = elbo.mean().item<double>();
+  const double stderr_ = x.size(0) > 1 ? elbo.std().item<double>() / std::sqrt(static_cast<double>(x.size(0))) : 0.0;
+  json result = {{"nll", nll},
+                 {"nll_stderr", stderr_},
+                 {"nll_per_token", nll / static_cast<double>(length)},
+                 {"bits_per_token", nll / (static_cast<double>(length) * std::log(2.0))},
+                 {"bound", "-ELBO (generalized KL, stratified time grid)"},
+                 {"time_points", q.steps},
+                 {"n", x.size(0)},
+                 {"tokens_per_sequence", length},
+                 {"data", label},
+                 {"seconds", seconds}};
+  return {result, -elbo};
+}
+
+}  // namespace
+
 LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
   const json& data = config_["data"];
+  if (config_["path"].value("type", std::string()) == "mixture-discrete") {
+    return discrete_likelihood(*this, *domain_, q, std::dynamic_pointer_cast<MixtureDiscretePath>(make_path(config_["path"])));
+  }
   if (!domain_->source_log_density(data)) {
     throw std::invalid_argument("likelihood needs a run whose source is 'gaussian' (a known density at t = 0); '" + dir_ +
                                 "' starts from '" + data.value("source", std::string("?")) + "'");

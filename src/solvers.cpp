@@ -11,6 +11,7 @@
 
 #include "enum_names.h"
 #include "registry.h"
+#include "flowmatch/discrete_path.h"
 #include "flowmatch/sde.h"
 #include "flowmatch/schedulers.h"
 
@@ -417,6 +418,10 @@ detail::Registry<SolverEntry>& solver_registry() {
                                 .record_trajectory(options.record_trajectory()),
                             generator);
          }});
+    SolverInfo ctmc{"ctmc-euler", 1, false, false,
+                    "discrete data: CTMC Euler steps from the posterior p(x1 | x_t), the last step samples it"};
+    ctmc.discrete = true;
+    r->add("ctmc-euler", {ctmc, solve_ctmc_euler});
     return r;
   }();
   return *registry;
@@ -435,7 +440,7 @@ void register_solver(const SolverInfo& info, SolverFunction solve_fn) {
 std::vector<std::string> solver_names(bool stochastic) {
   std::vector<std::string> names;
   for (const auto& [name, entry] : solver_registry().entries())
-    if (stochastic || !entry.first.stochastic) names.push_back(name);
+    if (stochastic || (!entry.first.stochastic && !entry.first.discrete)) names.push_back(name);
   return names;
 }
 

@@ -43,6 +43,9 @@ void validate(const TimeSamplingOptions& o) {
     throw std::invalid_argument("mode scale must be in [-1, " + std::to_string(s_max) + "] (monotone map), got " +
                                 std::to_string(o.mode_scale()));
   }
+  if (!(o.max_time() > 0 && o.max_time() <= 1)) {
+    throw std::invalid_argument("time-max must be in (0, 1], got " + std::to_string(o.max_time()));
+  }
   if (!(o.constant_time() >= 0 && o.constant_time() <= 1)) {
     throw std::invalid_argument("constant time must be in [0, 1], got " + std::to_string(o.constant_time()));
   }
@@ -50,6 +53,7 @@ void validate(const TimeSamplingOptions& o) {
 
 at::Tensor sample_times(int64_t n, const TimeSamplingOptions& o, at::Generator& generator) {
   if (n < 1) throw std::invalid_argument("sample_times: n must be >= 1, got " + std::to_string(n));
+  if (o.max_time() != 1.0) return sample_times(n, TimeSamplingOptions(o).max_time(1.0), generator).mul_(o.max_time());
   switch (o.distribution()) {
     case TimeDistribution::Uniform: return at::rand({n}, generator, at::kFloat);
     case TimeDistribution::LogitNormal:
@@ -80,12 +84,14 @@ at::Tensor loss_weights(const at::Tensor& t, const TimeSamplingOptions& o, const
 }
 
 nlohmann::json to_json(const TimeSamplingOptions& o) {
-  return {{"distribution", to_string(o.distribution())},
+  nlohmann::json j = {{"distribution", to_string(o.distribution())},
           {"weighting", to_string(o.weighting())},
           {"location", o.location()},
           {"scale", o.scale()},
           {"mode_scale", o.mode_scale()},
           {"constant_time", o.constant_time()}};
+  if (o.max_time() != 1.0) j["max_time"] = o.max_time();  // absent in runs drawing t up to 1
+  return j;
 }
 
 TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
@@ -97,6 +103,7 @@ TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
     o.scale(j.value("scale", o.scale()));
     o.mode_scale(j.value("mode_scale", o.mode_scale()));
     o.constant_time(j.value("constant_time", o.constant_time()));
+    o.max_time(j.value("max_time", o.max_time()));
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument("time sampling " + j.dump() + ": " + e.what());
   }

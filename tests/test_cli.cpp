@@ -12,6 +12,7 @@
 
 #include <stb_image_write.h>
 
+#include "flowmatch/data/discrete_checkerboard.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
 #include "flowmatch/io/pt.h"
@@ -1067,6 +1068,54 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
   ASSERT_EQ(sphere_sample.code, 0) << sphere_sample.err;
   at::Tensor es = fm::io::load_npy(dir / "es.npy").to(at::kDouble);
   EXPECT_LT((es.norm(2, 1) - 1).abs().max().item<double>(), 1e-6);
+}
+
+TEST(CLI, DiscreteCheckerboardTrainsSamplesAndBoundsItsLikelihood) {
+  fmtest::TempDir dir;
+  Result train = cli(dir, "train --data checkerboard-discrete --out d --steps 1500 --batch 1024 --quiet --threads 1");
+  ASSERT_EQ(train.code, 0) << train.err;
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "d/config.json"));
+  EXPECT_EQ(config["path"]["type"], "mixture-discrete");
+  EXPECT_EQ(config["path"]["source"], "uniform");
+  EXPECT_EQ(config["model"]["type"], "discrete-mlp");
+  EXPECT_EQ(config["objective"]["type"], "generalized-kl");
+  EXPECT_DOUBLE_EQ(config["time_sampling"]["max_time"].get<double>(), 0.999);
+  Result sample = cli(dir, "sample --run d --n 2000 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  at::Tensor s = fm::io::load_npy(dir / "s.npy");
+  EXPECT_EQ(s.scalar_type(), at::kLong);
+  EXPECT_EQ(s.sizes(), (std::vector<int64_t>{2000, 2}));
+  EXPECT_TRUE(fs::exists(dir / "s.png"));
+  // Half the grid is kept: a uniform draw puts 50 % of the cells there (this short run: 86 %).
+  EXPECT_GT(fm::data::on_discrete_checkerboard(s).to(at::kDouble).mean().item<double>(), 0.75);
+  Result nll = cli(dir, "likelihood --run d --n 400 --steps 32 --threads 1");
+  ASSERT_EQ(nll.code, 0) << nll.err;
+  const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "d/likelihood.json"));
+  // −ELBO bounds the model's NLL, which is at least the data's entropy ln 8192 (a 1500-step network is
+  // far from it: docs/BENCHMARKS.md has trained runs).
+  const double entropy = std::log(8192.0);
+  EXPECT_GT(lk["nll"].get<double>(), entropy - 5 * lk["nll_stderr"].get<double>()) << lk.dump();
+  EXPECT_TRUE(std::isfinite(lk["nll"].get<double>())) << lk.dump();
+  EXPECT_NEAR(lk["bits_per_token"].get<double>(), lk["nll"].get<double>() / (2 * std::log(2.0)), 1e-12);
+  Result eval = cli(dir, "eval --run d --n 500 --threads 1");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  const auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "d/metrics.json"));
+  EXPECT_TRUE(metrics["on_checkerboard_by_nfe"].contains("128")) << metrics.dump();
+  EXPECT_GT(metrics["generalized_kl"].get<double>(), 0.0);
+  EXPECT_TRUE(fs::exists(dir / "d/eval.png"));
+  // Mistakes are named, nothing written.
+  Result coupling = cli(dir, "train --data checkerboard-discrete --coupling exact-ot --out r --steps 2");
+  EXPECT_NE(coupling.err.find("token data pair independently"), std::string::npos) << coupling.err;
+  Result kappa = cli(dir, "train --data checkerboard-discrete --kappa poly:x --out r --steps 2");
+  EXPECT_NE(kappa.err.find("--kappa poly:x: expected poly:n"), std::string::npos) << kappa.err;
+  Result path = cli(dir, "train --data checkerboard-discrete --path vp --out r --steps 2");
+  EXPECT_NE(path.err.find("--path does not apply to token data"), std::string::npos) << path.err;
+  Result elsewhere = cli(dir, "train --discrete-source mask --out r --steps 2");
+  EXPECT_NE(elsewhere.err.find("--discrete-source applies to discrete data"), std::string::npos) << elsewhere.err;
+  Result solver = cli(dir, "sample --run d --solver euler --n 10 --out e.npy");
+  EXPECT_NE(solver.err.find("token runs sample with ctmc-euler"), std::string::npos) << solver.err;
+  EXPECT_FALSE(fs::exists(dir / "r"));
+  EXPECT_FALSE(fs::exists(dir / "e.npy"));
 }
 
 TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {

@@ -26,12 +26,19 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   q.device = apply_common_flags(f.common);
   q.seed = f.common.seed;
   q.checkpoint = f.run.checkpoint;
-  check_solver_flags(q.solver, app);
+  // A run's own target is its data; with --model-file, --target names the data (and the density map's reference).
+  fm::Run run = open_run(f.run);
+  const bool tokens = run.config()["path"].value("type", std::string()) == "mixture-discrete";
+  if (tokens) {
+    for (const char* flag : {"--solver", "--atol", "--rtol", "--divergence", "--probes", "--probe-distribution", "--grid"}) {
+      if (app->count(flag)) throw UsageError(std::string(flag) + " does not apply to a token run: its bound is -ELBO over --steps times");
+    }
+  } else {
+    check_solver_flags(q.solver, app);
+  }
   if (q.divergence == "exact" && (app->count("--probes") || app->count("--probe-distribution"))) {
     throw UsageError("--probes and --probe-distribution apply to --divergence hutchinson");
   }
-  // A run's own target is its data; with --model-file, --target names the data (and the density map's reference).
-  fm::Run run = open_run(f.run);
   if (!f.run.run.empty()) q.target = f.run.target;
   const std::string out = f.out.empty() ? run.dir() + "/likelihood.json" : f.out;
   if (!f.data.empty()) {
@@ -41,6 +48,12 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   const fm::LikelihoodSummary summary = run.likelihood(q);
   fm::write_json_file(out, summary.result);
   std::cout << summary.result.dump() << "\n";
+  if (tokens) {
+    std::cerr << "-ELBO " << summary.result["nll"].get<double>() << " +- " << summary.result["nll_stderr"].get<double>() << " nats per sequence, "
+              << summary.result["bits_per_token"].get<double>() << " bits per token (" << summary.result["n"] << " sequences, "
+              << q.steps << " times); wrote " << out << "\n";
+    return kExitOk;
+  }
   std::cerr << "NLL " << summary.result["nll"].get<double>() << " +- " << summary.result["nll_stderr"].get<double>() << " nats ("
             << summary.result["n"] << " points, " << q.solver << ", " << q.divergence << " divergence, NFE " << summary.result["nfe"]
             << "); wrote " << out << (summary.result.contains("density_map") ? " and " + summary.result["density_map"].get<std::string>() : "") << "\n";
@@ -65,7 +78,7 @@ Command register_likelihood(CLI::App& root) {
   data->excludes(app->get_option("--target"));
   app->add_option("--n", q.n, "points to draw from the run's target or --target")->check(positive_number())->capture_default_str();
   app->add_option("--solver", q.solver, "an ODE solver")->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
-  app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0")->check(positive_number())->capture_default_str();
+  app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0; token runs: times of the -ELBO's stratified grid")->check(positive_number())->capture_default_str();
   app->add_option("--atol", q.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
   app->add_option("--rtol", q.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
   app->add_option("--divergence", q.divergence, "exact or hutchinson")->check(CLI::IsMember({"exact", "hutchinson"}))->capture_default_str();

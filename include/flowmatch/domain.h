@@ -54,6 +54,14 @@ class Domain {
   /// (the --path scheduler as κ_t), its network is told the manifold (option "manifold"), its
   /// couplings use the squared geodesic cost, and its solvers project onto it.
   virtual std::shared_ptr<const Manifold> manifold(const nlohmann::json& /*data*/) const { return nullptr; }
+  /// The path description (config.json "path") when this domain's data need a path of their own
+  /// (tokens: the mixture path); null: the affine path of --path (the geodesic one on a manifold).
+  virtual nlohmann::json path_spec(const nlohmann::json& /*settings*/, const nlohmann::json& /*data*/) const { return nullptr; }
+  /// Options the data give the network of type `model` (e.g. the vocabulary of token data), merged
+  /// into the user's model options.
+  virtual nlohmann::json model_options(const nlohmann::json& /*data*/, const std::string& /*model*/) const {
+    return nlohmann::json::object();
+  }
   /// The network type a run of this domain gets unless one is named.
   virtual std::string default_model() const { return "mlp"; }
   /// The shape of one sample as the model's description is made from (points: {D}; images: {C, H, W});

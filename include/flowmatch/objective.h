@@ -67,8 +67,35 @@ class RiemannianObjective : public Objective {
   at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const override;
 };
 
+class MixtureDiscretePath;
+
+/// Discrete flow matching (discrete_path.h): the network gives logits (B, L, V) of the posterior
+/// p_θ(x₁ | x_t) and the loss is the cross-entropy at the data tokens, mean over every token,
+/// L = −1/(B·L) Σ log p_θ(x₁ⁱ | x_t) (per-sample weights multiply each sequence's mean).
+class CrossEntropyObjective : public Objective {
+ public:
+  std::string name() const override { return "cross-entropy"; }
+  nlohmann::json spec() const override { return {{"type", "cross-entropy"}}; }
+  at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const override;
+};
+
+/// The mixture path's generalized KL (`generalized_kl`, discrete_path.h), mean over every token
+/// (flow_matching's MixturePathGeneralizedKL). Its weight κ̇/(1 − κ) diverges at t = 1, so runs draw
+/// t in [0, 1 − 10⁻³) (--time-max). The spec carries the path: {"type": "generalized-kl", "path": ...}.
+class GeneralizedKLObjective : public Objective {
+ public:
+  explicit GeneralizedKLObjective(std::shared_ptr<const MixtureDiscretePath> path);
+  std::string name() const override { return "generalized-kl"; }
+  nlohmann::json spec() const override;
+  at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const override;
+
+ private:
+  std::shared_ptr<const MixtureDiscretePath> path_;
+};
+
 using ObjectiveFactory = std::function<std::shared_ptr<Objective>(const nlohmann::json& spec)>;
-/// Adds (or replaces) an objective type. Built in: regression, riemannian.
+/// Adds (or replaces) an objective type. Built in: regression, riemannian, cross-entropy,
+/// generalized-kl. Runs pass their path as spec["path"] (objectives that need it read it).
 void register_objective(const std::string& type, ObjectiveFactory factory);
 std::vector<std::string> objective_names();
 /// From a spec ({"type": ...}) or a bare name; std::invalid_argument listing the names when unknown.

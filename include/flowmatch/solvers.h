@@ -23,6 +23,7 @@
 namespace flowmatch {
 
 class Scheduler;
+class ProbabilityPath;
 
 /// Explicit Runge–Kutta methods. Fixed grid: Euler (1 evaluation per step), Midpoint (2),
 /// Heun (2), RK4 (4). Adaptive: Dopri5, the Dormand–Prince 5(4) pair: one evaluation at the start,
@@ -74,6 +75,12 @@ struct SolverOptions {
   TORCH_ARG(std::shared_ptr<const Scheduler>, scheduler) = nullptr;
   TORCH_ARG(double, noise_scale) = 1.0;
   TORCH_ARG(std::optional<at::Generator>, generator) = std::nullopt;
+  /// Discrete solvers ("ctmc-euler", discrete_path.h): the flow's path (a MixtureDiscretePath: κ,
+  /// source, vocabulary), the corrector's coefficient c(t) (unset: none), and whether the categorical
+  /// draws are made in float64 (precise for large vocabularies and tiny probabilities).
+  TORCH_ARG(std::shared_ptr<const ProbabilityPath>, path) = nullptr;
+  TORCH_ARG(std::function<double(double)>, corrector) = {};
+  TORCH_ARG(bool, categorical_float64) = false;
 };
 
 struct SolveResult {
@@ -101,13 +108,14 @@ struct SolverInfo {
   bool adaptive = false;             ///< steps chosen by atol/rtol instead of `steps`
   bool stochastic = false;           ///< needs `scheduler` and draws from `generator`
   std::string description;
+  bool discrete = false;             ///< a CTMC over tokens: needs `path` (discrete_path.h), draws from `generator`
 };
 using SolverFunction = std::function<SolveResult(const VelocityField&, const at::Tensor& x0, const SolverOptions&)>;
 
 /// Adds a solver under `info.name` (replacing one of that name). The built-ins: euler, midpoint,
 /// heun, rk4, dopri5 (solve_ode) and sde (solve_sde with options.scheduler, noise_scale, generator).
 void register_solver(const SolverInfo& info, SolverFunction solve);
-/// Registered names in registration order; without stochastic ones when `stochastic` is false.
+/// Registered names in registration order; without stochastic or discrete ones when `stochastic` is false.
 std::vector<std::string> solver_names(bool stochastic = true);
 /// std::invalid_argument listing the names when `name` is unknown.
 SolverInfo solver_info(const std::string& name);

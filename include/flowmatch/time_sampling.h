@@ -49,6 +49,9 @@ struct TimeSamplingOptions {
   TORCH_ARG(double, mode_scale) = 1.29;
   /// The time of TimeDistribution::Constant, in [0, 1].
   TORCH_ARG(double, constant_time) = 0.0;
+  /// Times are scaled into [0, max_time] (in (0, 1]); discrete runs use 1 − 10⁻³, where the weight of
+  /// the generalized KL, κ̇/(1 − κ), is still finite.
+  TORCH_ARG(double, max_time) = 1.0;
 };
 
 /// Throws std::invalid_argument naming a bad value.

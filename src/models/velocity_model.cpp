@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include "flowmatch/models/discrete_mlp.h"
 #include "flowmatch/models/manifold_mlp.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/torchscript.h"
@@ -123,6 +124,7 @@ detail::Registry<ModelRegistration>& model_registry() {
           "multilayer perceptron on flattened samples, t as an input (width, depth, activation, time-encoding)",
           mlp_keys});
     r->add("manifold-mlp", manifold_mlp_registration());
+    r->add("discrete-mlp", discrete_mlp_registration());
     const std::vector<std::string> unet_keys = {"channels", "channel_mult", "blocks", "heads", "dropout", "no_attention"};
     r->add("unet",
          {[unet_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {

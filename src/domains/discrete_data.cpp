@@ -1,0 +1,181 @@
+// Token data for discrete flow matching (discrete_path.h): the discrete checkerboard of flow_matching's
+// 2-D discrete notebook. A run trains a posterior network on the mixture path (--kappa, --discrete-source)
+// with the generalized KL, samples with the CTMC Euler sampler, and bounds the likelihood with −ELBO.
+
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include "flowmatch/checkpoint.h"
+#include "flowmatch/data/discrete_checkerboard.h"
+#include "flowmatch/discrete_path.h"
+#include "flowmatch/domain.h"
+#include "flowmatch/io/plot.h"
+#include "flowmatch/objective.h"
+#include "flowmatch/run.h"
+#include "flowmatch/train.h"
+
+namespace flowmatch {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int64_t kGrid = 128;
+
+std::shared_ptr<MixtureDiscretePath> path_of(const json& data) {
+  return std::make_shared<MixtureDiscretePath>(make_kappa_scheduler(data.at("kappa").get<std::string>()),
+                                               discrete_source_from_string(data.at("source").get<std::string>()),
+                                               data.at("vocabulary").get<int64_t>());
+}
+
+class DiscreteDomain : public Domain {
+ public:
+  std::string name() const override { return "discrete"; }
+  std::vector<std::string> own_settings() const override { return {"discrete-source", "kappa"}; }
+  std::string default_model() const override { return "discrete-mlp"; }
+  json default_settings() const override {
+    return {{"objective", "generalized-kl"}, {"coupling", "independent"}, {"time-max", 0.999}, {"batch", 4096}};
+  }
+
+  json describe_data(const json& s, const std::vector<std::string>& given) const override {
+    auto is_given = [&](const char* key) { return std::find(given.begin(), given.end(), key) != given.end(); };
+    for (const char* flag : {"path", "sigma", "path-noise", "source", "predict", "exponent", "sigma-min"}) {
+      if (is_given(flag)) {
+        throw std::invalid_argument(std::string("--") + flag + " does not apply to token data (the mixture path: --kappa, --discrete-source)");
+      }
+    }
+    if (s["coupling"] != "independent") {
+      throw std::invalid_argument("--coupling " + s["coupling"].get<std::string>() + ": token data pair independently (--coupling independent)");
+    }
+    const std::string objective = s["objective"];
+    if (objective != "generalized-kl" && objective != "cross-entropy") {
+      throw std::invalid_argument("--objective " + objective + ": token data train with generalized-kl or cross-entropy");
+    }
+    const std::string kappa = s["kappa"];
+    make_kappa_scheduler(kappa);  // names a bad --kappa now
+    json d = {{"name", s["data"]},      {"kind", "checkerboard"},        {"grid", kGrid}, {"vocabulary", kGrid},
+              {"length", 2},            {"source", s["discrete-source"]}, {"kappa", kappa},
+              {"entropy", std::log(static_cast<double>(kGrid * kGrid / 2))}};
+    return d;
+  }
+
+  json path_spec(const json&, const json& data) const override { return path_of(data)->spec(); }
+
+  json model_options(const json& data, const std::string& model) const override {
+    if (model != "discrete-mlp") return json::object();
+    auto path = path_of(data);
+    return {{"vocabulary", path->vocabulary()}, {"input_vocabulary", path->input_vocabulary()}};
+  }
+
+  std::vector<int64_t> sample_shape(const json& data) const override { return {data.at("length").get<int64_t>()}; }
+
+  data::PointSampler source(const json& data) const override {
+    auto path = path_of(data);
+    const int64_t length = data.at("length").get<int64_t>();
+    return [path, length](int64_t n, at::Generator& gen) { return path->sample_source(n, length, gen); };
+  }
+
+  void add_training_data(const json&, const std::string&, FlowMatchingProblem& problem) const override {
+    problem.target = [](int64_t n, at::Generator& gen) { return data::sample_discrete_checkerboard(n, gen, kGrid); };
+  }
+
+  at::Tensor held_out(const json&, int64_t n, at::Generator& generator) const override {
+    return data::sample_discrete_checkerboard(n, generator, kGrid);
+  }
+
+  void complete_sample_options(const json&, SampleOptions& o) const override {
+    if (o.n <= 0 && !o.initial.defined()) o.n = 10000;
+    if (o.solver.empty()) o.solver = "ctmc-euler";
+    if (o.steps <= 0) o.steps = 64;
+  }
+
+  std::vector<std::string> picture_samples(const Run&, const SampleResult& samples, const SampleOptions&,
+                                           const std::string& stem) const override {
+    io::PlotStyle style;
+    const double on = data::on_discrete_checkerboard(samples.x).to(at::kDouble).mean().item<double>();
+    char title[160];
+    std::snprintf(title, sizeof title, "cells: %s, NFE %lld, %.1f%% on the checkerboard", samples.description.c_str(),
+                  static_cast<long long>(samples.nfe), 100 * on);
+    style.title = title;
+    style.x_lo = 0, style.x_hi = kGrid, style.y_lo = 0, style.y_hi = kGrid;
+    io::write_scatter_png(stem + ".png", {{samples.x.to(at::kDouble) + 0.5, {214, 39, 40}, "generated cells", 0.3f}}, style);
+    return {stem + ".png"};
+  }
+
+  json evaluate(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const override {
+    const json& data = run.config()["data"];
+    const std::string checkpoint = o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
+    auto model = run.model(checkpoint, o.device);
+    auto path = path_of(data);
+    const int64_t n = o.n;
+    if (n < 1 || n > 1000000) throw std::invalid_argument("--n " + std::to_string(n) + ": expected 1 to 1000000 samples");
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 0x5eed0000ULL);
+    VelocityField posterior = as_velocity_field(model);
+    c10::InferenceMode guard;
+    json metrics = {{"checkpoint", checkpoint}, {"step", checkpoint_step(checkpoint)}, {"n", n}, {"entropy", data["entropy"]}};
+    // Samples on the checkerboard against the number of posterior calls.
+    at::Tensor shown;
+    json share = json::object();
+    for (int64_t steps : {8, 16, 32, 64, 128}) {
+      at::Tensor x0 = path->sample_source(n, 2, gen).to(o.device);
+      auto r = solve("ctmc-euler", posterior, x0, SolverOptions().steps(steps).path(path).generator(gen));
+      share[std::to_string(steps)] = data::on_discrete_checkerboard(r.x.to(at::kCPU)).to(at::kDouble).mean().item<double>();
+      if (steps == 64) shown = r.x.to(at::kCPU);
+    }
+    metrics["on_checkerboard_by_nfe"] = share;
+    metrics["on_checkerboard"] = share["64"];
+    // The loss the run trains, on one fresh batch, beside the true posterior's on the same batch.
+    {
+      const int64_t b = std::min<int64_t>(n, 20000);
+      at::Tensor x1 = data::sample_discrete_checkerboard(b, gen, kGrid);
+      at::Tensor t = at::rand({b}, gen, at::kFloat) * 0.999;
+      at::Tensor x_t = path->sample(path->sample_source(b, 2, gen), x1, t, gen).x_t;
+      at::Tensor learned = posterior(x_t.to(o.device), t.to(o.device)).to(at::kCPU).to(at::kDouble);
+      at::Tensor exact = data::discrete_checkerboard_posterior_logits(x_t, t, *path);
+      metrics["generalized_kl"] = generalized_kl(learned, x1, x_t, t, *path).mean().item<double>();
+      metrics["generalized_kl_true_posterior"] = generalized_kl(exact, x1, x_t, t, *path).mean().item<double>();
+    }
+    // The likelihood bound on fresh cells (nats per cell; the data's entropy is ln 8192).
+    {
+      at::Tensor x1 = data::sample_discrete_checkerboard(n, gen, kGrid).to(o.device);
+      at::Tensor elbo = discrete_negative_elbo(posterior, x1, *path, DiscreteELBOOptions().time_points(64), gen);
+      const double mean = elbo.mean().item<double>();
+      metrics["nll"] = mean;
+      metrics["nll_stderr"] = n > 1 ? elbo.std().item<double>() / std::sqrt(static_cast<double>(n)) : 0.0;
+      metrics["nll_per_token"] = mean / 2;
+      metrics["bits_per_token"] = mean / 2 / std::log(2.0);
+    }
+    io::PlotStyle style;
+    char title[160];
+    std::snprintf(title, sizeof title, "CTMC Euler 64 steps: %.1f%% on the checkerboard, -ELBO %.3f nats (entropy %.3f)",
+                  100 * metrics["on_checkerboard"].get<double>(), metrics["nll"].get<double>(), data["entropy"].get<double>());
+    style.title = title;
+    style.x_lo = 0, style.x_hi = kGrid, style.y_lo = 0, style.y_hi = kGrid;
+    io::write_scatter_png(run.dir() + "/eval.png", {{shown.to(at::kDouble) + 0.5, {214, 39, 40}, "generated cells", 0.3f}}, style);
+    metrics["pictures"] = {run.dir() + "/eval.png"};
+    if (report) {
+      char line[400];
+      std::snprintf(line, sizeof line,
+                    "on the checkerboard (CTMC Euler): NFE 8 %.3f  16 %.3f  32 %.3f  64 %.3f  128 %.3f\n"
+                    "-ELBO %.3f nats per cell (entropy %.3f), %.3f bits per token; generalized KL %.3f (true posterior %.3f)",
+                    share["8"].get<double>(), share["16"].get<double>(), share["32"].get<double>(), share["64"].get<double>(),
+                    share["128"].get<double>(), metrics["nll"].get<double>(), data["entropy"].get<double>(),
+                    metrics["bits_per_token"].get<double>(), metrics["generalized_kl"].get<double>(),
+                    metrics["generalized_kl_true_posterior"].get<double>());
+      report(line);
+    }
+    return metrics;
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<Domain> make_discrete_domain() { return std::make_shared<DiscreteDomain>(); }
+bool discrete_domain_accepts(const std::string& data) { return data == "checkerboard-discrete"; }
+
+}  // namespace flowmatch
