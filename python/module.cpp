@@ -7,6 +7,7 @@
 
 #include "flowmatch/assignment.h"
 #include "flowmatch/coupling.h"
+#include "flowmatch/discrete_path.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/manifold.h"
 #include "flowmatch/metrics.h"
@@ -237,6 +238,82 @@ PYBIND11_MODULE(flowmatch, m) {
       py::arg("manifold"), py::arg("x0"), py::arg("x1"), py::arg("t"), py::arg("scheduler") = "condot",
       "Riemannian flow matching's geodesic path: (x_t, u_t) with x_t = exp_x0(kappa_t log_x0(x1)), kappa_t the\n"
       "scheduler's alpha_t (condot: t).");
+
+  // ---------------------------------------------------------------- discrete flow matching
+  py::class_<fm::MixtureDiscretePath, std::shared_ptr<fm::MixtureDiscretePath>>(
+      m, "MixtureDiscretePath", "Discrete flow matching's mixture path over tokens (the library's flowmatch::MixtureDiscretePath)")
+      .def(py::init([](const std::string& kappa, const std::string& source, int64_t vocabulary) {
+             return std::make_shared<fm::MixtureDiscretePath>(fm::make_kappa_scheduler(kappa), fm::discrete_source_from_string(source),
+                                                              vocabulary);
+           }),
+           py::arg("kappa") = "poly:2", py::arg("source") = "uniform", py::arg("vocabulary") = 2,
+           "kappa: 'linear' or 'poly:n'; source: 'uniform' or 'mask' (the extra id vocabulary).")
+      .def_property_readonly("spec", [](const fm::MixtureDiscretePath& p) { return from_json(p.spec()); })
+      .def_property_readonly("vocabulary", &fm::MixtureDiscretePath::vocabulary)
+      .def_property_readonly("input_vocabulary", &fm::MixtureDiscretePath::input_vocabulary)
+      .def_property_readonly("mask_token", &fm::MixtureDiscretePath::mask_token)
+      .def(
+          "sample",
+          [](const fm::MixtureDiscretePath& p, const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t, uint64_t seed) {
+            at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+            return p.sample(x0, x1, t, g).x_t;
+          },
+          py::arg("x0"), py::arg("x1"), py::arg("t"), py::arg("seed") = 0, "x_t: each token of x1 kept with probability kappa_t, else x0's.")
+      .def("kappa", [](const fm::MixtureDiscretePath& p, const at::Tensor& t) { auto k = p.kappa_at(t); return py::make_tuple(k.first, k.second); },
+           py::arg("t"), "(kappa_t, d kappa_t / dt), float64.")
+      .def("kappa_inverse", &fm::MixtureDiscretePath::kappa_inverse, py::arg("k"))
+      .def(
+          "sample_source",
+          [](const fm::MixtureDiscretePath& p, int64_t n, int64_t length, uint64_t seed) {
+            at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+            return p.sample_source(n, length, g);
+          },
+          py::arg("n"), py::arg("length"), py::arg("seed") = 0);
+  m.def("generalized_kl", &fm::generalized_kl, py::arg("logits"), py::arg("x1"), py::arg("x_t"), py::arg("t"), py::arg("path"),
+        "The mixture path's generalized KL per token (B, L) for posterior logits (B, L, V).");
+  m.def(
+      "negative_elbo",
+      [](const py::object& posterior, const at::Tensor& x1, const fm::MixtureDiscretePath& path, int64_t time_points, double epsilon,
+         uint64_t seed) {
+        auto field = python_field(posterior);
+        at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+        py::gil_scoped_release release;
+        return fm::discrete_negative_elbo(field, x1, path, fm::DiscreteELBOOptions().time_points(time_points).epsilon(epsilon), g);
+      },
+      py::arg("posterior"), py::arg("x1"), py::arg("path"), py::arg("time_points") = 64, py::arg("epsilon") = 1e-3, py::arg("seed") = 0,
+      "-ELBO per sequence (nats) of tokens x1 (B, L) under posterior(x_t, t) -> logits (B, L, V).");
+  m.def(
+      "sample_ctmc",
+      [](const py::object& posterior, const at::Tensor& x0, const std::shared_ptr<fm::MixtureDiscretePath>& path, int64_t steps,
+         const py::object& corrector, bool float64, uint64_t seed) {
+        auto field = python_field(posterior);
+        at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+        auto options = fm::SolverOptions().steps(steps).path(path).generator(g).categorical_float64(float64);
+        if (!corrector.is_none()) {
+          if (PyCallable_Check(corrector.ptr())) {
+            PyObject* fn = corrector.ptr();
+            options.corrector([fn](double t) {
+              py::gil_scoped_acquire gil;
+              return py::reinterpret_borrow<py::object>(fn)(t).cast<double>();
+            });
+          } else {
+            const double c = corrector.cast<double>();
+            options.corrector([c](double) { return c; });
+          }
+        }
+        fm::SolveResult r;
+        {
+          py::gil_scoped_release release;
+          r = fm::solve("ctmc-euler", field, x0, options);
+        }
+        py::dict info;
+        info["nfe"] = r.nfe;
+        info["steps"] = r.steps;
+        return py::make_tuple(r.x, info);
+      },
+      py::arg("posterior"), py::arg("x0"), py::arg("path"), py::arg("steps") = 64, py::arg("corrector") = py::none(),
+      py::arg("float64") = false, py::arg("seed") = 0,
+      "CTMC Euler sampling of tokens from source tokens x0 (B, L): (x1, info with the NFE). corrector: a number or c(t).");
 
   // ---------------------------------------------------------------- runs: the same API as the CLI
   py::class_<fm::Run>(m, "Run", "A run folder: config.json, checkpoints, metrics (the library's flowmatch::Run)")

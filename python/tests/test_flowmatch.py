@@ -168,6 +168,36 @@ def test_manifolds_geodesics_and_projected_solves():
         fm.Manifold("klein")
 
 
+def test_discrete_flow_matching_with_the_true_posterior_of_one_token():
+    q = torch.tensor([0.5, 0.25, 0.125, 0.125], dtype=torch.float64)
+    for source in ("mask", "uniform"):
+        path = fm.MixtureDiscretePath("poly:2", source, vocabulary=4)
+        p0 = torch.zeros(path.input_vocabulary, dtype=torch.float64)
+        if source == "mask":
+            p0[4] = 1
+        else:
+            p0[:] = 0.25
+
+        def posterior(x_t, t):  # p(x1 = y | x_t) ∝ q(y) (kappa δ(x_t, y) + (1 - kappa) p0(x_t))
+            kappa = path.kappa(t)[0].reshape(-1, 1)
+            delta = (x_t.reshape(-1, 1) == torch.arange(4)).double()
+            w = q * (kappa * delta + (1 - kappa) * p0[x_t.reshape(-1)].reshape(-1, 1))
+            return (w / w.sum(1, keepdim=True)).log().unsqueeze(1)
+
+        x1 = torch.arange(4).repeat(2000).reshape(-1, 1)
+        elbo = fm.negative_elbo(posterior, x1, path, time_points=32, epsilon=0.0, seed=1).reshape(-1, 4)
+        assert (elbo.mean(0) >= -q.log() - 5 * elbo.std(0) / math.sqrt(2000)).all()  # a bound
+        if source == "mask":  # tight: -log q (within 5 standard errors of the estimate)
+            assert ((elbo.mean(0) + q.log()).abs() <= 5 * elbo.std(0) / math.sqrt(2000)).all()
+            x, info = fm.sample_ctmc(posterior, path.sample_source(100000, 1, seed=2), path, steps=3, seed=3)
+            assert info["nfe"] == 3
+            share = torch.bincount(x.reshape(-1), minlength=4).double() / 100000
+            assert torch.allclose(share, q, atol=5 * math.sqrt(0.25 / 100000))
+        logits = torch.randn(100, 1, 4, dtype=torch.float64)
+        x_t = torch.randint(path.input_vocabulary, (100, 1))
+        assert (fm.generalized_kl(logits, torch.randint(4, (100, 1)), x_t, torch.rand(100) * 0.99, path) >= 0).all()
+
+
 @pytest.mark.skipif("FLOWMATCH_CLI" not in os.environ, reason="the flowmatch command line was not built")
 def test_module_agrees_with_the_command_line(tmp_path):
     cli = os.environ["FLOWMATCH_CLI"]
