@@ -14,6 +14,8 @@ PACKAGES=(
   dataset-fashion-mnist
   # Protein structures (PDB files) for the torus data set `--data proteins` (docs/MANIFOLDS.md).
   theseus-examples
+  # The King James Bible (its `bible` program) for the character-level text of discrete flow matching.
+  bible-kjv
   python3-torch python3-numpy python3-scipy python3-pytest pybind11-dev python3-dev
 )
 
