@@ -216,7 +216,7 @@ PYBIND11_MODULE(flowmatch, m) {
           "sample_wrapped_normal",
           [](const ManifoldPtr& mf, int64_t n, double scale, uint64_t seed) {
             at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
-            return fm::WrappedNormal(mf, scale > 0 ? scale : fm::WrappedNormal::notebook_scale(*mf))
+            return fm::WrappedNormal(mf, scale == 0 ? fm::WrappedNormal::notebook_scale(*mf) : scale)
                 .sample(n, g, at::TensorOptions().dtype(at::kFloat));
           },
           py::arg("n"), py::arg("scale") = 0.0, py::arg("seed") = 0,
@@ -224,7 +224,7 @@ PYBIND11_MODULE(flowmatch, m) {
       .def(
           "wrapped_normal_log_density",
           [](const ManifoldPtr& mf, const at::Tensor& x, double scale) {
-            return fm::WrappedNormal(mf, scale > 0 ? scale : fm::WrappedNormal::notebook_scale(*mf)).log_density(x);
+            return fm::WrappedNormal(mf, scale == 0 ? fm::WrappedNormal::notebook_scale(*mf) : scale).log_density(x);
           },
           py::arg("x"), py::arg("scale") = 0.0, "Its exact log-density per row against the volume measure.")
       .def("__repr__", [](const fm::Manifold& mf) { return "flowmatch.Manifold(" + mf.spec().dump() + ")"; });

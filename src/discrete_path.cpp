@@ -31,8 +31,9 @@ std::shared_ptr<Scheduler> make_kappa_scheduler(const std::string& name) {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used == 0 || used != text.size() || !std::isfinite(n) || !(n > 0) || n > 100) {
-      throw std::invalid_argument("--kappa " + name + ": expected poly:n with a number n in (0, 100]");
+    // n >= 1: below it κ̇ = n·t^(n−1) is infinite at t = 0, where the loss and the sampler start.
+    if (used == 0 || used != text.size() || !std::isfinite(n) || !(n >= 1) || n > 100) {
+      throw std::invalid_argument("--kappa " + name + ": expected poly:n with a number n in [1, 100]");
     }
     return make_scheduler(nlohmann::json{{"type", "polynomial"}, {"exponent", n}});
   }
@@ -64,8 +65,10 @@ PathSample MixtureDiscretePath::sample(const at::Tensor& x0, const at::Tensor& x
   at::Tensor kappa = (*kappa_)(t.to(at::kDouble)).alpha.to(at::kFloat);
   std::vector<int64_t> shape(x0.dim(), 1);
   shape[0] = x0.size(0);
-  at::Tensor u = generator ? at::rand(x0.sizes(), *generator, at::TensorOptions().dtype(at::kFloat).device(x0.device()))
-                           : at::rand(x0.sizes(), at::TensorOptions().dtype(at::kFloat).device(x0.device()));
+  // Drawn on the CPU (the generators of runs are CPU ones), then moved to the tokens' device.
+  at::Tensor u = (generator ? at::rand(x0.sizes(), *generator, at::TensorOptions().dtype(at::kFloat))
+                            : at::rand(x0.sizes(), at::TensorOptions().dtype(at::kFloat)))
+                     .to(x0.device());
   PathSample s;
   s.x_t = at::where(u < kappa.to(x0.device()).reshape(shape), x1, x0);
   s.x0 = x0;
@@ -179,6 +182,9 @@ SolveResult solve_ctmc_euler(const PosteriorField& posterior, const at::Tensor& 
   if (!posterior) throw std::invalid_argument("solver ctmc-euler: the posterior is empty");
   TORCH_CHECK(x0.scalar_type() == at::kLong && x0.dim() == 2, "solver ctmc-euler: x0 must be (B, L) int64 tokens, got ",
               x0.sizes(), " ", x0.scalar_type());
+  if (x0.numel() > 0 && (x0.min().item<int64_t>() < 0 || x0.max().item<int64_t>() >= path->input_vocabulary())) {
+    throw std::invalid_argument("solver ctmc-euler: source tokens must be ids in [0, " + std::to_string(path->input_vocabulary()) + ")");
+  }
   const std::vector<double> grid = time_grid(options);
   if (grid.front() < 0 || grid.back() != 1.0 || grid[1] < grid[0]) {
     throw std::invalid_argument("solver ctmc-euler integrates forward to t = 1 (a grid from t0 >= 0 to 1)");

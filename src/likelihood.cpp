@@ -177,18 +177,20 @@ LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& s
   solver.t0(t_from).t1(t_to);
   if (space) solver.manifold(std::make_shared<AugmentedManifold>(space, d));
   if (!solver.time_grid().empty()) throw std::invalid_argument("likelihood: give the solver steps or tolerances, not a time grid");
+  // The source: as given; else uniform on a curved space (a Gaussian means nothing there); else N(0, s²I).
+  // The volume is asked for before the solve, so a space without one fails before the work.
+  const bool curved = !options.source_log_density() && space && space->name() != "euclidean";
+  const double log_volume = curved ? space->log_volume() : 0.0;
+  auto source_log_density = [&](const at::Tensor& x0) {
+    if (options.source_log_density()) return options.source_log_density()(x0);
+    if (curved) return at::full({x0.size(0)}, -log_volume, x0.options());
+    return normal_log_density(x0, options.source_scale());
+  };
   SolveResult r = solve_ode(augmented, z0, solver);
   LikelihoodResult out;
   out.nfe = r.nfe;
   at::Tensor end = r.x.slice(1, 0, d).reshape(shape);
   at::Tensor delta = r.x.select(1, d);
-  // The source: as given; else uniform on a curved space (a Gaussian means nothing there); else N(0, s²I).
-  const bool curved = space && space->name() != "euclidean";
-  auto source_log_density = [&](const at::Tensor& x0) {
-    if (options.source_log_density()) return options.source_log_density()(x0);
-    if (curved) return at::full({x0.size(0)}, -space->log_volume(), x0.options());
-    return normal_log_density(x0, options.source_scale());
-  };
   if (t_from > t_to) {  // data → noise: log p1(x1) = log p0(x0) + Δ(0), Δ(1) = 0
     out.x1 = start;
     out.x0 = end;

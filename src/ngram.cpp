@@ -79,6 +79,12 @@ double KneserNeyModel::probability(const int64_t* history, int64_t length, int64
 double KneserNeyModel::log_prob(const int64_t* history, int64_t history_length, int64_t next) const {
   if (!fitted_) throw std::logic_error("Kneser-Ney: fit the model first");
   if (next < 0 || next >= vocabulary_) throw std::invalid_argument("Kneser-Ney: token " + std::to_string(next) + " is outside the vocabulary");
+  if (history_length < 0 || (history_length > 0 && !history)) throw std::invalid_argument("Kneser-Ney: bad history");
+  for (int64_t i = 0; i < history_length; ++i) {
+    if (history[i] < 0 || history[i] >= vocabulary_) {
+      throw std::invalid_argument("Kneser-Ney: history token " + std::to_string(history[i]) + " is outside the vocabulary");
+    }
+  }
   const int64_t used = std::min<int64_t>(history_length, options_.order() - 1);
   return std::log(probability(history + history_length - used, used, next));
 }

@@ -42,6 +42,22 @@ void ensure_parent(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Given source points as the state a solver starts from: float32, or token ids (int64) on a token run.
+at::Tensor initial_state(const at::Tensor& given, const ProbabilityPath& path) {
+  const auto* tokens = dynamic_cast<const MixtureDiscretePath*>(&path);
+  if (!tokens) return given.to(at::kFloat);
+  at::Tensor ids = given.is_floating_point() ? given.round() : given;
+  if ((given.is_floating_point() && !at::equal(ids, given)) || given.numel() == 0 || ids.min().item<double>() < 0 ||
+      ids.max().item<double>() >= static_cast<double>(tokens->input_vocabulary())) {
+    throw std::invalid_argument("--initial: a token run starts from integer ids in [0, " + std::to_string(tokens->input_vocabulary()) + ")");
+  }
+  return ids.to(at::kLong);
+}
+
+}  // namespace
+
 SampleResult Run::sample(SampleOptions o) const {
   const json& data = config_["data"];
   domain_->complete_sample_options(data, o);
@@ -88,7 +104,7 @@ SampleResult Run::sample(SampleOptions o) const {
   if (condition.empty()) {
     SamplingFlow flow = this->flow(model, o.scheduler);
     scheduler_used = flow.scheduler;
-    at::Tensor x0 = flow.path->start(o.initial.defined() ? o.initial.to(at::kFloat) : source(o.n, gen)).to(o.device);
+    at::Tensor x0 = flow.path->start(o.initial.defined() ? initial_state(o.initial, *flow.path) : source(o.n, gen)).to(o.device);
     SolveResult result = solve_from(flow, x0, false);
     r.x = result.x.to(at::kCPU);
     r.nfe = result.nfe;
@@ -112,7 +128,7 @@ SampleResult Run::sample(SampleOptions o) const {
                                         : as_velocity_field(model, part);
       SamplingFlow flow = this->flow(model, o.scheduler, network);
       scheduler_used = flow.scheduler;
-      at::Tensor x0 = flow.path->start(o.initial.defined() ? o.initial.narrow(0, start, b).to(at::kFloat) : source(b, gen)).to(o.device);
+      at::Tensor x0 = flow.path->start(o.initial.defined() ? initial_state(o.initial.narrow(0, start, b), *flow.path) : source(b, gen)).to(o.device);
       SolveResult result = solve_from(flow, x0, false);
       r.nfe = result.nfe;
       r.steps = result.steps;

@@ -10,7 +10,7 @@
 namespace flowmatch {
 
 namespace {
-constexpr int kWindings = 8;  // N(2π·8 / σ) is below 1e-300 for σ <= 2.
+constexpr int kWindings = 8;  // the next winding's weight exp(−(2π·8)²/(2σ²)) is about 1e-137 for σ <= 2.
 }
 
 WrappedNormal::WrappedNormal(std::shared_ptr<const Manifold> manifold, double scale)
@@ -37,7 +37,8 @@ at::Tensor WrappedNormal::base(const at::TensorOptions& options) const {
 at::Tensor WrappedNormal::sample(int64_t n, at::Generator& generator, const at::TensorOptions& options) const {
   if (n < 1) throw std::invalid_argument("number of samples must be >= 1, got " + std::to_string(n));
   const int64_t d = manifold_->dimension();
-  at::Tensor z = at::randn({n, d}, generator, options).mul_(scale_);
+  // Drawn with the (CPU) generator, then moved to the device `options` name.
+  at::Tensor z = at::randn({n, d}, generator, options.device(at::kCPU)).to(options.device()).mul_(scale_);
   if (!sphere_) return manifold_->expmap(at::zeros_like(z), z);
   // The tangent plane at the north pole: the first d coordinates.
   at::Tensor v = at::cat({z, at::zeros({n, 1}, options)}, 1);
@@ -61,7 +62,7 @@ at::Tensor WrappedNormal::log_density(const at::Tensor& x) const {
   // Geodesic distance from the pole, and log(sin r) kept finite at the pole and the antipode.
   // atan2 keeps r accurate near the pole (acos of a height near 1 would round small r to 0). sin r is
   // floored at 1e-12: the density is infinite at the antipode, and at the pole through the far windings
-  // (by N(2π/σ), below 1e-37 for σ <= 1/2); the floor keeps both finite and leaves every other point exact.
+  // (by N(2π/σ), about 5e-35 for σ = 1/2); the floor keeps both finite and leaves every other point exact.
   at::Tensor r = at::atan2(xd.narrow(1, 0, d).norm(2, 1), xd.select(1, d));
   at::Tensor log_sin = at::log(at::sin(r).clamp_min(1e-12));
   // s / sin r for s = r, stable near the pole.

@@ -1088,6 +1088,14 @@ TEST(CLI, DiscreteCheckerboardTrainsSamplesAndBoundsItsLikelihood) {
   EXPECT_TRUE(fs::exists(dir / "s.png"));
   // Half the grid is kept: a uniform draw puts 50 % of the cells there (this short run: 86 %).
   EXPECT_GT(fm::data::on_discrete_checkerboard(s).to(at::kDouble).mean().item<double>(), 0.75);
+  // Given source tokens (read as floats from .npy) start the chain; ids outside the vocabulary are refused.
+  fm::io::save_npy(dir / "init.npy", at::randint(128, {10, 2}, at::kLong));
+  Result initial = cli(dir, "sample --run d --initial init.npy --out i.npy --threads 1");
+  ASSERT_EQ(initial.code, 0) << initial.err;
+  EXPECT_EQ(fm::io::load_npy(dir / "i.npy").sizes(), (std::vector<int64_t>{10, 2}));
+  fm::io::save_npy(dir / "bad-init.npy", at::full({3, 2}, 200, at::kLong));
+  Result bad_initial = cli(dir, "sample --run d --initial bad-init.npy --out b.npy --threads 1");
+  EXPECT_NE(bad_initial.err.find("a token run starts from integer ids in [0, 128)"), std::string::npos) << bad_initial.err;
   Result nll = cli(dir, "likelihood --run d --n 400 --steps 32 --threads 1");
   ASSERT_EQ(nll.code, 0) << nll.err;
   const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "d/likelihood.json"));
@@ -1116,6 +1124,7 @@ TEST(CLI, DiscreteCheckerboardTrainsSamplesAndBoundsItsLikelihood) {
   EXPECT_NE(solver.err.find("token runs sample with ctmc-euler"), std::string::npos) << solver.err;
   EXPECT_FALSE(fs::exists(dir / "r"));
   EXPECT_FALSE(fs::exists(dir / "e.npy"));
+  EXPECT_FALSE(fs::exists(dir / "b.npy"));
 }
 
 TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {

@@ -83,6 +83,7 @@ TEST(Discrete, MixturePathKeepsDataTokensWithProbabilityKappa) {
   EXPECT_EQ(again->spec(), path->spec());
   EXPECT_THROW(fm::make_kappa_scheduler("poly:x"), std::invalid_argument);
   EXPECT_THROW(fm::make_kappa_scheduler("poly:0"), std::invalid_argument);
+  EXPECT_THROW(fm::make_kappa_scheduler("poly:0.5"), std::invalid_argument);  // κ̇(0) would be infinite
   EXPECT_THROW(fm::make_kappa_scheduler("cubic"), std::invalid_argument);
   EXPECT_THROW(fm::MixtureDiscretePath(fm::make_scheduler("vp"), fm::DiscreteSource::Uniform, 4), std::invalid_argument);
 }

@@ -48,6 +48,8 @@ TEST(Text, KneserNeyMatchesHandComputedBigramsAndSumsToOne) {
   EXPECT_LT(nll, std::log(4.0) + 0.05);
   EXPECT_THROW(fm::KneserNeyModel(27, fm::KneserNeyOptions().order(20)), std::invalid_argument);
   EXPECT_THROW(m.fit({0}), std::logic_error);
+  const int64_t outside = 3;
+  EXPECT_THROW(m.log_prob(&outside, 1, 0), std::invalid_argument);
 }
 
 TEST(Text, NormalisationEncodingAndUtf8Checks) {

@@ -32,7 +32,7 @@ int run_sample(SampleFlags& f, CLI::App* app) {
   if (!f.initial.empty()) o.initial = fm::data::load_point_cloud(f.initial, "--initial");
   const fm::SampleResult samples = run.sample(o);
   const auto files = run.write_samples(f.out, samples, o);
-  std::cout << "wrote " << files[0] << " (" << samples.x.size(0) << " x " << samples.x.size(1) << ", float32)";
+  std::cout << "wrote " << files[0] << " (" << samples.x.size(0) << " x " << samples.x.size(1) << ", " << (samples.x.scalar_type() == at::kLong ? "int64 tokens" : "float32") << ")";
   for (size_t k = 1; k < files.size(); ++k) std::cout << (k + 1 == files.size() ? " and " : ", ") << files[k];
   std::cout << "; NFE " << samples.nfe << (o.guidance > 0 ? " (each a guided pair of network calls on a doubled batch)" : "") << "\n";
   return kExitOk;
@@ -56,7 +56,7 @@ Command register_sample(CLI::App& root) {
       ->check(non_negative_number())->capture_default_str();
   app->add_option("--atol", o.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
   app->add_option("--rtol", o.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
-  app->add_option("--out", f.out, "output .npy or .pt (float32, shape (n, D)); default RUN/samples.npy; picture and .json beside it");
+  app->add_option("--out", f.out, "output .npy or .pt (float32, shape (n, D); token runs: int64); default RUN/samples.npy; picture and .json beside it");
   app->add_option("--scheduler", o.scheduler, "sample with another scheduler than the run was trained with (schedule transform)")
       ->check(CLI::IsMember(fm::scheduler_names()));
   app->add_option("--trajectories", o.trajectories, "2-D runs: also plot this many trajectories to OUT-trajectories.png")

@@ -10,7 +10,7 @@
 /// bounds the likelihood (`discrete_negative_elbo`).
 ///
 /// κ_t is the α_t of a convex scheduler (α₀ = 0, α₁ = 1, α + σ = 1): "linear" (condot with σ_min = 0,
-/// κ = t) or "poly:n" (κ = tⁿ); κ̇ is its α̇ and κ⁻¹ its `time_at_snr(κ / (1 − κ))`.
+/// κ = t) or "poly:n" (κ = tⁿ, n >= 1 so that κ̇ is finite); κ̇ is its α̇ and κ⁻¹ its `time_at_snr(κ / (1 − κ))`.
 
 #include <functional>
 #include <memory>
@@ -32,7 +32,7 @@ enum class DiscreteSource { Uniform, Mask };
 DiscreteSource discrete_source_from_string(const std::string& name);
 std::string to_string(DiscreteSource source);
 
-/// A κ scheduler from its command-line name: "linear" or "poly:n" (n > 0); std::invalid_argument else.
+/// A κ scheduler from its command-line name: "linear" or "poly:n" (1 <= n <= 100); std::invalid_argument else.
 std::shared_ptr<Scheduler> make_kappa_scheduler(const std::string& name);
 
 class MixtureDiscretePath : public ProbabilityPath {
@@ -71,8 +71,8 @@ class MixtureDiscretePath : public ProbabilityPath {
 /// MixturePathGeneralizedKL), for logits (B, L, V) of p_θ(x₁ | x_t), data x₁ and path points x_t
 /// (B, L), times t (B):
 ///   ℓ = −κ̇/(1 − κ)·[p_θ(x_t | x_t) − δ(x₁, x_t) + (1 − δ(x₁, x_t))·log p_θ(x₁ | x_t)]   (B, L),
-/// where p_θ(x_t | x_t) is 0 where x_t is the mask token. ℓ ≥ 0, and 0 at the true posterior when
-/// x_t = x₁. Its integral over t ∈ [0, 1) and the path's x_t, summed over tokens, is −ELBO ≥ −log p_θ(x₁).
+/// where p_θ(x_t | x_t) is 0 where x_t is the mask token. ℓ ≥ 0, and 0 where x_t = x₁ and
+/// p_θ(x₁ | x_t) = 1 (e.g. the mask source's true posterior). Its integral over t ∈ [0, 1) and the path's x_t, summed over tokens, is −ELBO ≥ −log p_θ(x₁).
 at::Tensor generalized_kl(const at::Tensor& logits, const at::Tensor& x1, const at::Tensor& x_t, const at::Tensor& t,
                          const MixtureDiscretePath& path);
 

@@ -35,8 +35,8 @@ std::vector<Book> parse_bible_output(const std::string& output);
 /// std::runtime_error naming the package when it is missing or prints nothing.
 std::vector<Book> read_kjv(const std::string& program = "bible");
 
-/// Whether book number k (0-based, in the Bible's order) is held out: every tenth book from the tenth
-/// (Numbers, ..., Revelation: books 9, 19, ..., 59 and 65), 7 of 66.
+/// Whether book number k (0-based, in the Bible's order) is held out: books 9, 19, ..., 59 and the last
+/// (2 Samuel, Proverbs, Amos, Matthew, Philippians, 1 Peter and Revelation): 7 of 66.
 bool kjv_book_is_held_out(int64_t k, int64_t books);
 
 /// Symbols → ids with `alphabet`; std::invalid_argument naming the first character outside it, its
