@@ -243,7 +243,6 @@ json model_spec(const json& s, const Domain& domain, const json& data) {
     json parsed = json::parse(value, nullptr, /*allow_exceptions=*/false);
     options[text.substr(0, eq)] = parsed.is_discarded() ? json(value) : parsed;
   }
-  if (auto space = domain.manifold(data); space && type == "manifold-mlp") options["manifold"] = space->spec();
   const json given_by_data = domain.model_options(data, type);
   for (const auto& [key, value] : given_by_data.items()) options[key] = value;
   return registration.describe(domain.sample_shape(data), domain.num_classes(data), options);

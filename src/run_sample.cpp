@@ -83,7 +83,7 @@ SampleResult Run::sample(SampleOptions o) const {
     if (info.stochastic && !flow.path->scheduler()) {
       throw std::invalid_argument("--solver " + o.solver + " needs a run on an affine path (a scheduler)");
     }
-    const bool discrete_path = flow.path->spec().value("type", std::string()) == "mixture-discrete";
+    const bool discrete_path = dynamic_cast<const MixtureDiscretePath*>(flow.path.get()) != nullptr;
     if (info.discrete != discrete_path) {
       throw std::invalid_argument("--solver " + o.solver + (discrete_path ? " is for continuous data; token runs sample with ctmc-euler"
                                                                           : " samples tokens; this run's data are continuous"));

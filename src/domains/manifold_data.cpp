@@ -184,6 +184,10 @@ class ManifoldDomain : public Domain {
   std::vector<std::string> own_settings() const override { return {"manifold"}; }
   bool claims(const json& given) const override { return given.contains("manifold"); }
   std::string default_model() const override { return "manifold-mlp"; }
+  json model_options(const json& data, const std::string& model) const override {
+    if (model != "manifold-mlp") return json::object();
+    return {{"manifold", manifold_of(data)->spec()}};
+  }
   json default_settings() const override { return {{"objective", "riemannian"}, {"data-dir", default_data_dir()}}; }
 
   json describe_data(const json& settings, const std::vector<std::string>& given) const override {
