@@ -243,4 +243,30 @@ SolveResult solve_ctmc_euler(const PosteriorField& posterior, const at::Tensor& 
   return r;
 }
 
+std::function<double(double)> corrector_schedule(const std::string& spec) {
+  std::vector<double> values;
+  size_t start = 0;
+  while (true) {
+    const size_t colon = spec.find(':', start);
+    const std::string part = spec.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (part.empty() || used != part.size() || !std::isfinite(v) || v < 0) {
+      throw std::invalid_argument("corrector '" + spec + "': expected A[:a[:b]] with finite numbers >= 0 (c(t) = A t^a (1 - t)^b)");
+    }
+    values.push_back(v);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (values.size() > 3) throw std::invalid_argument("corrector '" + spec + "': expected at most three numbers A:a:b");
+  values.resize(3, 0.0);
+  const double a = values[0], p = values[1], q = values[2];
+  return [a, p, q](double t) { return a * std::pow(t, p) * std::pow(1 - t, q); };
+}
+
 }  // namespace flowmatch

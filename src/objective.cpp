@@ -8,6 +8,7 @@
 #include "flowmatch/discrete_path.h"
 #include "flowmatch/loss.h"
 #include "flowmatch/paths.h"
+#include "flowmatch/autoregressive.h"
 #include "registry.h"
 
 namespace flowmatch {
@@ -93,6 +94,7 @@ detail::Registry<ObjectiveFactory>& objective_registry() {
     r->add("regression", [](const nlohmann::json&) { return std::make_shared<RegressionObjective>(); });
     r->add("riemannian", [](const nlohmann::json&) { return std::make_shared<RiemannianObjective>(); });
     r->add("cross-entropy", [](const nlohmann::json&) { return std::make_shared<CrossEntropyObjective>(); });
+    r->add("autoregressive", [](const nlohmann::json&) { return std::make_shared<AutoregressiveObjective>(); });
     r->add("generalized-kl", [](const nlohmann::json& spec) {
       auto path = spec.contains("path") ? std::dynamic_pointer_cast<const MixtureDiscretePath>(make_path(spec["path"])) : nullptr;
       return std::make_shared<GeneralizedKLObjective>(path);

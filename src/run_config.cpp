@@ -48,19 +48,22 @@ std::vector<RunSetting> make_settings() {
        {"uniform", "mask"}},
       {"kappa", "string", "poly:2", "token data: the mixture path's kappa_t, linear (t) or poly:n (t^n)", {}},
       {"sequence-length", "int", 32, "text data (kjv, text:FILE): characters per training sequence", {}},
+      {"unknown-characters", "string", "space",
+       "text data: characters other than letters and spaces become spaces (space; letters are lower-cased), or are named with "
+       "their counts and refused (refuse)", {"space", "refuse"}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
       {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images)", {}},
       {"model-option", "strings", json::array(), "a network option KEY=VALUE (repeatable; also a [model] section in --config)", {}},
-      {"width", "int", nullptr, "mlp: hidden width (default 64)", {}},
-      {"depth", "int", nullptr, "mlp: hidden layers (default 3)", {}},
+      {"width", "int", nullptr, "mlp: hidden width (default 64); transformer: model width (default 256)", {}},
+      {"depth", "int", nullptr, "mlp: hidden layers (default 3); transformer: blocks (default 4)", {}},
       {"activation", "string", nullptr, "mlp: selu, silu, relu or gelu (default selu)", {}},
       {"time-encoding", "string", nullptr, "mlp: plain (t as a feature) or sinusoidal (default plain)", {}},
       {"time-features", "int", nullptr, "mlp: sinusoidal time features, even (default 16)", {}},
       {"channels", "int", nullptr, "unet: channels at the first level (default 32)", {}},
       {"channel-mult", "ints", nullptr, "unet: channel multiplier per level, the resolution halves between levels (default 1,2,2)", {}},
       {"blocks", "int", nullptr, "unet: residual blocks per level (default 1)", {}},
-      {"heads", "int", nullptr, "unet: attention heads (default 4)", {}},
+      {"heads", "int", nullptr, "unet, transformer: attention heads (default 4)", {}},
       {"dropout", "float", nullptr, "unet: dropout in the residual blocks (default 0)", {}},
       {"no-attention", "bool", nullptr, "unet: no self-attention at the lowest resolution", {}},
       {"steps", "int", 20000, "optimisation steps in total", {}, false},
@@ -79,7 +82,8 @@ std::vector<RunSetting> make_settings() {
       {"ve-sigma-min", "float", 0.01, "ve: sigma at t = 1", {}},
       {"ve-sigma-max", "float", 30.0, "ve: sigma at t = 0", {}},
       {"predict", "string", "velocity", "what the network predicts: velocity, data, noise or score", prediction_target_names()},
-      {"objective", "string", "regression", "training objective (registered objectives)", {}},
+      {"objective", "string", "regression",
+       "training objective (registered objectives; token data: generalized-kl, cross-entropy, or autoregressive for the causal-transformer baseline)", {}},
       {"time-sampling", "string", "uniform", "how t is drawn: uniform, logit-normal or mode (SD3)", time_distribution_names()},
       {"logit-location", "float", 0.0, "logit-normal: mean of logit(t)", {}},
       {"logit-scale", "float", 1.0, "logit-normal: standard deviation of logit(t)", {}},
@@ -228,7 +232,7 @@ json time_sampling_spec(const json& s) {
 }
 
 json model_spec(const json& s, const Domain& domain, const json& data) {
-  const std::string type = s["model"].is_null() ? domain.default_model() : s["model"].get<std::string>();
+  const std::string type = s["model"].is_null() ? domain.default_model(data) : s["model"].get<std::string>();
   const models::ModelRegistration registration = models::model_registration(type);
   json options = json::object();
   for (const auto& key : kModelOptionSettings)

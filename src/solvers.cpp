@@ -11,6 +11,7 @@
 
 #include "enum_names.h"
 #include "registry.h"
+#include "flowmatch/autoregressive.h"
 #include "flowmatch/discrete_path.h"
 #include "flowmatch/sde.h"
 #include "flowmatch/schedulers.h"
@@ -422,6 +423,10 @@ detail::Registry<SolverEntry>& solver_registry() {
                     "discrete data: CTMC Euler steps from the posterior p(x1 | x_t), the last step samples it"};
     ctmc.discrete = true;
     r->add("ctmc-euler", {ctmc, solve_ctmc_euler});
+    SolverInfo autoregressive{"autoregressive", 1, false, false,
+                              "tokens left to right from a causal network's p(x_i | x_<i) (autoregressive runs); steps = length"};
+    autoregressive.discrete = true;
+    r->add("autoregressive", {autoregressive, sample_autoregressive});
     return r;
   }();
   return *registry;

@@ -1132,7 +1132,7 @@ TEST(CLI, TextRunsTrainOnCharactersAndBeatTheUniformBitsPerCharacter) {
   std::string text;
   for (int i = 0; i < 400; ++i) text += "The cat sat on the mat; the dog sat on the log.\n";
   fm::io::write_file_atomic(dir / "t.txt", text);
-  Result train = cli(dir, "train --data text:t.txt --sequence-length 8 --steps 800 --batch 256 --quiet --threads 1 --out r");
+  Result train = cli(dir, "train --data text:t.txt --model discrete-mlp --sequence-length 8 --steps 800 --batch 256 --quiet --threads 1 --out r");
   ASSERT_EQ(train.code, 0) << train.err;
   const auto config = nlohmann::json::parse(fm::io::read_file(dir / "r/config.json"));
   EXPECT_EQ(config["data"]["kind"], "text");
@@ -1160,9 +1160,65 @@ TEST(CLI, TextRunsTrainOnCharactersAndBeatTheUniformBitsPerCharacter) {
   fm::io::write_file_atomic(dir / "bad.txt", std::string("abc \xff def"));
   Result bad = cli(dir, "train --data text:bad.txt --out x --steps 2");
   EXPECT_NE(bad.err.find("bad.txt' is not UTF-8 text (byte 4)"), std::string::npos) << bad.err;
+  Result strict = cli(dir, "train --data text:t.txt --unknown-characters refuse --out x --steps 2");
+  EXPECT_NE(strict.err.find("t.txt' has 800 characters outside letters and spaces (2 kinds: '.' x400, ';' x400)"), std::string::npos)
+      << strict.err;
+  Result strict_elsewhere = cli(dir, "train --data checkerboard-discrete --unknown-characters refuse --out x --steps 2");
+  EXPECT_NE(strict_elsewhere.err.find("--unknown-characters applies to text data"), std::string::npos) << strict_elsewhere.err;
   Result longer = cli(dir, "train --data text:t.txt --sequence-length 4000 --out x --steps 2");
   EXPECT_NE(longer.err.find("shorter than --sequence-length 4000"), std::string::npos) << longer.err;
   EXPECT_FALSE(fs::exists(dir / "x"));
+}
+
+TEST(CLI, TextRunsTrainATransformerAndTheAutoregressiveBaseline) {
+  fmtest::TempDir dir;
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "The cat sat on the mat; the dog sat on the log.\n";
+  fm::io::write_file_atomic(dir / "t.txt", text);
+  const std::string small = " --sequence-length 8 --width 32 --depth 1 --heads 2 --batch 64 --quiet --threads 1";
+  Result train = cli(dir, "train --data text:t.txt --objective autoregressive --steps 300" + small + " --out a");
+  ASSERT_EQ(train.code, 0) << train.err;
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "a/config.json"));
+  EXPECT_EQ(config["model"]["type"], "transformer");  // the text default
+  EXPECT_EQ(config["model"]["options"]["causal"], true);
+  Result sample = cli(dir, "sample --run a --n 4 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  EXPECT_EQ(fm::io::read_file(dir / "s.txt").size(), 4u * 9);
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "s.json"))["nfe"], 8);  // one call per character
+  // The exact likelihood: one sentence repeated, far below the uniform 4.75 bits per character.
+  Result nll = cli(dir, "likelihood --run a --n 200 --threads 1");
+  ASSERT_EQ(nll.code, 0) << nll.err;
+  const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "a/likelihood.json"));
+  EXPECT_EQ(lk["bound"], "exact (chain rule)");
+  EXPECT_LT(lk["bits_per_token"].get<double>(), 1.5) << lk.dump();
+  Result eval = cli(dir, "eval --run a --n 100 --threads 1");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  const auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "a/metrics.json"));
+  EXPECT_NEAR(metrics["bits_per_character"].get<double>(), lk["bits_per_token"].get<double>(), 0.3);
+  EXPECT_TRUE(metrics["samples_by_nfe"].contains("8")) << metrics.dump();
+  // A flow on the same text with the bidirectional transformer; eval judges its samples at 8..128 calls.
+  Result flow = cli(dir, "train --data text:t.txt --discrete-source mask --steps 20" + small + " --out f");
+  ASSERT_EQ(flow.code, 0) << flow.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "f/config.json"))["model"]["options"]["causal"], false);
+  Result flow_eval = cli(dir, "eval --run f --n 20 --threads 1");
+  ASSERT_EQ(flow_eval.code, 0) << flow_eval.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "f/metrics.json"))["samples_by_nfe"].size(), 5u);
+  Result corrected = cli(dir, "sample --run f --corrector 2:0.25:0.25 --steps 16 --n 3 --out c.npy --threads 1");
+  ASSERT_EQ(corrected.code, 0) << corrected.err;
+  EXPECT_EQ(fm::io::read_file(dir / "c.txt").size(), 3u * 9);
+  Result bad_corrector = cli(dir, "sample --run f --corrector 2:x --n 3 --out x.npy");
+  EXPECT_NE(bad_corrector.err.find("corrector '2:x': expected A[:a[:b]]"), std::string::npos) << bad_corrector.err;
+  // Mistakes: the wrong sampler either way, steps that are not the length, a network that is not causal.
+  Result ctmc = cli(dir, "sample --run a --solver ctmc-euler --n 2 --out x.npy");
+  EXPECT_NE(ctmc.err.find("an autoregressive run samples with --solver autoregressive"), std::string::npos) << ctmc.err;
+  Result ar = cli(dir, "sample --run f --solver autoregressive --n 2 --out x.npy");
+  EXPECT_NE(ar.err.find("needs a run trained with --objective autoregressive"), std::string::npos) << ar.err;
+  Result steps = cli(dir, "sample --run a --steps 4 --n 2 --out x.npy");
+  EXPECT_NE(steps.err.find("draws its 8 tokens in 8 steps"), std::string::npos) << steps.err;
+  Result mlp = cli(dir, "train --data text:t.txt --objective autoregressive --model discrete-mlp --out x --steps 2");
+  EXPECT_NE(mlp.err.find("needs a causal network: --model transformer"), std::string::npos) << mlp.err;
+  EXPECT_FALSE(fs::exists(dir / "x"));
+  EXPECT_FALSE(fs::exists(dir / "x.npy"));
 }
 
 TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {

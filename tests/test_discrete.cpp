@@ -230,3 +230,18 @@ TEST(Discrete, PosteriorNetworkShapesAndDescription) {
   EXPECT_THROW(fm::models::model_registration("discrete-mlp").describe({2}, 0, {{"width", 32}}), std::invalid_argument);
   EXPECT_THROW(fm::models::model_registration("discrete-mlp").describe({2}, 0, {{"vocabulary", 8}, {"depth", 0}}), std::invalid_argument);
 }
+
+TEST(Discrete, CorrectorScheduleParsesAndRefusesBadValues) {
+  EXPECT_DOUBLE_EQ(fm::corrector_schedule("2")(0.3), 2.0);
+  EXPECT_DOUBLE_EQ(fm::corrector_schedule("2:1")(0.3), 0.6);
+  EXPECT_NEAR(fm::corrector_schedule("10:0.25:0.25")(0.5), 10 * std::pow(0.5, 0.5), 1e-15);
+  EXPECT_DOUBLE_EQ(fm::corrector_schedule("1:1:1")(1.0), 0.0);
+  for (const char* bad : {"", "x", "-1", "1:", "1:2:3:4", "1:-2", "nan", "1e400"}) {
+    try {
+      fm::corrector_schedule(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("expected"), std::string::npos) << e.what();
+    }
+  }
+}

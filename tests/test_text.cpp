@@ -93,3 +93,13 @@ TEST(Text, TheKingJamesBibleHas66BooksOfLettersAndSpaces) {
   EXPECT_GT(characters, 3900000);
   EXPECT_LT(characters, 4500000);
 }
+
+TEST(Text, CharactersOutsideLettersAndSpacesAreCountedByCodePoint) {
+  const auto outside = fm::data::characters_outside_letters_and_spaces("Caf\xc3\xa9, caf\xc3\xa9!\n\tOK \xe2\x80\x94 ,");
+  ASSERT_EQ(outside.size(), 4u);
+  EXPECT_EQ(outside[0], (std::pair<std::string, int64_t>{",", 2}));
+  EXPECT_EQ(outside[1], (std::pair<std::string, int64_t>{"\xc3\xa9", 2}));  // é, two bytes, counted once each
+  EXPECT_EQ(outside[2], (std::pair<std::string, int64_t>{"!", 1}));
+  EXPECT_EQ(outside[3], (std::pair<std::string, int64_t>{"\xe2\x80\x94", 1}));  // an em dash
+  EXPECT_TRUE(fm::data::characters_outside_letters_and_spaces("only letters\nand spaces").empty());
+}

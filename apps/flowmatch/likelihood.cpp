@@ -49,9 +49,10 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   fm::write_json_file(out, summary.result);
   std::cout << summary.result.dump() << "\n";
   if (tokens) {
-    std::cerr << "-ELBO " << summary.result["nll"].get<double>() << " +- " << summary.result["nll_stderr"].get<double>() << " nats per sequence, "
-              << summary.result["bits_per_token"].get<double>() << " bits per token (" << summary.result["n"] << " sequences, "
-              << q.steps << " times); wrote " << out << "\n";
+    const bool exact = summary.result["time_points"] == 0;  // an autoregressive run
+    std::cerr << (exact ? "NLL " : "-ELBO ") << summary.result["nll"].get<double>() << " +- " << summary.result["nll_stderr"].get<double>()
+              << " nats per sequence, " << summary.result["bits_per_token"].get<double>() << " bits per token (" << summary.result["n"]
+              << " sequences, " << (exact ? std::string("exact") : std::to_string(q.steps) + " times") << "); wrote " << out << "\n";
     return kExitOk;
   }
   std::cerr << "NLL " << summary.result["nll"].get<double>() << " +- " << summary.result["nll_stderr"].get<double>() << " nats ("

@@ -105,4 +105,9 @@ at::Tensor discrete_negative_elbo(const PosteriorField& posterior, const at::Ten
 /// `options.path()` must be a MixtureDiscretePath; x0 (B, L) int64 source tokens.
 SolveResult solve_ctmc_euler(const PosteriorField& posterior, const at::Tensor& x0, const SolverOptions& options);
 
+/// The corrector coefficient of the CTMC sampler from "A", "A:a" or "A:a:b": c(t) = A·tᵃ·(1 − t)ᵇ
+/// (A ≥ 0; a, b ≥ 0; b = 0 and a = 0 when not given), after Gat et al.'s corrector schedule
+/// α t^a (1 − t)^b. std::invalid_argument names a malformed or negative value.
+std::function<double(double)> corrector_schedule(const std::string& spec);
+
 }  // namespace flowmatch

@@ -62,8 +62,8 @@ class Domain {
   virtual nlohmann::json model_options(const nlohmann::json& /*data*/, const std::string& /*model*/) const {
     return nlohmann::json::object();
   }
-  /// The network type a run of this domain gets unless one is named.
-  virtual std::string default_model() const { return "mlp"; }
+  /// The network type a run on `data` (describe_data's description) gets unless one is named.
+  virtual std::string default_model(const nlohmann::json& /*data*/) const { return "mlp"; }
   /// The shape of one sample as the model's description is made from (points: {D}; images: {C, H, W});
   /// samples are stored flattened to (B, prod(shape)).
   virtual std::vector<int64_t> sample_shape(const nlohmann::json& data) const = 0;

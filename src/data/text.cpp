@@ -1,8 +1,10 @@
 #include "flowmatch/data/text.h"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <stdexcept>
 
@@ -27,6 +29,19 @@ std::string normalize_letters_and_spaces(const std::string& text) {
     }
   }
   if (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+std::vector<std::pair<std::string, int64_t>> characters_outside_letters_and_spaces(const std::string& text) {
+  std::map<std::string, int64_t> counts;
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    const size_t width = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : 4;
+    if (!(c < 0x80 && (std::isalpha(c) || c == ' ' || c == '\t' || c == '\n' || c == '\r'))) ++counts[text.substr(i, width)];
+    i += width;
+  }
+  std::vector<std::pair<std::string, int64_t>> out(counts.begin(), counts.end());
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
   return out;
 }
 

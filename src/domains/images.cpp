@@ -90,7 +90,7 @@ class ImagesDomain : public Domain {
             {"warmup", 200},   {"grad-clip", 1.0},    {"log-every", 50},     {"checkpoint-every", 250}};
   }
   std::vector<std::string> own_settings() const override { return {"label-dropout", "image-channels"}; }
-  std::string default_model() const override { return "unet"; }
+  std::string default_model(const json&) const override { return "unet"; }
   std::string sample_unit() const override { return "images"; }
 
   json describe_data(const json& s, const std::vector<std::string>& given) const override {

@@ -183,7 +183,7 @@ class ManifoldDomain : public Domain {
   std::string name() const override { return "manifold"; }
   std::vector<std::string> own_settings() const override { return {"manifold"}; }
   bool claims(const json& given) const override { return given.contains("manifold"); }
-  std::string default_model() const override { return "manifold-mlp"; }
+  std::string default_model(const json&) const override { return "manifold-mlp"; }
   json model_options(const json& data, const std::string& model) const override {
     if (model != "manifold-mlp") return json::object();
     return {{"manifold", manifold_of(data)->spec()}};

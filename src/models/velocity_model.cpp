@@ -11,6 +11,7 @@
 #include "flowmatch/models/manifold_mlp.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/torchscript.h"
+#include "flowmatch/models/transformer.h"
 #include "flowmatch/models/unet.h"
 #include "../registry.h"
 
@@ -125,6 +126,7 @@ detail::Registry<ModelRegistration>& model_registry() {
           mlp_keys});
     r->add("manifold-mlp", manifold_mlp_registration());
     r->add("discrete-mlp", discrete_mlp_registration());
+    r->add("transformer", token_transformer_registration());
     const std::vector<std::string> unet_keys = {"channels", "channel_mult", "blocks", "heads", "dropout", "no_attention"};
     r->add("unet",
          {[unet_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {

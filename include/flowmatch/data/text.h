@@ -44,6 +44,11 @@ bool kjv_book_is_held_out(int64_t k, int64_t books);
 std::vector<int64_t> encode_text(const std::string& text, const std::string& alphabet);
 std::string decode_text(const std::vector<int64_t>& ids, const std::string& alphabet);
 
+/// The characters of UTF-8 `text` that normalize_letters_and_spaces does not keep as they are (after
+/// lower-casing ASCII letters): everything but letters, spaces, tabs and line breaks, each with its
+/// count, most frequent first (ties in code order). `text` must be valid UTF-8.
+std::vector<std::pair<std::string, int64_t>> characters_outside_letters_and_spaces(const std::string& text);
+
 /// The byte offset of the first invalid UTF-8 sequence, or -1 when `text` is valid UTF-8.
 int64_t first_invalid_utf8(const std::string& text);
 
