@@ -187,7 +187,7 @@ TEST(Run, SettingsAreResolvedCheckedAndFrozenOnResume) {
   EXPECT_NE(message({{"steps", 0}}).find("--steps 0: expected >= 1"), std::string::npos);
   EXPECT_NE(message({{"channels", 8}}).find("model option 'channels' does not apply to model mlp"), std::string::npos);
   EXPECT_NE(message({{"model-option", {"widht=3"}}}).find("model option 'widht'"), std::string::npos);
-  EXPECT_NE(message({{"model", "transformer"}}).find("unknown model type 'transformer'"), std::string::npos);
+  EXPECT_NE(message({{"model", "vision-transformer"}}).find("unknown model type 'vision-transformer'"), std::string::npos);
   EXPECT_NE(message({{"objective", "hinge"}}).find("unknown objective 'hinge'"), std::string::npos);
   EXPECT_NE(message({{"beta-min", 0.2}}).find("--beta-min applies to --path vp, not --path condot"), std::string::npos);
   EXPECT_NE(message({{"label-dropout", 0.2}}).find("--label-dropout applies to images data"), std::string::npos);
