@@ -6,6 +6,7 @@
 #include <torch/extension.h>
 
 #include "flowmatch/assignment.h"
+#include "flowmatch/autoregressive.h"
 #include "flowmatch/coupling.h"
 #include "flowmatch/discrete_path.h"
 #include "flowmatch/likelihood.h"
@@ -296,6 +297,8 @@ PYBIND11_MODULE(flowmatch, m) {
               py::gil_scoped_acquire gil;
               return py::reinterpret_borrow<py::object>(fn)(t).cast<double>();
             });
+          } else if (py::isinstance<py::str>(corrector)) {
+            options.corrector(fm::corrector_schedule(corrector.cast<std::string>()));
           } else {
             const double c = corrector.cast<double>();
             options.corrector([c](double) { return c; });
@@ -313,7 +316,34 @@ PYBIND11_MODULE(flowmatch, m) {
       },
       py::arg("posterior"), py::arg("x0"), py::arg("path"), py::arg("steps") = 64, py::arg("corrector") = py::none(),
       py::arg("float64") = false, py::arg("seed") = 0,
-      "CTMC Euler sampling of tokens from source tokens x0 (B, L): (x1, info with the NFE). corrector: a number or c(t).");
+      "CTMC Euler sampling of tokens from source tokens x0 (B, L): (x1, info with the NFE). corrector: a number, c(t), or "
+      "'A:a:b' for c(t) = A t^a (1 - t)^b.");
+  m.def(
+      "autoregressive_nll",
+      [](const py::object& model, const at::Tensor& x) {
+        auto field = python_field(model);
+        py::gil_scoped_release release;
+        return fm::autoregressive_negative_log_likelihood(field, x);
+      },
+      py::arg("model"), py::arg("x"),
+      "-log p(x) per sequence (float64 nats) of tokens x (B, L) under a causal model(x, t) -> logits (B, L, V) of p(x_i | x_<i).");
+  m.def(
+      "sample_autoregressive",
+      [](const py::object& model, int64_t n, int64_t length, bool float64, uint64_t seed) {
+        auto field = python_field(model);
+        at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+        fm::SolveResult r;
+        {
+          py::gil_scoped_release release;
+          r = fm::solve("autoregressive", field, at::zeros({n, length}, at::kLong),
+                        fm::SolverOptions().generator(g).categorical_float64(float64));
+        }
+        py::dict info;
+        info["nfe"] = r.nfe;
+        return py::make_tuple(r.x, info);
+      },
+      py::arg("model"), py::arg("n"), py::arg("length"), py::arg("float64") = false, py::arg("seed") = 0,
+      "Draws n sequences of `length` tokens left to right from a causal model: (x (n, length) int64, info with the NFE = length).");
 
   // ---------------------------------------------------------------- runs: the same API as the CLI
   py::class_<fm::Run>(m, "Run", "A run folder: config.json, checkpoints, metrics (the library's flowmatch::Run)")

@@ -1184,6 +1184,7 @@ TEST(CLI, TextRunsTrainATransformerAndTheAutoregressiveBaseline) {
   Result sample = cli(dir, "sample --run a --n 4 --out s.npy --threads 1");
   ASSERT_EQ(sample.code, 0) << sample.err;
   EXPECT_EQ(fm::io::read_file(dir / "s.txt").size(), 4u * 9);
+  EXPECT_NE(sample.out.find(fm::io::read_file(dir / "s.txt")), std::string::npos) << sample.out;  // printed too
   EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "s.json"))["nfe"], 8);  // one call per character
   // The exact likelihood: one sentence repeated, far below the uniform 4.75 bits per character.
   Result nll = cli(dir, "likelihood --run a --n 200 --threads 1");

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "flowmatch/data/point_cloud.h"
+#include "flowmatch/io/atomic_file.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
 
@@ -35,6 +36,10 @@ int run_sample(SampleFlags& f, CLI::App* app) {
   std::cout << "wrote " << files[0] << " (" << samples.x.size(0) << " x " << samples.x.size(1) << ", " << (samples.x.scalar_type() == at::kLong ? "int64 tokens" : "float32") << ")";
   for (size_t k = 1; k < files.size(); ++k) std::cout << (k + 1 == files.size() ? " and " : ", ") << files[k];
   std::cout << "; NFE " << samples.nfe << (o.guidance > 0 ? " (each a guided pair of network calls on a doubled batch)" : "") << "\n";
+  // Text samples are shown as well as written.
+  for (const auto& file : files) {
+    if (file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) std::cout << fm::io::read_file(file);
+  }
   return kExitOk;
 }
 

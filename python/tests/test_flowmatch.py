@@ -168,6 +168,29 @@ def test_manifolds_geodesics_and_projected_solves():
         fm.Manifold("klein")
 
 
+def test_autoregressive_likelihood_and_sampling_of_a_markov_chain():
+    # A causal "network" written by hand: p(x_0) = pi, p(x_i | x_<i) = P[x_{i-1}] (its logits at i read x_{i-1}).
+    pi = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    P = torch.tensor([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1], [0.3, 0.3, 0.4]], dtype=torch.float64)
+
+    def model(x, t):
+        previous = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
+        logits = P.log()[previous]
+        logits[:, 0] = pi.log()
+        return logits
+
+    x = torch.cartesian_prod(torch.arange(3), torch.arange(3), torch.arange(3))
+    nll = fm.autoregressive_nll(model, x)
+    expected = -(pi[x[:, 0]] * P[x[:, 0], x[:, 1]] * P[x[:, 1], x[:, 2]]).log()
+    assert torch.allclose(nll, expected, atol=1e-12)
+    samples, info = fm.sample_autoregressive(model, 60000, 3, seed=1)
+    assert info["nfe"] == 3
+    index = samples[:, 0] * 9 + samples[:, 1] * 3 + samples[:, 2]
+    share = torch.bincount(index, minlength=27).double() / 60000
+    p = (-expected).exp()
+    assert ((share - p).abs() <= 5 * (p * (1 - p) / 60000).sqrt() + 1e-4).all()
+
+
 def test_discrete_flow_matching_with_the_true_posterior_of_one_token():
     q = torch.tensor([0.5, 0.25, 0.125, 0.125], dtype=torch.float64)
     for source in ("mask", "uniform"):
@@ -193,6 +216,10 @@ def test_discrete_flow_matching_with_the_true_posterior_of_one_token():
             assert info["nfe"] == 3
             share = torch.bincount(x.reshape(-1), minlength=4).double() / 100000
             assert torch.allclose(share, q, atol=5 * math.sqrt(0.25 / 100000))
+            x, _ = fm.sample_ctmc(posterior, path.sample_source(10, 1, seed=2), path, steps=4, corrector="2:0.5:0.5", seed=3)
+            assert x.shape == (10, 1)
+            with pytest.raises(ValueError, match="expected A"):
+                fm.sample_ctmc(posterior, path.sample_source(10, 1, seed=2), path, steps=4, corrector="2:x")
         logits = torch.randn(100, 1, 4, dtype=torch.float64)
         x_t = torch.randint(path.input_vocabulary, (100, 1))
         assert (fm.generalized_kl(logits, torch.randint(4, (100, 1)), x_t, torch.rand(100) * 0.99, path) >= 0).all()
