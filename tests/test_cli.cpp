@@ -386,6 +386,14 @@ TEST(CLI, LikelihoodReportsNllAndDrawsTheDensityMap) {
                "--probes 64 --out h.json --threads 1");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NEAR(nlohmann::json::parse(r.out)["nll"].get<double>(), exact, 0.1);
+  // Per-point log p: --out FILE.npy, the summary beside it.
+  r = cli(dir, "likelihood --run run --data points.npy --solver rk4 --steps 20 --grid 0 --out logp.npy --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  at::Tensor logp = fm::io::load_npy(dir / "logp.npy");
+  EXPECT_EQ(logp.scalar_type(), at::kDouble);
+  EXPECT_EQ(logp.sizes(), (std::vector<int64_t>{50}));
+  EXPECT_NEAR(-logp.mean().item<double>(), exact, 1e-9);
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "logp.json"))["nll"].get<double>(), nlohmann::json::parse(r.out)["nll"].get<double>());
   // Mistakes: a source without a density, flags for another solver or divergence, a wrong shape.
   r = cli(dir, std::string("train --out run8 ") + kTiny);  // 8gaussians -> moons
   ASSERT_EQ(r.code, 0) << r.err;

@@ -40,12 +40,15 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
     throw UsageError("--probes and --probe-distribution apply to --divergence hutchinson");
   }
   if (!f.run.run.empty()) q.target = f.run.target;
-  const std::string out = f.out.empty() ? run.dir() + "/likelihood.json" : f.out;
+  // --out logp.npy: per-point log p (float64) there, the summary beside it (logp.json).
+  const bool per_point = f.out.size() > 4 && f.out.compare(f.out.size() - 4, 4, ".npy") == 0;
+  const std::string out = f.out.empty() ? run.dir() + "/likelihood.json" : per_point ? f.out.substr(0, f.out.size() - 4) + ".json" : f.out;
   if (!f.data.empty()) {
     q.points = fm::data::load_point_cloud(f.data, "--data");
     q.data_label = f.data;
   }
   const fm::LikelihoodSummary summary = run.likelihood(q);
+  if (per_point) fm::io::save_npy(f.out, summary.log_prob.to(at::kDouble).contiguous());
   fm::write_json_file(out, summary.result);
   std::cout << summary.result.dump() << "\n";
   if (tokens) {
@@ -90,7 +93,9 @@ Command register_likelihood(CLI::App& root) {
   app->add_option("--grid", q.grid, "2-D data with a known target: density map resolution (cells per side; 0: no map)")
       ->check(non_negative_number())->capture_default_str();
   app->add_option("--density-map", q.density_map, "2-D data: density map PNG (default RUN/density.png)");
-  app->add_option("--out", f.out, "result JSON (default RUN/likelihood.json); also printed");
+  app->add_option("--out", f.out,
+                  "result JSON (default RUN/likelihood.json; also printed), or FILE.npy: log p per point (float64; token runs: the "
+                  "-ELBO bound's, or the exact log p of an autoregressive run) with the JSON beside it as FILE.json");
   add_common_flags(app, f.common);
   return {app, [flags, app] { return run_likelihood(*flags, app); }};
 }
