@@ -677,6 +677,22 @@ void write_image_folder(const fmtest::TempDir& dir) {
 }
 }  // namespace
 
+TEST(CLI, ImageRunsTrainADiTAndNameABadPatch) {
+  fmtest::TempDir dir;
+  write_image_folder(dir);
+  Result train = cli(dir, "train --data images --model dit --width 16 --depth 1 --heads 2 --out run --steps 4 --batch 8 --threads 1 --quiet");
+  ASSERT_EQ(train.code, 0) << train.err;
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "run/config.json"));
+  EXPECT_EQ(config["model"]["type"], "dit");
+  EXPECT_EQ(config["model"]["options"]["num_classes"], 2);
+  Result sample = cli(dir, "sample --run run --n 4 --steps 2 --guidance 2 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  EXPECT_TRUE(fs::exists(dir / "s.png"));
+  Result bad = cli(dir, "train --data images --model dit --model-option patch=5 --out x --steps 2");
+  EXPECT_NE(bad.err.find("does not divide"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir / "x"));
+}
+
 TEST(CLI, ImageRunTrainsSamplesGuidedGridsAndEvaluates) {
   fmtest::TempDir dir;
   write_image_folder(dir);

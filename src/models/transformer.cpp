@@ -45,6 +45,44 @@ at::Tensor apply_rotary(const at::Tensor& x) {
   return at::cat({a * cos - b * sin, b * cos + a * sin}, -1);
 }
 
+AdaLNBlock AdaLNBlock::create(torch::nn::Module& owner, const std::string& prefix, int64_t d, int64_t mlp_ratio) {
+  auto layer_norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)); };
+  AdaLNBlock b;
+  b.norm1 = owner.register_module(prefix + "norm1", layer_norm());
+  b.norm2 = owner.register_module(prefix + "norm2", layer_norm());
+  b.qkv = owner.register_module(prefix + "qkv", torch::nn::Linear(d, 3 * d));
+  b.proj = owner.register_module(prefix + "proj", torch::nn::Linear(d, d));
+  b.fc1 = owner.register_module(prefix + "fc1", torch::nn::Linear(d, mlp_ratio * d));
+  b.fc2 = owner.register_module(prefix + "fc2", torch::nn::Linear(mlp_ratio * d, d));
+  b.modulation = owner.register_module(prefix + "modulation", torch::nn::Linear(d, 6 * d));
+  torch::NoGradGuard no_grad;
+  b.modulation->weight.zero_();
+  b.modulation->bias.zero_();
+  return b;
+}
+
+at::Tensor AdaLNBlock::forward(const at::Tensor& h_in, const at::Tensor& c, int64_t heads, bool causal, bool rotary) {
+  const int64_t batch = h_in.size(0), length = h_in.size(1), d = h_in.size(2);
+  std::vector<at::Tensor> m = modulation->forward(c).unsqueeze(1).chunk(6, -1);
+  at::Tensor a = norm1->forward(h_in) * (1 + m[1]) + m[0];
+  at::Tensor qkv_out = qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  at::Tensor q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];
+  if (rotary) q = apply_rotary(q), k = apply_rotary(k);
+  a = dot_product_attention(q, k, v, causal).transpose(1, 2).reshape({batch, length, d});
+  at::Tensor h = h_in + m[2] * proj->forward(a);
+  a = norm2->forward(h) * (1 + m[4]) + m[3];
+  return h + m[5] * fc2->forward(at::gelu(fc1->forward(a), "tanh"));
+}
+
+at::Tensor sinusoidal_time_features(const at::Tensor& t, int64_t batch, int64_t features, const at::TensorOptions& options) {
+  TORCH_CHECK(features >= 2 && features % 2 == 0, "sinusoidal_time_features: features must be even and >= 2, got ", features);
+  at::Tensor column = time_column(t, batch, options) * 1000.0;  // (B, 1)
+  const int64_t half = features / 2;
+  at::Tensor frequencies = at::exp(at::arange(half, options) * (-std::log(10000.0) / static_cast<double>(half)));
+  at::Tensor angles = column * frequencies.unsqueeze(0);
+  return at::cat({at::cos(angles), at::sin(angles)}, 1);
+}
+
 std::string to_string(PositionEncoding p) { return p == PositionEncoding::Rotary ? "rotary" : "learned"; }
 
 PositionEncoding position_encoding_from_string(const std::string& name) {
@@ -78,22 +116,8 @@ TokenTransformerImpl::TokenTransformerImpl(TokenTransformerOptions options) : op
   if (o.positions() == PositionEncoding::Learned) positions_ = register_parameter("positions", at::randn({o.length(), d}) * 0.02);
   time_in_ = register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
   time_out_ = register_module("time_out", torch::nn::Linear(d, d));
-  auto layer_norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)); };
-  for (int64_t i = 0; i < o.depth(); ++i) {
-    const std::string p = "block" + std::to_string(i) + "_";
-    Block b;
-    b.norm1 = register_module(p + "norm1", layer_norm());
-    b.norm2 = register_module(p + "norm2", layer_norm());
-    b.qkv = register_module(p + "qkv", torch::nn::Linear(d, 3 * d));
-    b.proj = register_module(p + "proj", torch::nn::Linear(d, d));
-    b.fc1 = register_module(p + "fc1", torch::nn::Linear(d, o.mlp_ratio() * d));
-    b.fc2 = register_module(p + "fc2", torch::nn::Linear(o.mlp_ratio() * d, d));
-    b.modulation = register_module(p + "modulation", torch::nn::Linear(d, 6 * d));
-    b.modulation->weight.zero_();
-    b.modulation->bias.zero_();
-    blocks_.push_back(b);
-  }
-  final_norm_ = register_module("final_norm", layer_norm());
+  for (int64_t i = 0; i < o.depth(); ++i) blocks_.push_back(AdaLNBlock::create(*this, "block" + std::to_string(i) + "_", d, o.mlp_ratio()));
+  final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)));
   final_modulation_ = register_module("final_modulation", torch::nn::Linear(d, 2 * d));
   head_ = register_module("head", torch::nn::Linear(d, o.vocabulary()));
   for (auto* zero : {&final_modulation_, &head_}) {
@@ -103,11 +127,7 @@ TokenTransformerImpl::TokenTransformerImpl(TokenTransformerOptions options) : op
 }
 
 at::Tensor TokenTransformerImpl::time_embedding(const at::Tensor& t, int64_t batch, const at::TensorOptions& options) {
-  at::Tensor column = time_column(t, batch, options) * 1000.0;  // (B, 1)
-  const int64_t half = kTimeFeatures / 2;
-  at::Tensor frequencies = at::exp(at::arange(half, options) * (-std::log(10000.0) / static_cast<double>(half)));
-  at::Tensor angles = column * frequencies.unsqueeze(0);
-  at::Tensor features = at::cat({at::cos(angles), at::sin(angles)}, 1);
+  at::Tensor features = sinusoidal_time_features(t, batch, kTimeFeatures, options);
   return at::silu(time_out_->forward(at::silu(time_in_->forward(features))));
 }
 
@@ -120,7 +140,7 @@ at::Tensor TokenTransformerImpl::forward(const at::Tensor& x, const at::Tensor& 
     TORCH_CHECK(lo >= 0 && hi < o.input_vocabulary(), "transformer: token ids must be in [0, ", o.input_vocabulary(), "), got [", lo, ", ",
                 hi, "]");
   }
-  const int64_t batch = x.size(0), length = o.length(), d = o.width(), heads = o.heads();
+  const int64_t batch = x.size(0), length = o.length(), heads = o.heads();
   if (o.causal()) {
     // Shift right: position i reads x_{i−1} (the begin token at 0), so its logits are p(x_i | x_<i).
     at::Tensor begin = at::full({batch, 1}, o.input_vocabulary(), ids.options());
@@ -129,17 +149,7 @@ at::Tensor TokenTransformerImpl::forward(const at::Tensor& x, const at::Tensor& 
   at::Tensor h = embedding_->forward(ids);  // (B, L, d)
   if (positions_.defined()) h = h + positions_.unsqueeze(0);
   at::Tensor c = time_embedding(t, batch, h.options());  // (B, d), after SiLU
-  for (auto& b : blocks_) {
-    std::vector<at::Tensor> m = b.modulation->forward(c).unsqueeze(1).chunk(6, -1);
-    at::Tensor a = b.norm1->forward(h) * (1 + m[1]) + m[0];
-    at::Tensor qkv = b.qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
-    at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-    if (o.positions() == PositionEncoding::Rotary) q = apply_rotary(q), k = apply_rotary(k);
-    a = dot_product_attention(q, k, v, o.causal()).transpose(1, 2).reshape({batch, length, d});
-    h = h + m[2] * b.proj->forward(a);
-    a = b.norm2->forward(h) * (1 + m[4]) + m[3];
-    h = h + m[5] * b.fc2->forward(at::gelu(b.fc1->forward(a), "tanh"));
-  }
+  for (auto& b : blocks_) h = b.forward(h, c, heads, o.causal(), o.positions() == PositionEncoding::Rotary);
   std::vector<at::Tensor> m = final_modulation_->forward(c).unsqueeze(1).chunk(2, -1);
   return head_->forward(final_norm_->forward(h) * (1 + m[1]) + m[0]);
 }

@@ -16,6 +16,7 @@
 /// an autoregressive model over the same (B, L) → (B, L, V) interface as the posterior networks.
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <torch/nn/modules/embedding.h>
@@ -34,6 +35,23 @@ at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const
 /// Rotary position embedding of x (..., L, d) at positions 0..L−1 (d even): the pairs (x_j, x_{j+d/2})
 /// rotated by the angle p·10000^(−2j/d). ⟨rot(q, m), rot(k, n)⟩ depends on m − n only.
 at::Tensor apply_rotary(const at::Tensor& x);
+
+/// One pre-norm transformer block with adaLN-Zero modulation (DiT, Peebles & Xie 2023): from the
+/// conditioning c (after SiLU) one zero-initialised linear map gives shift₁, scale₁, gate₁, shift₂,
+/// scale₂, gate₂; h += gate₁·Attention(LN(h)(1 + scale₁) + shift₁), then the same around a GELU MLP.
+/// Shared by the token transformer and the DiT (dit.h).
+struct AdaLNBlock {
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, modulation{nullptr};
+  /// Registers its layers in `owner` as prefix + "norm1", "qkv", ... ; the modulation starts at zero.
+  static AdaLNBlock create(torch::nn::Module& owner, const std::string& prefix, int64_t width, int64_t mlp_ratio);
+  /// h (B, L, d), c (B, d); `rotary` applies rotary positions to q and k.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& c, int64_t heads, bool causal, bool rotary);
+};
+
+/// Sinusoidal features of 1000·t (cos then sin, `features` even, frequencies 10000^(−k/(features/2)))
+/// for t 0-dim or (B): (B, features).
+at::Tensor sinusoidal_time_features(const at::Tensor& t, int64_t batch, int64_t features, const at::TensorOptions& options);
 
 enum class PositionEncoding { Rotary, Learned };
 std::string to_string(PositionEncoding p);
@@ -71,17 +89,13 @@ class TokenTransformerImpl : public VelocityModel {
   const TokenTransformerOptions& options() const { return options_; }
 
  private:
-  struct Block {
-    torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
-    torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, modulation{nullptr};
-  };
   at::Tensor time_embedding(const at::Tensor& t, int64_t batch, const at::TensorOptions& options);
 
   TokenTransformerOptions options_;
   torch::nn::Embedding embedding_{nullptr};
   at::Tensor positions_;  // learned (L, d), undefined with rotary positions
   torch::nn::Linear time_in_{nullptr}, time_out_{nullptr};
-  std::vector<Block> blocks_;
+  std::vector<AdaLNBlock> blocks_;
   torch::nn::LayerNorm final_norm_{nullptr};
   torch::nn::Linear final_modulation_{nullptr}, head_{nullptr};
 };

@@ -1,0 +1,74 @@
+#pragma once
+/// \file
+/// DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers") as a velocity network for
+/// images: the image is cut into p × p patches, each linearly embedded, with fixed 2-D sin-cos
+/// positions; adaLN-Zero blocks (transformer.h's AdaLNBlock) conditioned on the time embedding plus
+/// a class embedding (with a learned "no class" row for classifier-free guidance); the read-out
+/// (adaLN, LayerNorm, linear to p·p·C values per patch) is zero-initialised, so the untrained
+/// network outputs exactly zero. Samples are (B, C·H·W) or (B, C, H, W).
+
+#include <memory>
+#include <vector>
+
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include "flowmatch/models/transformer.h"
+#include "flowmatch/models/velocity_model.h"
+
+namespace flowmatch::models {
+
+/// (B, C, H, W) → (B, (H/p)(W/p), C·p·p): patches in row-major order, each flattened (channel, row, column).
+at::Tensor patchify(const at::Tensor& images, int64_t patch);
+/// The inverse of patchify for images of `channels` × `height` × `width`.
+at::Tensor unpatchify(const at::Tensor& patches, int64_t channels, int64_t height, int64_t width, int64_t patch);
+/// MAE/DiT's fixed 2-D sin-cos positions for a grid of rows × columns: (rows·columns, width); the first
+/// half of each row encodes the row index, the second the column (each half: sin then cos of
+/// position·10000^(−k/(width/4))). width divisible by 4.
+at::Tensor sincos_positions_2d(int64_t rows, int64_t columns, int64_t width);
+
+struct DiTOptions {
+  DiTOptions(int64_t channels, int64_t height, int64_t width) : channels_(channels), height_(height), image_width_(width) {}
+  TORCH_ARG(int64_t, channels);
+  TORCH_ARG(int64_t, height);
+  TORCH_ARG(int64_t, image_width);
+  /// p: patch side, dividing height and width.
+  TORCH_ARG(int64_t, patch) = 2;
+  /// Model width d (divisible by 4 for the 2-D positions, and by heads).
+  TORCH_ARG(int64_t, width) = 256;
+  TORCH_ARG(int64_t, depth) = 6;
+  TORCH_ARG(int64_t, heads) = 4;
+  TORCH_ARG(int64_t, mlp_ratio) = 4;
+  /// > 0: class-conditional with this many classes (and the "no class" label kNullLabel).
+  TORCH_ARG(int64_t, num_classes) = 0;
+};
+
+class DiTImpl : public VelocityModel {
+ public:
+  explicit DiTImpl(DiTOptions options);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
+  at::Tensor forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) override;
+  int64_t num_classes() const override { return options_.num_classes(); }
+  std::vector<int64_t> sample_shape() const override { return {options_.channels(), options_.height(), options_.image_width()}; }
+  nlohmann::json spec() const override;
+  const DiTOptions& options() const { return options_; }
+
+ private:
+  at::Tensor run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels);
+
+  DiTOptions options_;
+  torch::nn::Linear patch_embedding_{nullptr};
+  at::Tensor positions_;  // fixed (N, d), a buffer
+  torch::nn::Linear time_in_{nullptr}, time_out_{nullptr};
+  torch::nn::Embedding class_embedding_{nullptr};
+  std::vector<AdaLNBlock> blocks_;
+  torch::nn::LayerNorm final_norm_{nullptr};
+  torch::nn::Linear final_modulation_{nullptr}, head_{nullptr};
+};
+
+/// The registration of "dit": user options width, depth, heads, mlp_ratio, patch (default 2 when it
+/// divides the image, else 1); the data give the image shape and the classes.
+ModelRegistration dit_registration();
+
+}  // namespace flowmatch::models

@@ -1,0 +1,186 @@
+#include "flowmatch/models/dit.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace flowmatch::models {
+
+namespace {
+constexpr int64_t kTimeFeatures = 256;
+}  // namespace
+
+at::Tensor patchify(const at::Tensor& images, int64_t p) {
+  TORCH_CHECK(images.dim() == 4 && p >= 1 && images.size(2) % p == 0 && images.size(3) % p == 0, "patchify: images (B, C, H, W) with ",
+              "H and W divisible by the patch ", p, ", got ", images.sizes());
+  const int64_t b = images.size(0), c = images.size(1), h = images.size(2) / p, w = images.size(3) / p;
+  // (B, C, h, p, w, p) → (B, h, w, C, p, p)
+  return images.reshape({b, c, h, p, w, p}).permute({0, 2, 4, 1, 3, 5}).reshape({b, h * w, c * p * p});
+}
+
+at::Tensor unpatchify(const at::Tensor& patches, int64_t c, int64_t height, int64_t width, int64_t p) {
+  TORCH_CHECK(p >= 1 && height % p == 0 && width % p == 0 && patches.dim() == 3 && patches.size(1) == (height / p) * (width / p) &&
+                  patches.size(2) == c * p * p,
+              "unpatchify: patches ", patches.sizes(), " do not make ", c, "x", height, "x", width, " images of patch ", p);
+  const int64_t b = patches.size(0), h = height / p, w = width / p;
+  return patches.reshape({b, h, w, c, p, p}).permute({0, 3, 1, 4, 2, 5}).reshape({b, c, height, width});
+}
+
+at::Tensor sincos_positions_2d(int64_t rows, int64_t columns, int64_t width) {
+  TORCH_CHECK(width % 4 == 0 && width >= 4 && rows >= 1 && columns >= 1, "sincos_positions_2d: width divisible by 4, got ", width);
+  const int64_t quarter = width / 4;
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor omega = at::pow(10000.0, -at::arange(quarter, f64) / static_cast<double>(quarter));
+  auto axis = [&](const at::Tensor& position) {  // (N) → (N, width/2)
+    at::Tensor angles = position.unsqueeze(1) * omega.unsqueeze(0);
+    return at::cat({at::sin(angles), at::cos(angles)}, 1);
+  };
+  at::Tensor row = at::arange(rows, f64).repeat_interleave(columns), column = at::arange(columns, f64).repeat({rows});
+  return at::cat({axis(row), axis(column)}, 1).to(at::kFloat);
+}
+
+DiTImpl::DiTImpl(DiTOptions options) : options_(std::move(options)) {
+  const auto& o = options_;
+  const int64_t p = o.patch();
+  if (o.channels() < 1 || o.channels() > 64 || o.height() < 1 || o.image_width() < 1 || o.height() > 4096 || o.image_width() > 4096) {
+    throw std::invalid_argument("dit: images of " + std::to_string(o.channels()) + "x" + std::to_string(o.height()) + "x" +
+                                std::to_string(o.image_width()) + " (expected 1 to 64 channels, sides 1 to 4096)");
+  }
+  if (p < 1 || o.height() % p != 0 || o.image_width() % p != 0) {
+    throw std::invalid_argument("dit: patch size " + std::to_string(p) + " does not divide " + std::to_string(o.height()) + "x" +
+                                std::to_string(o.image_width()) + " images");
+  }
+  if (o.width() < 4 || o.width() > 16384 || o.width() % 4 != 0 || o.heads() < 1 || o.width() % o.heads() != 0 || o.depth() < 1 ||
+      o.depth() > 256 || o.mlp_ratio() < 1 || o.mlp_ratio() > 64 || o.num_classes() < 0 || o.num_classes() > 100000) {
+    throw std::invalid_argument("dit: width " + std::to_string(o.width()) + ", heads " + std::to_string(o.heads()) + ", depth " +
+                                std::to_string(o.depth()) + ", mlp ratio " + std::to_string(o.mlp_ratio()) + ", classes " +
+                                std::to_string(o.num_classes()) +
+                                " (expected width 4..16384 divisible by 4 and by heads, depth 1..256, mlp ratio 1..64, classes 0..100000)");
+  }
+  const int64_t d = o.width(), rows = o.height() / p, columns = o.image_width() / p;
+  patch_embedding_ = register_module("patch_embedding", torch::nn::Linear(o.channels() * p * p, d));
+  positions_ = register_buffer("positions", sincos_positions_2d(rows, columns, d));
+  time_in_ = register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
+  time_out_ = register_module("time_out", torch::nn::Linear(d, d));
+  if (o.num_classes() > 0) {
+    class_embedding_ = register_module("class_embedding", torch::nn::Embedding(o.num_classes() + 1, d));  // row C: no class
+    torch::NoGradGuard no_grad;
+    class_embedding_->weight.normal_(0.0, 0.02);
+  }
+  for (int64_t i = 0; i < o.depth(); ++i) blocks_.push_back(AdaLNBlock::create(*this, "block" + std::to_string(i) + "_", d, o.mlp_ratio()));
+  final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)));
+  final_modulation_ = register_module("final_modulation", torch::nn::Linear(d, 2 * d));
+  head_ = register_module("head", torch::nn::Linear(d, o.channels() * p * p));
+  torch::NoGradGuard no_grad;
+  for (auto* zero : {&final_modulation_, &head_}) {
+    (*zero)->weight.zero_();
+    (*zero)->bias.zero_();
+  }
+}
+
+at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t) { return run(x, t, at::Tensor()); }
+
+at::Tensor DiTImpl::forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
+  if (options_.num_classes() == 0) return VelocityModel::forward_conditional(x, t, labels);  // throws: not conditional
+  check_labels(labels, x.size(0), options_.num_classes());
+  return run(x, t, labels);
+}
+
+at::Tensor DiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
+  const auto& o = options_;
+  const int64_t c = o.channels(), height = o.height(), width = o.image_width(), p = o.patch();
+  TORCH_CHECK(x.dim() >= 2 && x.numel() == x.size(0) * c * height * width, "dit expects images of shape (B, ", c, ", ", height, ", ", width,
+              ") or (B, ", c * height * width, "), got ", x.sizes());
+  const int64_t batch = x.size(0);
+  at::Tensor h = patch_embedding_->forward(patchify(x.reshape({batch, c, height, width}), p)) + positions_.to(x.dtype()).unsqueeze(0);
+  at::Tensor embedding = time_out_->forward(at::silu(time_in_->forward(sinusoidal_time_features(t, batch, kTimeFeatures, h.options()))));
+  if (class_embedding_) {
+    at::Tensor index = labels.defined() ? at::where(labels.eq(kNullLabel), at::full_like(labels, o.num_classes()), labels).to(h.device())
+                                        : at::full({batch}, o.num_classes(), at::TensorOptions().dtype(at::kLong).device(h.device()));
+    embedding = embedding + class_embedding_->forward(index);
+  }
+  const at::Tensor cond = at::silu(embedding);
+  for (auto& b : blocks_) h = b.forward(h, cond, o.heads(), /*causal=*/false, /*rotary=*/false);
+  std::vector<at::Tensor> m = final_modulation_->forward(cond).unsqueeze(1).chunk(2, -1);
+  at::Tensor out = head_->forward(final_norm_->forward(h) * (1 + m[1]) + m[0]);
+  return unpatchify(out, c, height, width, p).reshape(x.sizes());
+}
+
+nlohmann::json DiTImpl::spec() const {
+  const auto& o = options_;
+  return {{"type", "dit"},
+          {"options",
+           {{"channels", o.channels()},
+            {"height", o.height()},
+            {"image_width", o.image_width()},
+            {"patch", o.patch()},
+            {"width", o.width()},
+            {"depth", o.depth()},
+            {"heads", o.heads()},
+            {"mlp_ratio", o.mlp_ratio()},
+            {"num_classes", o.num_classes()}}}};
+}
+
+namespace {
+
+const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch"};
+
+std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+  const nlohmann::json options = spec.value("options", nlohmann::json::object());
+  for (const char* key : {"channels", "height", "image_width"}) {
+    if (!options.contains(key) || !options[key].is_number_integer()) {
+      throw std::invalid_argument(std::string("dit description needs an integer \"") + key + "\", got " + spec.dump());
+    }
+  }
+  DiTOptions o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
+  try {
+    o.patch(options.value("patch", o.patch()))
+        .width(options.value("width", o.width()))
+        .depth(options.value("depth", o.depth()))
+        .heads(options.value("heads", o.heads()))
+        .mlp_ratio(options.value("mlp_ratio", o.mlp_ratio()))
+        .num_classes(options.value("num_classes", o.num_classes()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("dit options " + options.dump() + ": " + e.what());
+  }
+  return std::make_shared<DiTImpl>(o);
+}
+
+}  // namespace
+
+ModelRegistration dit_registration() {
+  ModelRegistration r;
+  r.describe = [](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
+    if (shape.size() != 3) {
+      throw std::invalid_argument("model dit needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
+                                  " dimension(s)");
+    }
+    if (!given.is_null() && !given.is_object()) throw std::invalid_argument("model options must be an object, got " + given.dump());
+    const nlohmann::json user = given.is_object() ? given : nlohmann::json::object();
+    nlohmann::json options = nlohmann::json::object();
+    for (const auto& [key, value] : user.items()) {
+      std::string k = key;
+      std::replace(k.begin(), k.end(), '-', '_');
+      if (std::find(kUserOptions.begin(), kUserOptions.end(), k) == kUserOptions.end()) {
+        throw std::invalid_argument("model option '" + key + "' does not apply to model dit (it takes: width, depth, heads, mlp_ratio, patch)");
+      }
+      options[k] = value;
+    }
+    options["channels"] = shape[0];
+    options["height"] = shape[1];
+    options["image_width"] = shape[2];
+    options["num_classes"] = classes;
+    if (!options.contains("patch")) options["patch"] = shape[1] % 2 == 0 && shape[2] % 2 == 0 ? 2 : 1;
+    return build({{"type", "dit"}, {"options", options}})->spec();  // checks the options and fills the defaults
+  };
+  r.build = build;
+  r.help = "DiT: patches, 2-D sin-cos positions, adaLN-Zero blocks from time + class (width, depth, heads, mlp-ratio, patch)";
+  r.options = kUserOptions;
+  return r;
+}
+
+}  // namespace flowmatch::models
