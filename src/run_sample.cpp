@@ -13,6 +13,7 @@
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/discrete_path.h"
 #include "flowmatch/guidance.h"
+#include "flowmatch/time_sampling.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/io/pt.h"
@@ -78,6 +79,11 @@ SampleResult Run::sample(SampleOptions o) const {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   auto source = domain_->source(data);
 
+  std::vector<double> time_grid;
+  if (o.time_shift != 1.0) {
+    if (info.adaptive) throw std::invalid_argument("--time-shift applies to fixed-step solvers, not " + o.solver);
+    time_grid = shifted_time_grid(o.steps, o.time_shift);
+  }
   std::function<double(double)> corrector;
   if (!o.corrector.empty()) {
     if (o.solver != "ctmc-euler") throw std::invalid_argument("--corrector applies to --solver ctmc-euler (token runs)");
@@ -105,6 +111,7 @@ SampleResult Run::sample(SampleOptions o) const {
                      .noise_scale(o.noise_scale)
                      .path(flow.path)
                      .corrector(corrector)
+                     .time_grid(time_grid)
                      .generator(gen));
   };
   std::string scheduler_used;

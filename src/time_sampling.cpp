@@ -111,4 +111,17 @@ TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
   return o;
 }
 
+std::vector<double> shifted_time_grid(int64_t steps, double shift) {
+  if (steps < 1 || steps > 100000000) throw std::invalid_argument("time shift: steps must be in [1, 10^8], got " + std::to_string(steps));
+  if (!(shift > 0 && shift <= 1000)) throw std::invalid_argument("--time-shift must be in (0, 1000], got " + std::to_string(shift));
+  std::vector<double> grid(static_cast<size_t>(steps) + 1);
+  for (int64_t k = 0; k <= steps; ++k) {
+    const double sigma = 1.0 - static_cast<double>(k) / static_cast<double>(steps);
+    grid[k] = 1.0 - shift * sigma / (1.0 + (shift - 1.0) * sigma);
+  }
+  grid.front() = 0.0;
+  grid.back() = 1.0;
+  return grid;
+}
+
 }  // namespace flowmatch

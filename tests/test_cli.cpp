@@ -688,6 +688,12 @@ TEST(CLI, ImageRunsTrainADiTAndNameABadPatch) {
   Result sample = cli(dir, "sample --run run --n 4 --steps 2 --guidance 2 --out s.npy --threads 1");
   ASSERT_EQ(sample.code, 0) << sample.err;
   EXPECT_TRUE(fs::exists(dir / "s.png"));
+  // SD3's shifted grid for fixed-step solvers; adaptive ones refuse it.
+  Result shifted = cli(dir, "sample --run run --n 4 --steps 3 --time-shift 3 --out shifted.npy --threads 1");
+  ASSERT_EQ(shifted.code, 0) << shifted.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "shifted.json"))["nfe"], 6);  // midpoint: 2 per step
+  Result adaptive = cli(dir, "sample --run run --n 4 --solver dopri5 --time-shift 3 --out x.npy");
+  EXPECT_NE(adaptive.err.find("--time-shift applies to fixed-step solvers, not dopri5"), std::string::npos) << adaptive.err;
   Result bad = cli(dir, "train --data images --model dit --model-option patch=5 --out x --steps 2");
   EXPECT_NE(bad.err.find("does not divide"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(dir / "x"));

@@ -72,3 +72,22 @@ TEST(TimeSampling, RejectsBadOptionsAndRoundTripsJson) {
   EXPECT_EQ(fm::to_json(fm::time_sampling_from_json(fm::to_json(o))), fm::to_json(o));
   EXPECT_THROW(fm::time_sampling_from_json(nlohmann::json{{"scale", -1.0}}), std::invalid_argument);
 }
+
+TEST(TimeSampling, SD3ShiftedGridSpendsStepsNearTheNoise) {
+  const auto uniform = fm::shifted_time_grid(4, 1.0);
+  for (int k = 0; k <= 4; ++k) EXPECT_NEAR(uniform[k], k / 4.0, 1e-15);
+  // s = 3: sigma 1/2 becomes 3/4 (t 1/4); sigma 1/4 becomes 1/2.
+  const auto shifted = fm::shifted_time_grid(4, 3.0);
+  EXPECT_EQ(shifted.size(), 5u);
+  EXPECT_EQ(shifted.front(), 0.0);
+  EXPECT_EQ(shifted.back(), 1.0);
+  EXPECT_NEAR(shifted[2], 0.25, 1e-15);
+  EXPECT_NEAR(shifted[3], 0.5, 1e-15);
+  for (int k = 0; k < 4; ++k) EXPECT_LT(shifted[k], shifted[k + 1]);
+  // s and 1/s mirror each other: t'(s) = 1 − t'(1/s) at the mirrored step.
+  const auto inverse = fm::shifted_time_grid(4, 1.0 / 3.0);
+  for (int k = 0; k <= 4; ++k) EXPECT_NEAR(shifted[k], 1 - inverse[4 - k], 1e-12);
+  EXPECT_THROW(fm::shifted_time_grid(0, 2.0), std::invalid_argument);
+  EXPECT_THROW(fm::shifted_time_grid(4, 0.0), std::invalid_argument);
+  EXPECT_THROW(fm::shifted_time_grid(4, std::nan("")), std::invalid_argument);
+}

@@ -56,6 +56,11 @@ Command register_sample(CLI::App& root) {
   auto* n = app->add_option("--n", o.n, "number of samples (default: 10000 points, or 10 per class for images)")->check(positive_number());
   app->add_option("--initial", f.initial, "start from these source points (n, D), .npy or .pt, instead of drawing --n")->excludes(n);
   app->add_option("--steps", o.steps, "solver steps from t=0 to t=1 (default 100; images 20)")->check(positive_number());
+  app->add_option("--time-shift", o.time_shift,
+                  "fixed-step solvers: SD3's time shift s of the grid, sigma' = s sigma / (1 + (s - 1) sigma) with sigma = 1 - t "
+                  "(s > 1: more steps near the noise; SD3: sqrt(pixels / base pixels))")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app->add_option("--corrector", o.corrector,
                   "ctmc-euler: corrector schedule A[:a[:b]], c(t) = A t^a (1-t)^b, adding divergence-free jumps (Gat et al.); default none");
   app->add_option("--solver", o.solver, "a solver: " + solvers + " (default euler; images midpoint)")->check(CLI::IsMember(fm::solver_names()));

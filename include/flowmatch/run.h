@@ -96,6 +96,7 @@ struct SampleOptions {
   std::string checkpoint;           ///< default: the newest
   c10::Device device = c10::kCPU;
   int64_t chunk = 500;              ///< samples per solve for conditional runs
+  double time_shift = 1.0;          ///< fixed-step solvers: SD3's shift of the time grid (shifted_time_grid)
   std::string corrector;            ///< ctmc-euler: the corrector schedule "A[:a:b]" (corrector_schedule, discrete_path.h)
 };
 

@@ -71,4 +71,11 @@ nlohmann::json to_json(const TimeSamplingOptions& options);
 /// Missing keys keep their defaults; throws std::invalid_argument on unknown names or bad values.
 TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j);
 
+/// SD3's time shift of a sampling grid (Esser et al. 2024): in the noise fraction σ = 1 − t, a uniform
+/// grid σ_k = 1 − k/steps becomes σ'_k = s·σ_k / (1 + (s − 1)·σ_k), so s > 1 spends more steps near the
+/// noise (SD3 takes s = √(m/n) for m pixels against a base resolution of n; its 1024² models use 3).
+/// Returns the steps + 1 times t' = 1 − σ' from 0 to 1, strictly increasing; s = 1 is the uniform grid.
+/// std::invalid_argument for steps < 1 or s outside (0, 1000].
+std::vector<double> shifted_time_grid(int64_t steps, double shift);
+
 }  // namespace flowmatch
