@@ -329,21 +329,21 @@ PYBIND11_MODULE(flowmatch, m) {
       "-log p(x) per sequence (float64 nats) of tokens x (B, L) under a causal model(x, t) -> logits (B, L, V) of p(x_i | x_<i).");
   m.def(
       "sample_autoregressive",
-      [](const py::object& model, int64_t n, int64_t length, bool float64, uint64_t seed) {
+      [](const py::object& model, int64_t n, int64_t length, bool float64, uint64_t seed, const std::string& device) {
         auto field = python_field(model);
         at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
         fm::SolveResult r;
         {
           py::gil_scoped_release release;
-          r = fm::solve("autoregressive", field, at::zeros({n, length}, at::kLong),
+          r = fm::solve("autoregressive", field, at::zeros({n, length}, at::TensorOptions().dtype(at::kLong).device(c10::Device(device))),
                         fm::SolverOptions().generator(g).categorical_float64(float64));
         }
         py::dict info;
         info["nfe"] = r.nfe;
         return py::make_tuple(r.x, info);
       },
-      py::arg("model"), py::arg("n"), py::arg("length"), py::arg("float64") = false, py::arg("seed") = 0,
-      "Draws n sequences of `length` tokens left to right from a causal model: (x (n, length) int64, info with the NFE = length).");
+      py::arg("model"), py::arg("n"), py::arg("length"), py::arg("float64") = false, py::arg("seed") = 0, py::arg("device") = "cpu",
+      "Draws n sequences of `length` tokens left to right from a causal model: (x (n, length) int64 on `device`, where the model is called, info with the NFE = length).");
 
   // ---------------------------------------------------------------- runs: the same API as the CLI
   py::class_<fm::Run>(m, "Run", "A run folder: config.json, checkpoints, metrics (the library's flowmatch::Run)")

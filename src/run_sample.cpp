@@ -81,7 +81,10 @@ SampleResult Run::sample(SampleOptions o) const {
 
   std::vector<double> time_grid;
   if (o.time_shift != 1.0) {
-    if (info.adaptive) throw std::invalid_argument("--time-shift applies to fixed-step solvers, not " + o.solver);
+    // The solvers that integrate on SolverOptions::time_grid: the Runge-Kutta ones and ctmc-euler.
+    if (info.adaptive || o.solver == "sde" || o.solver == "autoregressive") {
+      throw std::invalid_argument("--time-shift applies to fixed-step solvers (euler, midpoint, heun, rk4, ctmc-euler), not " + o.solver);
+    }
     time_grid = shifted_time_grid(o.steps, o.time_shift);
   }
   std::function<double(double)> corrector;
@@ -166,6 +169,12 @@ SampleResult Run::sample(SampleOptions o) const {
     r.description += noise;
   }
   if (!o.scheduler.empty()) r.description += ", " + scheduler_used;
+  if (o.time_shift != 1.0) {
+    char shift[48];
+    std::snprintf(shift, sizeof shift, ", time shift %.3g", o.time_shift);
+    r.description += shift;
+  }
+  if (!o.corrector.empty()) r.description += ", corrector " + o.corrector;
   r.info = {{"run", is_model_file() ? config_["model"]["file"].get<std::string>() : dir_},
             {"n", o.n},
             {"solver", o.solver},
@@ -179,6 +188,8 @@ SampleResult Run::sample(SampleOptions o) const {
     r.info["rejected_steps"] = r.rejected_steps;
   }
   if (info.stochastic) r.info["sde_noise"] = o.noise_scale;
+  if (o.time_shift != 1.0) r.info["time_shift"] = o.time_shift;
+  if (!o.corrector.empty()) r.info["corrector"] = o.corrector;
   if (r.labels.defined()) {
     const at::Tensor labels = r.labels.to(at::kCPU).contiguous();
     r.info["guidance"] = o.guidance;

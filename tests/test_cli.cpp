@@ -693,7 +693,7 @@ TEST(CLI, ImageRunsTrainADiTAndNameABadPatch) {
   ASSERT_EQ(shifted.code, 0) << shifted.err;
   EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "shifted.json"))["nfe"], 6);  // midpoint: 2 per step
   Result adaptive = cli(dir, "sample --run run --n 4 --solver dopri5 --time-shift 3 --out x.npy");
-  EXPECT_NE(adaptive.err.find("--time-shift applies to fixed-step solvers, not dopri5"), std::string::npos) << adaptive.err;
+  EXPECT_NE(adaptive.err.find("--time-shift applies to fixed-step solvers (euler, midpoint, heun, rk4, ctmc-euler), not dopri5"), std::string::npos) << adaptive.err;
   Result bad = cli(dir, "train --data images --model dit --model-option patch=5 --out x --steps 2");
   EXPECT_NE(bad.err.find("does not divide"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(dir / "x"));
@@ -1236,6 +1236,7 @@ TEST(CLI, TextRunsTrainATransformerAndTheAutoregressiveBaseline) {
   EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "f/metrics.json"))["samples_by_nfe"].size(), 5u);
   Result corrected = cli(dir, "sample --run f --corrector 2:0.25:0.25 --steps 16 --n 3 --out c.npy --threads 1");
   ASSERT_EQ(corrected.code, 0) << corrected.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "c.json"))["corrector"], "2:0.25:0.25");
   EXPECT_EQ(fm::io::read_file(dir / "c.txt").size(), 3u * 9);
   Result bad_corrector = cli(dir, "sample --run f --corrector 2:x --n 3 --out x.npy");
   EXPECT_NE(bad_corrector.err.find("corrector '2:x': expected A[:a[:b]]"), std::string::npos) << bad_corrector.err;
@@ -1246,6 +1247,13 @@ TEST(CLI, TextRunsTrainATransformerAndTheAutoregressiveBaseline) {
   EXPECT_NE(ar.err.find("needs a run trained with --objective autoregressive"), std::string::npos) << ar.err;
   Result steps = cli(dir, "sample --run a --steps 4 --n 2 --out x.npy");
   EXPECT_NE(steps.err.find("draws its 8 tokens in 8 steps"), std::string::npos) << steps.err;
+  Result shift = cli(dir, "sample --run a --time-shift 2 --n 2 --out x.npy");
+  EXPECT_NE(shift.err.find("--time-shift applies to fixed-step solvers (euler, midpoint, heun, rk4, ctmc-euler), not autoregressive"),
+            std::string::npos) << shift.err;
+  Result board = cli(dir, "train --data checkerboard-discrete --objective autoregressive --model transformer --out x --steps 2");
+  EXPECT_NE(board.err.find("--objective autoregressive applies to text data"), std::string::npos) << board.err;
+  Result weighted = cli(dir, "train --data text:t.txt --objective autoregressive --loss-weighting logit-normal --out x --steps 2");
+  EXPECT_NE(weighted.err.find("which --objective autoregressive does not use"), std::string::npos) << weighted.err;
   Result mlp = cli(dir, "train --data text:t.txt --objective autoregressive --model discrete-mlp --out x --steps 2");
   EXPECT_NE(mlp.err.find("needs a causal network: --model transformer"), std::string::npos) << mlp.err;
   EXPECT_FALSE(fs::exists(dir / "x"));

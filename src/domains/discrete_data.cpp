@@ -97,7 +97,7 @@ at::Tensor windows(const std::vector<int64_t>& ids, int64_t n, int64_t length, a
 
 std::string decode_rows(const at::Tensor& x) {
   std::string out;
-  at::Tensor rows = x.to(at::kLong).contiguous();
+  at::Tensor rows = x.to(at::kCPU).to(at::kLong).contiguous();
   for (int64_t i = 0; i < rows.size(0); ++i) {
     const int64_t* p = rows[i].data_ptr<int64_t>();
     out += data::decode_text(std::vector<int64_t>(p, p + rows.size(1)), data::letters_and_space()) + "\n";
@@ -136,6 +136,10 @@ class DiscreteDomain : public Domain {
     }
     const std::string kappa = s["kappa"];
     make_kappa_scheduler(kappa);  // names a bad --kappa now
+    if (objective == "autoregressive" && s["loss-weighting"] != "none") {
+      throw std::invalid_argument("--loss-weighting " + s["loss-weighting"].get<std::string>() +
+                                  " weights by the flow's time, which --objective autoregressive does not use");
+    }
     const std::string name = s["data"];
     if (name == "kjv" || name.rfind("text:", 0) == 0) {
       const int64_t length = s["sequence-length"];
@@ -158,7 +162,9 @@ class DiscreteDomain : public Domain {
     json d = {{"name", s["data"]},      {"kind", "checkerboard"},        {"grid", kGrid}, {"vocabulary", kGrid},
               {"length", 2},            {"source", s["discrete-source"]}, {"kappa", kappa},
               {"entropy", std::log(static_cast<double>(kGrid * kGrid / 2))}};
-    if (objective == "autoregressive") d["autoregressive"] = true;
+    if (objective == "autoregressive") {
+      throw std::invalid_argument("--objective autoregressive applies to text data (kjv, text:FILE); the checkerboard trains a flow");
+    }
     return d;
   }
 

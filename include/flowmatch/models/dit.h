@@ -23,8 +23,8 @@ namespace flowmatch::models {
 at::Tensor patchify(const at::Tensor& images, int64_t patch);
 /// The inverse of patchify for images of `channels` × `height` × `width`.
 at::Tensor unpatchify(const at::Tensor& patches, int64_t channels, int64_t height, int64_t width, int64_t patch);
-/// MAE/DiT's fixed 2-D sin-cos positions for a grid of rows × columns: (rows·columns, width); the first
-/// half of each row encodes the row index, the second the column (each half: sin then cos of
+/// Fixed 2-D sin-cos positions (as MAE/DiT, row first: their code puts the column first) for a grid of
+/// rows × columns: (rows·columns, width); the first half of each row encodes the row index, the second the column (each half: sin then cos of
 /// position·10000^(−k/(width/4))). width divisible by 4.
 at::Tensor sincos_positions_2d(int64_t rows, int64_t columns, int64_t width);
 
