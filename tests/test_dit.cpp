@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "flowmatch/models/dit.h"
+#include "model_checks.h"
 
 namespace fmm = flowmatch::models;
 
@@ -17,9 +18,7 @@ namespace {
 std::shared_ptr<fmm::DiTImpl> random_dit(fmm::DiTOptions o, uint64_t seed, double scale = 0.2) {
   auto model = std::make_shared<fmm::DiTImpl>(o);
   model->to(at::kDouble);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::NoGradGuard no_grad;
-  for (auto& p : model->parameters()) p.copy_(at::randn(p.sizes(), gen, at::kDouble) * scale);
+  fmtest::randomize_parameters(*model, seed, scale);
   return model;
 }
 
@@ -78,26 +77,7 @@ TEST(DiT, GradientsMatchFiniteDifferences) {
   at::Tensor x = at::randn({2, 16}, gen, at::kDouble), target = at::randn({2, 16}, gen, at::kDouble);
   at::Tensor t = at::rand({2}, gen, at::kDouble), labels = at::tensor(std::vector<int64_t>{1, fmm::kNullLabel}, at::kLong);
   auto loss = [&] { return (model->forward_conditional(x, t, labels) - target).square().sum(); };
-  model->zero_grad();
-  loss().backward();
-  int checked = 0;
-  for (const auto& item : model->named_parameters()) {
-    at::Tensor p = item.value();
-    at::Tensor grad = p.grad().clone();
-    at::NoGradGuard no_grad;
-    for (int64_t j : {int64_t{0}, p.numel() - 1}) {
-      at::Tensor flat = p.view({-1});
-      const double keep = flat[j].item<double>(), h = 1e-6;
-      flat[j] = keep + h;
-      const double up = loss().item<double>();
-      flat[j] = keep - h;
-      const double down = loss().item<double>();
-      flat[j] = keep;
-      EXPECT_NEAR(grad.view({-1})[j].item<double>(), (up - down) / (2 * h), 1e-6 * std::max(1.0, std::abs(up))) << item.key();
-      ++checked;
-    }
-  }
-  EXPECT_GT(checked, 20);
+  EXPECT_GT(fmtest::expect_gradients_match_finite_differences(*model, loss, 1e-6), 20);
 }
 
 TEST(DiT, RegistryFillsTheImageAndNamesABadPatch) {

@@ -14,6 +14,7 @@
 #include "flowmatch/models/transformer.h"
 #include "flowmatch/objective.h"
 #include "flowmatch/solvers.h"
+#include "model_checks.h"
 
 namespace fm = flowmatch;
 namespace fmm = flowmatch::models;
@@ -23,10 +24,7 @@ namespace {
 std::shared_ptr<fmm::TokenTransformerImpl> random_transformer(fmm::TokenTransformerOptions o, uint64_t seed, double scale = 0.3) {
   auto model = std::make_shared<fmm::TokenTransformerImpl>(o);
   model->to(at::kDouble);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::NoGradGuard no_grad;
-  // Away from the zero initialisation, so that every path through the network carries information.
-  for (auto& p : model->parameters()) p.copy_(at::randn(p.sizes(), gen, at::kDouble) * scale);
+  fmtest::randomize_parameters(*model, seed, scale);
   return model;
 }
 
@@ -136,26 +134,7 @@ TEST(Transformer, GradientsMatchFiniteDifferences) {
   at::Tensor x = at::randint(5, {3, 5}, gen, at::kLong), target = at::randint(4, {3, 5}, gen, at::kLong);
   at::Tensor t = at::rand({3}, gen, at::kDouble);
   auto loss = [&] { return -at::log_softmax(model->forward(x, t), -1).gather(-1, target.unsqueeze(-1)).sum(); };
-  model->zero_grad();
-  loss().backward();
-  int checked = 0;
-  for (const auto& item : model->named_parameters()) {
-    at::Tensor p = item.value();
-    at::Tensor grad = p.grad().clone();
-    at::NoGradGuard no_grad;
-    for (int64_t j : {int64_t{0}, p.numel() / 2, p.numel() - 1}) {
-      at::Tensor flat = p.view({-1});
-      const double keep = flat[j].item<double>(), h = 1e-6;
-      flat[j] = keep + h;
-      const double up = loss().item<double>();
-      flat[j] = keep - h;
-      const double down = loss().item<double>();
-      flat[j] = keep;
-      EXPECT_NEAR(grad.view({-1})[j].item<double>(), (up - down) / (2 * h), 1e-6) << item.key() << "[" << j << "]";
-      ++checked;
-    }
-  }
-  EXPECT_GT(checked, 30);
+  EXPECT_GT(fmtest::expect_gradients_match_finite_differences(*model, loss, 1e-6), 30);
 }
 
 TEST(Transformer, RegistryDescribesChecksAndRebuildsTheNetwork) {

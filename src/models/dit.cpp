@@ -159,17 +159,7 @@ ModelRegistration dit_registration() {
       throw std::invalid_argument("model dit needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
                                   " dimension(s)");
     }
-    if (!given.is_null() && !given.is_object()) throw std::invalid_argument("model options must be an object, got " + given.dump());
-    const nlohmann::json user = given.is_object() ? given : nlohmann::json::object();
-    nlohmann::json options = nlohmann::json::object();
-    for (const auto& [key, value] : user.items()) {
-      std::string k = key;
-      std::replace(k.begin(), k.end(), '-', '_');
-      if (std::find(kUserOptions.begin(), kUserOptions.end(), k) == kUserOptions.end()) {
-        throw std::invalid_argument("model option '" + key + "' does not apply to model dit (it takes: width, depth, heads, mlp_ratio, patch)");
-      }
-      options[k] = value;
-    }
+    nlohmann::json options = normalized_options("dit", given, kUserOptions);
     options["channels"] = shape[0];
     options["height"] = shape[1];
     options["image_width"] = shape[2];

@@ -201,18 +201,15 @@ ModelRegistration token_transformer_registration() {
   ModelRegistration r;
   r.describe = [](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
     if (classes > 0) throw std::invalid_argument("model transformer is not class-conditional");
-    if (!given.is_null() && !given.is_object()) throw std::invalid_argument("model options must be an object, got " + given.dump());
-    nlohmann::json options = nlohmann::json::object();
-    const nlohmann::json user = given.is_object() ? given : nlohmann::json::object();
-    for (const auto& [key, value] : user.items()) {
-      std::string k = key;
-      std::replace(k.begin(), k.end(), '-', '_');
-      const bool from_data = k == "vocabulary" || k == "input_vocabulary" || k == "causal";
-      if (!from_data && std::find(kUserOptions.begin(), kUserOptions.end(), k) == kUserOptions.end()) {
-        throw std::invalid_argument("model option '" + key + "' does not apply to model transformer (it takes: width, depth, heads, mlp_ratio, positions)");
+    // What the data give (vocabulary, input_vocabulary, causal) beside the user's options.
+    nlohmann::json user = given, from_data = nlohmann::json::object();
+    if (user.is_object()) {
+      for (const char* key : {"vocabulary", "input_vocabulary", "causal"}) {
+        if (user.contains(key)) from_data[key] = user[key], user.erase(key);
       }
-      options[k] = value;
     }
+    nlohmann::json options = normalized_options("transformer", user, kUserOptions);
+    options.update(from_data);
     if (!options.contains("vocabulary")) throw std::invalid_argument("model transformer needs token data (e.g. --data kjv)");
     if (shape.size() != 1) throw std::invalid_argument("model transformer takes sequences of tokens (one dimension)");
     if (!options.contains("input_vocabulary")) options["input_vocabulary"] = options["vocabulary"];

@@ -71,10 +71,6 @@ Conditioning Conditioning::narrow(int64_t start, int64_t length) const {
   return {part(labels), part(context), part(context_mask), part(mask)};
 }
 
-namespace {
-
-// User options: keys as the train flags (dashes or underscores); an unknown key is an error naming
-// the type's options.
 nlohmann::json normalized_options(const std::string& type, const nlohmann::json& options, const std::vector<std::string>& known) {
   nlohmann::json out = nlohmann::json::object();
   if (options.is_null()) return out;
@@ -93,6 +89,11 @@ nlohmann::json normalized_options(const std::string& type, const nlohmann::json&
   }
   return out;
 }
+
+namespace {
+
+// User options: keys as the train flags (dashes or underscores); an unknown key is an error naming
+// the type's options.
 
 int64_t flat_size(const std::vector<int64_t>& shape) {
   int64_t n = 1;

@@ -101,6 +101,11 @@ std::vector<std::string> model_names();
 /// The registration of `type`; std::invalid_argument listing the names when unknown.
 ModelRegistration model_registration(const std::string& type);
 
+/// The user's options of a network type as its registration reads them: keys as the train flags
+/// (dashes or underscores, returned with underscores); std::invalid_argument names a key outside
+/// `known` and lists those. Null gives {}.
+nlohmann::json normalized_options(const std::string& type, const nlohmann::json& options, const std::vector<std::string>& known);
+
 /// Number of trainable scalars.
 int64_t parameter_count(const torch::nn::Module& module);
 
