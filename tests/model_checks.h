@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -19,6 +20,15 @@ inline void randomize_parameters(torch::nn::Module& module, uint64_t seed, doubl
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   at::NoGradGuard no_grad;
   for (auto& p : module.parameters()) p.copy_(at::randn(p.sizes(), gen, p.scalar_type()) * scale);
+}
+
+/// A float64 network of type M built from `options`, its parameters randomized (randomize_parameters).
+template <class M, class Options>
+std::shared_ptr<M> random_network(Options options, uint64_t seed, double scale) {
+  auto model = std::make_shared<M>(options);
+  model->to(at::kDouble);
+  randomize_parameters(*model, seed, scale);
+  return model;
 }
 
 /// Compares autograd's gradient of `loss` with central differences (h = 1e-6) at the first, middle and

@@ -16,10 +16,7 @@ namespace fmm = flowmatch::models;
 namespace {
 
 std::shared_ptr<fmm::DiTImpl> random_dit(fmm::DiTOptions o, uint64_t seed, double scale = 0.2) {
-  auto model = std::make_shared<fmm::DiTImpl>(o);
-  model->to(at::kDouble);
-  fmtest::randomize_parameters(*model, seed, scale);
-  return model;
+  return fmtest::random_network<fmm::DiTImpl>(o, seed, scale);
 }
 
 }  // namespace

@@ -22,10 +22,7 @@ namespace fmm = flowmatch::models;
 namespace {
 
 std::shared_ptr<fmm::TokenTransformerImpl> random_transformer(fmm::TokenTransformerOptions o, uint64_t seed, double scale = 0.3) {
-  auto model = std::make_shared<fmm::TokenTransformerImpl>(o);
-  model->to(at::kDouble);
-  fmtest::randomize_parameters(*model, seed, scale);
-  return model;
+  return fmtest::random_network<fmm::TokenTransformerImpl>(o, seed, scale);
 }
 
 fm::VelocityField field_of(const std::shared_ptr<fmm::TokenTransformerImpl>& model) {
