@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include "flowmatch/assignment.h"
+#include "flowmatch/particles.h"
 
 namespace flowmatch {
 
@@ -197,7 +198,7 @@ nlohmann::json SchrodingerBridgeCoupling::spec() const {
           {"tolerance", options_.tolerance()}};
 }
 
-std::vector<std::string> coupling_names() { return {"independent", "exact-ot", "sinkhorn", "schrodinger-bridge"}; }
+std::vector<std::string> coupling_names() { return {"independent", "exact-ot", "sinkhorn", "schrodinger-bridge", "equivariant-ot"}; }
 
 std::shared_ptr<Coupling> make_coupling(const nlohmann::json& spec) {
   const std::string type = spec.is_string() ? spec.get<std::string>() : spec.value("type", std::string());
@@ -217,6 +218,15 @@ std::shared_ptr<Coupling> make_coupling(const nlohmann::json& spec) {
       throw std::invalid_argument("schrodinger-bridge coupling needs \"sigma\" (its reg is 2 sigma^2)");
     }
     return std::make_shared<SchrodingerBridgeCoupling>(params["sigma"].get<double>(), sinkhorn_options());
+  }
+  if (type == "equivariant-ot") {
+    auto count = [&](const char* key) {
+      if (!params.contains(key) || !params[key].is_number_integer()) {
+        throw std::invalid_argument("equivariant-ot coupling needs integer \"" + std::string(key) + "\" (particle data: molecules:dw4, molecules:lj13)");
+      }
+      return params[key].get<int64_t>();
+    };
+    return std::make_shared<EquivariantOTCoupling>(count("particles"), count("particle_dim"));
   }
   std::string valid;
   for (const auto& n : coupling_names()) valid += (valid.empty() ? "" : ", ") + n;

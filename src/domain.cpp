@@ -16,6 +16,8 @@ std::shared_ptr<Domain> make_manifold_domain();
 bool manifold_domain_accepts(const std::string& data);
 std::shared_ptr<Domain> make_discrete_domain();
 bool discrete_domain_accepts(const std::string& data);
+std::shared_ptr<Domain> make_molecules_domain();
+bool molecules_domain_accepts(const std::string& data);
 
 namespace {
 
@@ -31,6 +33,7 @@ detail::Registry<DomainEntry>& registry() {
     r->add("images", {images_domain_accepts, make_images_domain});
     r->add("manifold", {manifold_domain_accepts, make_manifold_domain});
     r->add("discrete", {discrete_domain_accepts, make_discrete_domain});
+    r->add("molecules", {molecules_domain_accepts, make_molecules_domain});
     return r;
   }();
   return *registry;

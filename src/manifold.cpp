@@ -326,7 +326,40 @@ at::Tensor ProductManifold::distance_from_manifold(const at::Tensor& x) const {
 
 // ---------------------------------------------------------------- registry
 
-std::vector<std::string> manifold_names() { return {"euclidean", "sphere", "torus", "product"}; }
+// ---------------------------------------------------------------- mean-free configurations
+
+MeanFreeSpace::MeanFreeSpace(int64_t particles, int64_t particle_dim) : n_(particles), d_(particle_dim) {
+  if (n_ < 2 || d_ < 1) {
+    throw std::invalid_argument("mean-free space needs at least 2 particles of dimension at least 1, got " + std::to_string(n_) +
+                                " particles of dimension " + std::to_string(d_));
+  }
+}
+
+json MeanFreeSpace::spec() const { return {{"type", "mean-free"}, {"particles", n_}, {"particle_dim", d_}}; }
+
+at::Tensor MeanFreeSpace::project(const at::Tensor& x) const {
+  check_width(x, coordinates(), "points", "mean-free space");
+  at::Tensor p = x.reshape({x.size(0), n_, d_});
+  return (p - p.mean(1, /*keepdim=*/true)).reshape({x.size(0), n_ * d_});
+}
+
+at::Tensor MeanFreeSpace::project_tangent(const at::Tensor&, const at::Tensor& v) const { return project(v); }
+
+at::Tensor MeanFreeSpace::expmap(const at::Tensor& x, const at::Tensor& v) const { return project(x + v); }
+
+at::Tensor MeanFreeSpace::tangent_trace(const at::Tensor&, const at::Tensor& jacobian) const {
+  // tr(J P) with P = I − (1/n)·(1 1ᵀ ⊗ I_d): tr J − (1/n)·Σ_a Σ_ij J[(i, a), (j, a)].
+  const int64_t b = jacobian.size(0);
+  at::Tensor j = jacobian.reshape({b, n_, d_, n_, d_});
+  return jacobian.diagonal(0, 1, 2).sum(1) - j.diagonal(0, 2, 4).sum({1, 2, 3}) / static_cast<double>(n_);
+}
+
+at::Tensor MeanFreeSpace::distance_from_manifold(const at::Tensor& x) const {
+  check_width(x, coordinates(), "points", "mean-free space");
+  return x.reshape({x.size(0), n_, d_}).mean(1).norm(2, 1) * std::sqrt(static_cast<double>(n_));
+}
+
+std::vector<std::string> manifold_names() { return {"euclidean", "sphere", "torus", "product", "mean-free"}; }
 
 std::shared_ptr<Manifold> make_manifold(const json& spec) {
   if (!spec.is_string() && !spec.is_object()) {
@@ -349,7 +382,16 @@ std::shared_ptr<Manifold> make_manifold(const json& spec) {
     for (const auto& f : spec["factors"]) factors.push_back(make_manifold(f));
     return std::make_shared<ProductManifold>(factors);
   }
-  throw std::invalid_argument("unknown manifold '" + type + "' (expected: euclidean, sphere, torus, product)");
+  if (type == "mean-free") {
+    auto count = [&](const char* key) {
+      if (!spec.is_object() || !spec.contains(key) || !spec[key].is_number_integer()) {
+        throw std::invalid_argument("mean-free manifold " + spec.dump() + " needs integer '" + key + "'");
+      }
+      return spec[key].get<int64_t>();
+    };
+    return std::make_shared<MeanFreeSpace>(count("particles"), count("particle_dim"));
+  }
+  throw std::invalid_argument("unknown manifold '" + type + "' (expected: euclidean, sphere, torus, product, mean-free)");
 }
 
 }  // namespace flowmatch

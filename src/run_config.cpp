@@ -8,6 +8,7 @@
 #include "flowmatch/domain.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/objective.h"
+#include "flowmatch/particles.h"
 #include "flowmatch/paths.h"
 #include "flowmatch/prediction.h"
 #include "flowmatch/run.h"
@@ -40,8 +41,11 @@ std::vector<RunSetting> make_settings() {
        "wrapped-normal (flow_matching notebooks' source, docs/MANIFOLDS.md)", {}},
       {"target", "string", "moons", "target distribution (t = 1)", data::toy2d_names()},
       {"data-dir", "string", kFashionMnistDefault,
-       "images: where the Fashion-MNIST IDX files are; manifold data: the data folder holding earth/ (default "
+       "images: where the Fashion-MNIST IDX files are; manifold and molecular data: the data folder holding earth/ and molecules/ (default "
        "$FLOWMATCH_DATA_DIR, else ../shared/data)", {}},
+      {"system", "string", nullptr,
+       "particle data: --data FILE.npy holds configurations of this system, one per row (dw4: 4 particles in 2-D; lj13: 13 in 3-D)",
+       {"dw4", "lj13"}},
       {"manifold", "string", nullptr, "data on a manifold: --data FILE.npy holds unit vectors (sphere) or angles in radians (torus)",
        {"sphere", "torus"}},
       {"discrete-source", "string", "uniform", "token data: source tokens uniform over the vocabulary, or a mask token",
@@ -53,7 +57,7 @@ std::vector<RunSetting> make_settings() {
        "their counts and refused (refuse)", {"space", "refuse"}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
-      {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images, manifold-mlp on manifolds, discrete-mlp on the discrete checkerboard, transformer for text; also dit for images)", {}},
+      {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images, manifold-mlp on manifolds, discrete-mlp on the discrete checkerboard, transformer for text, egnn for molecules; also dit for images)", {}},
       {"model-option", "strings", json::array(), "a network option KEY=VALUE (repeatable; also a [model] section in --config)", {}},
       {"width", "int", nullptr, "mlp: hidden width (default 64); transformer, dit: model width (default 256)", {}},
       {"depth", "int", nullptr, "mlp: hidden layers (default 3); transformer: blocks (default 4); dit: blocks (default 6)", {}},
@@ -93,7 +97,8 @@ std::vector<RunSetting> make_settings() {
        {"none", "logit-normal", "sigma-squared"}},
       {"coupling", "string", "exact-ot",
        "pairing of noise and data: independent (I-CFM), exact-ot (OT-CFM), sinkhorn (entropic OT), schrodinger-bridge "
-       "(SB-CFM: entropic OT with reg 2 sigma^2 and Brownian-bridge path noise, sigma 1 by default)", coupling_names()},
+       "(SB-CFM: entropic OT with reg 2 sigma^2 and Brownian-bridge path noise, sigma 1 by default), equivariant-ot (particle data: "
+       "each pair aligned by permutation and rotation, then exact OT; Klein et al. 2023)", coupling_names()},
       {"ot-reg", "float", nullptr, "sinkhorn: entropic regularization in squared data units (default 0.5)", {}},
       {"ot-iterations", "int", 2000, "sinkhorn, schrodinger-bridge: most Sinkhorn iterations per batch", {}},
       {"optimizer", "string", "adam", "adam or adamw", {"adam", "adamw"}},
@@ -211,8 +216,14 @@ json path_spec(const json& s, const std::shared_ptr<const Manifold>& space) {
   }
 }
 
-json coupling_spec(const json& s) {
+json coupling_spec(const json& s, const json& data) {
   const std::string coupling = s["coupling"];
+  if (coupling == "equivariant-ot") {
+    if (!data.contains("particles") || !data.contains("particle_dim")) {
+      throw std::invalid_argument("--coupling equivariant-ot needs particle data (molecules:dw4, molecules:lj13, or --system)");
+    }
+    return EquivariantOTCoupling(data["particles"].get<int64_t>(), data["particle_dim"].get<int64_t>()).spec();
+  }
   SinkhornOptions sinkhorn = SinkhornOptions().max_iterations(s["ot-iterations"].get<int64_t>());
   if (coupling == "sinkhorn") return SinkhornCoupling(sinkhorn.reg(s["ot-reg"].is_null() ? 0.5 : s["ot-reg"].get<double>())).spec();
   if (coupling == "schrodinger-bridge") return SchrodingerBridgeCoupling(default_sigma(s), sinkhorn).spec();
@@ -344,7 +355,7 @@ json make_run_config(const json& given_settings) {
                  {"prediction", s["predict"]},
                  {"objective", make_objective(json{{"type", s["objective"]}, {"path", path}})->spec()},
                  {"time_sampling", time_sampling_spec(s)},
-                 {"coupling", coupling_spec(s)},
+                 {"coupling", coupling_spec(s, data)},
                  {"training",
                   {{"steps", s["steps"]},
                    {"batch", s["batch"]},

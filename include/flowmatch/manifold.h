@@ -139,6 +139,33 @@ class FlatTorus : public Manifold {
   int64_t d_;
 };
 
+/// The configurations of n particles in R^d with their centre of mass at the origin: the linear
+/// subspace {x ∈ R^(n·d) : Σ_i x_i = 0} of dimension (n − 1)·d, coordinates particle by particle
+/// (x[i·d + a]). Equivariant flow matching (Klein, Krämer & Noé 2023) lives here: translations are
+/// removed, the source is a Gaussian restricted to the subspace and densities are with respect to
+/// its Lebesgue measure. Flat: exp_x(v) = x + v, log_x(y) = y − x; `project` subtracts the centre of
+/// mass, `project_tangent` the mean velocity; the divergence of a tangent field is tr(J P) with P the
+/// projection. No finite volume (no uniform distribution).
+class MeanFreeSpace : public Manifold {
+ public:
+  MeanFreeSpace(int64_t particles, int64_t particle_dim);
+  std::string name() const override { return "mean-free"; }
+  nlohmann::json spec() const override;
+  int64_t coordinates() const override { return n_ * d_; }
+  int64_t dimension() const override { return (n_ - 1) * d_; }
+  int64_t particles() const { return n_; }
+  int64_t particle_dim() const { return d_; }
+  at::Tensor project(const at::Tensor& x) const override;
+  at::Tensor project_tangent(const at::Tensor& x, const at::Tensor& v) const override;
+  at::Tensor expmap(const at::Tensor& x, const at::Tensor& v) const override;
+  at::Tensor tangent_trace(const at::Tensor& x, const at::Tensor& jacobian) const override;
+  /// ‖x − project(x)‖ = √n·‖centre of mass‖.
+  at::Tensor distance_from_manifold(const at::Tensor& x) const override;
+
+ private:
+  int64_t n_, d_;
+};
+
 /// wrap(a) in [−π, π): a − 2π·floor((a + π)/2π).
 at::Tensor wrap_angle(const at::Tensor& a);
 
@@ -172,7 +199,8 @@ class ProductManifold : public Manifold {
 };
 
 /// From `spec()` or a name: "euclidean", "sphere" (S²), "torus" (T², or {"type": "torus", "dim": d}),
-/// {"type": "product", "factors": [...]}; std::invalid_argument naming what is unknown or bad.
+/// {"type": "product", "factors": [...]}, {"type": "mean-free", "particles": n, "particle_dim": d};
+/// std::invalid_argument naming what is unknown or bad.
 std::shared_ptr<Manifold> make_manifold(const nlohmann::json& spec);
 /// The names make_manifold takes.
 std::vector<std::string> manifold_names();
