@@ -21,9 +21,8 @@ void check_configurations(const at::Tensor& x, int64_t n, int64_t d, const char*
 }
 
 // (B, n, n) squared distances between the particles of y (rows) and of a (columns).
-at::Tensor particle_cost(const at::Tensor& y, const at::Tensor& a) {
-  return (y.unsqueeze(2) - a.unsqueeze(1)).square().sum(3);
-}
+// (cdist computes the differences directly for fewer than 25 particles, so equal points are at 0.)
+at::Tensor particle_cost(const at::Tensor& y, const at::Tensor& a) { return at::cdist(y, a).square(); }
 
 // One assignment per batch entry of cost (B, n, n): σ (B, n) with σ[b][i] the column of row i.
 at::Tensor assign_each(const at::Tensor& cost) {
@@ -49,15 +48,23 @@ struct Aligned {
   at::Tensor aligned, sigma, rotation, cost;
 };
 
-// Alternating assignment and Kabsch from a starting rotation, until no permutation changes.
+// Alternating assignment and Kabsch from a starting rotation. A pair whose permutation did not
+// change has reached its fixed point (the same permutation gives the same rotation) and leaves the
+// active set; the rest go on, for at most `rounds` rounds.
 Aligned iterate(const at::Tensor& x, const at::Tensor& y, at::Tensor rotation, int64_t rounds) {
-  at::Tensor sigma;
-  for (int64_t r = 0; r < rounds; ++r) {
-    at::Tensor next = assign_each(particle_cost(y, at::matmul(x, rotation.transpose(1, 2))));
-    const bool same = sigma.defined() && at::equal(next, sigma);
-    sigma = next;
-    rotation = kabsch_rotation(gather_particles(x, sigma), y);
-    if (same) break;
+  const int64_t batch = x.size(0);
+  rotation = rotation.clone();
+  at::Tensor sigma = at::empty({batch, x.size(1)}, at::kLong);
+  at::Tensor active = at::arange(batch, at::kLong);
+  for (int64_t r = 0; r < rounds && active.numel() > 0; ++r) {
+    const bool all = r == 0;
+    at::Tensor xa = all ? x : x.index_select(0, active), ya = all ? y : y.index_select(0, active);
+    at::Tensor ra = all ? rotation : rotation.index_select(0, active);
+    at::Tensor next = assign_each(particle_cost(ya, at::matmul(xa, ra.transpose(1, 2))));
+    at::Tensor changed = all ? at::Tensor() : (next != sigma.index_select(0, active)).any(1);
+    sigma.index_copy_(0, active, next);
+    rotation.index_copy_(0, active, kabsch_rotation(gather_particles(xa, next), ya));
+    if (!all) active = active.masked_select(changed);
   }
   at::Tensor aligned = at::matmul(gather_particles(x, sigma), rotation.transpose(1, 2));
   return {aligned, sigma, rotation, (aligned - y).square().sum({1, 2})};

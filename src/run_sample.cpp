@@ -49,7 +49,11 @@ namespace {
 // Given source points as the state a solver starts from: float32, or token ids (int64) on a token run.
 at::Tensor initial_state(const at::Tensor& given, const ProbabilityPath& path) {
   const auto* tokens = dynamic_cast<const MixtureDiscretePath*>(&path);
-  if (!tokens) return given.to(at::kFloat);
+  if (!tokens) {
+    // Points given on a manifold must lie on it (a solver would project them silently).
+    if (auto space = path.manifold()) space->check_points(given.to(at::kDouble), 1e-4, "--initial");
+    return given.to(at::kFloat);
+  }
   at::Tensor ids = given.is_floating_point() ? given.round() : given;
   if ((given.is_floating_point() && !at::equal(ids, given)) || given.numel() == 0 || ids.min().item<double>() < 0 ||
       ids.max().item<double>() >= static_cast<double>(tokens->input_vocabulary())) {

@@ -20,6 +20,7 @@
 #include "flowmatch/models/velocity_model.h"
 #include <torch/serialize.h>
 #include "flowmatch/models/torchscript.h"
+#include "flowmatch/particles.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -1296,4 +1297,82 @@ TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {
   EXPECT_EQ(reflow.code, 2) << reflow.err;
   EXPECT_NE(reflow.err.find("apply to Euclidean runs only"), std::string::npos) << reflow.err;
   EXPECT_FALSE(fs::exists(dir / "t2"));
+}
+
+TEST(CLI, MoleculeRunsTrainWithEquivariantOTSampleEvaluateAndGiveLikelihoods) {
+  fmtest::TempDir dir;
+  ASSERT_TRUE(fs::exists(shared_data_dir() + "/molecules/dw4_train.npy")) << "no " << shared_data_dir() << "/molecules (docs/MOLECULES.md)";
+  Result train = cli(dir, "train --data molecules:dw4 --data-dir " + shared_data_dir() +
+                              " --coupling equivariant-ot --out m --steps 30 --batch 16 --width 16 --depth 2 --quiet --threads 1");
+  ASSERT_EQ(train.code, 0) << train.err;
+  const nlohmann::json config = nlohmann::json::parse(fm::io::read_file(dir / "m/config.json"));
+  EXPECT_EQ(config["coupling"], (nlohmann::json{{"type", "equivariant-ot"}, {"particles", 4}, {"particle_dim", 2}}));
+  EXPECT_EQ(config["model"]["type"], "egnn");
+  EXPECT_EQ(config["path"]["manifold"]["type"], "mean-free");
+  // Samples are mean-free configurations, pictured.
+  Result sample = cli(dir, "sample --run m --n 40 --solver midpoint --steps 10 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  at::Tensor s = fm::io::load_npy(dir / "s.npy").to(at::kDouble);
+  ASSERT_EQ(s.sizes(), at::IntArrayRef({40, 8}));
+  EXPECT_LT(s.reshape({40, 4, 2}).mean(1).abs().max().item<double>(), 1e-5);
+  for (const char* f : {"s.png", "s-energy.png", "s-distances.png"}) EXPECT_TRUE(fs::exists(dir / f)) << f;
+  // --initial: given mean-free source configurations; one off the subspace is named.
+  fm::MeanFreeGaussian source(4, 2);
+  at::Generator g = fmtest::generator(3);
+  at::Tensor x0 = source.sample(5, g, at::TensorOptions().dtype(at::kFloat));
+  fm::io::save_npy(dir / "x0.npy", x0);
+  Result initial = cli(dir, "sample --run m --initial x0.npy --solver euler --steps 5 --out i.npy --threads 1");
+  ASSERT_EQ(initial.code, 0) << initial.err;
+  EXPECT_EQ(fm::io::load_npy(dir / "i.npy").size(0), 5);
+  fm::io::save_npy(dir / "shifted.npy", x0 + 1);
+  Result shifted = cli(dir, "sample --run m --initial shifted.npy --out j.npy --threads 1");
+  EXPECT_NE(shifted.code, 0);
+  EXPECT_NE(shifted.err.find("off the mean-free"), std::string::npos) << shifted.err;
+  EXPECT_FALSE(fs::exists(dir / "j.npy"));
+  // eval: NLL (and the bgflow convention's), ESS in (0, 1], path length, histograms.
+  Result eval = cli(dir, "eval --run m --n 20 --threads 1");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  const nlohmann::json m = nlohmann::json::parse(fm::io::read_file(dir / "m/metrics.json"));
+  EXPECT_TRUE(std::isfinite(m["nll"].get<double>()));
+  EXPECT_NEAR(m["nll"].get<double>() - m["nll_without_normalizer"].get<double>(), 3 * std::log(2 * M_PI), 1e-9);  // (n − 1)·d/2 = 3
+  EXPECT_GT(m["ess"].get<double>(), 0.0);
+  EXPECT_LE(m["ess"].get<double>(), 1.0);
+  EXPECT_GT(m["path_length"].get<double>(), 0.0);
+  for (const char* f : {"eval.png", "eval-energy.png", "eval-distances.png"}) EXPECT_TRUE(fs::exists(dir / (std::string("m/") + f))) << f;
+  Result likelihood = cli(dir, "likelihood --run m --n 10 --threads 1");
+  ASSERT_EQ(likelihood.code, 0) << likelihood.err;
+  EXPECT_NE((likelihood.out + likelihood.err).find("NLL"), std::string::npos) << likelihood.out << likelihood.err;
+}
+
+TEST(CLI, MoleculeDataMistakesAreNamedAndWriteNothing) {
+  fmtest::TempDir dir;
+  Result unknown = cli(dir, "train --data molecules:lj55 --out r --steps 2");
+  EXPECT_EQ(unknown.code, 2) << unknown.err;
+  EXPECT_NE(unknown.err.find("unknown molecular system 'lj55' (expected: dw4, lj13)"), std::string::npos) << unknown.err;
+  at::Tensor x = at::randn({20, 40});
+  fm::io::save_npy(dir / "wide.npy", x);
+  Result wide = cli(dir, "train --data wide.npy --system lj13 --out r --steps 2");
+  EXPECT_EQ(wide.code, 2) << wide.err;
+  EXPECT_NE(wide.err.find("wide.npy': rows of 40 values, but lj13 configurations have 13 particles x 3 = 39"), std::string::npos) << wide.err;
+  at::Tensor y = at::randn({20, 8});
+  y[7][3] = std::nan("");
+  fm::io::save_npy(dir / "nan.npy", y);
+  Result nan = cli(dir, "train --data nan.npy --system dw4 --out r --steps 2");
+  EXPECT_NE(nan.code, 0) << nan.err;
+  EXPECT_NE(nan.err.find("nan.npy': row 7, column 3 holds NaN or Inf"), std::string::npos) << nan.err;
+  Result coupling = cli(dir, "train --coupling equivariant-ot --out r --steps 2");
+  EXPECT_EQ(coupling.code, 2) << coupling.err;
+  EXPECT_NE(coupling.err.find("--coupling equivariant-ot needs particle data"), std::string::npos) << coupling.err;
+  Result system = cli(dir, "train --system dw4 --out r --steps 2");
+  EXPECT_NE(system.err.find("--system needs --data FILE.npy"), std::string::npos) << system.err;
+  Result missing = cli(dir, "train --data molecules:dw4 --data-dir nowhere --out r --steps 2");
+  EXPECT_EQ(missing.code, 2) << missing.err;
+  EXPECT_NE(missing.err.find("dw4_train.npy' is not a file"), std::string::npos) << missing.err;
+  Result model = cli(dir, "train --model egnn --out r --steps 2");
+  EXPECT_NE(model.err.find("model egnn needs particle data"), std::string::npos) << model.err;
+  EXPECT_FALSE(fs::exists(dir / "r"));
+  // A file of the system trains (80/10/10 split of its rows).
+  fm::io::save_npy(dir / "dw4.npy", at::randn({30, 8}) * 2);
+  Result file = cli(dir, "train --data dw4.npy --system dw4 --out f --steps 3 --batch 8 --width 8 --depth 1 --quiet --threads 1");
+  EXPECT_EQ(file.code, 0) << file.err;
 }
