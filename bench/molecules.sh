@@ -25,7 +25,7 @@ run_one() {  # system coupling batch n
   start=$(date +%s)
   "$fm" eval --run "$run" --n "$n" > /dev/null
   local eval_s=$(( $(date +%s) - start ))
-  /usr/bin/python3 -c "import json; m=json.load(open('$run/metrics.json')); print(json.dumps({'system': '$system', 'coupling': '$coupling', 'steps': $steps, 'batch': $batch, 'train_s': $train_s, 'eval_s': $eval_s, **{k: m[k] for k in ('nll', 'nll_stderr', 'nll_without_normalizer', 'ess', 'path_length', 'n', 'energy_mean_samples', 'energy_mean_test')}}))"
+  python3 -c "import json; m=json.load(open('$run/metrics.json')); print(json.dumps({'system': '$system', 'coupling': '$coupling', 'steps': $steps, 'batch': $batch, 'train_s': $train_s, 'eval_s': $eval_s, **{k: m[k] for k in ('nll', 'nll_stderr', 'nll_without_normalizer', 'ess', 'path_length', 'n', 'energy_mean_samples', 'energy_mean_test')}}))"
 }
 {
   for coupling in exact-ot equivariant-ot; do run_one dw4 "$coupling" "${BATCH_DW4:-128}" "${N_DW4:-1000}"; done

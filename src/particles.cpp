@@ -15,7 +15,10 @@ namespace flowmatch {
 namespace {
 
 void check_configurations(const at::Tensor& x, int64_t n, int64_t d, const char* who) {
-  TORCH_CHECK(n >= 2 && d >= 1, who, ": needs at least 2 particles of dimension at least 1, got ", n, " of dimension ", d);
+  if (n < 2 || d < 1) {
+    throw std::invalid_argument(std::string(who) + ": needs at least 2 particles of dimension at least 1, got " + std::to_string(n) +
+                                " of dimension " + std::to_string(d));
+  }
   TORCH_CHECK(x.defined() && x.dim() == 2 && x.size(1) == n * d, who, ": configurations must be (B, ", n * d, ") for ", n,
               " particles in ", d, "-D, got ", x.defined() ? x.sizes() : at::IntArrayRef{});
 }
@@ -114,7 +117,7 @@ ParticleAlignment align_particles(const at::Tensor& x, const at::Tensor& y, int6
   check_configurations(x, particles, particle_dim, "align_particles");
   check_configurations(y, particles, particle_dim, "align_particles");
   TORCH_CHECK(x.size(0) == y.size(0), "align_particles: ", x.size(0), " and ", y.size(0), " configurations do not pair up");
-  TORCH_CHECK(max_rounds >= 1, "align_particles: max_rounds must be at least 1, got ", max_rounds);
+  if (max_rounds < 1) throw std::invalid_argument("align_particles: max_rounds must be at least 1, got " + std::to_string(max_rounds));
   const int64_t batch = x.size(0), n = particles, d = particle_dim;
   at::Tensor xd = x.to(at::kCPU, at::kDouble).reshape({batch, n, d});
   at::Tensor yd = y.to(at::kCPU, at::kDouble).reshape({batch, n, d});
@@ -205,12 +208,16 @@ double kish_effective_sample_size(const at::Tensor& log_weights) {
   TORCH_CHECK(log_weights.dim() == 1 && log_weights.size(0) > 0, "kish_effective_sample_size: expects (B) log-weights, got ",
               log_weights.sizes());
   at::Tensor lw = log_weights.to(at::kCPU, at::kDouble);
-  lw = at::where(at::isfinite(lw), lw, at::full_like(lw, -std::numeric_limits<double>::infinity()));
+  const double size = static_cast<double>(lw.size(0));
+  // +inf dominates every finite weight: the weights are then that many equal ones.
+  const int64_t infinite = (lw == std::numeric_limits<double>::infinity()).sum().item<int64_t>();
+  if (infinite > 0) return static_cast<double>(infinite) / size;
+  lw = at::where(at::isnan(lw), at::full_like(lw, -std::numeric_limits<double>::infinity()), lw);
   const double top = lw.max().item<double>();
-  if (!std::isfinite(top)) return 0.0;
+  if (!std::isfinite(top)) return 0.0;  // every weight 0
   at::Tensor w = at::exp(lw - top);
   const double sum = w.sum().item<double>(), sum_sq = w.square().sum().item<double>();
-  return sum * sum / (static_cast<double>(lw.size(0)) * sum_sq);
+  return sum * sum / (size * sum_sq);
 }
 
 }  // namespace flowmatch

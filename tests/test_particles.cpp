@@ -2,6 +2,7 @@
 // Gaussian, the EGNN's equivariance, particle alignment, the equivariant OT coupling, the DW4 and
 // LJ13 energies and the effective sample size. Tolerances: float64 rounding unless said.
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -93,15 +94,17 @@ TEST(Particles, MeanFreeGaussianDensityIsTheSubspaceNormalAndSamplesHaveItsCovar
 }
 
 TEST(Particles, LikelihoodOfALinearFlowInTheSubspaceMatchesTheClosedForm) {
-  // v(x) = M x with M = P B P maps the subspace into itself: x1 = exp(M) x0, and
-  // log p1(x1) = log p0(exp(−M) x1) − tr(P B P).
+  // v(x) = B x, made tangent by the solver: in the subspace x1 = exp(M) x0 with M = P B P, and
+  // log p1(x1) = log p0(exp(−M) x1) − tr(P B P), not − tr(B): the divergence is the subspace's.
   const int64_t n = 3, d = 2, D = n * d;
   auto space = std::make_shared<fm::MeanFreeSpace>(n, d);
   fm::MeanFreeGaussian source(n, d);
   at::Generator g = generator(3);
   at::Tensor p = at::eye(D, at::kDouble) - at::kron(at::ones({n, n}, at::kDouble) / n, at::eye(d, at::kDouble));
-  at::Tensor m = at::matmul(at::matmul(p, at::randn({D, D}, g, at::kDouble) * 0.4), p);
-  fm::VelocityField field = [m](const at::Tensor& x, const at::Tensor&) { return at::matmul(x, m.t()); };
+  at::Tensor bm = at::randn({D, D}, g, at::kDouble) * 0.4;
+  at::Tensor m = at::matmul(at::matmul(p, bm), p);
+  ASSERT_GT(std::abs(at::trace(bm).item<double>() - at::trace(m).item<double>()), 0.05) << "the test must tell the two traces apart";
+  fm::VelocityField field = [bm](const at::Tensor& x, const at::Tensor&) { return at::matmul(x, bm.t()); };
   at::Tensor x1 = source.sample(20, g, at::TensorOptions().dtype(at::kDouble));
   auto r = fm::log_likelihood(field, x1,
                               fm::LikelihoodOptions()
@@ -250,6 +253,16 @@ TEST(Particles, EquivariantOTPairsAlignedSourcesAndCostsNoMoreThanPlainOT) {
   EXPECT_EQ(fm::make_coupling(eq.spec())->spec(), eq.spec());
   EXPECT_THROW(fm::make_coupling("equivariant-ot"), std::invalid_argument);  // no particle shape
   EXPECT_THROW(eq.pair(x0.slice(1, 0, 12), x1.slice(1, 0, 12)), c10::Error);
+  // Unequal sizes: every row of the larger side once, its partner drawn from the exact plan of the
+  // aligned costs, the source rows aligned onto their partners.
+  const fm::CoupledBatch more = eq.pair(x0, x1.slice(0, 0, 10), g);
+  ASSERT_EQ(more.x0.size(0), b);
+  for (int64_t i = 0; i < b; ++i) {
+    at::Tensor distance_to_targets = (x1.slice(0, 0, 10) - more.x1[i]).square().sum(1);
+    EXPECT_EQ(distance_to_targets.min().item<double>(), 0.0) << i;  // a target row, unchanged
+  }
+  at::Tensor dm = std::get<0>(at::sort(fm::pair_distances(more.x0, n, d), 1));
+  EXPECT_LT(max_abs(std::get<0>(at::sort(d0.sum(1))) - std::get<0>(at::sort(dm.sum(1)))), 1e-9);  // each source row once, aligned
 }
 
 TEST(Particles, EnergiesMatchADoubleLoop) {
@@ -298,6 +311,8 @@ TEST(Particles, KishESSIsOneForTheTargetDensityAndFallsWithUnevenWeights) {
   // Two weights w and 1: (1 + w)² / (2 (1 + w²)).
   const double w = std::exp(1.3);
   EXPECT_NEAR(fm::kish_effective_sample_size(at::tensor({1.3, 0.0}, at::kDouble)), (1 + w) * (1 + w) / (2 * (1 + w * w)), 1e-12);
-  // A NaN log-weight counts as weight 0.
+  // A NaN log-weight counts as weight 0; +inf ones outweigh the rest.
   EXPECT_NEAR(fm::kish_effective_sample_size(at::tensor({0.0, std::nan("")}, at::kDouble)), 0.5, 1e-12);
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_NEAR(fm::kish_effective_sample_size(at::tensor({0.0, inf, 2.0, inf}, at::kDouble)), 0.5, 1e-12);
 }

@@ -54,7 +54,8 @@ struct ParticleAlignment {
 /// two starts, the identity rotation and the assignment of rotation-invariant particle descriptors
 /// (each particle's sorted distances to the others), keeping the better. The cost is never above
 /// ‖x − y‖², and a configuration rotated and permuted is aligned back exactly (generic positions).
-/// Computed in float64 on the CPU; the result is in x's dtype and device.
+/// Computed in float64 on the CPU: `aligned` is returned in x's dtype and device, the rest float64 (int64)
+/// on the CPU.
 ParticleAlignment align_particles(const at::Tensor& x, const at::Tensor& y, int64_t particles, int64_t particle_dim,
                                   int64_t max_rounds = 8);
 
@@ -101,8 +102,9 @@ at::Tensor lennard_jones_energy(const at::Tensor& x);
 /// "dw4" or "lj13"; std::invalid_argument naming the known ones otherwise.
 MolecularSystem molecular_system(const std::string& name);
 
-/// The Kish effective sample size of importance weights given as log w (B): (Σw)² / (B·Σw²) in (0, 1];
-/// non-finite log-weights count as weight 0.
+/// The Kish effective sample size of importance weights given as log w (B): (Σw)² / (B·Σw²) in [1/B, 1];
+/// a NaN log-weight counts as weight 0 (0 when every weight is 0), +inf ones as equal weights that
+/// outweigh every finite one.
 double kish_effective_sample_size(const at::Tensor& log_weights);
 
 }  // namespace flowmatch
