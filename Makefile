@@ -63,7 +63,7 @@ demo: configure
 	$(FLOWMATCH) train --out $(DEMO_RUN) --config configs/demo.toml
 	$(FLOWMATCH) eval --run $(DEMO_RUN)
 	$(FLOWMATCH) sample --run $(DEMO_RUN) --n 10000 --trajectories 200 --out $(DEMO_RUN)/samples.npy
-	@awk -F'[:,]' '/"w2_euler100"/ { w = $$2 + 0; printf "demo: W2(Euler 100, n=2000) = %.3f, goal <= 0.40 %s; pictures and metrics in $(DEMO_RUN)/\n", w, (w <= 0.40 ? "met" : "NOT met") }' $(DEMO_RUN)/metrics.json
+	@awk -F'[:,]' '/"w2_euler100"/ { w = $$2 + 0; printf "demo: W2(Euler 100, n=2000) = %.3f, goal <= 0.40 %s; pictures and metrics in $(DEMO_RUN)/ (open $(DEMO_RUN)/index.html)\n", w, (w <= 0.40 ? "met" : "NOT met") }' $(DEMO_RUN)/metrics.json
 
 # Coupling time per minibatch (256, 1024, 4096), flowmatch vs scipy on the same matrices, 1 thread,
 # one run (docs/BENCHMARKS.md). About two minutes, most of it at 4096.

@@ -33,6 +33,7 @@
 #include "flowmatch/objective.h"
 #include "flowmatch/prediction.h"
 #include "flowmatch/reflow.h"
+#include "flowmatch/run_index.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/time_sampling.h"
 
@@ -509,6 +510,7 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   if (writer) {
     metrics.close();
     write_loss_curve(*this);
+    try_write_run_index(*this);
   }
   return outcome;
 }

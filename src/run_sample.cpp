@@ -19,6 +19,7 @@
 #include "flowmatch/io/pt.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/run.h"
+#include "flowmatch/run_index.h"
 
 namespace flowmatch {
 
@@ -219,6 +220,10 @@ std::vector<std::string> Run::write_samples(const std::string& path, const Sampl
     for (const auto& f : domain_->picture_samples(*this, samples, options, stem)) files.push_back(f);
     write_json_file(stem + ".json", samples.info);
     files.push_back(stem + ".json");
+    std::error_code same;
+    if (fs::equivalent(fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path(), dir_, same)) {
+      try_write_run_index(*this);  // the samples' pictures are the run's
+    }
   } catch (...) {
     std::error_code ec;
     for (const auto& f : files) fs::remove(f, ec);
@@ -232,6 +237,7 @@ json Run::evaluate(const EvaluationOptions& options, const std::string& out, con
   ensure_parent(path);
   json metrics = domain_->evaluate(*this, options, report);
   write_json_file(path, metrics);
+  try_write_run_index(*this);
   return metrics;
 }
 

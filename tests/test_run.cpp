@@ -16,6 +16,7 @@
 #include "flowmatch/metrics.h"
 #include "flowmatch/objective.h"
 #include "flowmatch/run.h"
+#include "flowmatch/run_index.h"
 #include "flowmatch/train.h"
 #include "test_util.h"
 
@@ -159,6 +160,46 @@ TEST(Run, RegisteredModelDomainAndObjectiveTrainSampleAndEvaluate) {
   // Training moved the samples towards the ring: their mean radius is nearer 2 than the source's
   // (E|z| = sqrt(pi/2) = 1.2533 for z ~ N(0, I) in 2-D, where the untrained near-zero field leaves them).
   EXPECT_LT(std::abs(metrics["mean_radius"].get<double>() - 2.0), 2.0 - std::sqrt(M_PI / 2));
+}
+
+TEST(Run, IndexPageShowsMetricsAndEmbedsEveryPictureAndFollowsTrainEvaluateAndSamples) {
+  // Base64 (RFC 4648's test vectors).
+  EXPECT_EQ(fm::base64_encode(""), "");
+  EXPECT_EQ(fm::base64_encode("f"), "Zg==");
+  EXPECT_EQ(fm::base64_encode("fo"), "Zm8=");
+  EXPECT_EQ(fm::base64_encode("foo"), "Zm9v");
+  EXPECT_EQ(fm::base64_encode("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(fm::base64_encode(std::string("\xff\x00\x10", 3)), "/wAQ");
+  fmtest::TempDir dir;
+  const std::string out = dir / "r";
+  fm::Run run = fm::Run::prepare(out, {{"steps", 20}, {"width", 16}, {"depth", 2}, {"batch", 32}, {"log-every", 5}});
+  run.train();
+  const std::string page_path = out + "/index.html";
+  ASSERT_TRUE(std::filesystem::exists(page_path));
+  std::string page = fm::io::read_file(page_path);
+  const std::string loss = fm::io::read_file(out + "/loss.png");
+  EXPECT_NE(page.find("data:image/png;base64," + fm::base64_encode(loss)), std::string::npos) << "the loss curve, embedded";
+  EXPECT_NE(page.find("step-20.ckpt"), std::string::npos);
+  EXPECT_EQ(page.find("<h2>Metrics"), std::string::npos);  // no metrics.json yet
+  // An evaluation adds its metrics and pictures; samples written into the folder add theirs.
+  fm::EvaluationOptions e;
+  e.n = 200;
+  const json metrics = fm::Run::open(out).evaluate(e);
+  page = fm::io::read_file(page_path);
+  EXPECT_NE(page.find("<td>w2_euler100</td>"), std::string::npos);
+  for (const auto& entry : std::filesystem::directory_iterator(out)) {
+    if (entry.path().extension() != ".png") continue;
+    EXPECT_NE(page.find(fm::base64_encode(fm::io::read_file(entry.path().string()))), std::string::npos) << entry.path();
+  }
+  fm::SampleOptions s;
+  s.n = 100;
+  fm::Run opened = fm::Run::open(out);
+  opened.write_samples(out + "/drawn.npy", opened.sample(s), s);
+  page = fm::io::read_file(page_path);
+  EXPECT_NE(page.find("<figcaption>drawn.png</figcaption>"), std::string::npos);
+  // Samples written elsewhere leave the page alone.
+  opened.write_samples(dir / "elsewhere.npy", opened.sample(s), s);
+  EXPECT_EQ(fm::io::read_file(page_path), page);
 }
 
 TEST(Run, SettingsAreResolvedCheckedAndFrozenOnResume) {

@@ -173,7 +173,9 @@ int report_training(const fm::Run& run, const fm::TrainOutcome& o, const std::st
   }
   const double rate = o.seconds > 0 ? static_cast<double>(o.step - o.first_step) / o.seconds : 0;
   std::cout << "trained " << (o.step - o.first_step) << " steps in " << format_duration(o.seconds) << " (" << static_cast<long>(rate)
-            << " it/s); checkpoint " << o.last_checkpoint << "; loss curve " << run.dir() << "/loss.png\n";
+            << " it/s); checkpoint " << o.last_checkpoint << "; loss curve " << run.dir() << "/loss.png";
+  if (std::filesystem::exists(run.dir() + "/index.html")) std::cout << "; page " << run.dir() << "/index.html";
+  std::cout << "\n";
   return kExitOk;
 }
 

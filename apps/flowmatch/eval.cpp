@@ -2,6 +2,7 @@
 // MMD, straightness; images: classifier accuracy, Frechet distance, bits/dim) -> metrics.json and
 // pictures, or the exact W2 between two point sets.
 
+#include <filesystem>
 #include <iostream>
 
 #include "common.h"
@@ -46,6 +47,7 @@ int eval_run(EvalFlags& f) {
   std::cout << "wrote " << out;
   for (const auto& picture : metrics.value("pictures", json::array())) std::cout << ", " << picture.get<std::string>();
   if (f.options.solver_sweep) std::cout << ", " << run.dir() << "/w2_vs_nfe.png";
+  if (!run.is_model_file() && std::filesystem::exists(run.dir() + "/index.html")) std::cout << ", " << run.dir() << "/index.html";
   std::cout << "\n";
   return kExitOk;
 }

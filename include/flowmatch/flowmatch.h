@@ -26,6 +26,7 @@
 #include "flowmatch/paths.h"
 #include "flowmatch/prediction.h"
 #include "flowmatch/run.h"
+#include "flowmatch/run_index.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/sde.h"
 #include "flowmatch/solvers.h"
