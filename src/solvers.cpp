@@ -1,5 +1,7 @@
 #include "flowmatch/solvers.h"
 
+#include "flowmatch/dpm_solver.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -419,6 +421,19 @@ detail::Registry<SolverEntry>& solver_registry() {
                                 .record_trajectory(options.record_trajectory()),
                             generator);
          }});
+    for (const auto& [name, order] : {std::pair<const char*, int>{"ddim", 1}, {"dpm-solver++", 2}}) {
+      const int k = order;
+      const std::string solver = name;
+      r->add(name, {SolverInfo{name, 1, false, false,
+                               k == 1 ? "DDIM (eta 0): the first-order exponential integrator in data prediction (affine paths)"
+                                      : "DPM-Solver++(2M): second-order multistep exponential integrator in data prediction (affine paths)"},
+                    [k, solver](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+                      if (!options.scheduler()) {
+                        throw std::invalid_argument("solver " + solver + " needs the path's scheduler (a run on an affine path)");
+                      }
+                      return solve_exponential_integrator(field, *options.scheduler(), x0, options, k);
+                    }});
+    }
     SolverInfo ctmc{"ctmc-euler", 1, false, false,
                     "discrete data: CTMC Euler steps from the posterior p(x1 | x_t), the last step samples it"};
     ctmc.discrete = true;
