@@ -147,12 +147,16 @@ TEST(CLI, TrainSampleEvalEndToEnd) {
   e = cli(dir, "eval --run runs/r --n 100 --solver-sweep --out sweep.json --threads 1");
   ASSERT_EQ(e.code, 0) << e.err;
   auto sweep = nlohmann::json::parse(fm::io::read_file(dir / "sweep.json"));
-  ASSERT_EQ(sweep["solver_sweep"].size(), 8u + 7u + 7u + 6u + 4u);
+  ASSERT_EQ(sweep["solver_sweep"].size(), 8u + 7u + 7u + 6u + 4u + 8u + 8u);  // ... dopri5, ddim, dpm-solver++
   for (const auto& row : sweep["solver_sweep"]) {
     if (row["solver"] == "rk4") EXPECT_EQ(row["nfe"].get<int64_t>(), 4 * row["steps"].get<int64_t>());
     EXPECT_TRUE(std::isfinite(row["w2"].get<double>()));
   }
-  for (const char* key : {"w2_euler1", "w2_euler128", "w2_midpoint64", "w2_heun1", "w2_rk432"}) EXPECT_TRUE(sweep.contains(key)) << key;
+  for (const char* key : {"w2_euler1", "w2_euler128", "w2_midpoint64", "w2_heun1", "w2_rk432", "w2_ddim8", "w2_dpm-solver++8"}) {
+    EXPECT_TRUE(sweep.contains(key)) << key;
+  }
+  // On CondOT DDIM is Euler (up to rounding): the same W2.
+  EXPECT_NEAR(sweep["w2_ddim8"].get<double>(), sweep["w2_euler8"].get<double>(), 1e-4);
   EXPECT_TRUE(fs::exists(dir / "runs/r/w2_vs_nfe.png"));
   EXPECT_TRUE(fs::exists(dir / "runs/r/eval.png"));
 
