@@ -434,6 +434,13 @@ detail::Registry<SolverEntry>& solver_registry() {
                       return solve_exponential_integrator(field, *options.scheduler(), x0, options, k);
                     }});
     }
+    r->add("ancestral",
+           {SolverInfo{"ancestral", 1, false, true,
+                       "DDIM with eta = --sde-noise (1: DDPM's ancestral sampler): data prediction plus fresh noise (affine paths)"},
+            [](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+              if (!options.scheduler()) throw std::invalid_argument("solver ancestral needs the path's scheduler (a run on an affine path)");
+              return solve_ancestral(field, *options.scheduler(), x0, options);
+            }});
     SolverInfo ctmc{"ctmc-euler", 1, false, false,
                     "discrete data: CTMC Euler steps from the posterior p(x1 | x_t), the last step samples it"};
     ctmc.discrete = true;

@@ -10,7 +10,10 @@
 /// D = (σ v − σ̇ x)/(α̇ σ − σ̇ α). At t = 0 (α = 0) and t = 1 (σ = 0) λ is infinite and the formulas
 /// take their limits; the first and the last step of 2M are DDIM's (the last as DPM-Solver's
 /// lower_order_final: at σ → 0 its λ interval is unbounded).
-/// Registered as the solvers "ddim" and "dpm-solver++" (they need `SolverOptions::scheduler`).
+/// Registered as the solvers "ddim" and "dpm-solver++" (they need `SolverOptions::scheduler`), and
+/// "ancestral": DDIM with η (`SolverOptions::noise_scale`, default 1: DDPM's ancestral sampler),
+///   x_t = α_t D + √(σ_t² − c²)·ε̂ + c·z,  ε̂ = (x_s − α_s D)/σ_s,  c = η σ_t √(1 − e^(−2h)),  z ~ N(0, I)
+/// (for VP paths c is DDIM's σ_τ; η = 0 is DDIM).
 
 #include "flowmatch/solvers.h"
 
@@ -23,5 +26,9 @@ class Scheduler;
 /// order, grid or scheduler (α̇σ − σ̇α must be positive).
 SolveResult solve_exponential_integrator(const VelocityField& field, const Scheduler& scheduler, const at::Tensor& x0,
                                          const SolverOptions& options, int order);
+
+/// DDIM with η = options.noise_scale() ≥ 0 (1: ancestral sampling), drawing z from options.generator()
+/// (a CPU generator seeded 0 when unset). Same grid rules as above.
+SolveResult solve_ancestral(const VelocityField& field, const Scheduler& scheduler, const at::Tensor& x0, const SolverOptions& options);
 
 }  // namespace flowmatch
