@@ -593,7 +593,7 @@ TEST(CLI, LaunchTrainsTwoRanksAndOnlyRankZeroWrites) {
   EXPECT_EQ(config["distributed"]["global_batch"], 64);
   // Rank 0's files only (and the run's lock, held by the writer while it trains).
   EXPECT_EQ(entries(dir / "runs/ddp"), (std::vector<std::string>{".lock", "checkpoints", "checkpoints/step-60.ckpt", "config.json",
-                                                                 "loss.png", "metrics.jsonl"}));
+                                                                 "index.html", "loss.png", "metrics.jsonl"}));
   std::ifstream in(dir / "runs/ddp/metrics.jsonl");
   std::string line;
   ASSERT_TRUE(std::getline(in, line));

@@ -205,7 +205,7 @@ TEST(Autoregressive, TrainingFitsARepeatedSentence) {
     return at::tensor(period, at::kLong).index({phase});
   };
   double loss = 0;
-  for (int step = 0; step < 300; ++step) {
+  for (int step = 0; step < 600; ++step) {
     fm::TrainingBatch batch;
     batch.x1 = batch_of(64);
     adam.zero_grad();
@@ -221,6 +221,6 @@ TEST(Autoregressive, TrainingFitsARepeatedSentence) {
       [&](const at::Tensor& y, const at::Tensor& t) { return model->forward(y, t); }, x);
   const double per_token = nll.mean().item<double>() / 8;
   EXPECT_GT(per_token, std::log(4.0) / 8 - 0.02);  // no model beats the entropy (512 windows: ±0.01)
-  EXPECT_LT(per_token, std::log(4.0) / 8 + 0.03) << "training loss " << loss;
+  EXPECT_LT(per_token, std::log(4.0) / 8 + 0.03) << "training loss " << loss;  // 600 steps: 300 left it at +0.05 in one run under load
   EXPECT_NEAR(loss, per_token, 0.1);
 }
