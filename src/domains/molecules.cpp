@@ -316,7 +316,7 @@ class MoleculesDomain : public Domain {
         series.push_back({xy, color, i == 0 ? "a colour per particle, matched to the first configuration" : "", 0.35f});
       }
       io::PlotStyle style;
-      style.title = system.name + " " + title + ": " + std::to_string(k) + " configurations aligned (first two coordinates)";
+      style.title = system.name + ": " + std::to_string(k) + " generated configurations aligned onto the first (x, y)";
       io::write_scatter_png(stem + ".png", series, style);
       files.push_back(stem + ".png");
     }
