@@ -1,8 +1,10 @@
 #include "flowmatch/data/point_cloud.h"
 
 #include <stdexcept>
+#include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include "flowmatch/io/pt.h"
 
@@ -46,6 +48,17 @@ PointSampler gaussian_sampler(int64_t dim) {
     if (n < 1) throw std::invalid_argument("gaussian: n must be >= 1, got " + std::to_string(n));
     return at::randn({n, dim}, generator, at::kFloat);
   };
+}
+
+at::Tensor split_rows(const at::Tensor& x, uint64_t seed, int part) {
+  if (part < 0 || part > 2) throw std::invalid_argument("split_rows: part must be 0 (train), 1 (validation) or 2 (test), got " + std::to_string(part));
+  const int64_t n = x.size(0);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor perm = at::randperm(n, gen, at::kLong);
+  const int64_t train = (n * 8) / 10, validation = n / 10;
+  const int64_t lo = part == 0 ? 0 : part == 1 ? train : train + validation;
+  const int64_t hi = part == 0 ? train : part == 1 ? train + validation : n;
+  return x.index_select(0, perm.slice(0, lo, hi));
 }
 
 }  // namespace flowmatch::data

@@ -438,14 +438,7 @@ class ManifoldDomain : public Domain {
 
   // Split k (0 train, 1 validation, 2 test) of a seeded 80/10/10 permutation.
   static at::Tensor split(const json& data, int k) {
-    at::Tensor x = all_points(data);
-    const int64_t n = x.size(0);
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(data.value("split_seed", uint64_t{0}));
-    at::Tensor perm = at::randperm(n, gen, at::kLong);
-    const int64_t train = (n * 8) / 10, validation = n / 10;
-    const int64_t lo = k == 0 ? 0 : k == 1 ? train : train + validation;
-    const int64_t hi = k == 0 ? train : k == 1 ? train + validation : n;
-    return x.index_select(0, perm.slice(0, lo, hi));
+    return data::split_rows(all_points(data), data.value("split_seed", uint64_t{0}), k);
   }
 };
 

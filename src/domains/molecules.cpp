@@ -286,12 +286,7 @@ class MoleculesDomain : public Domain {
       throw std::runtime_error("'" + file + "' now has " + std::to_string(n) + " rows; the run was made with " +
                                std::to_string(data.at("rows").get<int64_t>()) + " (the splits would differ)");
     }
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(data.value("split_seed", uint64_t{0}));
-    at::Tensor perm = at::randperm(n, gen, at::kLong);
-    const int64_t train = (n * 8) / 10, validation = n / 10;
-    const int64_t lo = k == 0 ? 0 : k == 1 ? train : train + validation;
-    const int64_t hi = k == 0 ? train : k == 1 ? train + validation : n;
-    return x.index_select(0, perm.slice(0, lo, hi));
+    return data::split_rows(x, data.value("split_seed", uint64_t{0}), k);
   }
 
   // STEM.png: configurations aligned onto the first (first two coordinates, a colour per particle);

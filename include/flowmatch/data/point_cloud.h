@@ -21,6 +21,10 @@ at::Tensor load_point_cloud(const std::string& path, const std::string& what = "
 /// std::invalid_argument for an empty or non-2-D tensor.
 PointSampler point_cloud_sampler(const at::Tensor& points);
 
+/// Part `part` (0 train, 1 validation, 2 test) of the rows of x under a permutation seeded with `seed`:
+/// the first 80 %, the next 10 %, the rest. The splits of finite data sets (manifold and molecular data).
+at::Tensor split_rows(const at::Tensor& x, uint64_t seed, int part);
+
 /// N(0, I) in `dim` dimensions (float32, CPU).
 PointSampler gaussian_sampler(int64_t dim);
 
