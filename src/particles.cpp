@@ -4,6 +4,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -45,6 +46,14 @@ at::Tensor assign_each(const at::Tensor& cost) {
 
 at::Tensor gather_particles(const at::Tensor& x, const at::Tensor& sigma) {
   return x.gather(1, sigma.unsqueeze(2).expand({x.size(0), x.size(1), x.size(2)}));
+}
+
+// Every (source, target) pair as two aligned batches of n0·n1 rows, float64 on the CPU: row i·n1 + j
+// holds x0[i] and x1[j].
+std::pair<at::Tensor, at::Tensor> every_pair(const at::Tensor& x0, const at::Tensor& x1) {
+  const int64_t n0 = x0.size(0), n1 = x1.size(0), width = x0.size(1);
+  return {x0.to(at::kCPU, at::kDouble).unsqueeze(1).expand({n0, n1, width}).reshape({n0 * n1, width}),
+          x1.to(at::kCPU, at::kDouble).unsqueeze(0).expand({n0, n1, width}).reshape({n0 * n1, width})};
 }
 
 struct Aligned {
@@ -144,10 +153,8 @@ ParticleAlignment align_particles(const at::Tensor& x, const at::Tensor& y, int6
 at::Tensor aligned_cost_matrix(const at::Tensor& x0, const at::Tensor& x1, int64_t particles, int64_t particle_dim) {
   check_configurations(x0, particles, particle_dim, "aligned_cost_matrix");
   check_configurations(x1, particles, particle_dim, "aligned_cost_matrix");
-  const int64_t n0 = x0.size(0), n1 = x1.size(0), width = x0.size(1);
-  at::Tensor a = x0.to(at::kCPU, at::kDouble).unsqueeze(1).expand({n0, n1, width}).reshape({n0 * n1, width});
-  at::Tensor b = x1.to(at::kCPU, at::kDouble).unsqueeze(0).expand({n0, n1, width}).reshape({n0 * n1, width});
-  return align_particles(a, b, particles, particle_dim).cost.reshape({n0, n1});
+  const auto [a, b] = every_pair(x0, x1);
+  return align_particles(a, b, particles, particle_dim).cost.reshape({x0.size(0), x1.size(0)});
 }
 
 EquivariantOTCoupling::EquivariantOTCoupling(int64_t particles, int64_t particle_dim) : n_(particles), d_(particle_dim) {
@@ -160,9 +167,8 @@ EquivariantOTCoupling::EquivariantOTCoupling(int64_t particles, int64_t particle
 CoupledBatch EquivariantOTCoupling::pair(const at::Tensor& x0, const at::Tensor& x1, std::optional<at::Generator> generator) const {
   check_configurations(x0, n_, d_, "equivariant-ot coupling (source)");
   check_configurations(x1, n_, d_, "equivariant-ot coupling (target)");
-  const int64_t n0 = x0.size(0), n1 = x1.size(0), width = x0.size(1);
-  at::Tensor a = x0.to(at::kCPU, at::kDouble).unsqueeze(1).expand({n0, n1, width}).reshape({n0 * n1, width});
-  at::Tensor b = x1.to(at::kCPU, at::kDouble).unsqueeze(0).expand({n0, n1, width}).reshape({n0 * n1, width});
+  const int64_t n0 = x0.size(0), n1 = x1.size(0);
+  const auto [a, b] = every_pair(x0, x1);
   const ParticleAlignment all = align_particles(a, b, n_, d_);
   at::Tensor cost = all.cost.reshape({n0, n1});
   at::Tensor i0, i1;
