@@ -71,6 +71,11 @@ std::shared_ptr<Domain> domain_of(const nlohmann::json& data) {
   return domain_named(data.contains("image_shape") ? "images" : "points");
 }
 
+std::function<nlohmann::json(const SampleResult&)> Domain::sample_quality(const Run&, int64_t, uint64_t, const std::string&,
+                                                                         const c10::Device&) const {
+  throw std::invalid_argument("the " + name() + " domain has no sample-quality measure for comparisons (points and images have)");
+}
+
 void Domain::complete_sample_options(const nlohmann::json&, SampleOptions& options) const {
   if (options.n <= 0 && !options.initial.defined()) options.n = 10000;
   if (options.solver.empty()) options.solver = "euler";

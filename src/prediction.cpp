@@ -95,9 +95,13 @@ VelocityField velocity_from_prediction(VelocityField predictor, PredictionTarget
   if (!(time_margin >= 0 && time_margin < 0.5)) {
     throw std::invalid_argument("time margin must be in [0, 0.5), got " + std::to_string(time_margin));
   }
-  return [predictor = std::move(predictor), target, scheduler = std::move(scheduler), time_margin](
-             const at::Tensor& x, const at::Tensor& t) {
-    at::Tensor tc = t.clamp(time_margin, 1 - time_margin);
+  // Only an end where the conversion divides by zero is moved inward: t = 0 where α₀ = 0 (CondOT, cosine),
+  // not on VP paths and DDPM's chain, whose α₀ > 0 (DDPM's sampler evaluates its network at step N).
+  const auto ends = (*scheduler)(at::tensor({0.0, 1.0}, at::kDouble));
+  const double lo = ends.alpha[0].item<double>() > 0 ? 0.0 : time_margin;
+  const double hi = ends.sigma[1].item<double>() > 0 ? 1.0 : 1 - time_margin;
+  return [predictor = std::move(predictor), target, scheduler = std::move(scheduler), lo, hi](const at::Tensor& x, const at::Tensor& t) {
+    at::Tensor tc = t.clamp(lo, hi);
     return convert_prediction(predictor(x, tc), target, PredictionTarget::Velocity, x, tc, *scheduler);
   };
 }

@@ -73,7 +73,9 @@ std::vector<RunSetting> make_settings() {
       {"steps", "int", 20000, "optimisation steps in total", {}, false},
       {"batch", "int", 256, "batch size (per process when data-parallel)", {}},
       {"lr", "float", 1e-3, "learning rate", {}},
-      {"path", "string", "condot", "probability path (scheduler): condot, polynomial, cosine, vp, linear-vp, ve", path_names()},
+      {"path", "string", "condot",
+       "probability path (scheduler): condot, polynomial, cosine, vp, linear-vp, ve, or DDPM's discrete chain ddpm-linear "
+       "(beta 1e-4..0.02) or ddpm-cosine", path_names()},
       {"path-noise", "string", "constant", "interpolant noise: none, constant (I-CFM) or brownian-bridge (SB-CFM)",
        {"none", "constant", "brownian-bridge"}},
       {"sigma", "float", nullptr,
@@ -85,10 +87,13 @@ std::vector<RunSetting> make_settings() {
       {"beta-max", "float", 20.0, "vp: beta_max", {}},
       {"ve-sigma-min", "float", 0.01, "ve: sigma at t = 1", {}},
       {"ve-sigma-max", "float", 30.0, "ve: sigma at t = 0", {}},
+      {"ddpm-steps", "int", 1000, "ddpm-linear, ddpm-cosine: steps N of the chain (step n is t = 1 - n/N); also N of --time-sampling discrete", {}},
       {"predict", "string", "velocity", "what the network predicts: velocity, data, noise or score", prediction_target_names()},
       {"objective", "string", "regression",
        "training objective (registered objectives; token data: generalized-kl, cross-entropy, or autoregressive for the causal-transformer baseline)", {}},
-      {"time-sampling", "string", "uniform", "how t is drawn: uniform, logit-normal or mode (SD3)", time_distribution_names()},
+      {"time-sampling", "string", "uniform",
+       "how t is drawn: uniform, logit-normal or mode (SD3), discrete (t = 1 - n/N, n uniform in 1..N = --ddpm-steps: DDPM's training)",
+       time_distribution_names()},
       {"logit-location", "float", 0.0, "logit-normal: mean of logit(t)", {}},
       {"logit-scale", "float", 1.0, "logit-normal: standard deviation of logit(t)", {}},
       {"mode-scale", "float", 1.29, "mode: scale s in [-1, 1.75]", {}},
@@ -204,6 +209,7 @@ json path_spec(const json& s, const std::shared_ptr<const Manifold>& space) {
   if (path == "polynomial") scheduler["exponent"] = s["exponent"];
   if (path == "vp") scheduler["beta_min"] = s["beta-min"], scheduler["beta_max"] = s["beta-max"];
   if (path == "ve") scheduler["sigma_min"] = s["ve-sigma-min"], scheduler["sigma_max"] = s["ve-sigma-max"];
+  if (path.rfind("ddpm-", 0) == 0) scheduler["steps"] = s["ddpm-steps"];
   try {
     auto scheduler_object = make_scheduler(scheduler);  // checks the parameters
     if (space) return GeodesicPath(space, scheduler_object).spec();
@@ -237,7 +243,8 @@ json time_sampling_spec(const json& s) {
                            .location(s["logit-location"].get<double>())
                            .scale(s["logit-scale"].get<double>())
                            .mode_scale(s["mode-scale"].get<double>())
-                           .max_time(s["time-max"].get<double>());
+                           .max_time(s["time-max"].get<double>())
+                           .discrete_steps(s["ddpm-steps"].get<int64_t>());
   validate(options);
   return to_json(options);
 }

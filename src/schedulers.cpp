@@ -147,9 +147,123 @@ nlohmann::json VEScheduler::spec() const {
   return {{"type", "ve"}, {"sigma_min", options_.sigma_min()}, {"sigma_max", options_.sigma_max()}};
 }
 
+// ---- DDPM's discrete chain ----------------------------------------------------------------------
+
+DDPMScheduler::DDPMScheduler(DDPMSchedulerOptions options) : options_(std::move(options)) {
+  const int64_t n = options_.steps();
+  if (n < 2 || n > 100000) throw std::invalid_argument("DDPM steps must be in [2, 100000], got " + std::to_string(n));
+  std::vector<double> beta(static_cast<size_t>(n));
+  if (options_.beta_schedule() == "linear") {
+    const double b0 = options_.beta_start(), b1 = options_.beta_end();
+    require(b0 > 0 && b0 < 1, "DDPM beta_start", b0, "in (0, 1)");
+    require(b1 >= b0 && b1 < 1, "DDPM beta_end", b1, "in [beta_start, 1)");
+    for (int64_t i = 0; i < n; ++i) beta[i] = b0 + (b1 - b0) * static_cast<double>(i) / static_cast<double>(n - 1);
+  } else if (options_.beta_schedule() == "cosine") {
+    const double s = 0.008;
+    auto f = [&](int64_t k) {
+      const double c = std::cos((static_cast<double>(k) / n + s) / (1 + s) * M_PI / 2);
+      return c * c;
+    };
+    for (int64_t i = 0; i < n; ++i) beta[i] = std::min(1 - f(i + 1) / f(i), 0.999);
+  } else {
+    throw std::invalid_argument("DDPM beta schedule '" + options_.beta_schedule() + "': expected linear or cosine");
+  }
+  std::vector<double> log_bar(static_cast<size_t>(n + 1), 0.0);
+  for (int64_t i = 0; i < n; ++i) log_bar[i + 1] = log_bar[i] + std::log1p(-beta[i]);
+  // Fritsch–Carlson slopes of λ(s) = log ᾱ at the steps (per unit s): monotone cubic Hermite
+  // interpolation, so λ is C¹ and the velocity of the probability-flow ODE continuous between steps.
+  std::vector<double> secant(static_cast<size_t>(n)), slope(static_cast<size_t>(n + 1));
+  for (int64_t k = 0; k < n; ++k) secant[k] = log_bar[k + 1] - log_bar[k];
+  slope[0] = secant[0];
+  slope[n] = secant[n - 1];
+  for (int64_t k = 1; k < n; ++k) slope[k] = secant[k - 1] * secant[k] > 0 ? 0.5 * (secant[k - 1] + secant[k]) : 0.0;
+  for (int64_t k = 0; k < n; ++k) {
+    if (secant[k] == 0) {
+      slope[k] = slope[k + 1] = 0;
+      continue;
+    }
+    const double a = slope[k] / secant[k], b = slope[k + 1] / secant[k];
+    if (a * a + b * b > 9) {
+      const double tau = 3 / std::sqrt(a * a + b * b);
+      slope[k] = tau * a * secant[k];
+      slope[k + 1] = tau * b * secant[k];
+    }
+  }
+  log_alpha_bar_ = at::tensor(log_bar, at::kDouble);
+  slopes_ = at::tensor(slope, at::kDouble);
+  alpha_bar_ = at::exp(log_alpha_bar_);
+}
+
+namespace {
+
+// The cubic Hermite λ on segment k at u ∈ [0, 1] and dλ/du.
+std::pair<at::Tensor, at::Tensor> hermite(const at::Tensor& u, const at::Tensor& l0, const at::Tensor& l1, const at::Tensor& m0,
+                                          const at::Tensor& m1) {
+  at::Tensor u2 = u * u, u3 = u2 * u;
+  at::Tensor value = (2 * u3 - 3 * u2 + 1) * l0 + (u3 - 2 * u2 + u) * m0 + (-2 * u3 + 3 * u2) * l1 + (u3 - u2) * m1;
+  at::Tensor derivative = (6 * u2 - 6 * u) * (l0 - l1) + (3 * u2 - 4 * u + 1) * m0 + (3 * u2 - 2 * u) * m1;
+  return {value, derivative};
+}
+
+}  // namespace
+
+// With s = (1 − t)·N on segment k = ⌊s⌋, u = s − k: λ = log ᾱ by the monotone cubic through the steps,
+// α = e^{λ/2}, σ = √(1 − e^λ); dλ/dt = −N·dλ/du, α̇ = ½λ̇α, σ̇ = −αα̇/σ.
+SchedulerValues DDPMScheduler::operator()(const at::Tensor& t) const {
+  check_time(t, "DDPMScheduler");
+  const int64_t n = options_.steps();
+  at::Tensor table = log_alpha_bar_.to(t.device()), slopes = slopes_.to(t.device());
+  at::Tensor s = ((1 - t.to(at::kDouble)) * static_cast<double>(n)).clamp(0, static_cast<double>(n));
+  at::Tensor k = s.floor().clamp(0, static_cast<double>(n - 1)).to(at::kLong);
+  auto [lambda, d_lambda] = hermite(s - k.to(at::kDouble), table.index({k}), table.index({k + 1}), slopes.index({k}), slopes.index({k + 1}));
+  at::Tensor a = at::exp(0.5 * lambda);
+  at::Tensor sigma = at::sqrt(-at::expm1(lambda));
+  at::Tensor da = -0.5 * static_cast<double>(n) * d_lambda * a;
+  at::Tensor dsigma = -a * da / sigma;
+  const auto type = t.scalar_type();
+  return {a.to(type), sigma.to(type), da.to(type), dsigma.to(type)};
+}
+
+// ρ² = ᾱ/(1 − ᾱ) ⇒ λ = −log(1 + 1/ρ²): the segment from the (decreasing) table, then Newton on the
+// monotone cubic from the linear interpolation's u (bracketed in [0, 1]).
+at::Tensor DDPMScheduler::time_at_snr(const at::Tensor& snr) const {
+  const int64_t n = options_.steps();
+  if (snr.numel() == 0) return at::empty_like(snr);
+  at::Tensor table = log_alpha_bar_.to(snr.device()), slopes = slopes_.to(snr.device());
+  at::Tensor target = -at::log1p(1 / snr.to(at::kDouble).square());
+  at::Tensor k = (at::searchsorted(-table, -target) - 1).clamp(0, n - 1);
+  at::Tensor l0 = table.index({k}), l1 = table.index({k + 1}), m0 = slopes.index({k}), m1 = slopes.index({k + 1});
+  at::Tensor u = ((target - l0) / (l1 - l0)).clamp(0, 1).nan_to_num(0);
+  for (int i = 0; i < 30; ++i) {
+    auto [value, derivative] = hermite(u, l0, l1, m0, m1);
+    at::Tensor next = (u - (value - target) / derivative).nan_to_num(0).clamp(0, 1);
+    const bool done = (next - u).abs().max().item<double>() < 1e-15;
+    u = next;
+    if (done) break;
+  }
+  return (1 - (k.to(at::kDouble) + u) / static_cast<double>(n)).clamp(0, 1).to(snr.scalar_type());
+}
+
+nlohmann::json DDPMScheduler::spec() const {
+  nlohmann::json j = {{"type", "ddpm-" + options_.beta_schedule()}, {"steps", options_.steps()}};
+  if (options_.beta_schedule() == "linear") j["beta_start"] = options_.beta_start(), j["beta_end"] = options_.beta_end();
+  return j;
+}
+
+at::Tensor ddpm_time_of_step(const at::Tensor& n, int64_t steps) {
+  if (steps < 1) throw std::invalid_argument("DDPM steps must be >= 1, got " + std::to_string(steps));
+  return 1 - n.to(at::kDouble) / static_cast<double>(steps);
+}
+at::Tensor ddpm_step_of_time(const at::Tensor& t, int64_t steps) {
+  if (steps < 1) throw std::invalid_argument("DDPM steps must be >= 1, got " + std::to_string(steps));
+  return (1 - t.to(at::kDouble)) * static_cast<double>(steps);
+}
+
 // ---- factory ------------------------------------------------------------------------------------
 
-std::vector<std::string> scheduler_names() { return {"condot", "polynomial", "cosine", "vp", "linear-vp", "ve"}; }
+std::vector<std::string> scheduler_names() {
+  return {"condot", "polynomial", "cosine", "vp", "linear-vp", "ve", "ddpm-linear", "ddpm-cosine"};
+}
 
 std::shared_ptr<Scheduler> make_scheduler(const nlohmann::json& spec) {
   if (!spec.is_string() && !spec.is_object()) {
@@ -168,6 +282,13 @@ std::shared_ptr<Scheduler> make_scheduler(const nlohmann::json& spec) {
           VPSchedulerOptions().beta_min(p.value("beta_min", 0.1)).beta_max(p.value("beta_max", 20.0)));
     }
     if (type == "linear-vp") return std::make_shared<LinearVPScheduler>();
+    if (type == "ddpm-linear" || type == "ddpm-cosine") {
+      return std::make_shared<DDPMScheduler>(DDPMSchedulerOptions()
+                                                 .beta_schedule(type.substr(5))
+                                                 .steps(p.value("steps", int64_t{1000}))
+                                                 .beta_start(p.value("beta_start", 1e-4))
+                                                 .beta_end(p.value("beta_end", 0.02)));
+    }
     if (type == "ve") {
       return std::make_shared<VEScheduler>(
           VESchedulerOptions().sigma_min(p.value("sigma_min", 0.01)).sigma_max(p.value("sigma_max", 30.0)));
@@ -176,7 +297,7 @@ std::shared_ptr<Scheduler> make_scheduler(const nlohmann::json& spec) {
     throw std::invalid_argument("scheduler " + spec.dump() + ": " + e.what());
   }
   throw std::invalid_argument("unknown scheduler '" + type +
-                              "' (expected: condot, polynomial, cosine, vp, linear-vp, ve)");
+                              "' (expected: condot, polynomial, cosine, vp, linear-vp, ve, ddpm-linear, ddpm-cosine)");
 }
 
 // ---- schedule transform -------------------------------------------------------------------------

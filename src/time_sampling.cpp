@@ -11,10 +11,11 @@
 namespace flowmatch {
 
 namespace {
-constexpr detail::EnumNames<TimeDistribution, 4> kDistributionNames{{{TimeDistribution::Uniform, "uniform"},
+constexpr detail::EnumNames<TimeDistribution, 5> kDistributionNames{{{TimeDistribution::Uniform, "uniform"},
                                                                     {TimeDistribution::LogitNormal, "logit-normal"},
                                                                     {TimeDistribution::ModeScaled, "mode"},
-                                                                    {TimeDistribution::Constant, "constant"}}};
+                                                                    {TimeDistribution::Constant, "constant"},
+                                                                    {TimeDistribution::Discrete, "discrete"}}};
 constexpr detail::EnumNames<LossWeighting, 3> kWeightingNames{{{LossWeighting::None, "none"},
                                                               {LossWeighting::LogitNormal, "logit-normal"},
                                                               {LossWeighting::SigmaSquared, "sigma-squared"}}};
@@ -49,6 +50,9 @@ void validate(const TimeSamplingOptions& o) {
   if (!(o.constant_time() >= 0 && o.constant_time() <= 1)) {
     throw std::invalid_argument("constant time must be in [0, 1], got " + std::to_string(o.constant_time()));
   }
+  if (o.discrete_steps() < 1 || o.discrete_steps() > 100000) {
+    throw std::invalid_argument("discrete time steps must be in [1, 100000], got " + std::to_string(o.discrete_steps()));
+  }
 }
 
 at::Tensor sample_times(int64_t n, const TimeSamplingOptions& o, at::Generator& generator) {
@@ -64,6 +68,10 @@ at::Tensor sample_times(int64_t n, const TimeSamplingOptions& o, at::Generator& 
       return (u + o.mode_scale() * (c * c - 1 + u)).clamp(0, 1);
     }
     case TimeDistribution::Constant: return at::full({n}, o.constant_time(), at::kFloat);
+    case TimeDistribution::Discrete: {
+      const int64_t steps = o.discrete_steps();
+      return 1 - at::randint(1, steps + 1, {n}, generator, at::kLong).to(at::kFloat) / static_cast<float>(steps);
+    }
   }
   return at::rand({n}, generator, at::kFloat);
 }
@@ -91,6 +99,7 @@ nlohmann::json to_json(const TimeSamplingOptions& o) {
           {"mode_scale", o.mode_scale()},
           {"constant_time", o.constant_time()}};
   if (o.max_time() != 1.0) j["max_time"] = o.max_time();  // absent in runs drawing t up to 1
+  if (o.distribution() == TimeDistribution::Discrete) j["discrete_steps"] = o.discrete_steps();
   return j;
 }
 
@@ -104,6 +113,7 @@ TimeSamplingOptions time_sampling_from_json(const nlohmann::json& j) {
     o.mode_scale(j.value("mode_scale", o.mode_scale()));
     o.constant_time(j.value("constant_time", o.constant_time()));
     o.max_time(j.value("max_time", o.max_time()));
+    o.discrete_steps(j.value("discrete_steps", o.discrete_steps()));
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument("time sampling " + j.dump() + ": " + e.what());
   }

@@ -1380,3 +1380,49 @@ TEST(CLI, MoleculeDataMistakesAreNamedAndWriteNothing) {
   Result file = cli(dir, "train --data dw4.npy --system dw4 --out f --steps 3 --batch 8 --width 8 --depth 1 --quiet --threads 1");
   EXPECT_EQ(file.code, 0) << file.err;
 }
+
+// flowmatch compare on 2-D data: every variant trained with the same budget, every sampler at every
+// budget it can spend, the tables and plots written; DDPM's own sampler (ancestral, 1000 steps) beats its
+// one-step use, the run folders are reused by a second call, and the settings a variant fixes are refused.
+TEST(CLI, CompareTrainsEveryVariantAndScoresEverySamplerAtEveryBudget) {
+  fmtest::TempDir dir;
+  const std::string args =
+      "compare --out cmp --target 8gaussians --steps 300 --batch 128 --width 32 --depth 2 --threads 1 --quiet --n 300 "
+      "--nfe 1,10,1000 --tolerances 1e-2,1e-4";
+  Result r = cli(dir, args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* file : {"cmp/compare.json", "cmp/compare.md", "cmp/compare.png", "cmp/compare-ddpm-linear.png",
+                           "cmp/ddpm-cosine/config.json", "cmp/fm-logit-normal/config.json"}) {
+    EXPECT_TRUE(fs::exists(dir / file)) << file;
+  }
+  const auto result = nlohmann::json::parse(fm::io::read_file(dir / "cmp/compare.json"));
+  // Per variant: ancestral, ddim, dpm-solver++, euler at 3 budgets, heun at 10 and 1000, dopri5 at 2 tolerances.
+  EXPECT_EQ(result["rows"].size(), 4u * (4 * 3 + 2 + 2));
+  auto w2 = [&](const std::string& variant, const std::string& sampler, int64_t budget) {
+    for (const auto& row : result["rows"]) {
+      if (row["variant"] == variant && row["sampler"] == sampler && row.value("budget", int64_t{0}) == budget) {
+        EXPECT_EQ(row["nfe"].get<int64_t>(), budget);
+        return row["w2"].is_number() ? row["w2"].get<double>() : INFINITY;
+      }
+    }
+    ADD_FAILURE() << variant << " " << sampler << " " << budget;
+    return 0.0;
+  };
+  EXPECT_LT(w2("ddpm-linear", "ancestral", 1000), w2("ddpm-linear", "ancestral", 1));
+  EXPECT_LT(w2("fm-uniform", "euler", 10), w2("fm-uniform", "euler", 1));
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "cmp/ddpm-linear/config.json"))["time_sampling"]["distribution"], "discrete");
+  const std::string md = fm::io::read_file(dir / "cmp/compare.md");
+  EXPECT_NE(md.find("## fm-logit-normal"), std::string::npos);
+  EXPECT_NE(md.find("| dpm-solver++ |"), std::string::npos);
+
+  r = cli(dir, "compare --out cmp --target 8gaussians --steps 300 --batch 128 --width 32 --depth 2 --threads 1 --quiet --n 300 "
+              "--variants fm-uniform --samplers euler --nfe 10");  // the finished run is reused
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(fm::io::read_file(dir / "cmp/compare.json"))["rows"].size(), 1u);
+  for (const std::string bad : {" --path vp", " --variants ddpm-sigmoid", " --samplers ctmc-euler"}) {
+    r = cli(dir, "compare --out other --target 8gaussians --steps 10" + bad);
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
+    EXPECT_EQ(r.err_lines(), 1u) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "other"));
+}

@@ -89,6 +89,47 @@ TEST(Schedulers, SpecRoundTripAndBadParameters) {
   EXPECT_THROW(fm::CondOTScheduler(fm::CondOTSchedulerOptions().sigma_min(1)), std::invalid_argument);
 }
 
+// DDPM's chain against a plain loop over its β's: ᾱ at every step (the linear chain ends at
+// ᾱ_1000 = 4.04e-5), the cosine chain's ᾱ_n = f(n)/f(0) until β is clipped, the SNR inverse, and the
+// derivatives of the interpolation between steps.
+TEST(Schedulers, DDPMChainMatchesItsBetasStepByStep) {
+  const int64_t n = 1000;
+  fm::DDPMScheduler linear;
+  std::vector<double> bar(n + 1, 1.0);
+  for (int64_t i = 1; i <= n; ++i) bar[i] = bar[i - 1] * (1 - (1e-4 + (0.02 - 1e-4) * (i - 1) / 999.0));
+  at::Tensor steps = at::arange(0, n + 1, at::kDouble);
+  auto v = linear(fm::ddpm_time_of_step(steps, n));
+  at::Tensor expected = at::tensor(bar, at::kDouble);
+  EXPECT_TRUE(fmtest::AllClose(v.alpha.square(), expected, 1e-12, 1e-15));
+  EXPECT_TRUE(fmtest::AllClose(v.sigma.square(), 1 - expected, 1e-12, 1e-15));
+  EXPECT_NEAR(bar[n], 4.036e-5, 1e-8);
+  EXPECT_TRUE(fmtest::AllClose(fm::ddpm_step_of_time(fm::ddpm_time_of_step(steps, n), n), steps, 0, 1e-9));
+
+  fm::DDPMScheduler cosine(fm::DDPMSchedulerOptions().beta_schedule("cosine"));
+  auto f = [&](double k) { return std::pow(std::cos((k / n + 0.008) / 1.008 * M_PI / 2), 2); };
+  for (int64_t k : {1, 10, 500, 900, 980}) {
+    EXPECT_NEAR(cosine.alpha_bar()[k].item<double>(), f(k) / f(0), 1e-12) << k;
+  }
+  EXPECT_NEAR(cosine.alpha_bar()[n].item<double>() / cosine.alpha_bar()[n - 1].item<double>(), 1 - 0.999, 1e-12);  // β_N clipped
+
+  for (fm::DDPMScheduler* s : {&linear, &cosine}) {
+    SCOPED_TRACE(s->spec().dump());
+    at::Tensor t = at::linspace(0.001, 0.999, 97, at::kDouble);
+    auto at_t = (*s)(t);
+    EXPECT_TRUE(fmtest::AllClose(s->time_at_snr(at_t.alpha / at_t.sigma), t, 0, 1e-9));
+    // log ᾱ is a C¹ cubic between steps: central differences (h = 1e-8, a step is 1e-3) agree inside
+    // the steps and across them, where the second derivative jumps (error ~ h·jump ≈ 1e-7).
+    at::Tensor across = at::cat({t, at::arange(1, n, 37, at::kDouble) / n});
+    const double h = 1e-8;
+    auto a = (*s)(across), plus = (*s)(across + h), minus = (*s)(across - h);
+    EXPECT_TRUE(fmtest::AllClose((plus.alpha - minus.alpha) / (2 * h), a.d_alpha, 1e-5, 1e-6));
+    EXPECT_TRUE(fmtest::AllClose((plus.sigma - minus.sigma) / (2 * h), a.d_sigma, 1e-5, 1e-6));
+    EXPECT_EQ(fm::make_scheduler(s->spec())->spec(), s->spec());
+  }
+  EXPECT_THROW(fm::DDPMScheduler(fm::DDPMSchedulerOptions().beta_schedule("sigmoid")), std::invalid_argument);
+  EXPECT_THROW(fm::DDPMScheduler(fm::DDPMSchedulerOptions().steps(1)), std::invalid_argument);
+  EXPECT_THROW(fm::DDPMScheduler(fm::DDPMSchedulerOptions().beta_end(1.5)), std::invalid_argument);
+}
 
 TEST(ScheduleTransform, MovesTheGaussianMarginalVelocityExactly) {
   at::Tensor mu = at::tensor({1.5, -0.5}, at::kDouble);

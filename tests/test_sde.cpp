@@ -2,6 +2,7 @@
 // target its samples have the target's mean and covariance at every time, for several noise levels.
 #include <cmath>
 
+#include "flowmatch/prediction.h"
 #include "flowmatch/schedulers.h"
 #include "flowmatch/sde.h"
 #include "flowmatch/solvers.h"
@@ -83,7 +84,7 @@ TEST(ExponentialIntegrators, DDIMIsFirstOrderDPMSolverPlusPlusSecondOrderAndEver
   const double c = 0.5;
   auto g = fmtest::generator(11);
   at::Tensor x0 = at::randn({200, 2}, g, at::kDouble);
-  for (const char* name : {"condot", "cosine", "vp"}) {
+  for (const char* name : {"condot", "cosine", "vp", "ddpm-linear", "ddpm-cosine"}) {
     SCOPED_TRACE(name);
     auto s = fm::make_scheduler(name);
     auto field = fmtest::gaussian_marginal_velocity(s, mu, c);
@@ -103,9 +104,9 @@ TEST(ExponentialIntegrators, DDIMIsFirstOrderDPMSolverPlusPlusSecondOrderAndEver
     EXPECT_NEAR(std::log2(ddim64 / ddim256) / 2, 1.0, 0.15) << ddim64 << " " << ddim256;
     EXPECT_GT(std::log2(dpm64 / dpm256) / 2, 1.4) << dpm64 << " " << dpm256;
     EXPECT_LT(dpm256, ddim256 / 10);
-    // Every ODE sampler at 200 steps (not on VP, whose σ̇ is −∞ at t = 1, where Heun, RK4 and Dopri5
-    // evaluate the field).
-    if (std::string(name) == "vp") continue;
+    // Every ODE sampler at 200 steps (not on VP and DDPM's chain, whose σ̇ is −∞ at t = 1, where Heun,
+    // RK4 and Dopri5 evaluate the field).
+    if (std::string(name) != "condot" && std::string(name) != "cosine") continue;
     for (const auto& solver : fm::solver_names(/*stochastic=*/false)) {
       const auto info = fm::solver_info(solver);
       if (info.discrete) continue;
@@ -150,4 +151,40 @@ TEST(ExponentialIntegrators, AncestralSamplingReachesTheGaussianTargetAndEtaZero
     auto ddim = fm::solve("ddim", field, x0.slice(0, 0, 50), fm::SolverOptions().steps(20).scheduler(s));
     EXPECT_LT((ancestral0.x - ddim.x).abs().max().item<double>(), 1e-10);
   }
+}
+
+// DDPM's sampler (Ho et al. 2020, Algorithm 2) written out over its own β's, against the ancestral
+// sampler (η = 1) on the ddpm-linear scheduler with 1000 steps, on the same noise: equal path by path.
+// The ε-prediction is the exact one of a Gaussian target, E[ε | x_n] = √(1 − ᾱ)(x − √ᾱ μ)/(ᾱc² + 1 − ᾱ),
+// turned into a velocity as a trained ε-network is. The samples then have the target's moments.
+TEST(ExponentialIntegrators, AncestralSamplerOnTheDDPMChainIsDDPMsAlgorithm) {
+  const double mu = 1.5, c = 0.4;
+  const int64_t N = 1000, n = 4000;
+  auto scheduler = std::make_shared<fm::DDPMScheduler>();
+  const at::Tensor bar = scheduler->alpha_bar();
+  auto epsilon_at = [&](const at::Tensor& x, double alpha_bar) {
+    return std::sqrt(1 - alpha_bar) * (x - std::sqrt(alpha_bar) * mu) / (alpha_bar * c * c + 1 - alpha_bar);
+  };
+  fm::VelocityField epsilon_network = [&](const at::Tensor& x, const at::Tensor& t) {
+    auto v = (*scheduler)(t.to(at::kDouble));
+    const double a = v.alpha.item<double>();
+    return epsilon_at(x, a * a);
+  };
+  auto velocity = fm::velocity_from_prediction(epsilon_network, fm::PredictionTarget::Noise, scheduler);
+  auto g = fmtest::generator(21);
+  at::Tensor x_start = at::randn({n, 1}, g, at::kDouble);
+  auto r = fm::solve("ancestral", velocity, x_start, fm::SolverOptions().steps(N).scheduler(scheduler).noise_scale(1.0).generator(fmtest::generator(8)));
+  EXPECT_EQ(r.nfe, N);
+
+  at::Generator noise = fmtest::generator(8);
+  at::Tensor x = x_start.clone();
+  for (int64_t k = N; k >= 1; --k) {
+    const double ab = bar[k].item<double>(), ab_prev = bar[k - 1].item<double>();
+    const double beta = 1 - ab / ab_prev;
+    x = (x - beta / std::sqrt(1 - ab) * epsilon_at(x, ab)) / std::sqrt(1 - beta);
+    if (k > 1) x = x + std::sqrt((1 - ab_prev) / (1 - ab) * beta) * at::randn({n, 1}, noise, at::kDouble);
+  }
+  EXPECT_LT((r.x - x).abs().max().item<double>(), 1e-8);
+  EXPECT_NEAR(x.mean().item<double>(), mu, 6 * c / std::sqrt(static_cast<double>(n)));
+  EXPECT_NEAR(x.std().item<double>(), c, 6 * c / std::sqrt(2.0 * n));
 }

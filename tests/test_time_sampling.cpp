@@ -91,3 +91,21 @@ TEST(TimeSampling, SD3ShiftedGridSpendsStepsNearTheNoise) {
   EXPECT_THROW(fm::shifted_time_grid(4, 0.0), std::invalid_argument);
   EXPECT_THROW(fm::shifted_time_grid(4, std::nan("")), std::invalid_argument);
 }
+
+// DDPM's training draws: t = 1 − n/N with n uniform in {1, …, N}: every value on the grid, the
+// counts uniform by Pearson's χ² (N − 1 = 9 degrees of freedom: P(χ² > 27.9) = 1e-3).
+TEST(TimeSampling, DiscreteDrawsAreTheChainsStepsUniformly) {
+  auto g = fmtest::generator(3);
+  const int64_t steps = 10, n = 50000;
+  auto o = fm::TimeSamplingOptions().distribution(fm::TimeDistribution::Discrete).discrete_steps(steps);
+  at::Tensor t = fm::sample_times(n, o, g).to(at::kDouble);
+  at::Tensor k = (1 - t) * steps;  // the step index n
+  EXPECT_LT((k - k.round()).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(k.round().min().item<double>(), 1);
+  EXPECT_EQ(k.round().max().item<double>(), steps);
+  at::Tensor counts = at::bincount(k.round().to(at::kLong) - 1, {}, steps).to(at::kDouble);
+  const double expected = static_cast<double>(n) / steps;
+  EXPECT_LT(((counts - expected).square() / expected).sum().item<double>(), 27.9) << counts;
+  EXPECT_EQ(fm::time_sampling_from_json(fm::to_json(o)).discrete_steps(), steps);
+  EXPECT_THROW(fm::validate(fm::TimeSamplingOptions().discrete_steps(0)), std::invalid_argument);
+}

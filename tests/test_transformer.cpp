@@ -221,6 +221,10 @@ TEST(Autoregressive, TrainingFitsARepeatedSentence) {
       [&](const at::Tensor& y, const at::Tensor& t) { return model->forward(y, t); }, x);
   const double per_token = nll.mean().item<double>() / 8;
   EXPECT_GT(per_token, std::log(4.0) / 8 - 0.02);  // no model beats the entropy (512 windows: ±0.01)
-  EXPECT_LT(per_token, std::log(4.0) / 8 + 0.03) << "training loss " << loss;  // 600 steps: 300 left it at +0.05 in one run under load
+  // A bigram model, which has not learned to look two tokens back, scores (H(1/4,1/2,1/4) + 7·½·log 2)/8
+  // = 0.433 per token; the bound sits a quarter of the way from the entropy to it. Runs on other machines
+  // (another thread count changes the reduction order, and training amplifies it) landed at +0.039 after
+  // 600 steps (CI) and +0.05 after 300.
+  EXPECT_LT(per_token, std::log(4.0) / 8 + 0.065) << "training loss " << loss;
   EXPECT_NEAR(loss, per_token, 0.1);
 }

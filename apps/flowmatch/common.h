@@ -4,6 +4,8 @@
 // the library (flowmatch/run.h); the subcommands parse flags and print.
 
 #include <functional>
+#include <map>
+#include <vector>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -36,6 +38,7 @@ Command register_export(CLI::App& root);
 Command register_launch(CLI::App& root);
 Command register_bench(CLI::App& root);
 Command register_classifier(CLI::App& root);
+Command register_compare(CLI::App& root);
 
 /// --threads, --device, --seed (and --config, read before parsing).
 struct CommonFlags {
@@ -70,6 +73,15 @@ flowmatch::TrainRunOptions training_callbacks(const flowmatch::Run& run, bool qu
                                               std::shared_ptr<flowmatch::distributed::DataParallel> group = nullptr);
 /// Prints how a training call ended; returns the exit code (130 when interrupted).
 int report_training(const flowmatch::Run& run, const flowmatch::TrainOutcome& outcome, const std::string& resume_hint);
+
+/// Each run setting's flag values as typed (setting name -> values).
+using SettingValues = std::map<std::string, std::vector<std::string>>;
+/// A flag for every run setting (flowmatch::run_settings(), except seed, a common flag, and `skip`),
+/// its help with the default; the values typed land in `values`.
+void add_run_setting_flags(CLI::App* app, SettingValues& values, const std::vector<std::string>& skip = {});
+/// The settings given on the command line (and --seed), as Run::prepare takes them; UsageError names a
+/// value that is not a number where one is expected.
+json run_settings_from_flags(CLI::App* app, SettingValues& values, const CommonFlags& common);
 
 /// reflow and distill: how pairs are drawn (--pairs, --solver, --steps, --atol, --rtol, --train-steps,
 /// --from-scratch).

@@ -2,8 +2,6 @@
 // run folder. Every run setting is a flag (flowmatch::run_settings()); those given become the
 // run's settings, resolved and checked by the library.
 
-#include <cerrno>
-#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -27,44 +25,12 @@ struct TrainFlags {
   bool resume = false, resume_fallback = false, quiet = false, distributed = false;
   double dist_timeout = 60;
   std::string dist_backend = "auto";
-  std::map<std::string, std::vector<std::string>> values;  // setting -> its flag's values as typed
+  SettingValues values;
 };
-
-// A flag's text as the setting's JSON value; out-of-range and non-finite numbers are refused by name.
-json parse_value(const fm::RunSetting& s, const std::vector<std::string>& texts) {
-  auto number = [&](const std::string& text, bool integer) -> json {
-    errno = 0;
-    char* end = nullptr;
-    if (integer) {
-      const long long v = std::strtoll(text.c_str(), &end, 10);
-      if (end == text.c_str() || *end != '\0') throw UsageError("--" + s.name + " '" + text + "': expected an integer");
-      if (errno == ERANGE) throw UsageError("--" + s.name + " '" + text + "': out of range for a 64-bit integer");
-      return static_cast<int64_t>(v);
-    }
-    const double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || *end != '\0') throw UsageError("--" + s.name + " '" + text + "': expected a number");
-    if (errno == ERANGE || !std::isfinite(v)) throw UsageError("--" + s.name + " '" + text + "': expected a finite number");
-    return v;
-  };
-  if (s.kind == "int") return number(texts.at(0), true);
-  if (s.kind == "float") return number(texts.at(0), false);
-  if (s.kind == "bool") return true;
-  if (s.kind == "ints") {
-    json list = json::array();
-    for (const auto& t : texts) list.push_back(number(t, true));
-    return list;
-  }
-  if (s.kind == "strings") return texts;
-  return texts.at(0);
-}
 
 int run_train(TrainFlags& f, CLI::App* app) {
   const c10::Device device = apply_common_flags(f.common);
-  json settings = json::object();
-  for (const auto& s : fm::run_settings()) {
-    if (s.name != "seed" && app->count("--" + s.name) > 0) settings[s.name] = parse_value(s, f.values[s.name]);
-  }
-  if (app->count("--seed") > 0) settings["seed"] = f.common.seed;
+  const json settings = run_settings_from_flags(app, f.values, f.common);
   std::shared_ptr<fm::distributed::DataParallel> group;
   if (f.distributed) {
     fm::distributed::DistributedOptions options;
@@ -113,22 +79,7 @@ Command register_train(CLI::App& root) {
   app->add_flag("--resume-fallback", f.resume_fallback,
                 "with --resume: if the newest checkpoint is damaged, move it to checkpoints/damaged/ and resume from the newest intact one")
       ->needs(resume);
-  for (const auto& s : fm::run_settings()) {
-    if (s.name == "seed") continue;  // a common flag
-    std::string help = s.help;
-    if (!s.default_value.is_null() && !(s.default_value.is_string() && s.default_value.get<std::string>().empty()) &&
-        !(s.default_value.is_array() && s.default_value.empty())) {
-      help += " [default: " + (s.default_value.is_string() ? s.default_value.get<std::string>() : s.default_value.dump()) + "]";
-    }
-    if (s.kind == "bool") {
-      app->add_flag("--" + s.name)->description(help);
-    } else {
-      auto* option = app->add_option("--" + s.name, f.values[s.name], help);
-      option->type_name(s.kind == "int" ? "INT" : s.kind == "float" ? "FLOAT" : s.kind == "ints" ? "INT,..." : "TEXT");
-      if (s.kind == "ints") option->delimiter(',');
-      if (s.kind != "ints" && s.kind != "strings") option->expected(1);
-    }
-  }
+  add_run_setting_flags(app, f.values);
   app->get_option("--target")->excludes(app->get_option("--data"));
   app->add_flag("--quiet", f.quiet, "no progress lines");
   app->add_flag("--distributed", f.distributed,

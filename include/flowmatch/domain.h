@@ -93,6 +93,15 @@ class Domain {
   /// The domain's evaluation of a run: metrics (also written by the caller to metrics.json) and
   /// pictures in the run folder.
   virtual nlohmann::json evaluate(const Run& run, const EvaluationOptions& options, const ReportFunction& report) const = 0;
+  /// A measure of sample quality for comparing samplers and trainings on the same footing
+  /// (`compare_flow_and_diffusion`): the returned function scores samples of `run` against reference
+  /// data drawn once (so every call is measured against the same draws), giving {"primary": KEY,
+  /// KEY: value, ...} where a lower primary value is better. `n` is the number of samples it expects;
+  /// `classifier` is the image domain's evaluation classifier. The default throws
+  /// std::invalid_argument: the domain has no such measure.
+  virtual std::function<nlohmann::json(const SampleResult&)> sample_quality(const Run& run, int64_t n, uint64_t seed,
+                                                                             const std::string& classifier,
+                                                                             const c10::Device& device) const;
 };
 
 using DomainFactory = std::function<std::shared_ptr<Domain>()>;

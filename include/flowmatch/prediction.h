@@ -46,7 +46,8 @@ at::Tensor regression_target(const ProbabilityPath& path, const PathSample& samp
 
 /// A velocity field from a network that predicts `target`: v(x, t) = convert(f(x, t)). For targets
 /// other than velocity the conversion divides by α or σ, which vanish at an end of most paths; there
-/// the network and the conversion are evaluated at t clamped to [time_margin, 1 − time_margin].
+/// the network and the conversion are evaluated at t clamped to [time_margin, 1 − time_margin] (an
+/// end where α₀ > 0 or σ₁ > 0 is not moved).
 VelocityField velocity_from_prediction(VelocityField predictor, PredictionTarget target,
                                        std::shared_ptr<const Scheduler> scheduler, double time_margin = 1e-3);
 

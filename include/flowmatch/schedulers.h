@@ -118,7 +118,41 @@ class VEScheduler : public Scheduler {
   VESchedulerOptions options_;
 };
 
-/// condot, polynomial, cosine, vp, linear-vp, ve.
+/// DDPM's discrete variance-preserving chain (Ho et al. 2020; cosine: Nichol & Dhariwal 2021) in
+/// flow-matching time. Step n ∈ {0, …, N} of the chain is the time t = 1 − n/N (n = 0 is the data,
+/// n = N the noise end), where α_t² = ᾱ_n = Π_{i ≤ n}(1 − β_i) and σ_t² = 1 − ᾱ_n: the state x_n of
+/// the chain is the path's x_t, not rescaled. Between steps log ᾱ is the monotone cubic (Fritsch–Carlson)
+/// through the steps' values: α, σ and their derivatives are continuous in t, so the probability-flow
+/// ODE has a continuous velocity for Runge–Kutta and adaptive solvers, and the SNR inverts exactly.
+///   linear: β_i = β_start + (β_end − β_start)·(i − 1)/(N − 1) (10⁻⁴ … 0.02 for N = 1000);
+///   cosine: ᾱ_n = f(n)/f(0), f(n) = cos²((n/N + s)/(1 + s)·π/2), s = 0.008, each β_i clipped to 0.999.
+/// At t = 0 α is not exactly 0 (ᾱ_N = 4·10⁻⁵ for linear), as in DDPM, whose sampler starts from N(0, I).
+struct DDPMSchedulerOptions {
+  TORCH_ARG(std::string, beta_schedule) = "linear";  ///< linear or cosine
+  TORCH_ARG(int64_t, steps) = 1000;                  ///< N
+  TORCH_ARG(double, beta_start) = 1e-4;              ///< linear: β_1
+  TORCH_ARG(double, beta_end) = 0.02;                ///< linear: β_N
+};
+class DDPMScheduler : public Scheduler {
+ public:
+  explicit DDPMScheduler(DDPMSchedulerOptions options = {});
+  SchedulerValues operator()(const at::Tensor& t) const override;
+  at::Tensor time_at_snr(const at::Tensor& snr) const override;
+  nlohmann::json spec() const override;
+  const DDPMSchedulerOptions& options() const { return options_; }
+  /// ᾱ_n for n = 0 … N (float64, CPU).
+  const at::Tensor& alpha_bar() const { return alpha_bar_; }
+
+ private:
+  DDPMSchedulerOptions options_;
+  at::Tensor alpha_bar_, log_alpha_bar_, slopes_;
+};
+
+/// The flow time of DDPM step n of an N-step chain, t = 1 − n/N, and back (n = (1 − t)·N, not rounded).
+at::Tensor ddpm_time_of_step(const at::Tensor& n, int64_t steps);
+at::Tensor ddpm_step_of_time(const at::Tensor& t, int64_t steps);
+
+/// condot, polynomial, cosine, vp, linear-vp, ve, ddpm-linear, ddpm-cosine.
 std::vector<std::string> scheduler_names();
 /// From `spec()`, or a bare name with default parameters. Throws std::invalid_argument naming an
 /// unknown type or a bad parameter.

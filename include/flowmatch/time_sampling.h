@@ -20,10 +20,11 @@ enum class TimeDistribution {
   LogitNormal,  ///< logit(t) ~ N(location, scale²) (SD3's rf/lognorm)
   ModeScaled,   ///< t = u + s·(cos²(πu/2) − 1 + u), u ~ U[0, 1) (SD3's mode sampling; s = mode_scale)
   Constant,     ///< t = constant_time for every sample (one-step distillation trains at t = 0)
+  Discrete,     ///< t = 1 − n/N, n uniform in {1, …, N} (N = discrete_steps): DDPM's training on its chain
 };
 TimeDistribution time_distribution_from_string(const std::string& name);
 std::string to_string(TimeDistribution distribution);
-/// uniform, logit-normal, mode, constant.
+/// uniform, logit-normal, mode, constant, discrete.
 std::vector<std::string> time_distribution_names();
 
 enum class LossWeighting {
@@ -49,6 +50,8 @@ struct TimeSamplingOptions {
   TORCH_ARG(double, mode_scale) = 1.29;
   /// The time of TimeDistribution::Constant, in [0, 1].
   TORCH_ARG(double, constant_time) = 0.0;
+  /// N of TimeDistribution::Discrete (DDPM's 1000 steps).
+  TORCH_ARG(int64_t, discrete_steps) = 1000;
   /// Times are scaled into [0, max_time] (in (0, 1]); discrete runs use 1 − 10⁻³, where the weight of
   /// the generalized KL, κ̇/(1 − κ), is still finite.
   TORCH_ARG(double, max_time) = 1.0;

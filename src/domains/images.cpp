@@ -205,6 +205,41 @@ class ImagesDomain : public Domain {
     return {stem + ".png"};
   }
 
+  // The Fréchet distance of classifier features against n test images (and the floor: n training
+  // images against them), and the classifier's accuracy on class-conditional samples.
+  std::function<json(const SampleResult&)> sample_quality(const Run& run, int64_t n, uint64_t seed, const std::string& classifier_path,
+                                                          const c10::Device& device) const override {
+    const json& data = run.config()["data"];
+    const int64_t classes = num_classes(data);
+    if (classes > 0 && n % classes != 0) {
+      throw std::invalid_argument("sample quality: n " + std::to_string(n) + " must be a multiple of the " + std::to_string(classes) + " classes");
+    }
+    json meta;
+    auto classifier = load_image_classifier(classifier_file(classifier_path), &meta);
+    classifier->to(device);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 0x5eed0000ULL);
+    const data::ImageDataset test = load_images(data, "test"), train = load_images(data, "train");
+    auto features_of = [&](const data::ImageDataset& set) {
+      at::Tensor index = at::randperm(set.images.size(0), gen, at::kLong).narrow(0, 0, std::min<int64_t>(n, set.images.size(0)));
+      return classifier_features(*classifier, data::pixels_to_unit_range(set.images.index_select(0, index), gen));
+    };
+    const auto test_stats = metrics::gaussian_statistics(features_of(test));
+    const double floor = metrics::frechet_distance(metrics::gaussian_statistics(features_of(train)), test_stats);
+    return [classifier, test_stats, floor, classes](const SampleResult& samples) -> json {
+      json q = {{"primary", "frechet_distance"}, {"frechet_distance_floor", floor}};
+      if (!at::isfinite(samples.x).all().item<bool>()) {
+        q["frechet_distance"] = nullptr;
+        q["finite"] = false;
+        return q;
+      }
+      c10::InferenceMode guard;
+      at::Tensor x = samples.x.clamp(-1, 1);
+      q["frechet_distance"] = metrics::frechet_distance(metrics::gaussian_statistics(classifier_features(*classifier, x)), test_stats);
+      if (classes > 0 && samples.labels.defined()) q["classifier_accuracy"] = classifier_accuracy(*classifier, x, samples.labels);
+      return q;
+    };
+  }
+
   json evaluate(const Run& run, const EvaluationOptions& f, const ReportFunction& report) const override {
     const json& data = run.config()["data"];
     const int64_t classes = num_classes(data);

@@ -157,6 +157,24 @@ class PointsDomain : public Domain {
     return files;
   }
 
+  // Exact W2 of the samples against one draw of n target points, and the floor between two draws.
+  std::function<json(const SampleResult&)> sample_quality(const Run& run, int64_t n, uint64_t seed, const std::string&,
+                                                          const c10::Device&) const override {
+    if (n < 2 || n > 23170) throw std::invalid_argument("sample quality: n must be in [2, 23170] for the exact W2, got " + std::to_string(n));
+    auto target = sampler(run.config()["data"], "target");
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 0x5eed0000ULL);
+    at::Tensor reference = target(n, gen);
+    const double floor = metrics::wasserstein2(target(n, gen), target(n, gen));
+    return [reference, floor](const SampleResult& samples) -> json {
+      if (samples.x.size(0) != reference.size(0)) {
+        throw std::invalid_argument("sample quality: expected " + std::to_string(reference.size(0)) + " samples, got " +
+                                    std::to_string(samples.x.size(0)));
+      }
+      if (!at::isfinite(samples.x).all().item<bool>()) return {{"primary", "w2"}, {"w2", nullptr}, {"w2_floor", floor}, {"finite", false}};
+      return {{"primary", "w2"}, {"w2", metrics::wasserstein2(samples.x.to(at::kCPU), reference)}, {"w2_floor", floor}};
+    };
+  }
+
   json evaluate(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const override {
     const json& data = run.config()["data"];
     const std::string checkpoint = run.is_model_file() ? o.checkpoint : o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
