@@ -184,6 +184,12 @@ void write_plots(const json& result, const ComparisonOptions& o, const std::stri
     for (const auto& [nfe, q] : best) line.x.push_back(static_cast<double>(nfe)), line.y.push_back(q);
     if (!line.x.empty()) best_lines.push_back(line);
   }
+  if (result.contains("floor") && result["floor"].is_number() && !o.nfe.empty()) {
+    // The same measure between two draws of the reference: what no sampler can beat at this n.
+    const auto [lo, hi] = std::minmax_element(o.nfe.begin(), o.nfe.end());
+    const double floor = result["floor"].get<double>();
+    best_lines.push_back({{static_cast<double>(*lo), static_cast<double>(*hi)}, {floor, floor}, {127, 127, 127}, "floor (reference vs reference)"});
+  }
   io::PlotStyle style;
   style.width = 720;
   style.height = 480;

@@ -421,6 +421,38 @@ detail::Registry<SolverEntry>& solver_registry() {
                                 .record_trajectory(options.record_trajectory()),
                             generator);
          }});
+    r->add("reverse-sde",
+        {SolverInfo{"reverse-sde", 1, false, true,
+                    "Euler-Maruyama on dX = [v + w s]dt + sqrt(2w) dW, w = noise_scale x sigma_t^2 d/dt log(alpha_t/sigma_t): "
+                    "DDPM's reverse SDE on its own path (CondOT: w = (1 - t)/t)"},
+         [](const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+           if (!options.scheduler()) {
+             throw std::invalid_argument("solver reverse-sde needs the path's scheduler (a run on an affine path)");
+           }
+           if (options.manifold()) throw std::invalid_argument("solver reverse-sde does not take a manifold state");
+           const double eta = options.noise_scale();
+           if (!(eta >= 0) || !std::isfinite(eta)) {
+             throw std::invalid_argument("reverse-sde: noise scale (--sde-noise) must be finite and >= 0, got " + std::to_string(eta));
+           }
+           auto scheduler = options.scheduler();
+           // w(t) = σ²·(α̇/α − σ̇/σ) = σ²·d/dt log SNR^½; g = √(2ηw). Where α = 0 (t = 0 on CondOT) w is
+           // infinite: there it is evaluated at t = 10⁻³, the margin velocity_from_prediction keeps.
+           auto diffusion = [scheduler, eta](double t) {
+             auto v = (*scheduler)(at::full({1}, std::max(t, 1e-3), at::kDouble));
+             const double a = v.alpha.item<double>(), s = v.sigma.item<double>();
+             const double w = s * s * v.d_alpha.item<double>() / a - s * v.d_sigma.item<double>();
+             return std::sqrt(std::max(0.0, 2 * eta * w));
+           };
+           at::Generator generator = options.generator() ? *options.generator() : at::make_generator<at::CPUGeneratorImpl>(0);
+           return solve_sde(field, *scheduler, x0,
+                            SDEOptions()
+                                .steps(options.steps())
+                                .t0(options.t0())
+                                .t1(options.t1())
+                                .diffusion(diffusion)
+                                .record_trajectory(options.record_trajectory()),
+                            generator);
+         }});
     for (const auto& [name, order] : {std::pair<const char*, int>{"ddim", 1}, {"dpm-solver++", 2}}) {
       const int k = order;
       const std::string solver = name;

@@ -188,3 +188,28 @@ TEST(ExponentialIntegrators, AncestralSamplerOnTheDDPMChainIsDDPMsAlgorithm) {
   EXPECT_NEAR(x.mean().item<double>(), mu, 6 * c / std::sqrt(static_cast<double>(n)));
   EXPECT_NEAR(x.std().item<double>(), c, 6 * c / std::sqrt(2.0 * n));
 }
+
+// DDPM's reverse SDE on any affine path, dX = [v + w·s]dt + √(2w)dW with w = σ²·d/dt log(α/σ)
+// ((1 − t)/t on CondOT): from the path's t = 0 marginal to the Gaussian target's mean and standard
+// deviation (6 standard errors plus 0.03 for Euler–Maruyama at 400 steps), on CondOT, VP and DDPM's chain.
+TEST(SDE, ReverseSDEReachesTheGaussianTargetOnEveryPath) {
+  at::Tensor mu = at::tensor({2.0, -1.0}, at::kDouble);
+  const double c = 0.5;
+  const int64_t n = 20000;
+  for (const char* name : {"condot", "vp", "ddpm-linear"}) {
+    SCOPED_TRACE(name);
+    auto s = fm::make_scheduler(name);
+    auto field = fmtest::gaussian_marginal_velocity(s, mu, c);
+    auto g = fmtest::generator(5);
+    auto v = (*s)(at::tensor({0.0}, at::kDouble));
+    const double a0 = v.alpha[0].item<double>(), sd0 = std::sqrt(a0 * a0 * c * c + std::pow(v.sigma[0].item<double>(), 2));
+    at::Tensor x0 = at::randn({n, 2}, g, at::kDouble) * sd0 + mu * a0;
+    auto r = fm::solve("reverse-sde", field, x0, fm::SolverOptions().steps(400).scheduler(s).generator(fmtest::generator(3)));
+    EXPECT_EQ(r.nfe, 400);
+    EXPECT_LT((r.x.mean(0) - mu).abs().max().item<double>(), 6 * c / std::sqrt(static_cast<double>(n)) + 0.03);
+    EXPECT_LT((r.x.std(0) - c).abs().max().item<double>(), 6 * c / std::sqrt(2.0 * n) + 0.03);
+  }
+  EXPECT_THROW(fm::solve("reverse-sde", fmtest::gaussian_marginal_velocity(fm::make_scheduler("condot"), mu, c),
+                         at::zeros({2, 2}, at::kDouble), fm::SolverOptions().steps(4)),
+               std::invalid_argument);  // no scheduler
+}

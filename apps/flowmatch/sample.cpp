@@ -64,7 +64,7 @@ Command register_sample(CLI::App& root) {
   app->add_option("--corrector", o.corrector,
                   "ctmc-euler: corrector schedule A[:a[:b]], c(t) = A t^a (1-t)^b, adding divergence-free jumps (Gat et al.); default none");
   app->add_option("--solver", o.solver, "a solver: " + solvers + " (default euler; images midpoint)")->check(CLI::IsMember(fm::solver_names()));
-  app->add_option("--sde-noise", o.noise_scale, "sde: diffusion g(t) = this x sigma_t of the run's path (same marginals); ancestral: DDIM's eta (1: DDPM's ancestral sampler, 0: DDIM)")
+  app->add_option("--sde-noise", o.noise_scale, "sde: diffusion g(t) = this x sigma_t of the run's path (same marginals); reverse-sde: this x w(t), DDPM's reverse SDE at 1; ancestral: DDIM's eta (1: DDPM's ancestral sampler, 0: DDIM)")
       ->check(non_negative_number())->capture_default_str();
   app->add_option("--atol", o.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
   app->add_option("--rtol", o.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
