@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 #include <c10/core/InferenceMode.h>
 
@@ -19,9 +20,11 @@
 #include "flowmatch/likelihood.h"
 #include "flowmatch/data/point_cloud.h"
 #include "flowmatch/guidance.h"
+#include "flowmatch/io/pt.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/unet.h"
 #include "flowmatch/optimizer.h"
+#include "flowmatch/policy.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/train.h"
 
@@ -35,7 +38,7 @@ namespace {
 
 const std::vector<std::string> kCases = {"train-independent", "train-exact-ot", "sample-euler100", "sample-dopri5",
                                          "likelihood-exact", "coupling", "gemm-peak", "mlp-roofline",
-                                         "unet-train", "unet-sample"};
+                                         "unet-train", "unet-sample", "policy-latency", "dopri5-norms", "likelihood-fixed"};
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -106,6 +109,8 @@ json bench_sample(const std::string& method, std::shared_ptr<fm::models::Velocit
   return j;
 }
 
+// Exact likelihood on the trained demo model, adaptive (Dopri5 1e-5, float32 as trained): the network's
+// forward-mode divergence (what `flowmatch likelihood` uses for MLP runs) and autograd's, same points.
 json bench_likelihood(std::shared_ptr<fm::models::VelocityModel> model) {
   auto field = fm::as_velocity_field(model);
   const int64_t n = 1000;
@@ -114,12 +119,161 @@ json bench_likelihood(std::shared_ptr<fm::models::VelocityModel> model) {
   fm::LikelihoodOptions options;
   options.solver(fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-5).rtol(1e-5));
   torch::NoGradGuard no_grad;
-  const auto start = Clock::now();
-  const auto result = fm::log_likelihood(field, x1, options);
+  auto start = Clock::now();
+  const auto autograd = fm::log_likelihood(field, x1, options);
+  const double s_autograd = seconds_since(start);
+  options.field_with_divergence([model](const at::Tensor& x, const at::Tensor& t) { return model->forward_with_divergence(x, t); });
+  start = Clock::now();
+  const auto fused = fm::log_likelihood(field, x1, options);
   const double s = seconds_since(start);
   json j = base("likelihood-exact");
-  j.update({{"points", n}, {"divergence", "exact"}, {"solver", "dopri5 1e-5"}, {"nfe", result.nfe}, {"seconds", s},
-            {"samples_per_s", static_cast<double>(n) / s}});
+  j.update({{"points", n}, {"divergence", "exact, forward-mode"}, {"solver", "dopri5 1e-5"}, {"nfe", fused.nfe}, {"seconds", s},
+            {"samples_per_s", static_cast<double>(n) / s}, {"samples_per_s_autograd", static_cast<double>(n) / s_autograd},
+            {"nfe_autograd", autograd.nfe},
+            {"max_abs_log_prob_difference", (fused.log_prob - autograd.log_prob).abs().max().item<double>()}});
+  return j;
+}
+
+// Work against precision of Dopri5 with the per-sample error norm and torchdiffeq's batch RMS norm: a
+// random 3x64 SELU MLP field (seed 0) on 1000 N(0, I) points in float64, from t = 0 to 1; the error is
+// the largest distance to a solve at tolerance 1e-12.
+json bench_dopri5_norms() {
+  at::manual_seed(0);
+  auto mlp = std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(2));
+  mlp->to(at::kDouble);
+  auto field = fm::as_velocity_field(mlp);
+  auto g = at::make_generator<at::CPUGeneratorImpl>(1);
+  const at::Tensor x0 = at::randn({1000, 2}, g, at::kDouble);
+  torch::NoGradGuard no_grad;
+  const at::Tensor exact = fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-12).rtol(1e-12)).x;
+  json rows = json::array();
+  for (double tol : {1e-3, 1e-5, 1e-7}) {
+    for (auto norm : {fm::ErrorNorm::Sample, fm::ErrorNorm::Batch}) {
+      auto r = fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(tol).rtol(tol).error_norm(norm));
+      json j = base("dopri5-norms");
+      j.update({{"tolerance", tol}, {"error_norm", norm == fm::ErrorNorm::Sample ? "sample" : "batch"}, {"nfe", r.nfe},
+                {"steps", r.steps}, {"rejected", r.rejected_steps}, {"max_error", (r.x - exact).norm(2, 1).max().item<double>()},
+                {"rms_error", (r.x - exact).square().mean().sqrt().item<double>()}});
+      rows.push_back(j);
+    }
+  }
+  return rows;
+}
+
+// ../shared/bench/ref_policy_latency.py's setting: an action-chunk policy (horizon 16 × 2 actions,
+// observation 20, MLP 3 × 256 SiLU over [x, observation, t]), 10 Euler steps at batch 1; the median of
+// 2000 samples after 200 untimed ones, by the small-batch sampler (policy.h) and by LibTorch's
+// operations at batch 1 (what eager PyTorch does, without Python).
+json bench_policy_latency() {
+  const int64_t horizon = 16, action_dim = 2, observation = 20, width = 256, depth = 3, steps = 10, repeats = 2000;
+  const int64_t action = horizon * action_dim;
+  at::manual_seed(0);
+  std::vector<std::pair<at::Tensor, at::Tensor>> layers;
+  int64_t in = action + observation + 1;
+  for (int64_t d = 0; d <= depth; ++d) {
+    torch::nn::Linear layer(in, d == depth ? action : width);
+    layers.emplace_back(layer->weight.detach(), layer->bias.detach());
+    in = width;
+  }
+  const fm::EulerPolicySampler sampler(fm::SmallBatchMLP(layers, fm::SmallBatchMLP::Activation::SiLU), action, observation, steps);
+  const at::Tensor obs = at::randn({1, observation}), noise = at::randn({1, action});
+  auto median_us = [&](const std::function<void()>& sample) {
+    for (int r = 0; r < 200; ++r) sample();
+    std::vector<double> us(repeats);
+    for (auto& u : us) {
+      const auto start = Clock::now();
+      sample();
+      u = 1e6 * seconds_since(start);
+    }
+    std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
+    return us[repeats / 2];
+  };
+  std::vector<float> x(static_cast<size_t>(action));
+  const float* obs_data = obs.data_ptr<float>();
+  const double fused = median_us([&] {
+    std::copy(noise.data_ptr<float>(), noise.data_ptr<float>() + action, x.begin());
+    sampler.sample(obs_data, x.data());
+  });
+  c10::InferenceMode guard;
+  at::Tensor out;
+  const double eager = median_us([&] {
+    at::Tensor y = noise.clone();
+    const double h = 1.0 / static_cast<double>(steps);
+    for (int64_t k = 0; k < steps; ++k) {
+      at::Tensor a = at::cat({y, obs, at::full({1, 1}, static_cast<double>(k) * h)}, 1);
+      for (size_t l = 0; l < layers.size(); ++l) {
+        a = at::addmm(layers[l].second, a, layers[l].first.t());
+        if (l + 1 < layers.size()) a = at::silu(a);
+      }
+      y = y + a * h;
+    }
+    out = y;
+  });
+  const double difference = (out - at::from_blob(x.data(), {1, action}, at::kFloat)).abs().max().item<double>();
+  json j = base("policy-latency");
+  j.update({{"horizon", horizon}, {"action_dim", action_dim}, {"obs_dim", observation}, {"width", width}, {"depth", depth},
+            {"steps", steps}, {"repeats", repeats}, {"latency_us_batch1", fused}, {"latency_us_batch1_libtorch_ops", eager},
+            {"max_abs_difference", difference}});
+  return j;
+}
+
+// ../shared/bench/ref_likelihood_2d.py's setting on its own weights and points (--save-weights): the
+// 3x64 SELU MLP with t as an input, exact divergence, RK4 with 20 steps from t = 1 back to 0, in the
+// points' dtype; the divergence by forward mode (the MLP's) and, for reference, by autograd.
+json bench_likelihood_fixed(const std::string& weights, int64_t repeats) {
+  if (weights.empty()) throw std::invalid_argument("bench case likelihood-fixed needs --weights FILE.pt (ref_likelihood_2d.py --save-weights FILE.pt)");
+  const auto tensors = fm::io::load_pt_tensors(weights);
+  auto get = [&](const std::string& key) {
+    auto it = tensors.find(key);
+    if (it == tensors.end()) throw std::runtime_error("'" + weights + "' has no tensor '" + key + "' (expected ref_likelihood_2d.py's --save-weights file)");
+    return it->second;
+  };
+  const at::Tensor points = get("points");
+  if (points.dim() != 2 || !points.is_floating_point()) throw std::runtime_error("'" + weights + "': points must be (n, D) floating point");
+  const int64_t dim = points.size(1), width = get("state_dict.net.0.weight").size(0);
+  auto mlp = std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(dim).width(width).depth(3));
+  mlp->to(points.scalar_type());
+  {
+    torch::NoGradGuard no_grad;
+    const auto parameters = mlp->parameters();  // layer by layer: weight, bias
+    for (size_t k = 0; k < 4; ++k) {
+      const std::string prefix = "state_dict.net." + std::to_string(2 * k) + ".";
+      for (size_t j = 0; j < 2; ++j) {
+        const at::Tensor source = get(prefix + (j == 0 ? "weight" : "bias"));
+        at::Tensor target = parameters.at(2 * k + j);
+        if (source.sizes() != target.sizes()) {
+          throw std::runtime_error("'" + weights + "': " + prefix + (j == 0 ? "weight" : "bias") + " has shape " + c10::str(source.sizes()) +
+                                   ", expected " + c10::str(target.sizes()) + " (a 3-hidden-layer MLP)");
+        }
+        target.copy_(source);
+      }
+    }
+  }
+  auto field = fm::as_velocity_field(mlp);
+  const int64_t steps = 20;
+  auto options = fm::LikelihoodOptions().solver(fm::SolverOptions().method(fm::SolverMethod::RK4).steps(steps));
+  auto fused = fm::LikelihoodOptions(options).field_with_divergence(
+      [mlp](const at::Tensor& x, const at::Tensor& t) { return mlp->forward_with_divergence(x, t); });
+  torch::NoGradGuard no_grad;
+  auto time_best = [&](const fm::LikelihoodOptions& how, fm::LikelihoodResult& result) {
+    fm::log_likelihood(field, points.slice(0, 0, std::min<int64_t>(10, points.size(0))), how);  // warm-up
+    double best = 1e300;
+    for (int64_t r = 0; r < std::max<int64_t>(1, repeats); ++r) {
+      const auto start = Clock::now();
+      result = fm::log_likelihood(field, points, how);
+      best = std::min(best, seconds_since(start));
+    }
+    return best;
+  };
+  fm::LikelihoodResult with_forward_mode, with_autograd;
+  const double s = time_best(fused, with_forward_mode);
+  const double s_autograd = time_best(options, with_autograd);
+  const double n = static_cast<double>(points.size(0));
+  json j = base("likelihood-fixed");
+  j.update({{"points", points.size(0)}, {"dtype", c10::toString(points.scalar_type())}, {"solver", "rk4"}, {"steps", steps},
+            {"nfe", with_forward_mode.nfe}, {"divergence", "exact, forward-mode"}, {"likelihood_points_per_s", n / s},
+            {"mean_nll", -with_forward_mode.log_prob.mean().item<double>()},
+            {"likelihood_points_per_s_autograd", n / s_autograd}, {"mean_nll_autograd", -with_autograd.log_prob.mean().item<double>()}});
   return j;
 }
 
@@ -305,6 +459,10 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
   }
   if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50)));
   if (wants("unet-sample")) emit(bench_unet_sample(f.repeats));
+  if (wants("policy-latency")) emit(bench_policy_latency());
+  if (wants("dopri5-norms")) emit(bench_dopri5_norms());
+  // Needs the reference's weights: run when asked for, or with --weights.
+  if ((!wanted.empty() && wants("likelihood-fixed")) || !f.weights.empty()) emit(bench_likelihood_fixed(f.weights, f.repeats));
   return all;
 }
 

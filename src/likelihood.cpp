@@ -152,8 +152,13 @@ LikelihoodResult solve_augmented(const VelocityField& field, const at::Tensor& s
     }
   }
   // Augmented state [x (flattened), Δ]: dx/dt = v, dΔ/dt = div v.
+  const bool fused = options.field_with_divergence() && options.divergence() == DivergenceMethod::Exact && !space && !create_graph;
   VelocityField augmented = [&](const at::Tensor& z, const at::Tensor& t) {
     at::Tensor x = z.slice(1, 0, d).reshape(shape);
+    if (fused) {
+      auto [v, div] = options.field_with_divergence()(x, t);
+      return at::cat({v.reshape({b, d}), div.reshape({b, 1})}, 1);
+    }
     at::AutoGradMode grad(true);
     at::Tensor xin = tracked(x, create_graph);
     at::Tensor v = field(xin, t);

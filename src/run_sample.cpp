@@ -113,6 +113,7 @@ SampleResult Run::sample(SampleOptions o) const {
                      .steps(o.steps)
                      .atol(o.atol)
                      .rtol(o.rtol)
+                     .error_norm(error_norm_from_string(o.error_norm))
                      .record_trajectory(record)
                      .scheduler(flow.path->scheduler())
                      .manifold(flow.path->manifold())
@@ -356,6 +357,12 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
                      .source_scale(source_scale);
   // On a manifold the source is the domain's (uniform: −log volume), not a Gaussian.
   if (flow.path->manifold()) options.source_log_density(domain_->source_log_density(data));
+  // A network that gives its own exact divergence (the MLP: forward-mode, no autograd), when the field
+  // is the network itself: velocity prediction on flat space.
+  if (model->supports_divergence() && options.divergence() == DivergenceMethod::Exact && flow.prediction == "velocity" &&
+      !flow.path->manifold()) {
+    options.field_with_divergence([model](const at::Tensor& x, const at::Tensor& t) { return model->forward_with_divergence(x, t); });
+  }
   // Solved in batches (each its own adaptive solve); NFE is reported per point's solve, summed and max.
   auto log_prob_of = [&](const at::Tensor& points, int64_t& nfe_total, int64_t& nfe_max, const LikelihoodOptions& how) {
     std::vector<at::Tensor> parts;
@@ -379,7 +386,10 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
   at::Tensor nll_per_point = -log_prob;
   const double nll = nll_per_point.mean().item<double>();
   const double stderr_ = x.size(0) > 1 ? nll_per_point.std().item<double>() / std::sqrt(static_cast<double>(x.size(0))) : 0.0;
-  json result = {{"nll", nll},      {"nll_stderr", stderr_}, {"bpd", nll / (static_cast<double>(dim) * std::log(2.0))},
+  // Per intrinsic dimension: a manifold's (the sphere S² has 2 in 3 coordinates, n particles with their
+  // centre of mass fixed have (n − 1)·d).
+  const int64_t intrinsic = flow.path->manifold() && flow.path->manifold()->dimension() > 0 ? flow.path->manifold()->dimension() : dim;
+  json result = {{"nll", nll},      {"nll_stderr", stderr_}, {"bpd", nll / (static_cast<double>(intrinsic) * std::log(2.0))},
                  {"nfe", nfe_max},  {"nfe_total", nfe_total}, {"n", x.size(0)},
                  {"dim", dim},      {"data", data_label},     {"solver", q.solver},
                  {"divergence", q.divergence}, {"seconds", seconds}};

@@ -136,17 +136,24 @@ constexpr double kA[7][6] = {
 // Fifth-order weights minus the embedded fourth-order ones (stage 7 is f at the new point).
 constexpr double kE[7] = {71.0 / 57600, 0.0, -71.0 / 16695, 71.0 / 1920, -17253.0 / 339200, 22.0 / 525, -1.0 / 40};
 
-// The largest per-sample RMS of err / (atol + rtol·max(|a|, |b|)).
-double error_norm(const at::Tensor& err, const at::Tensor& a, const at::Tensor& b, double atol, double rtol) {
+// The largest per-sample RMS of err / (atol + rtol·max(|a|, |b|)), or with `batch` the RMS over all.
+double error_norm(const at::Tensor& err, const at::Tensor& a, const at::Tensor& b, double atol, double rtol, bool batch = false) {
   at::Tensor scale = at::maximum(a.abs(), b.abs()).mul_(rtol).add_(atol);
   at::Tensor ratio = (err / scale).square_();
-  if (ratio.dim() == 0) return std::sqrt(ratio.item<double>());
+  if (ratio.dim() == 0 || batch) return std::sqrt(ratio.mean().item<double>());
   return ratio.reshape({ratio.size(0), -1}).mean(1).max().sqrt().item<double>();
 }
 
 }  // namespace
 
+ErrorNorm error_norm_from_string(const std::string& name) {
+  if (name == "sample") return ErrorNorm::Sample;
+  if (name == "batch") return ErrorNorm::Batch;
+  throw std::invalid_argument("error norm '" + name + "': expected sample or batch");
+}
+
 static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0, const SolverOptions& options) {
+  const bool batch_norm = options.error_norm() == ErrorNorm::Batch;
   const Manifold* space = options.manifold().get();
   if (!(options.atol() > 0) || !(options.rtol() >= 0) || !std::isfinite(options.atol()) || !std::isfinite(options.rtol())) {
     throw std::invalid_argument("dopri5 needs atol > 0 and rtol >= 0, got atol=" + std::to_string(options.atol()) +
@@ -202,7 +209,7 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
   double h = options.initial_step();
   if (h == 0.0) {
     // Hairer's starting step: from the sizes of x and v, then one trial Euler step.
-    auto norm = [&](const at::Tensor& v) { return error_norm(v, x, x, atol, rtol); };
+    auto norm = [&](const at::Tensor& v) { return error_norm(v, x, x, atol, rtol, batch_norm); };
     const double d0 = norm(x), d1 = norm(k[0]);
     double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
     h0 = std::min(h0, std::fabs(t_end - t));
@@ -255,7 +262,7 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
     for (int j = 0; j < 7; ++j)
       if (kE[j] != 0.0) err.add_(k[j], hs * kE[j]);
     const double e = space ? space->error_ratio(err, x, x_new, atol, rtol).max().item<double>()
-                           : error_norm(err, x, x_new, atol, rtol);
+                           : error_norm(err, x, x_new, atol, rtol, batch_norm);
     if (!std::isfinite(e)) {
       throw std::runtime_error("dopri5: non-finite error estimate at t=" + std::to_string(t) +
                                " (does the velocity field return NaN or Inf?)");

@@ -1343,9 +1343,12 @@ TEST(CLI, MoleculeRunsTrainWithEquivariantOTSampleEvaluateAndGiveLikelihoods) {
   EXPECT_LE(m["ess"].get<double>(), 1.0);
   EXPECT_GT(m["path_length"].get<double>(), 0.0);
   for (const char* f : {"eval.png", "eval-energy.png", "eval-distances.png"}) EXPECT_TRUE(fs::exists(dir / (std::string("m/") + f))) << f;
-  Result likelihood = cli(dir, "likelihood --run m --n 10 --threads 1");
+  Result likelihood = cli(dir, "likelihood --run m --n 10 --threads 1 --out lp.npy");
   ASSERT_EQ(likelihood.code, 0) << likelihood.err;
   EXPECT_NE((likelihood.out + likelihood.err).find("NLL"), std::string::npos) << likelihood.out << likelihood.err;
+  const auto summary = nlohmann::json::parse(fm::io::read_file(dir / "lp.json"));
+  // Bits per dimension per the (n − 1)·d = 6 dimensions the mean-free configurations have.
+  EXPECT_NEAR(summary["bpd"].get<double>(), summary["nll"].get<double>() / (6 * std::log(2.0)), 1e-9);
 }
 
 TEST(CLI, MoleculeDataMistakesAreNamedAndWriteNothing) {

@@ -1,7 +1,9 @@
 // The MLP velocity network: shapes, time encodings, rebuild from description, gradients.
+#include "flowmatch/likelihood.h"
 #include "flowmatch/loss.h"
 #include "flowmatch/models/mlp.h"
 #include "flowmatch/models/selu.h"
+#include "flowmatch/policy.h"
 #include "test_util.h"
 
 namespace fm = flowmatch;
@@ -197,4 +199,74 @@ TEST(SELU, LinearLayerAndBiasForms) {
   EXPECT_THROW(fm::models::linear_of_selu(narrow, at::randn({4, 8}), at::randn({8}), at::randn({3, 8}), at::randn({3})), c10::Error);
   at::Tensor z = at::randn({4, 8});
   EXPECT_THROW(fm::models::selu_in_place(z, at::randn({7})), c10::Error);
+}
+
+// The forward-mode divergence against autograd's (float64), for every activation and time encoding,
+// one time for the batch and one per sample; the velocity is the forward's.
+TEST(MLP, ForwardModeDivergenceEqualsAutograd) {
+  auto g = fmtest::generator(9);
+  for (auto activation : {fm::models::Activation::SELU, fm::models::Activation::SiLU, fm::models::Activation::ReLU,
+                          fm::models::Activation::GELU}) {
+    for (auto encoding : {fm::models::TimeEncoding::Plain, fm::models::TimeEncoding::Sinusoidal}) {
+      at::manual_seed(4);
+      auto mlp = std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(3).width(16).depth(3).activation(activation).time_encoding(encoding));
+      mlp->to(at::kDouble);
+      ASSERT_TRUE(mlp->supports_divergence());
+      for (const at::Tensor& t : {at::full({}, 0.3, at::kDouble), at::rand({40}, g, at::kDouble)}) {
+        at::Tensor x = at::randn({40, 3}, g, at::kDouble);
+        auto [v, div] = mlp->forward_with_divergence(x, t);
+        auto field = [&](const at::Tensor& y, const at::Tensor& s) { return mlp->forward(y, s); };
+        EXPECT_TRUE(fmtest::AllClose(v, mlp->forward(x, t), 1e-12, 1e-12));
+        EXPECT_TRUE(fmtest::AllClose(div, fm::divergence_exact(field, x, t), 1e-10, 1e-12))
+            << fm::models::to_string(activation) << " " << fm::models::to_string(encoding);
+      }
+    }
+  }
+}
+
+// The batch-1 policy path (policy.h) against LibTorch's operations on the same weights: one MLP forward
+// for each activation (float32; the exp approximation is within 2e-7 relative), and 10 Euler steps of
+// an observation-conditioned policy. Shapes that do not chain are named.
+TEST(SmallBatchMLP, MatchesLibTorchAndTheEulerPolicyMatchesItsLoop) {
+  at::manual_seed(5);
+  const int64_t action = 12, observation = 5, width = 40;  // 40: a block of 32 outputs and a remainder
+  std::vector<std::pair<at::Tensor, at::Tensor>> layers;
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{action + observation + 1, width}, {width, width}, {width, action}}) {
+    layers.emplace_back(at::randn({out, in}) / std::sqrt(static_cast<double>(in)), at::randn({out}) * 0.1);
+  }
+  auto reference = [&](at::Tensor a, int which) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      a = at::addmm(layers[l].second, a, layers[l].first.t());
+      if (l + 1 < layers.size()) a = which == 0 ? at::silu(a) : which == 1 ? at::selu(a) : at::relu(a);
+    }
+    return a;
+  };
+  const fm::SmallBatchMLP::Activation kinds[] = {fm::SmallBatchMLP::Activation::SiLU, fm::SmallBatchMLP::Activation::SELU,
+                                                 fm::SmallBatchMLP::Activation::ReLU};
+  at::Tensor in = at::randn({1, action + observation + 1}) * 2;
+  for (int which = 0; which < 3; ++which) {
+    fm::SmallBatchMLP mlp(layers, kinds[which]);
+    at::Tensor out = at::empty({1, action});
+    mlp.forward(in.data_ptr<float>(), out.data_ptr<float>());
+    EXPECT_TRUE(fmtest::AllClose(out, reference(in, which), 1e-5, 1e-5)) << which;
+  }
+  fm::EulerPolicySampler sampler(fm::SmallBatchMLP(layers, kinds[0]), action, observation, 10);
+  at::Tensor obs = at::randn({1, observation}), x = at::randn({1, action});
+  at::Tensor expected = x.clone();
+  for (int k = 0; k < 10; ++k) expected = expected + 0.1 * reference(at::cat({expected, obs, at::full({1, 1}, 0.1 * k)}, 1), 0);
+  sampler.sample(obs.data_ptr<float>(), x.data_ptr<float>());
+  EXPECT_TRUE(fmtest::AllClose(x, expected, 1e-5, 1e-5));
+
+  EXPECT_THROW(fm::EulerPolicySampler(fm::SmallBatchMLP(layers, kinds[0]), action, observation + 1, 10), std::invalid_argument);
+  auto broken = layers;
+  broken[1].first = at::randn({width, width + 1});
+  EXPECT_THROW(fm::SmallBatchMLP(broken, kinds[0]), std::invalid_argument);
+  std::map<std::string, at::Tensor> named = {{"net.0.weight", layers[0].first}, {"net.0.bias", layers[0].second},
+                                             {"net.2.weight", layers[1].first}, {"net.2.bias", layers[1].second},
+                                             {"net.10.weight", layers[2].first}, {"net.10.bias", layers[2].second}};
+  auto read = fm::sequential_linear_layers(named, "net.");
+  ASSERT_EQ(read.size(), 3u);
+  EXPECT_TRUE(at::equal(read[2].first, layers[2].first));  // 10 after 2: in number order
+  named.erase("net.2.bias");
+  EXPECT_THROW(fm::sequential_linear_layers(named, "net."), std::runtime_error);
 }

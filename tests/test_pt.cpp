@@ -22,7 +22,14 @@ TEST(PtFiles, RoundTripAndPythonInterop) {
     // LibTorch's unpickler reads tensors, not every Python object: either way the file is named.
     EXPECT_NE(std::string(e.what()).find("dict.pt"), std::string::npos) << e.what();
   }
+  const auto nested = fm::io::load_pt_tensors(dir / "nested.pt");
+  ASSERT_EQ(nested.size(), 3u);
+  EXPECT_TRUE(at::equal(nested.at("points"), x));
+  EXPECT_TRUE(at::equal(nested.at("state_dict.weight"), at::arange(8, at::kDouble).reshape({2, 4})));
+  EXPECT_TRUE(at::equal(nested.at("state_dict.bias"), at::tensor({-1.0, 1.0}, at::kDouble)));
+  EXPECT_TRUE(at::equal(fm::io::load_pt_tensors(dir / "python.pt").at(""), 3 * x));
   std::ofstream(dir / "junk.pt") << "definitely not a pickle";
+  EXPECT_THROW(fm::io::load_pt_tensors(dir / "junk.pt"), std::runtime_error);
   EXPECT_THROW(fm::io::load_pt(dir / "junk.pt"), std::runtime_error);
   EXPECT_THROW(fm::io::load_pt(dir / "missing.pt"), std::runtime_error);
   fm::io::save_array(dir / "y.npy", x);

@@ -181,3 +181,25 @@ TEST(Solvers, StatesAtRequestedTimes) {
   EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().output_times({1.5})), std::invalid_argument);
   EXPECT_THROW(fm::solve_ode(linear_field(), x0, fm::SolverOptions().output_times({NAN})), std::invalid_argument);
 }
+
+// Dopri5's batch RMS norm (torchdiffeq's) against the per-sample one on a batch where one sample moves
+// much faster than the rest: the batch norm averages that sample's error away and spends fewer steps;
+// the per-sample norm keeps it within the tolerance.
+TEST(Solvers, BatchErrorNormSpendsFewerStepsAndLetsTheWorstSampleErrMore) {
+  // dx/dt = a·x per sample, exact x0·e^a; rates 0.1 for 99 samples and 8 for one.
+  at::Tensor rates = at::full({100, 1}, 0.1, at::kDouble);
+  rates[0] = 8.0;
+  fm::VelocityField field = [&](const at::Tensor& x, const at::Tensor&) { return rates * x; };
+  at::Tensor x0 = at::ones({100, 1}, at::kDouble);
+  at::Tensor exact = at::exp(rates);
+  auto options = fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-6).rtol(1e-6);
+  auto per_sample = fm::solve_ode(field, x0, options);
+  auto batch = fm::solve_ode(field, x0, fm::SolverOptions(options).error_norm(fm::ErrorNorm::Batch));
+  EXPECT_LT(batch.nfe, per_sample.nfe);
+  const double worst_sample = ((per_sample.x - exact).abs() / exact).max().item<double>();
+  const double worst_batch = ((batch.x - exact).abs() / exact).max().item<double>();
+  EXPECT_LT(worst_sample, worst_batch);
+  EXPECT_LT(worst_sample, 1e-4);
+  EXPECT_EQ(fm::error_norm_from_string("batch"), fm::ErrorNorm::Batch);
+  EXPECT_THROW(fm::error_norm_from_string("max"), std::invalid_argument);
+}

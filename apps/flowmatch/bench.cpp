@@ -33,10 +33,13 @@ Command register_bench(CLI::App& root) {
   BenchFlags& f = *flags;
   CLI::App* app = root.add_subcommand("bench", "Run the benchmark set and print one JSON object per case");
   app->footer("Cases: train-independent, train-exact-ot (the setting of ../shared/bench/ref_cfm_2d.py), sample-euler100,\n"
-              "sample-dopri5 (batch 10 000, the trained independent model), likelihood-exact (2-D, Dopri5 1e-5),\n"
+              "sample-dopri5 (batch 10 000, the trained independent model), likelihood-exact (2-D, Dopri5 1e-5, forward-mode\n"
+              "and autograd divergence), likelihood-fixed (ref_likelihood_2d.py's weights and points from --weights: RK4 20 steps),\n"
               "coupling (exact OT, batch 256 and 1024), gemm-peak, mlp-roofline (training step FLOP/s vs the GEMM peak,\n"
               "by LibTorch's autograd and Adam and by the trainer's hand-written backward and fused Adam),\n"
-              "unet-train (the Fashion-MNIST U-Net, batch 64, images/s), unet-sample (guided w = 2, midpoint 10 steps, batch 500).\n"
+              "unet-train (the Fashion-MNIST U-Net, batch 64, images/s), unet-sample (guided w = 2, midpoint 10 steps, batch 500),\n"
+              "policy-latency (ref_policy_latency.py's action-chunk policy at batch 1, 10 Euler steps: median microseconds),\n"
+              "dopri5-norms (NFE and error of Dopri5 with the per-sample and the batch RMS error norm, random 3x64 MLP field).\n"
               "Threads default to 1 here (--threads N to change). CPU only for now (--device cuda is refused).");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(fm::benchmarks::case_names()));
@@ -44,6 +47,8 @@ Command register_bench(CLI::App& root) {
       ->check(positive_number())->capture_default_str();
   app->add_option("--repeats", f.options.repeats, "timed repetitions (the best is kept for sampling)")
       ->check(positive_number())->capture_default_str();
+  app->add_option("--weights", f.options.weights,
+                  "likelihood-fixed: the file of ../shared/bench/ref_likelihood_2d.py --save-weights FILE.pt (runs that case too)");
   f.common.threads = 1;  // before add_common_flags, so that --help shows it
   add_common_flags(app, f.common);
   return {app, [flags] { return run_bench(*flags); }};

@@ -68,6 +68,9 @@ Command register_sample(CLI::App& root) {
       ->check(non_negative_number())->capture_default_str();
   app->add_option("--atol", o.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
   app->add_option("--rtol", o.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
+  app->add_option("--error-norm", o.error_norm,
+                  "dopri5: sample (each sample's error within the tolerances) or batch (the RMS over the batch, torchdiffeq's: fewer steps)")
+      ->check(CLI::IsMember({"sample", "batch"}))->capture_default_str();
   app->add_option("--out", f.out, "output .npy or .pt (float32, shape (n, D); token runs: int64); default RUN/samples.npy; picture and .json beside it");
   app->add_option("--scheduler", o.scheduler, "sample with another scheduler than the run was trained with (schedule transform)")
       ->check(CLI::IsMember(fm::scheduler_names()));

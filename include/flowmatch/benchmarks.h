@@ -16,6 +16,8 @@ namespace flowmatch::benchmarks {
 struct BenchmarkOptions {
   int64_t train_steps = 1000;  ///< timed training steps (exact-ot: a quarter)
   int64_t repeats = 3;         ///< timed repetitions (the best is kept for sampling)
+  /// likelihood-fixed: ../shared/bench/ref_likelihood_2d.py's --save-weights file (weights and points).
+  std::string weights;
 };
 
 /// The case names, in the order they run.

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <optional>
+#include <utility>
 
 #include <ATen/Tensor.h>
 #include <ATen/core/Generator.h>
@@ -20,6 +21,9 @@ namespace flowmatch {
 /// E[εᵀ (∂v/∂x) ε] with k probes drawn once per solve.
 enum class DivergenceMethod { Exact, Hutchinson };
 enum class ProbeDistribution { Rademacher, Gaussian };
+
+/// v(x, t) and div_x v(x, t) per sample, from one call.
+using FieldWithDivergence = std::function<std::pair<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&)>;
 
 /// Options for `log_likelihood` and `sample_with_log_likelihood`.
 struct LikelihoodOptions {
@@ -36,6 +40,10 @@ struct LikelihoodOptions {
   /// The source's log-density per row, replacing N(0, s² I) when set. Unset on a curved manifold (the
   /// solver's `manifold()`), the source is its uniform distribution: −log volume.
   TORCH_ARG(std::function<at::Tensor(const at::Tensor&)>, source_log_density) = {};
+  /// The field and its exact divergence in one call (e.g. a model's `forward_with_divergence`): used
+  /// instead of autograd for the exact divergence in flat space without `create_graph`. It must be
+  /// the same field as the one given to the solve.
+  TORCH_ARG(FieldWithDivergence, field_with_divergence) = {};
 };
 // On a manifold (the solver's `manifold()`), the state is projected after each step, the field must
 // be tangent, and the divergence is the manifold's: Manifold::tangent_trace of the Jacobian (exact),

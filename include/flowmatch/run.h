@@ -86,6 +86,7 @@ struct SampleOptions {
   std::string solver;  ///< a registered solver name (solver_names())
   int64_t steps = 0;
   double atol = 1e-5, rtol = 1e-5;
+  std::string error_norm = "sample";  ///< dopri5: sample (every sample's error) or batch (torchdiffeq's RMS)
   double noise_scale = 1.0;  ///< stochastic solvers
   std::string scheduler;     ///< sample under another scheduler (schedule transform)
   at::Tensor initial;        ///< given source points (n, D) instead of drawing n

@@ -29,6 +29,10 @@ class ProbabilityPath;
 /// Heun (2), RK4 (4). Adaptive: Dopri5, the Dormand–Prince 5(4) pair: one evaluation at the start,
 /// one more for the automatic first step, then 6 per attempted step (first-same-as-last reuse).
 enum class SolverMethod { Euler, Midpoint, Heun, RK4, Dopri5 };
+/// How Dopri5 measures a step's error over a batch: the worst sample's RMS (every sample's error is
+/// controlled) or the RMS over the whole batch (torchdiffeq's; fewer steps, looser per sample).
+enum class ErrorNorm { Sample, Batch };
+ErrorNorm error_norm_from_string(const std::string& name);  ///< sample or batch
 
 SolverMethod solver_method_from_string(const std::string& name);
 std::string to_string(SolverMethod method);
@@ -60,9 +64,11 @@ struct SolverOptions {
   /// time); Dopri5 lands a step on each. Implies recording.
   TORCH_ARG(std::vector<double>, output_times) = {};
   /// Dopri5: absolute and relative tolerances. A step is accepted when, for every sample b,
-  /// sqrt(mean_d (err_bd / (atol + rtol·max(|x_bd|, |x_new,bd|)))²) ≤ 1.
+  /// sqrt(mean_d (err_bd / (atol + rtol·max(|x_bd|, |x_new,bd|)))²) ≤ 1 (ErrorNorm::Sample), or when
+  /// that mean taken over the whole batch is (ErrorNorm::Batch: torchdiffeq's RMS norm).
   TORCH_ARG(double, atol) = 1e-5;
   TORCH_ARG(double, rtol) = 1e-5;
+  TORCH_ARG(ErrorNorm, error_norm) = ErrorNorm::Sample;
   /// Dopri5: the most steps (accepted + rejected) before giving up with std::runtime_error.
   TORCH_ARG(int64_t, max_steps) = 100000;
   /// Dopri5: first step size (0: Hairer's automatic choice, 1 extra evaluation).

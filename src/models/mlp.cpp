@@ -252,6 +252,31 @@ double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, con
   return loss;
 }
 
+std::pair<at::Tensor, at::Tensor> MLPImpl::forward_with_divergence(const at::Tensor& x, const at::Tensor& t) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ", options.dim(), "), got ", x.sizes());
+  at::NoGradGuard no_grad;
+  const int64_t batch = x.size(0), dim = options.dim();
+  const size_t n = layers_->size();
+  at::Tensor h = at::cat({x, encode_time(t, batch, x.options())}, 1);
+  at::Tensor tangent;  // (B, D, width): ∂h_k/∂x_i of the current layer's output, per input direction i
+  for (size_t i = 0; i + 1 < n; ++i) {
+    auto& layer = *layers_[i]->as<torch::nn::Linear>();
+    at::Tensor z = at::addmm(layer.bias, h, layer.weight.t());
+    at::Tensor a = activate(z);
+    at::Tensor slope = activation_backward(at::ones_like(z), z, a);  // act'(z)
+    // The first layer's tangents are its weight columns for x, the same for every sample.
+    at::Tensor tz = i == 0 ? layer.weight.narrow(1, 0, dim).t().unsqueeze(0)
+                           : at::mm(tangent.reshape({batch * dim, -1}), layer.weight.t()).reshape({batch, dim, -1});
+    tangent = tz * slope.unsqueeze(1);
+    h = a;
+  }
+  auto& last = *layers_[n - 1]->as<torch::nn::Linear>();
+  at::Tensor v = at::addmm(last.bias, h, last.weight.t());
+  // div = Σ_i ∂v_i/∂x_i = Σ_i Σ_k W[i, k]·∂h_k/∂x_i: only the diagonal of the output's Jacobian.
+  at::Tensor div = (tangent * last.weight.unsqueeze(0)).sum({1, 2});
+  return {v, div};
+}
+
 nlohmann::json MLPImpl::spec() const { return {{"type", "mlp"}, {"options", to_json(options)}}; }
 
 }  // namespace flowmatch::models

@@ -62,6 +62,11 @@ double VelocityModel::fused_regression_loss_and_gradients(const at::Tensor&, con
                               " network has no fused regression loss (supports_fused_regression() is false)");
 }
 
+std::pair<at::Tensor, at::Tensor> VelocityModel::forward_with_divergence(const at::Tensor&, const at::Tensor&) {
+  throw std::invalid_argument("this " + spec().value("type", std::string("model")) +
+                              " network has no fused divergence (supports_divergence() is false)");
+}
+
 Conditioning Conditioning::to(const c10::Device& device) const {
   auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
   return {move(labels), move(context), move(context_mask), move(mask)};

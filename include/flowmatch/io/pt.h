@@ -4,6 +4,7 @@
 /// `torch.load` reads) and files written by Python's `torch.save(tensor, path)` (read with
 /// `torch::pickle_load`). Plus one reader/writer for points that picks .npy or .pt by extension.
 
+#include <map>
 #include <string>
 
 #include <ATen/Tensor.h>
@@ -15,6 +16,12 @@ void save_pt(const std::string& path, const at::Tensor& tensor);
 /// Reads a PyTorch file holding one tensor; std::runtime_error naming the file when it is missing,
 /// not a PyTorch file, or holds something else than a tensor.
 at::Tensor load_pt(const std::string& path);
+
+/// Reads a PyTorch file of tensors in (nested) dictionaries, e.g. `torch.save({"state_dict":
+/// model.state_dict(), "points": x}, path)`: each tensor under its keys joined by '.'
+/// ("state_dict.net.0.weight"); a file of one tensor gives it under "". std::runtime_error naming the
+/// file when it is not a PyTorch file or holds anything else than tensors under string keys.
+std::map<std::string, at::Tensor> load_pt_tensors(const std::string& path);
 
 /// .pt (PyTorch) or anything else (.npy) by the file's extension.
 void save_array(const std::string& path, const at::Tensor& tensor);

@@ -67,6 +67,13 @@ class MLPImpl : public VelocityModel {
   /// undefined (unweighted).
   double loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target, const at::Tensor& weight);
 
+  /// v(x, t) and its divergence in one forward pass carrying the D tangent directions ∂h/∂x_i through
+  /// the layers (forward-mode differentiation): D + 1 products per hidden layer, the output layer's
+  /// trace contracted directly, no autograd graph. Same values as autograd's divergence up to rounding
+  /// (tests/test_mlp.cpp).
+  bool supports_divergence() const override { return true; }
+  std::pair<at::Tensor, at::Tensor> forward_with_divergence(const at::Tensor& x, const at::Tensor& t) override;
+
   MLPOptions options;
 
  private:

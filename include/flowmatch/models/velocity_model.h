@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/Tensor.h>
@@ -62,6 +63,11 @@ class VelocityModel : public torch::nn::Module {
   virtual bool supports_fused_regression() const { return false; }
   virtual double fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
                                                      const at::Tensor& weight);
+  /// Optional capability: v(x, t) and its exact divergence Σ_i ∂v_i/∂x_i per sample (B) in one
+  /// pass without autograd (`supports_divergence` says whether it is there; the MLP has it, by
+  /// forward-mode propagation of the D input directions). Exact likelihoods use it.
+  virtual bool supports_divergence() const { return false; }
+  virtual std::pair<at::Tensor, at::Tensor> forward_with_divergence(const at::Tensor& x, const at::Tensor& t);
   /// The description that `make_model` turns back into an equal network (untrained).
   virtual nlohmann::json spec() const = 0;
   /// A fresh network with the same description and a copy of this one's parameters and buffers.
