@@ -10,7 +10,7 @@ summary="$build/fuzz-summary.json"
 status=0
 rows=()
 printf '%-20s %12s %10s %8s %8s\n' target executions exec/s corpus findings
-for t in npy idx checkpoint checkpoint_payload config; do
+for t in npy idx checkpoint checkpoint_payload config pt; do
   corpus="$build/corpus/$t"; mkdir -p "$corpus" "$root/regressions/$t"
   log="$build/fuzz-$t.log"
   before=$(ls "$root/regressions/$t" | wc -l)

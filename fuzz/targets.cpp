@@ -12,6 +12,7 @@
 #include "flowmatch/data/idx.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
+#include "flowmatch/io/pt.h"
 #include "flowmatch/train.h"
 
 namespace flowmatch_fuzz {
@@ -48,6 +49,15 @@ bool load_checkpoint_file(const std::string& file) {
   return ok;
 }
 }  // namespace
+
+bool pt(const uint8_t* data, size_t size) {
+  const std::string path = scratch_file() + ".pt";
+  flowmatch::io::write_file_atomic(path, bytes(data, size));
+  const bool ok = accepted([&] { flowmatch::io::load_pt_tensors(path); });
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  return ok;
+}
 
 bool npy(const uint8_t* data, size_t size) {
   return accepted([&] { flowmatch::io::decode_npy(bytes(data, size)); });

@@ -17,6 +17,7 @@ bool checkpoint(const uint8_t* data, size_t size);  ///< a whole checkpoint file
 /// archive reader and our model description parser, which the checksum would otherwise shield.
 bool checkpoint_payload(const uint8_t* data, size_t size);
 bool config(const uint8_t* data, size_t size);      ///< --config file text for `train`
+bool pt(const uint8_t* data, size_t size);          ///< a torch.save file through io::load_pt_tensors (both unpicklers)
 
 /// The header write_checkpoint puts in front of `payload`.
 std::string checkpoint_header(const std::string& payload);

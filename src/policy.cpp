@@ -19,36 +19,46 @@ namespace flowmatch {
 
 namespace {
 
-constexpr int64_t kBlock = 32;  // outputs kept in registers while the input streams past
+// B outputs from o0 of y = Wᵀx + b (W stored transposed, (in, out)): for each input one vectorised
+// multiply-add over the block (no horizontal sums, so nothing needs reassociating to vectorise). Even
+// and odd inputs go to two accumulators, twice the independent multiply-add chains to hide latency.
+template <int64_t B>
+__attribute__((always_inline)) inline void affine_block(const float* __restrict wt, const float* __restrict bias, const float* __restrict x, float* __restrict y,
+                         int64_t in, int64_t out, int64_t o0) {
+  float even[B], odd[B];
+  for (int64_t k = 0; k < B; ++k) even[k] = bias[o0 + k], odd[k] = 0.0f;
+  int64_t i = 0;
+  for (; i + 1 < in; i += 2) {
+    const float x0 = x[i], x1 = x[i + 1];
+    const float* __restrict r0 = wt + i * out + o0;
+    const float* __restrict r1 = r0 + out;
+    for (int64_t k = 0; k < B; ++k) even[k] += r0[k] * x0;
+    for (int64_t k = 0; k < B; ++k) odd[k] += r1[k] * x1;
+  }
+  if (i < in) {
+    const float* __restrict r0 = wt + i * out + o0;
+    for (int64_t k = 0; k < B; ++k) even[k] += r0[k] * x[i];
+  }
+  for (int64_t k = 0; k < B; ++k) y[o0 + k] = even[k] + odd[k];
+}
 
-// y = Wᵀx + b with W stored transposed (in, out): for each input, one vectorised multiply-add over a
-// block of outputs (no horizontal sums, so no reassociation is needed to vectorise).
+// y = Wᵀx + b: blocks of 64 outputs (8 vector registers of accumulators with AVX-512), then 16, then 1.
 FLOWMATCH_CLONES
 void affine(const float* __restrict wt, const float* __restrict bias, const float* __restrict x, float* __restrict y, int64_t in,
             int64_t out) {
   int64_t o0 = 0;
-  for (; o0 + kBlock <= out; o0 += kBlock) {
-    float acc[kBlock];
-    for (int64_t k = 0; k < kBlock; ++k) acc[k] = bias[o0 + k];
-    for (int64_t i = 0; i < in; ++i) {
-      const float xi = x[i];
-      const float* __restrict row = wt + i * out + o0;
-      for (int64_t k = 0; k < kBlock; ++k) acc[k] += row[k] * xi;
-    }
-    for (int64_t k = 0; k < kBlock; ++k) y[o0 + k] = acc[k];
-  }
-  for (int64_t o = o0; o < out; ++o) {
-    float acc = bias[o];
-    for (int64_t i = 0; i < in; ++i) acc += wt[i * out + o] * x[i];
-    y[o] = acc;
-  }
+  for (; o0 + 64 <= out; o0 += 64) affine_block<64>(wt, bias, x, y, in, out, o0);
+  for (; o0 + 16 <= out; o0 += 16) affine_block<16>(wt, bias, x, y, in, out, o0);
+  for (; o0 < out; ++o0) affine_block<1>(wt, bias, x, y, in, out, o0);
 }
 
 // e^x for x in [−87, 88] (clamped): x = n·ln 2 + r, |r| ≤ ½ln 2, e^r by its degree-6 Taylor polynomial
-// (relative error < 2·10⁻⁷), 2^n from the exponent bits. Plain arithmetic, so the loops vectorise.
-inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+// (relative error < 2·10⁻⁷), 2^n from the exponent bits; n rounded by adding and subtracting 1.5·2²³.
+// Plain arithmetic and selects only, so the loops over it vectorise.
+__attribute__((always_inline)) inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
   float p = 1.0f / 720;
   p = p * r + 1.0f / 120;

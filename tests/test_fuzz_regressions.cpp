@@ -21,7 +21,8 @@ const std::map<std::string, Target>& targets() {
       {"idx", flowmatch_fuzz::idx},
       {"checkpoint", flowmatch_fuzz::checkpoint},
       {"checkpoint_payload", flowmatch_fuzz::checkpoint_payload},
-      {"config", flowmatch_fuzz::config}};
+      {"config", flowmatch_fuzz::config},
+      {"pt", flowmatch_fuzz::pt}};
   return all;
 }
 

@@ -25,27 +25,6 @@ void save_pt(const std::string& path, const at::Tensor& tensor) {
   write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 
-at::Tensor load_pt(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("'" + path + "' does not exist or is not a file");
-  const std::string bytes = read_file(path);
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    throw std::runtime_error("'" + path + "' is not a PyTorch tensor file: " + what.substr(0, what.find('\n')));
-  }
-  if (!value.isTensor()) {
-    throw std::runtime_error("'" + path + "' holds a " + value.tagKind() + ", expected one tensor (torch.save(tensor, path))");
-  }
-  const at::Tensor tensor = value.toTensor();
-  if (tensor.is_complex()) {
-    throw std::runtime_error("'" + path + "' holds a complex tensor (" + std::string(c10::toString(tensor.scalar_type())) +
-                             "); expected real numbers");
-  }
-  return tensor;
-}
-
 namespace {
 
 // A reader for what LibTorch 1.13's unpickler stops at in torch.save files: SETITEM, and the BUILD that
@@ -327,22 +306,27 @@ c10::IValue unpickle_torch_save(const std::string& bytes) {
   }
 }
 
+// The value a PyTorch file holds: LibTorch's unpickler, then the reader above for what it refuses.
+c10::IValue read_pickle(const std::string& path, const char* what_it_should_be) {
+  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("'" + path + "' does not exist or is not a file");
+  const std::string bytes = read_file(path);
+  try {
+    return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+  } catch (const c10::Error& e) {
+    try {
+      return unpickle_torch_save(bytes);
+    } catch (const std::exception& ours) {
+      const std::string what = e.what_without_backtrace();
+      throw std::runtime_error("'" + path + "' is not " + what_it_should_be + ": " + what.substr(0, what.find('\n')) +
+                               " (and this reader's own: " + ours.what() + ")");
+    }
+  }
+}
+
 }  // namespace
 
 std::map<std::string, at::Tensor> load_pt_tensors(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("'" + path + "' does not exist or is not a file");
-  const std::string bytes = read_file(path);
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    try {
-      value = unpickle_torch_save(bytes);
-    } catch (const std::exception&) {
-      const std::string what = e.what_without_backtrace();
-      throw std::runtime_error("'" + path + "' is not a PyTorch file: " + what.substr(0, what.find('\n')));
-    }
-  }
+  const c10::IValue value = read_pickle(path, "a PyTorch file");
   std::map<std::string, at::Tensor> out;
   std::function<void(const c10::IValue&, const std::string&, int)> walk = [&](const c10::IValue& v, const std::string& name, int depth) {
     if (depth > 16) throw std::runtime_error("'" + path + "': dictionaries nested deeper than 16");
@@ -361,6 +345,19 @@ std::map<std::string, at::Tensor> load_pt_tensors(const std::string& path) {
   };
   walk(value, "", 0);
   return out;
+}
+
+at::Tensor load_pt(const std::string& path) {
+  const c10::IValue value = read_pickle(path, "a PyTorch tensor file");
+  if (!value.isTensor()) {
+    throw std::runtime_error("'" + path + "' holds a " + value.tagKind() + ", expected one tensor (torch.save(tensor, path))");
+  }
+  const at::Tensor tensor = value.toTensor();
+  if (tensor.is_complex()) {
+    throw std::runtime_error("'" + path + "' holds a complex tensor (" + std::string(c10::toString(tensor.scalar_type())) +
+                             "); expected real numbers");
+  }
+  return tensor;
 }
 
 namespace {
