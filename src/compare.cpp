@@ -193,7 +193,7 @@ void write_plots(const json& result, const ComparisonOptions& o, const std::stri
   io::PlotStyle style;
   style.width = 720;
   style.height = 480;
-  style.title = primary + " vs NFE, best fixed-step sampler per training";
+  style.title = primary + " vs NFE: best sampler per training";
   if (!best_lines.empty()) io::write_line_png(out + "/compare.png", best_lines, style, /*log_y=*/true, /*log_x=*/true);
 }
 
