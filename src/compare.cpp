@@ -74,8 +74,11 @@ void check_options(const json& settings, const ComparisonOptions& o) {
                                       return k;
                                     }()}) {
       if (settings.contains(form)) {
-        throw std::invalid_argument("compare: --" + key + " is fixed by each variant (" + comparison_variant(o.variants[0]).name +
-                                    ": " + comparison_variant(o.variants[0]).settings.dump() + ")");
+        std::string fixed;
+        for (const auto& v : comparison_variants()) {
+          if (v.settings.contains(key)) fixed += (fixed.empty() ? "" : ", ") + v.name + ": " + v.settings[key].dump();
+        }
+        throw std::invalid_argument("compare: --" + key + " is fixed by the variants (" + fixed + ")");
       }
     }
   }

@@ -55,7 +55,8 @@ void affine(const float* __restrict wt, const float* __restrict bias, const floa
 // e^x for x in [−87, 88] (clamped): x = n·ln 2 + r, |r| ≤ ½ln 2, e^r by its degree-6 Taylor polynomial
 // (relative error < 2·10⁻⁷), 2^n from the exponent bits; n rounded by adding and subtracting 1.5·2²³.
 // Plain arithmetic and selects only, so the loops over it vectorise.
-__attribute__((always_inline)) inline float exp_approx(float x) {
+__attribute__((always_inline)) inline float exp_approx(float given) {
+  float x = given == given ? given : 0.0f;  // a NaN is returned as it came, and never reaches the int cast
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -70,7 +71,7 @@ __attribute__((always_inline)) inline float exp_approx(float x) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return given == given ? p * scale : given;
 }
 
 FLOWMATCH_CLONES

@@ -443,9 +443,14 @@ detail::Registry<SolverEntry>& solver_registry() {
            }
            auto scheduler = options.scheduler();
            // w(t) = σ²·(α̇/α − σ̇/σ) = σ²·d/dt log SNR^½; g = √(2ηw). Where α = 0 (t = 0 on CondOT) w is
-           // infinite: there it is evaluated at t = 10⁻³, the margin velocity_from_prediction keeps.
-           auto diffusion = [scheduler, eta](double t) {
-             auto v = (*scheduler)(at::full({1}, std::max(t, 1e-3), at::kDouble));
+           // infinite: the first step takes w at its end instead (on CondOT h·w(h) = 1 − h, where w(10⁻³)
+           // would have made h·w ≈ 999h, a blow-up of the state for any step count below 1000).
+           if (options.steps() < 1) throw std::invalid_argument("reverse-sde: steps must be >= 1, got " + std::to_string(options.steps()));
+           const double first_end = options.t0() + (options.t1() - options.t0()) / static_cast<double>(options.steps());
+           const double alpha0 = (*scheduler)(at::full({1}, options.t0(), at::kDouble)).alpha.item<double>();
+           auto diffusion = [scheduler, eta, first_end, alpha0, t0 = options.t0()](double t) {
+             const double at_t = t == t0 && alpha0 <= 0 ? first_end : t;
+             auto v = (*scheduler)(at::full({1}, at_t, at::kDouble));
              const double a = v.alpha.item<double>(), s = v.sigma.item<double>();
              const double w = s * s * v.d_alpha.item<double>() / a - s * v.d_sigma.item<double>();
              return std::sqrt(std::max(0.0, 2 * eta * w));

@@ -49,7 +49,8 @@ class EulerPolicySampler {
   /// std::invalid_argument when the network's widths are not action + observation + 1 → action, or
   /// steps < 1.
   EulerPolicySampler(SmallBatchMLP network, int64_t action_size, int64_t observation_size, int64_t steps);
-  /// `action` holds the noise on entry (action_size floats) and the sampled action on return.
+  /// `action` holds the noise on entry (action_size floats) and the sampled action on return. Uses the
+  /// object's buffers: one call at a time per object (one sampler per control thread).
   void sample(const float* observation, float* action) const;
   const SmallBatchMLP& network() const { return network_; }
   int64_t steps() const { return steps_; }

@@ -68,6 +68,7 @@ c10::IValue unpickle_torch_save(const std::string& bytes) {
   const std::string p(static_cast<const char*>(pickle_data.get()), pickle_size);
   std::vector<PickleRef> stack;
   std::map<int64_t, PickleRef> memo;
+  std::map<std::string, at::Tensor> storages;
   size_t i = 0;
   auto need = [&](size_t n) {
     if (i + n > p.size()) throw std::runtime_error("the pickle ends inside an opcode");
@@ -247,21 +248,34 @@ c10::IValue unpickle_torch_save(const std::string& bytes) {
           const std::vector<int64_t> size = integers(args->items[2]), stride = integers(args->items[3]);
           if (size.size() != stride.size()) throw std::runtime_error("a tensor whose size and stride differ in length");
           const std::string record = "data/" + storage.text;
-          if (!reader.hasRecord(record)) throw std::runtime_error("no record " + record + " for a tensor");
-          auto [data, bytes_in_record] = reader.getRecord(record);
-          const int64_t element = static_cast<int64_t>(c10::elementSize(storage.dtype));
-          const int64_t count = static_cast<int64_t>(bytes_in_record) / element;
-          int64_t last = offset;
+          at::Tensor& all = storages[record];  // each storage read once, however many tensors view it
+          if (!all.defined()) {
+            if (!reader.hasRecord(record)) throw std::runtime_error("no record " + record + " for a tensor");
+            auto [data, bytes_in_record] = reader.getRecord(record);
+            const int64_t element = static_cast<int64_t>(c10::elementSize(storage.dtype));
+            const int64_t count = static_cast<int64_t>(bytes_in_record) / element;
+            all = at::empty({count}, at::TensorOptions().dtype(storage.dtype));
+            std::memcpy(all.data_ptr(), data.get(), static_cast<size_t>(count * element));
+          }
+          if (all.scalar_type() != storage.dtype) throw std::runtime_error("record " + record + " is read as two dtypes");
+          // The view must stay inside the storage and hold at most 2^30 elements; every product and
+          // sum is checked for overflow.
+          if (offset < 0) throw std::runtime_error("a tensor with a negative storage offset");
+          int64_t last = offset, numel = 1;
+          bool empty = false;
           for (size_t k = 0; k < size.size(); ++k) {
             if (size[k] < 0 || stride[k] < 0) throw std::runtime_error("a tensor with a negative size or stride");
-            if (size[k] == 0) last = offset - 1;
-            if (last >= offset) last += (size[k] - 1) * stride[k];
+            int64_t reach = 0;
+            if (size[k] == 0) empty = true;
+            if (__builtin_mul_overflow(size[k] == 0 ? 0 : size[k] - 1, stride[k], &reach) || __builtin_add_overflow(last, reach, &last) ||
+                __builtin_mul_overflow(numel, size[k], &numel)) {
+              throw std::runtime_error("a tensor whose size or stride overflows");
+            }
           }
-          if (offset < 0 || last >= count) throw std::runtime_error("a tensor reaching past its storage (" + record + ")");
-          at::Tensor all = at::empty({count}, at::TensorOptions().dtype(storage.dtype));
-          std::memcpy(all.data_ptr(), data.get(), static_cast<size_t>(count * element));
+          if (numel > (int64_t{1} << 30)) throw std::runtime_error("a tensor of more than 2^30 elements");
+          if (!empty && last >= all.numel()) throw std::runtime_error("a tensor reaching past its storage (" + record + ")");
           auto v = make_value(PickleValue::Kind::Tensor);
-          v->tensor = all.as_strided(size, stride, offset).clone();
+          v->tensor = all.as_strided(size, stride, empty ? 0 : offset).clone();
           stack.push_back(v);
         } else if (name == "torch._utils._rebuild_parameter") {
           if (args->items.empty() || args->items[0]->kind != PickleValue::Kind::Tensor) throw std::runtime_error("a parameter without its tensor");
@@ -273,8 +287,15 @@ c10::IValue unpickle_torch_save(const std::string& bytes) {
       }
       case '.': {
         PickleRef top = pop();
+        // Each value converted once (the memo lets a small pickle refer to one value many times: without
+        // this, nested self-references would expand exponentially), and at most 10^6 values in all.
+        std::map<const PickleValue*, c10::IValue> done;
+        int64_t visited = 0;
         std::function<c10::IValue(const PickleRef&, int)> convert = [&](const PickleRef& v, int depth) -> c10::IValue {
           if (depth > 64) throw std::runtime_error("values nested deeper than 64");
+          if (++visited > 1000000) throw std::runtime_error("more than 10^6 values");
+          if (auto it = done.find(v.get()); it != done.end()) return it->second;
+          c10::IValue out = [&]() -> c10::IValue {
           switch (v->kind) {
             case PickleValue::Kind::Tensor: return v->tensor;
             case PickleValue::Kind::Int: return v->number;
@@ -294,8 +315,15 @@ c10::IValue unpickle_torch_save(const std::string& bytes) {
             }
             default: throw std::runtime_error("the pickle holds a value this reader does not keep");
           }
+          }();
+          done.emplace(v.get(), out);
+          return out;
         };
-        return convert(top, 0);
+        c10::IValue result = convert(top, 0);
+        // Break memo cycles (a list holding itself) so that the values are freed.
+        for (auto& [key, value] : memo)
+          if (value) value->items.clear(), value->entries.clear();
+        return result;
       }
       default: {
         char hex[8];
@@ -331,7 +359,7 @@ std::map<std::string, at::Tensor> load_pt_tensors(const std::string& path) {
   std::function<void(const c10::IValue&, const std::string&, int)> walk = [&](const c10::IValue& v, const std::string& name, int depth) {
     if (depth > 16) throw std::runtime_error("'" + path + "': dictionaries nested deeper than 16");
     if (v.isTensor()) {
-      out[name] = v.toTensor();
+      if (!out.emplace(name, v.toTensor()).second) throw std::runtime_error("'" + path + "' has two tensors named '" + name + "'");
       return;
     }
     if (!v.isGenericDict()) {
