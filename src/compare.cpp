@@ -241,7 +241,6 @@ json compare_flow_and_diffusion(const json& given, const std::string& out, const
                                 ": diffusion starts from noise, so every variant starts from --source gaussian");
   }
   if (!settings.contains("data")) settings["source"] = "gaussian";
-  fs::create_directories(out);
   auto say = [&](const std::string& line) {
     if (o.report) o.report(line);
   };
@@ -251,6 +250,8 @@ json compare_flow_and_diffusion(const json& given, const std::string& out, const
     const std::string dir = (fs::path(out) / name).string();
     const bool exists = fs::exists(fs::path(dir) / "config.json");
     Run run = Run::prepare(dir, merged(settings, variant.settings), /*resume=*/exists);
+    // The measure first: a missing classifier or a domain without one is said before any training.
+    auto quality = run.domain()->sample_quality(run, o.n, o.seed, o.classifier, o.device);
     say(name + ": " + (exists ? "resuming " : "training ") + dir);
     const auto start = std::chrono::steady_clock::now();
     const TrainOutcome outcome = run.train(o.training ? o.training(run) : TrainRunOptions{});
@@ -261,7 +262,6 @@ json compare_flow_and_diffusion(const json& given, const std::string& out, const
                                 {"settings", variant.settings},
                                 {"train_seconds", outcome.first_step == outcome.step ? 0.0 : seconds_since(start)},
                                 {"parameters", models::parameter_count(*model)}};
-    auto quality = run.domain()->sample_quality(run, o.n, o.seed, o.classifier, o.device);
     for (const auto& sampler : o.samplers) {
       const SolverInfo info = solver_info(sampler);
       for (const Cell& cell : cells_of(info, o)) {
@@ -297,6 +297,7 @@ json compare_flow_and_diffusion(const json& given, const std::string& out, const
       }
     }
   }
+  fs::create_directories(out);  // here, so that a comparison refused before any training leaves nothing
   write_json_file(out + "/compare.json", result);
   io::write_file_atomic(out + "/compare.md", markdown(result, o));
   write_plots(result, o, out);

@@ -1427,5 +1427,9 @@ TEST(CLI, CompareTrainsEveryVariantAndScoresEverySamplerAtEveryBudget) {
     EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
     EXPECT_EQ(r.err_lines(), 1u) << r.err;
   }
+  // The measure is set up before any training: a missing classifier is named and nothing is written.
+  r = cli(dir, "compare --out other --data fashion-mnist --steps 10 --classifier missing");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("--classifier 'missing' not found"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "other"));
 }
