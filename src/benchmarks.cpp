@@ -27,6 +27,7 @@
 #include "flowmatch/policy.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/train.h"
+#include "timing.h"
 
 namespace flowmatch::benchmarks {
 
@@ -41,7 +42,7 @@ const std::vector<std::string> kCases = {"train-independent", "train-exact-ot", 
                                          "unet-train", "unet-sample", "policy-latency", "dopri5-norms", "likelihood-fixed"};
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+using fm::detail::seconds_since;
 
 // The reference's setting (../shared/bench/ref_cfm_2d.py): 8gaussians -> moons, MLP 3x64 SELU with t
 // as an input, Adam 1e-3, batch 256, sigma 0.1.

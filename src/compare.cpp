@@ -14,6 +14,7 @@
 #include "flowmatch/io/plot.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/solvers.h"
+#include "timing.h"
 
 namespace flowmatch {
 
@@ -22,9 +23,7 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using detail::seconds_since;
 
 std::string format(double value, const char* spec = "%.4g") {
   if (!std::isfinite(value)) return "—";

@@ -22,6 +22,7 @@
 #include "flowmatch/likelihood.h"
 #include "flowmatch/metrics.h"
 #include "flowmatch/run.h"
+#include "../timing.h"
 
 namespace flowmatch {
 
@@ -30,9 +31,7 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using detail::seconds_since;
 
 data::ImageDataset load_images(const json& data, const std::string& split) {
   const std::string target = data.value("target", std::string());
