@@ -10,6 +10,8 @@ PACKAGES=(
   # the reference BLAS (about 5 GFLOP/s here). OpenBLAS, OpenMP flavour like LibTorch: about 100.
   libopenblas0-openmp
   liblemon-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
+  # Pictures: cairo draws them (anti-aliased), with DejaVu Sans for the text.
+  libcairo2-dev fonts-dejavu-core
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   # Protein structures (PDB files) for the torus data set `--data proteins` (docs/MANIFOLDS.md).

@@ -1,5 +1,6 @@
 // Plots decode as PNGs of the requested size with the series' colours in them.
 #include <filesystem>
+#include <set>
 
 #include <stb_image.h>
 
@@ -97,4 +98,48 @@ TEST(Plot, ImageGridPlacesEveryImage) {
   EXPECT_THROW(flowmatch::io::write_image_grid_png(path, images, 3, 2, {"one label for two rows"}), std::invalid_argument);
   EXPECT_THROW(flowmatch::io::write_image_grid_png(path, images.to(at::kFloat), 3), std::invalid_argument);
   EXPECT_THROW(flowmatch::io::write_image_grid_png(path, at::zeros({2, 2, 4, 4}, at::kByte), 3), std::invalid_argument);
+}
+
+TEST(Plot, HeatmapsHaveAColourBarAndTheTextIsAntiAliased) {
+  // Two panels of a left-to-right ramp, values 0..1 (and a NaN cell): the picture is two panels wide,
+  // each panel's right strip (the colour bar) holds both ends of the colour map, stacked top (high) to
+  // bottom (low), and the title is drawn with intermediate grey levels (anti-aliased glyphs), where a
+  // bitmap font gives only two.
+  fmtest::TempDir dir;
+  at::Tensor ramp = at::linspace(0, 1, 64, at::kDouble).expand({32, 64}).contiguous();
+  ramp[0][0] = std::nan("");
+  fm::io::PlotStyle style;
+  style.width = 400;
+  style.height = 300;
+  const std::string path = dir / "h.png";
+  fm::io::write_heatmaps_png(path, {{ramp, -1, 1, -1, 1, 0, 0, "Ramp panel"}, {ramp * 2, -1, 1, -1, 1, 0, 0, "Twice"}}, style);
+  Image img = load(path);
+  ASSERT_EQ(img.w, 800);
+  ASSERT_EQ(img.h, 300);
+  const fm::io::Color low{68, 1, 84}, high{253, 231, 37};
+  for (int panel = 0; panel < 2; ++panel) {
+    // The colour bar lies in the panel's last 100 columns; find its top-most and bottom-most coloured rows.
+    int top_high = -1, bottom_low = -1;
+    for (int y = 0; y < img.h; ++y)
+      for (int x = panel * 400 + 300; x < panel * 400 + 400; ++x) {
+        const unsigned char* p = &img.rgb[static_cast<size_t>((y * img.w + x) * 3)];
+        auto near = [&](const fm::io::Color& c) { return std::abs(p[0] - c[0]) < 12 && std::abs(p[1] - c[1]) < 12 && std::abs(p[2] - c[2]) < 12; };
+        if (near(high) && top_high < 0) top_high = y;
+        if (near(low)) bottom_low = y;
+      }
+    ASSERT_GE(top_high, 0) << panel;
+    ASSERT_GE(bottom_low, 0) << panel;
+    EXPECT_LT(top_high, bottom_low) << panel;
+    EXPECT_GT(bottom_low - top_high, 150) << panel;  // the bar spans the data area's height
+  }
+  std::set<int> greys;
+  for (int y = 0; y < 30; ++y)
+    for (int x = 0; x < 200; ++x) {
+      const unsigned char* p = &img.rgb[static_cast<size_t>((y * img.w + x) * 3)];
+      if (p[0] == p[1] && p[1] == p[2]) greys.insert(p[0]);
+    }
+  EXPECT_GT(greys.size(), 10u);
+  EXPECT_TRUE(greys.count(255) && *greys.begin() < 80);  // white paper and dark ink
+  EXPECT_THROW(fm::io::write_heatmaps_png(path, {{ramp, 1, 1, -1, 1}}, style), std::invalid_argument);
+  EXPECT_THROW(fm::io::write_heatmaps_png(path, {}, style), std::invalid_argument);
 }

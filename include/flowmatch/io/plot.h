@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// Small PNG plots for people to look at: scatter plots, trajectories and line curves,
-/// with axes, tick labels and a legend (text by stb_easy_font, PNG by stb_image_write).
+/// with axes, tick labels and a legend; heatmaps with a colour bar. Drawn by cairo (anti-aliased,
+/// DejaVu Sans text), encoded by stb_image_write and written atomically.
 
 #include <array>
 #include <string>
@@ -54,13 +55,13 @@ void write_line_png(const std::string& path, const std::vector<LineSeries>& seri
 struct Heatmap {
   at::Tensor values;
   double x_lo = 0, x_hi = 1, y_lo = 0, y_hi = 1;
-  /// Colour range; when v_lo >= v_hi it is the finite values' min and max. Printed in the title.
+  /// Colour range; when v_lo >= v_hi it is the finite values' min and max. Shown by the colour bar.
   double v_lo = 0, v_hi = 0;
   std::string title;
 };
 
-/// Heatmaps side by side (each style.width × style.height, viridis-like colours, non-finite cells
-/// drawn as the lowest colour).
+/// Heatmaps side by side (each style.width × style.height, viridis colours with a colour bar,
+/// non-finite cells drawn as the lowest colour).
 void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& panels, const PlotStyle& style);
 
 /// A grid of images: `images` (N, C, H, W) uint8 with C = 1 (grey) or 3 (RGB), `columns` per row,
