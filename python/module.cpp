@@ -3,7 +3,7 @@
 // torch.nn.Module, a TorchScript module, a lambda), called with t of shape (B) like the CLI's models.
 // Import torch first (the module uses PyTorch's tensor conversions).
 
-#include <torch/extension.h>
+#include "python_common.h"
 
 #include "flowmatch/assignment.h"
 #include "flowmatch/autoregressive.h"
@@ -21,27 +21,13 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-namespace py = pybind11;
-namespace fm = flowmatch;
-
 namespace {
 
-// A Python callable as a VelocityField. The bindings release the GIL while C++ runs (LibTorch's
-// autograd engine insists), so the field takes it back for each call. It holds a borrowed pointer:
-// the caller's py::object outlives the solve, and no reference count changes without the GIL.
-fm::VelocityField python_field(const py::object& velocity) {
-  if (!PyCallable_Check(velocity.ptr())) throw std::invalid_argument("velocity must be callable as velocity(x, t)");
-  PyObject* callable = velocity.ptr();
-  return [callable](const at::Tensor& x, const at::Tensor& t) {
-    py::gil_scoped_acquire gil;
-    at::Tensor times = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-    py::object out = py::reinterpret_borrow<py::object>(callable)(x, times);
-    if (!THPVariable_Check(out.ptr())) throw std::runtime_error("velocity(x, t) must return a torch.Tensor");
-    return THPVariable_Unpack(out.ptr());
-  };
-}
+using fmpy::from_json;
+using fmpy::ManifoldPtr;
+using fmpy::python_field;
+using fmpy::to_json;
 
-using ManifoldPtr = std::shared_ptr<fm::Manifold>;
 
 fm::SolverOptions solver_options(const std::string& method, int64_t steps, double t0, double t1, double atol,
                                  double rtol, const std::vector<double>& output_times, const ManifoldPtr& manifold = nullptr) {
@@ -56,12 +42,6 @@ fm::SolverOptions solver_options(const std::string& method, int64_t steps, doubl
       .output_times(output_times);
 }
 
-// Python objects (dicts, lists, numbers) <-> JSON, through Python's json module.
-nlohmann::json to_json(const py::object& value) {
-  return nlohmann::json::parse(py::module_::import("json").attr("dumps")(value).cast<std::string>());
-}
-py::object from_json(const nlohmann::json& value) { return py::module_::import("json").attr("loads")(value.dump()); }
-
 c10::Device device_from(const std::string& name) {
   if (name != "cpu" && name != "cuda") throw std::invalid_argument("device must be 'cpu' or 'cuda', got '" + name + "'");
   return c10::Device(name);
@@ -69,7 +49,7 @@ c10::Device device_from(const std::string& name) {
 
 }  // namespace
 
-PYBIND11_MODULE(flowmatch, m) {
+PYBIND11_MODULE(_core, m) {
   m.doc() = "flowmatch: flow matching in C++ (LibTorch) - couplings, optimal transport, paths, ODE solvers, likelihoods";
   py::module_::import("torch");
 
@@ -454,4 +434,6 @@ PYBIND11_MODULE(flowmatch, m) {
         return out;
       },
       "The settings flowmatch.train takes (the 'flowmatch train' flags).");
+
+  fmpy::bind_nouns(m);
 }

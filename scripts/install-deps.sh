@@ -19,6 +19,8 @@ PACKAGES=(
   # The King James Bible (its `bible` program) for the character-level text of discrete flow matching.
   bible-kjv
   python3-torch python3-numpy python3-scipy python3-pytest pybind11-dev python3-dev
+  # `pip install ./python` (offline, into a venv that sees Debian's torch), tested by make test.
+  python3-pip python3-setuptools python3-wheel python3-venv
 )
 
 # `install-deps.sh --fuzz` (make fuzz) adds clang and its libFuzzer/sanitizer runtimes.

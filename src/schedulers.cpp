@@ -311,31 +311,29 @@ VelocityField schedule_transformed_field(VelocityField field, std::shared_ptr<co
   }
   return [field = std::move(field), trained = std::move(trained), wanted = std::move(wanted), margin](
              const at::Tensor& x, const at::Tensor& r) -> at::Tensor {
-    TORCH_CHECK(r.numel() == 1, "schedule transform: expected one time for the batch, got shape ", r.sizes());
-    at::Tensor rr = r.to(at::kDouble).reshape({}).clamp(margin, 1 - margin);
+    TORCH_CHECK(r.numel() == 1 || (r.dim() == 1 && x.dim() >= 1 && r.size(0) == x.size(0)),
+                "schedule transform: expected one time, or one per sample of the batch of ", x.sizes(), ", got shape ", r.sizes());
+    at::Tensor rr = r.to(at::kDouble).clamp(margin, 1 - margin);
     const SchedulerValues w = (*wanted)(rr);
     // The trained time with the same signal-to-noise ratio.
     at::Tensor tr = trained->time_at_snr(w.alpha / w.sigma).clamp(margin, 1 - margin);
     const SchedulerValues a = (*trained)(tr);
     // ρ̇ = (α̇σ − ασ̇)/σ²; ṫ_r = ρ̄̇(r) / ρ̇(t_r), written without dividing by σ when it is small.
-    at::Tensor wronskian_wanted = w.d_alpha * w.sigma - w.alpha * w.d_sigma;
-    at::Tensor wronskian_trained = a.d_alpha * a.sigma - a.alpha * a.d_sigma;
-    // s = σ̄/σ = ᾱ/α (equal SNR): use the ratio with the larger denominator.
-    const bool by_sigma = (a.sigma >= a.alpha.abs()).item<bool>();
-    at::Tensor s, ds, dt;
-    if (by_sigma) {
-      s = w.sigma / a.sigma;
-      dt = wronskian_wanted / wronskian_trained * (a.sigma / w.sigma).pow(2);
-      ds = (w.d_sigma * a.sigma - w.sigma * a.d_sigma * dt) / (a.sigma * a.sigma);
-    } else {
-      s = w.alpha / a.alpha;
-      dt = wronskian_wanted / wronskian_trained * (a.alpha / w.alpha).pow(2);
-      ds = (w.d_alpha * a.alpha - w.alpha * a.d_alpha * dt) / (a.alpha * a.alpha);
-    }
-    const double s_v = s.item<double>(), ds_v = ds.item<double>(), dt_v = dt.item<double>();
+    at::Tensor wronskian_ratio = (w.d_alpha * w.sigma - w.alpha * w.d_sigma) / (a.d_alpha * a.sigma - a.alpha * a.d_sigma);
+    // s = σ̄/σ = ᾱ/α (equal SNR): per time, the ratio with the larger denominator (the other branch may
+    // divide by zero; `where` keeps the chosen one).
+    at::Tensor by_sigma = a.sigma >= a.alpha.abs();
+    at::Tensor s = at::where(by_sigma, w.sigma / a.sigma, w.alpha / a.alpha);
+    at::Tensor dt = at::where(by_sigma, wronskian_ratio * (a.sigma / w.sigma).pow(2), wronskian_ratio * (a.alpha / w.alpha).pow(2));
+    at::Tensor ds = at::where(by_sigma, (w.d_sigma * a.sigma - w.sigma * a.d_sigma * dt) / (a.sigma * a.sigma),
+                              (w.d_alpha * a.alpha - w.alpha * a.d_alpha * dt) / (a.alpha * a.alpha));
+    // Per-sample coefficients broadcast over the sample's other dimensions, in x's dtype.
+    std::vector<int64_t> shape(static_cast<size_t>(std::max<int64_t>(x.dim(), 1)), 1);
+    if (r.numel() > 1) shape[0] = r.size(0);
+    auto along_x = [&](const at::Tensor& c) { return c.reshape(r.numel() > 1 ? at::IntArrayRef(shape) : at::IntArrayRef{}).to(x.scalar_type()); };
     at::Tensor t_model = tr.to(r.options()).reshape(r.sizes());
-    at::Tensor u = field(x / s_v, t_model);
-    return u.mul(s_v * dt_v).add_(x, ds_v / s_v);
+    at::Tensor u = field(x / along_x(s), t_model);
+    return u * along_x(s * dt) + x * along_x(ds / s);
   };
 }
 

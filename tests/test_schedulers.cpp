@@ -162,3 +162,19 @@ TEST(ScheduleTransform, SameSchedulerIsTheIdentityAndNullsAreRejected) {
   EXPECT_THROW(fm::schedule_transformed_field(nullptr, s, s), std::invalid_argument);
   EXPECT_THROW(fm::schedule_transformed_field(field, nullptr, s), std::invalid_argument);
 }
+
+TEST(ScheduleTransform, PerSampleTimesGiveEachSamplesScalarTimeResult) {
+  // Python's ScheduleTransformedModel (flow_matching's) is called with one time per sample: row b of the
+  // batched result equals the transform evaluated on row b alone at its own time.
+  auto trained = fm::make_scheduler("condot"), wanted = fm::make_scheduler("vp");
+  auto gaussian = fmtest::gaussian_marginal_velocity(trained, at::tensor({1.5, -0.5}, at::kDouble), 0.7);
+  fm::VelocityField field = [gaussian](const at::Tensor& x, const at::Tensor& t) { return gaussian(x, t.dim() == 1 ? t.unsqueeze(1) : t); };
+  auto moved = fm::schedule_transformed_field(field, trained, wanted);
+  at::Tensor x = at::randn({6, 2}, fmtest::generator(2), at::kDouble);
+  at::Tensor t = at::tensor({0.1, 0.25, 0.4, 0.55, 0.7, 0.95}, at::kDouble);
+  at::Tensor batched = moved(x, t);
+  for (int64_t b = 0; b < 6; ++b) {
+    EXPECT_TRUE(fmtest::AllClose(batched[b], moved(x.slice(0, b, b + 1), t[b]).squeeze(0), 1e-14, 1e-14)) << b;
+  }
+  EXPECT_THROW(moved(x, t.slice(0, 0, 4)), c10::Error);  // neither one time nor one per sample
+}
