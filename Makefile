@@ -18,8 +18,8 @@ configure: deps
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# The Python module (pybind11, against Debian's python3-torch): build/python/flowmatch*.so.
-# Use it with PYTHONPATH=build/python /usr/bin/python3 (import torch first). `make build` builds it too.
+# The Python package (pybind11, against Debian's python3-torch): build/python/flowmatch/.
+# Use it with PYTHONPATH=build/python /usr/bin/python3. `make build` builds it too; `pip install ./python` installs it.
 python: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS) --target flowmatch_python
 
