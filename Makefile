@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 FLOWMATCH = ./$(BUILD_DIR)/apps/flowmatch/flowmatch
 DEMO_RUN ?= runs/demo
 
-.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz bench bench-profile
+.PHONY: all deps configure build test demo clean bench-coupling python test-sanitize fuzz bench bench-profile test-browser
 
 all: build
 
@@ -25,6 +25,13 @@ python: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# Opt-in: run pages (RUN/index.html) opened in headless Chromium; every picture on them must load.
+# Installs Debian's chromium (large) on first use; screenshots land in build/test-browser/*/page.png.
+test-browser: configure
+	@bash scripts/install-deps.sh --browser
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target flowmatch_cli
+	bash scripts/test-browser.sh $(FLOWMATCH) $(BUILD_DIR)/test-browser
 
 # The test suite under AddressSanitizer and UndefinedBehaviorSanitizer (our code instrumented; LibTorch is
 # not, so leak reports from its static state are off). The Python module is left out: it would need the

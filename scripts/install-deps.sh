@@ -25,6 +25,8 @@ PACKAGES=(
 
 # `install-deps.sh --fuzz` (make fuzz) adds clang and its libFuzzer/sanitizer runtimes.
 if [ "${1:-}" = "--fuzz" ]; then PACKAGES+=(clang-14 libclang-rt-14-dev); fi
+# `install-deps.sh --browser` (make test-browser) adds Debian's Chromium, which opens the run pages.
+if [ "${1:-}" = "--browser" ]; then PACKAGES+=(chromium); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -184,6 +184,12 @@ std::string write_run_index(const Run& run) {
   }
   h << "<h2>Configuration</h2>\n<details><summary>config.json</summary><pre>" << escape(config.dump(2)) << "</pre></details>\n"
     << "<p style=\"color:#888;font-size:80%\">written by flowmatch " << escape(scalar_text(config.value("flowmatch_version", json("")))) << "</p>\n"
+    // When the page has loaded: a picture the browser could not show is named under it, and the body
+    // records how many showed (data-pictures="shown/all"; `make test-browser` reads it).
+    << "<script>window.addEventListener('load',function(){var im=document.images,ok=0;"
+       "for(var i=0;i<im.length;++i){if(im[i].complete&&im[i].naturalWidth>0){++ok;}else{var p=document.createElement('p');"
+       "p.style.color='#b00';p.textContent='picture missing: '+im[i].alt;im[i].parentNode.appendChild(p);}}"
+       "document.body.setAttribute('data-pictures',ok+'/'+im.length);});</script>\n"
     << "</body></html>\n";
   const std::string path = dir + "/index.html";
   io::write_file_atomic(path, h.str());
