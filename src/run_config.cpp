@@ -57,7 +57,7 @@ std::vector<RunSetting> make_settings() {
        "their counts and refused (refuse)", {"space", "refuse"}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
-      {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images, manifold-mlp on manifolds, discrete-mlp on the discrete checkerboard, transformer for text, egnn for molecules; also dit for images)", {}},
+      {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images, manifold-mlp on manifolds, discrete-mlp on the discrete checkerboard, transformer for text, egnn for molecules; also dit and mmdit for images)", {}},
       {"model-option", "strings", json::array(), "a network option KEY=VALUE (repeatable; also a [model] section in --config)", {}},
       {"width", "int", nullptr, "mlp: hidden width (default 64); transformer, dit: model width (default 256)", {}},
       {"depth", "int", nullptr, "mlp: hidden layers (default 3); transformer: blocks (default 4); dit: blocks (default 6)", {}},

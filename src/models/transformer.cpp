@@ -17,16 +17,30 @@ namespace {
 constexpr int64_t kTimeFeatures = 256;
 }  // namespace
 
-at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) {
+at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, const at::Tensor& key_mask) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(-1) == k.size(-1) && k.sizes() == v.sizes(),
               "dot_product_attention: q, k, v must be (B, H, L, d) with matching keys and values, got ", q.sizes(), " ", k.sizes(), " ",
               v.sizes());
   TORCH_CHECK(!causal || q.size(2) == k.size(2), "dot_product_attention: a causal mask needs as many queries as keys");
+  TORCH_CHECK(!key_mask.defined() || (key_mask.scalar_type() == at::kBool && key_mask.dim() == 2 && key_mask.size(0) == k.size(0) &&
+                                      key_mask.size(1) == k.size(2)),
+              "dot_product_attention: key_mask must be bool (B, Lk) = (", k.size(0), ", ", k.size(2), "), got ",
+              key_mask.defined() ? key_mask.sizes() : at::IntArrayRef{});
+  // Which (query, key) pairs take part, (B or 1, 1, Lq, Lk); undefined: all.
+  at::Tensor allowed;
+  if (key_mask.defined()) allowed = key_mask.view({k.size(0), 1, 1, k.size(2)});
+  if (causal && key_mask.defined()) {
+    at::Tensor past = at::ones({q.size(2), k.size(2)}, q.options().dtype(at::kBool)).tril();
+    allowed = allowed.logical_and(past.view({1, 1, q.size(2), k.size(2)}));
+  }
 #if TORCH_VERSION_MAJOR >= 2
+  if (allowed.defined()) return at::scaled_dot_product_attention(q, k, v, allowed.expand({q.size(0), 1, q.size(2), k.size(2)}), 0.0, false);
   return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
 #else
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  if (causal) {
+  if (allowed.defined()) {
+    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  } else if (causal) {
     at::Tensor future = at::ones({q.size(2), k.size(2)}, q.options().dtype(at::kBool)).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<double>::infinity());
   }
@@ -61,14 +75,15 @@ AdaLNBlock AdaLNBlock::create(torch::nn::Module& owner, const std::string& prefi
   return b;
 }
 
-at::Tensor AdaLNBlock::forward(const at::Tensor& h_in, const at::Tensor& c, int64_t heads, bool causal, bool rotary) {
+at::Tensor AdaLNBlock::forward(const at::Tensor& h_in, const at::Tensor& c, int64_t heads, bool causal, bool rotary,
+                               const at::Tensor& key_mask) {
   const int64_t batch = h_in.size(0), length = h_in.size(1), d = h_in.size(2);
   std::vector<at::Tensor> m = modulation->forward(c).unsqueeze(1).chunk(6, -1);
   at::Tensor a = norm1->forward(h_in) * (1 + m[1]) + m[0];
   at::Tensor qkv_out = qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
   at::Tensor q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];
   if (rotary) q = apply_rotary(q), k = apply_rotary(k);
-  a = dot_product_attention(q, k, v, causal).transpose(1, 2).reshape({batch, length, d});
+  a = dot_product_attention(q, k, v, causal, key_mask).transpose(1, 2).reshape({batch, length, d});
   at::Tensor h = h_in + m[2] * proj->forward(a);
   a = norm2->forward(h) * (1 + m[4]) + m[3];
   return h + m[5] * fc2->forward(at::gelu(fc1->forward(a), "tanh"));

@@ -9,6 +9,7 @@
 
 #include "flowmatch/models/discrete_mlp.h"
 #include "flowmatch/models/dit.h"
+#include "flowmatch/models/mmdit.h"
 #include "flowmatch/models/egnn.h"
 #include "flowmatch/models/manifold_mlp.h"
 #include "flowmatch/models/mlp.h"
@@ -136,6 +137,7 @@ detail::Registry<ModelRegistration>& model_registry() {
     r->add("discrete-mlp", discrete_mlp_registration());
     r->add("transformer", token_transformer_registration());
     r->add("dit", dit_registration());
+    r->add("mmdit", mmdit_registration());
     r->add("egnn", egnn_registration());
     const std::vector<std::string> unet_keys = {"channels", "channel_mult", "blocks", "heads", "dropout", "no_attention"};
     r->add("unet",

@@ -100,11 +100,21 @@ def flag_value(tokens, flag):
     return tokens[tokens.index(flag) + 1] if flag in tokens and tokens.index(flag) + 1 < len(tokens) else None
 
 
-def budget(tokens, mini_fmnist):
+def run_domain(work, run_dir):
+    """The domain of a run folder ("points", "images", "discrete", ...), from its config.json."""
+    import json
+    try:
+        with open(os.path.join(work, run_dir, "config.json")) as f:
+            return json.load(f).get("data", {}).get("domain", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def budget(tokens, mini_fmnist, work="."):
     """The example with small budgets (tokens after `flowmatch`)."""
     if tokens[:1] == ["launch"] and "--" in tokens:
         cut = tokens.index("--")
-        return tokens[:cut + 1] + budget(tokens[cut + 1:], mini_fmnist)
+        return tokens[:cut + 1] + budget(tokens[cut + 1:], mini_fmnist, work)
     command = tokens[0] if tokens else ""
     data = flag_value(tokens, "--data") or ""
     images = data == "fashion-mnist"
@@ -125,8 +135,7 @@ def budget(tokens, mini_fmnist):
             tokens = set_flag(tokens, "--batch", "64", only_if_present=True)
     elif command == "sample":
         if "--initial" not in tokens:
-            run_dir = flag_value(tokens, "--run") or ""
-            few = any(k in run_dir for k in ("fashion", "kjv", "book", "text"))
+            few = run_domain(work, flag_value(tokens, "--run") or "") in ("images", "discrete")
             tokens = set_flag(tokens, "--n", "20" if few else "200")
         if "--steps" in tokens and int(flag_value(tokens, "--steps")) > 100:
             tokens = set_flag(tokens, "--steps", "100")
@@ -138,8 +147,8 @@ def budget(tokens, mini_fmnist):
                 tokens = set_flag(tokens, flag, value)
     elif command == "likelihood":
         if "--data" not in tokens:
-            text_run = any(k in (flag_value(tokens, "--run") or "") for k in ("kjv", "book", "text"))
-            tokens = set_flag(tokens, "--n", "10" if text_run else "100")
+            few = run_domain(work, flag_value(tokens, "--run") or "") in ("images", "discrete")
+            tokens = set_flag(tokens, "--n", "10" if few else "100")
     elif command in ("reflow", "distill"):
         tokens = set_flag(tokens, "--pairs", "300")
         tokens = set_flag(tokens, "--train-steps", "20")
@@ -253,7 +262,7 @@ def main():
                     not_run.append(f"{doc}:{line}: {text}  ({reason})")
                     continue
                 tokens = [PLACEHOLDERS.get(t, t) for t in shlex.split(text)[1:]]
-                tokens = budget(tokens, mini)
+                tokens = budget(tokens, mini, work)
                 if tokens[:1] not in (["launch"], ["bench"]):
                     tokens = set_flag(tokens, "--threads", "1", only_if_present=True)
                 make_what_is_read(tokens, work, env, mini)

@@ -28,9 +28,11 @@
 namespace flowmatch::models {
 
 /// softmax(q kᵀ/√d_h) v for q (B, H, Lq, d_h), k and v (B, H, Lk, d_h). `causal`: query i sees keys
-/// j ≤ i (Lq == Lk). LibTorch 2.x runs its fused kernel (at::scaled_dot_product_attention); LibTorch
-/// 1.13, which has none, the same arithmetic written out.
-at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal);
+/// j ≤ i (Lq == Lk). `key_mask` (B, Lk) bool, when given: only keys marked true take part (every query
+/// must keep at least one). LibTorch 2.x runs its fused kernel (at::scaled_dot_product_attention);
+/// LibTorch 1.13, which has none, the same arithmetic written out.
+at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                                 const at::Tensor& key_mask = {});
 
 /// Rotary position embedding of x (..., L, d) at positions 0..L−1 (d even): the pairs (x_j, x_{j+d/2})
 /// rotated by the angle p·10000^(−2j/d). ⟨rot(q, m), rot(k, n)⟩ depends on m − n only.
@@ -45,8 +47,10 @@ struct AdaLNBlock {
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, modulation{nullptr};
   /// Registers its layers in `owner` as prefix + "norm1", "qkv", ... ; the modulation starts at zero.
   static AdaLNBlock create(torch::nn::Module& owner, const std::string& prefix, int64_t width, int64_t mlp_ratio);
-  /// h (B, L, d), c (B, d); `rotary` applies rotary positions to q and k.
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& c, int64_t heads, bool causal, bool rotary);
+  /// h (B, L, d), c (B, d); `rotary` applies rotary positions to q and k; `key_mask` (B, L) as in
+  /// dot_product_attention.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& c, int64_t heads, bool causal, bool rotary,
+                     const at::Tensor& key_mask = {});
 };
 
 /// Sinusoidal features of 1000·t (cos then sin, `features` even, frequencies 10000^(−k/(features/2)))

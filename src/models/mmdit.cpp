@@ -1,0 +1,275 @@
+#include "flowmatch/models/mmdit.h"
+
+#include <stdexcept>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "flowmatch/models/dit.h"
+
+namespace flowmatch::models {
+
+namespace {
+constexpr int64_t kTimeFeatures = 256;
+
+torch::nn::LayerNorm plain_layer_norm(int64_t d) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6));
+}
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> joint_attention(const at::Tensor& q_caption, const at::Tensor& k_caption, const at::Tensor& v_caption,
+                                                  const at::Tensor& q_image, const at::Tensor& k_image, const at::Tensor& v_image,
+                                                  const at::Tensor& caption_mask) {
+  const int64_t lc = q_caption.size(2), li = q_image.size(2);
+  at::Tensor key_mask = at::cat({caption_mask, at::ones({caption_mask.size(0), li}, caption_mask.options())}, 1);
+  at::Tensor out = dot_product_attention(at::cat({q_caption, q_image}, 2), at::cat({k_caption, k_image}, 2),
+                                         at::cat({v_caption, v_image}, 2), /*causal=*/false, key_mask);
+  return {out.narrow(2, 0, lc), out.narrow(2, lc, li)};
+}
+
+MMDiTImpl::Stream MMDiTImpl::make_stream(const std::string& prefix, bool pre_only) {
+  const int64_t d = options_.width(), r = options_.mlp_ratio();
+  Stream s;
+  s.pre_only = pre_only;
+  s.norm1 = register_module(prefix + "norm1", plain_layer_norm(d));
+  s.qkv = register_module(prefix + "qkv", torch::nn::Linear(d, 3 * d));
+  s.modulation = register_module(prefix + "modulation", torch::nn::Linear(d, (pre_only ? 2 : 6) * d));
+  if (!pre_only) {
+    s.norm2 = register_module(prefix + "norm2", plain_layer_norm(d));
+    s.proj = register_module(prefix + "proj", torch::nn::Linear(d, d));
+    s.fc1 = register_module(prefix + "fc1", torch::nn::Linear(d, r * d));
+    s.fc2 = register_module(prefix + "fc2", torch::nn::Linear(r * d, d));
+  }
+  torch::NoGradGuard no_grad;
+  s.modulation->weight.zero_();
+  s.modulation->bias.zero_();
+  return s;
+}
+
+MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
+  const auto& o = options_;
+  const int64_t p = o.patch();
+  if (o.channels() < 1 || o.channels() > 64 || o.height() < 1 || o.image_width() < 1 || o.height() > 4096 || o.image_width() > 4096) {
+    throw std::invalid_argument("mmdit: images of " + std::to_string(o.channels()) + "x" + std::to_string(o.height()) + "x" +
+                                std::to_string(o.image_width()) + " (expected 1 to 64 channels, sides 1 to 4096)");
+  }
+  if (p < 1 || o.height() % p != 0 || o.image_width() % p != 0) {
+    throw std::invalid_argument("mmdit: patch size " + std::to_string(p) + " does not divide " + std::to_string(o.height()) + "x" +
+                                std::to_string(o.image_width()) + " images");
+  }
+  if (o.width() < 4 || o.width() > 16384 || o.width() % 4 != 0 || o.heads() < 1 || o.width() % o.heads() != 0 || o.depth() < 1 ||
+      o.depth() > 256 || o.mlp_ratio() < 1 || o.mlp_ratio() > 64 || o.text_depth() < 0 || o.text_depth() > 64) {
+    throw std::invalid_argument("mmdit: width " + std::to_string(o.width()) + ", heads " + std::to_string(o.heads()) + ", depth " +
+                                std::to_string(o.depth()) + ", mlp ratio " + std::to_string(o.mlp_ratio()) + ", text depth " +
+                                std::to_string(o.text_depth()) +
+                                " (expected width 4..16384 divisible by 4 and by heads, depth 1..256, mlp ratio 1..64, text depth 0..64)");
+  }
+  if (o.num_classes() < 0 || o.num_classes() > 100000 || o.caption_vocabulary() < 0 || o.caption_vocabulary() > (int64_t{1} << 20) ||
+      o.caption_length() < 1 || o.caption_length() > 4096 || (o.caption_vocabulary() == 0 && o.num_classes() == 0) ||
+      (o.caption_vocabulary() == 0 && o.caption_length() != 1)) {
+    throw std::invalid_argument("mmdit: caption vocabulary " + std::to_string(o.caption_vocabulary()) + ", caption length " +
+                                std::to_string(o.caption_length()) + ", classes " + std::to_string(o.num_classes()) +
+                                " (expected captions (vocabulary 1..2^20, length 1..4096), or classes 1..100000 read as one-token captions)");
+  }
+  const int64_t d = o.width(), rows = o.height() / p, columns = o.image_width() / p;
+  patch_embedding_ = register_module("patch_embedding", torch::nn::Linear(o.channels() * p * p, d));
+  positions_ = register_buffer("positions", sincos_positions_2d(rows, columns, d));
+  time_in_ = register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
+  time_out_ = register_module("time_out", torch::nn::Linear(d, d));
+  const int64_t vocabulary = o.caption_vocabulary() > 0 ? o.caption_vocabulary() : o.num_classes();
+  caption_embedding_ = register_module("caption_embedding", torch::nn::Embedding(vocabulary, d));
+  {
+    torch::NoGradGuard no_grad;
+    caption_embedding_->weight.normal_(0.0, 0.02);
+  }
+  caption_positions_ = register_parameter("caption_positions", at::randn({o.caption_length(), d}) * 0.02);
+  for (int64_t i = 0; i < o.text_depth(); ++i) {
+    text_blocks_.push_back(AdaLNBlock::create(*this, "text" + std::to_string(i) + "_", d, o.mlp_ratio()));
+  }
+  pooled_ = register_module("pooled", torch::nn::Linear(d, d));
+  for (int64_t i = 0; i < o.depth(); ++i) {
+    const std::string prefix = "block" + std::to_string(i) + "_";
+    Stream image = make_stream(prefix + "image_", false);
+    // The last block's caption stream only gives keys and values (SD3's "pre-only" context block):
+    // nothing reads its output.
+    Stream caption = make_stream(prefix + "caption_", i + 1 == o.depth());
+    blocks_.emplace_back(image, caption);
+  }
+  final_norm_ = register_module("final_norm", plain_layer_norm(d));
+  final_modulation_ = register_module("final_modulation", torch::nn::Linear(d, 2 * d));
+  head_ = register_module("head", torch::nn::Linear(d, o.channels() * p * p));
+  torch::NoGradGuard no_grad;
+  for (auto* zero : {&final_modulation_, &head_}) {
+    (*zero)->weight.zero_();
+    (*zero)->bias.zero_();
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> MMDiTImpl::encode_caption(const at::Tensor& ids, const at::Tensor& mask, const at::TensorOptions& options) {
+  const int64_t batch = ids.size(0), length = ids.size(1);
+  at::Tensor h = caption_embedding_->forward(ids) + caption_positions_.narrow(0, 0, length).unsqueeze(0);
+  h = h.to(options.dtype());
+  // A caption with no token gets every key in the text encoder (its outputs are left out below), so no
+  // attention row is empty.
+  at::Tensor any = mask.any(1, /*keepdim=*/true);
+  at::Tensor encoder_mask = mask.logical_or(any.logical_not());
+  at::Tensor zero_condition = at::zeros({batch, options_.width()}, h.options());  // the text blocks' modulation is learned constants
+  for (auto& b : text_blocks_) h = b.forward(h, zero_condition, options_.heads(), /*causal=*/false, /*rotary=*/false, encoder_mask);
+  at::Tensor weights = mask.to(h.scalar_type()).unsqueeze(2);  // the masked mean: zero for the empty caption
+  return {h, (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)};
+}
+
+at::Tensor MMDiTImpl::forward(const at::Tensor& x, const at::Tensor& t) { return run(x, t, at::Tensor(), at::Tensor()); }
+
+at::Tensor MMDiTImpl::forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
+  if (options_.num_classes() == 0 || options_.caption_vocabulary() > 0) return VelocityModel::forward_conditional(x, t, labels);
+  check_labels(labels, x.size(0), options_.num_classes());
+  at::Tensor present = labels.ne(kNullLabel);
+  return run(x, t, at::where(present, labels, at::zeros_like(labels)).unsqueeze(1), present.unsqueeze(1));
+}
+
+at::Tensor MMDiTImpl::forward_with(const at::Tensor& x, const at::Tensor& t, const Conditioning& c) {
+  if (c.mask.defined()) throw std::invalid_argument("mmdit takes no element mask");
+  if (c.context.defined() || c.context_mask.defined()) {
+    if (c.labels.defined()) throw std::invalid_argument("mmdit: give a caption or labels, not both");
+    if (options_.caption_vocabulary() == 0) {
+      throw std::invalid_argument("mmdit: this network reads classes, not captions (caption vocabulary 0)");
+    }
+    TORCH_CHECK(c.context.defined() && c.context_mask.defined() && c.context.dim() == 2 && c.context.size(0) == x.size(0) &&
+                    c.context_mask.sizes() == c.context.sizes() && c.context_mask.scalar_type() == at::kBool &&
+                    c.context.size(1) <= options_.caption_length(),
+                "mmdit: a caption is context (B, L) token ids with context_mask (B, L) bool, L <= ", options_.caption_length(),
+                ", B = ", x.size(0), "; got ", c.context.defined() ? c.context.sizes() : at::IntArrayRef{}, " and ",
+                c.context_mask.defined() ? c.context_mask.sizes() : at::IntArrayRef{});
+    at::Tensor ids = c.context.to(at::kLong);
+    at::Tensor used = ids.masked_select(c.context_mask);
+    TORCH_CHECK(used.numel() == 0 || (used.min().item<int64_t>() >= 0 && used.max().item<int64_t>() < options_.caption_vocabulary()),
+                "mmdit: caption token ids must be in [0, ", options_.caption_vocabulary(), ")");
+    return run(x, t, at::where(c.context_mask, ids, at::zeros_like(ids)), c.context_mask);
+  }
+  if (c.labels.defined()) return forward_conditional(x, t, c.labels);
+  return forward(x, t);
+}
+
+at::Tensor MMDiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& ids_in, const at::Tensor& mask_in) {
+  const auto& o = options_;
+  const int64_t c = o.channels(), height = o.height(), width = o.image_width(), p = o.patch(), d = o.width(), heads = o.heads();
+  TORCH_CHECK(x.dim() >= 2 && x.numel() == x.size(0) * c * height * width, "mmdit expects images of shape (B, ", c, ", ", height, ", ", width,
+              ") or (B, ", c * height * width, "), got ", x.sizes());
+  const int64_t batch = x.size(0);
+  at::Tensor hi = patch_embedding_->forward(patchify(x.reshape({batch, c, height, width}), p)) + positions_.to(x.dtype()).unsqueeze(0);
+  // No caption: the empty caption (one padded token).
+  const auto long_options = at::TensorOptions().dtype(at::kLong).device(x.device());
+  at::Tensor ids = ids_in.defined() ? ids_in.to(x.device()) : at::zeros({batch, 1}, long_options);
+  at::Tensor mask = mask_in.defined() ? mask_in.to(x.device()) : at::zeros({batch, 1}, long_options.dtype(at::kBool));
+  auto [hc, pooled] = encode_caption(ids, mask, hi.options());
+  at::Tensor embedding = time_out_->forward(at::silu(time_in_->forward(sinusoidal_time_features(t, batch, kTimeFeatures, hi.options()))));
+  const at::Tensor y = at::silu(embedding + pooled_->forward(pooled));
+  const int64_t li = hi.size(1), lc = hc.size(1);
+  auto qkv_of = [&](Stream& s, const at::Tensor& h, const std::vector<at::Tensor>& m, int64_t length) {
+    at::Tensor a = s.norm1->forward(h) * (1 + m[1]) + m[0];
+    return s.qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  };
+  auto finish = [&](Stream& s, const at::Tensor& h, const at::Tensor& attended, const std::vector<at::Tensor>& m, int64_t length) {
+    at::Tensor out = h + m[2] * s.proj->forward(attended.transpose(1, 2).reshape({batch, length, d}));
+    at::Tensor a = s.norm2->forward(out) * (1 + m[4]) + m[3];
+    return out + m[5] * s.fc2->forward(at::gelu(s.fc1->forward(a), "tanh"));
+  };
+  for (auto& [image, caption] : blocks_) {
+    std::vector<at::Tensor> mi = image.modulation->forward(y).unsqueeze(1).chunk(6, -1);
+    std::vector<at::Tensor> mc = caption.modulation->forward(y).unsqueeze(1).chunk(caption.pre_only ? 2 : 6, -1);
+    at::Tensor qkv_i = qkv_of(image, hi, mi, li), qkv_c = qkv_of(caption, hc, mc, lc);
+    auto [attended_c, attended_i] = joint_attention(qkv_c[0], qkv_c[1], qkv_c[2], qkv_i[0], qkv_i[1], qkv_i[2], mask);
+    hi = finish(image, hi, attended_i, mi, li);
+    if (!caption.pre_only) hc = finish(caption, hc, attended_c, mc, lc);
+  }
+  std::vector<at::Tensor> m = final_modulation_->forward(y).unsqueeze(1).chunk(2, -1);
+  at::Tensor out = head_->forward(final_norm_->forward(hi) * (1 + m[1]) + m[0]);
+  return unpatchify(out, c, height, width, p).reshape(x.sizes());
+}
+
+nlohmann::json MMDiTImpl::spec() const {
+  const auto& o = options_;
+  return {{"type", "mmdit"},
+          {"options",
+           {{"channels", o.channels()},
+            {"height", o.height()},
+            {"image_width", o.image_width()},
+            {"patch", o.patch()},
+            {"width", o.width()},
+            {"depth", o.depth()},
+            {"heads", o.heads()},
+            {"mlp_ratio", o.mlp_ratio()},
+            {"caption_vocabulary", o.caption_vocabulary()},
+            {"caption_length", o.caption_length()},
+            {"text_depth", o.text_depth()},
+            {"num_classes", o.num_classes()}}}};
+}
+
+namespace {
+
+const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch", "text_depth"};
+
+std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+  const nlohmann::json options = spec.value("options", nlohmann::json::object());
+  for (const char* key : {"channels", "height", "image_width"}) {
+    if (!options.contains(key) || !options[key].is_number_integer()) {
+      throw std::invalid_argument(std::string("mmdit description needs an integer \"") + key + "\", got " + spec.dump());
+    }
+  }
+  MMDiTOptions o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
+  try {
+    o.patch(options.value("patch", o.patch()))
+        .width(options.value("width", o.width()))
+        .depth(options.value("depth", o.depth()))
+        .heads(options.value("heads", o.heads()))
+        .mlp_ratio(options.value("mlp_ratio", o.mlp_ratio()))
+        .caption_vocabulary(options.value("caption_vocabulary", o.caption_vocabulary()))
+        .caption_length(options.value("caption_length", o.caption_length()))
+        .text_depth(options.value("text_depth", o.text_depth()))
+        .num_classes(options.value("num_classes", o.num_classes()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("mmdit options " + options.dump() + ": " + e.what());
+  }
+  return std::make_shared<MMDiTImpl>(o);
+}
+
+}  // namespace
+
+ModelRegistration mmdit_registration() {
+  ModelRegistration r;
+  r.describe = [](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
+    if (shape.size() != 3) {
+      throw std::invalid_argument("model mmdit needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
+                                  " dimension(s)");
+    }
+    // caption_vocabulary and caption_length come from caption data (Domain::model_options), not users.
+    nlohmann::json user = given;
+    nlohmann::json from_data = nlohmann::json::object();
+    for (const char* key : {"caption_vocabulary", "caption_length"}) {
+      if (user.is_object() && user.contains(key)) {
+        from_data[key] = user[key];
+        user.erase(key);
+      }
+    }
+    nlohmann::json options = normalized_options("mmdit", user, kUserOptions);
+    options.update(from_data);
+    options["channels"] = shape[0];
+    options["height"] = shape[1];
+    options["image_width"] = shape[2];
+    options["num_classes"] = classes;
+    if (!options.contains("patch")) options["patch"] = shape[1] % 2 == 0 && shape[2] % 2 == 0 ? 2 : 1;
+    if (!options.contains("caption_vocabulary") && classes == 0) {
+      throw std::invalid_argument("model mmdit reads a caption or a class: this data has neither (use --model dit or unet)");
+    }
+    return build({{"type", "mmdit"}, {"options", options}})->spec();  // checks the options and fills the defaults
+  };
+  r.build = build;
+  r.help = "MMDiT (SD3): image and caption streams with joint attention, a text encoder, adaLN-Zero from time + pooled caption "
+           "(width, depth, heads, mlp-ratio, patch, text-depth); classes are one-token captions";
+  r.options = kUserOptions;
+  return r;
+}
+
+}  // namespace flowmatch::models
