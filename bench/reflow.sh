@@ -5,7 +5,7 @@
 # weights; one-step distillation of the 2-rectified flow on its own 50 000 pairs. Each is evaluated by
 # `flowmatch eval` (W2 at 1/2/4/10/100 Euler steps, n = 2000; straightness along Euler 100) and its trajectory
 # picture is copied to docs/img/reflow-<name>.png. Prints one JSON line per model.
-# Usage: bench/reflow.sh [train-steps-per-round]   (after `make build`; ~6 min on 2 cores)
+# Usage: bench/reflow.sh [train-steps-per-round]   (after `make build`; about a minute on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOWMATCH=./build/apps/flowmatch/flowmatch
