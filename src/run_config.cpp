@@ -33,7 +33,7 @@ std::vector<RunSetting> make_settings() {
   std::vector<S> s = {
       {"data", "string", "",
        "train on this instead of --target: a point cloud (N, D), .npy or .pt (source: N(0, I) in D dimensions); "
-       "'fashion-mnist' (Debian's files, see --data-dir); or an image folder DIR/CLASS/*.png|jpg (labels from the "
+       "'fashion-mnist' (Debian's files, see --data-dir), 'fashion-mnist-captions' (the same with a caption per image: 'a dark small ankle boot'); or an image folder DIR/CLASS/*.png|jpg (labels from the "
        "sub-folders); checkerboard-discrete, kjv or text:FILE (tokens, docs/DISCRETE.md); or any data a registered domain accepts. Images train a class-conditional U-Net with image "
        "defaults (docs/IMAGES.md)", {}},
       {"source", "string", "8gaussians",

@@ -76,8 +76,12 @@ Command register_sample(CLI::App& root) {
       ->check(CLI::IsMember(fm::scheduler_names()));
   app->add_option("--trajectories", o.trajectories, "2-D runs: also plot this many trajectories to OUT-trajectories.png")
       ->check(non_negative_number())->capture_default_str();
-  app->add_option("--class", o.which_class, "class-conditional runs: all (one row per class), none, a label number or a class name")
+  auto* which = app->add_option("--class", o.which_class, "class-conditional runs: all (one row per class), none, a label number or a class name")
       ->capture_default_str();
+  app->add_option("--prompt", o.which_class,
+                  "caption runs (--data fashion-mnist-captions): the caption to draw, 'a DARKNESS SIZE CLASS' (dark|grey|light, "
+                  "small|medium|large; words outside the captions' vocabulary are named)")
+      ->excludes(which);
   app->add_option("--guidance", o.guidance, "class-conditional runs: classifier-free guidance w: (1 + w) v(x, t, c) - w v(x, t, none)")
       ->check(non_negative_number())->capture_default_str();
   add_common_flags(app, f.common);

@@ -17,6 +17,7 @@
 #include "flowmatch/data/images.h"
 #include "flowmatch/data/point_cloud.h"
 #include "flowmatch/domain.h"
+#include "flowmatch/data/captions.h"
 #include "flowmatch/guidance.h"
 #include "flowmatch/io/plot.h"
 #include "flowmatch/likelihood.h"
@@ -39,10 +40,15 @@ data::ImageDataset load_images(const json& data, const std::string& split) {
   try {
     if (target == "fashion-mnist") {
       images = data::fashion_mnist_dataset(split, data.at("data_dir").get<std::string>());
+    } else if (target == "fashion-mnist-captions") {  // each image's caption (class, darkness, size) is its label
+      images = data::fashion_mnist_dataset(split, data.at("data_dir").get<std::string>());
+      const auto captions = data::CaptionSet::from_json(data.at("captions"));
+      images.labels = captions.labels(images.images, images.labels);
+      images.class_names = captions.captions;
     } else if (target == "image-folder") {
       images = data::load_image_folder(data.at("folder").get<std::string>(), data.at("image_shape")[0].get<int64_t>());
     } else {
-      throw std::runtime_error("unknown image data '" + target + "' (expected fashion-mnist or image-folder)");
+      throw std::runtime_error("unknown image data '" + target + "' (expected fashion-mnist, fashion-mnist-captions or image-folder)");
     }
   } catch (const json::exception& e) {
     throw std::runtime_error(std::string("the run's image data description: ") + e.what());
@@ -61,7 +67,11 @@ void write_grid(const json& data, const std::string& path, const at::Tensor& x, 
   const int64_t classes = data.value("num_classes", int64_t{0});
   std::vector<std::string> rows;
   int64_t columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(x.size(0)))));
-  if (which == "all" && classes > 0) {
+  if (which == "all" && classes > 0 && data.contains("captions")) {  // one row per class, its 9 captions (darkness × size) along it
+    columns = x.size(0) / (classes / 9);
+    for (const auto& name : data::fashion_mnist_class_names()) rows.push_back(name);
+    if (static_cast<int64_t>(rows.size()) * 9 != classes) rows.clear(), columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(x.size(0)))));
+  } else if (which == "all" && classes > 0) {
     columns = x.size(0) / classes;
     rows = data.value("class_names", std::vector<std::string>());
     if (static_cast<int64_t>(rows.size()) != classes) rows.clear();
@@ -78,6 +88,11 @@ std::string classifier_file(const std::string& given) {
   return file;
 }
 
+// The classifier's classes of labels: a caption label (class · 9 + darkness · 3 + size) gives its class.
+at::Tensor class_of(const json& data, const at::Tensor& labels) {
+  return data.contains("captions") ? at::floor_divide(labels, 9) : labels;
+}
+
 class ImagesDomain : public Domain {
  public:
   std::string name() const override { return "images"; }
@@ -90,6 +105,14 @@ class ImagesDomain : public Domain {
   }
   std::vector<std::string> own_settings() const override { return {"label-dropout", "image-channels"}; }
   std::string default_model(const json&) const override { return "unet"; }
+  // A network that reads text gets the captions' vocabulary and each label's tokens.
+  json model_options(const json& data, const std::string& model) const override {
+    if (model != "mmdit" || !data.contains("captions")) return json::object();
+    const auto captions = data::CaptionSet::from_json(data.at("captions"));
+    return {{"caption_vocabulary", static_cast<int64_t>(captions.vocabulary.size())},
+            {"caption_length", captions.max_length()},
+            {"caption_table", captions.tokens}};
+  }
   std::string sample_unit() const override { return "images"; }
 
   json describe_data(const json& s, const std::vector<std::string>& given) const override {
@@ -100,9 +123,15 @@ class ImagesDomain : public Domain {
     json spec;
     data::ImageDataset data;
     try {
-      if (which == "fashion-mnist") {
+      if (which == "fashion-mnist" || which == "fashion-mnist-captions") {
         data = data::fashion_mnist_dataset("train", s["data-dir"].get<std::string>());
-        spec = {{"target", "fashion-mnist"}, {"data_dir", fs::absolute(s["data-dir"].get<std::string>()).string()}};
+        spec = {{"target", which}, {"data_dir", fs::absolute(s["data-dir"].get<std::string>()).string()}};
+        if (which == "fashion-mnist-captions") {  // thresholds: the training set's terciles
+          auto [size, brightness] = data::ink_size_and_brightness(data.images);
+          const auto captions = data::CaptionSet::build(data.class_names, data::terciles(size), data::terciles(brightness));
+          data.class_names = captions.captions;
+          spec["captions"] = captions.to_json();
+        }
       } else {
         data = data::load_image_folder(which, s["image-channels"].get<int64_t>());
         spec = {{"target", "image-folder"}, {"folder", fs::absolute(which).string()}};
@@ -142,7 +171,7 @@ class ImagesDomain : public Domain {
   }
 
   void complete_sample_options(const json& data, SampleOptions& o) const override {
-    if (o.n <= 0 && !o.initial.defined()) o.n = 10 * std::max<int64_t>(1, num_classes(data));
+    if (o.n <= 0 && !o.initial.defined()) o.n = (data.contains("captions") ? 1 : 10) * std::max<int64_t>(1, num_classes(data));
     if (o.solver.empty()) o.solver = "midpoint";
     if (o.steps <= 0) o.steps = 20;
   }
@@ -189,6 +218,10 @@ class ImagesDomain : public Domain {
       }
     } catch (const std::exception&) {
     }
+    if (data.contains("captions")) {  // a prompt: its words, each in the captions' vocabulary
+      c.labels = at::full({n}, data::CaptionSet::from_json(data.at("captions")).label_of(which), at::kLong);
+      return c;
+    }
     std::string known;
     for (const auto& name : names) known += (known.empty() ? "" : ", ") + name;
     throw std::invalid_argument("--class '" + which + "' is not all, none, a label in [0, " + std::to_string(classes) +
@@ -224,7 +257,7 @@ class ImagesDomain : public Domain {
     };
     const auto test_stats = metrics::gaussian_statistics(features_of(test));
     const double floor = metrics::frechet_distance(metrics::gaussian_statistics(features_of(train)), test_stats);
-    return [classifier, test_stats, floor, classes](const SampleResult& samples) -> json {
+    return [classifier, test_stats, floor, classes, captions = data.contains("captions")](const SampleResult& samples) -> json {
       json q = {{"primary", "frechet_distance"}, {"frechet_distance_floor", floor}};
       if (!at::isfinite(samples.x).all().item<bool>()) {
         q["frechet_distance"] = nullptr;
@@ -234,7 +267,7 @@ class ImagesDomain : public Domain {
       c10::InferenceMode guard;
       at::Tensor x = samples.x.clamp(-1, 1);
       q["frechet_distance"] = metrics::frechet_distance(metrics::gaussian_statistics(classifier_features(*classifier, x)), test_stats);
-      if (classes > 0 && samples.labels.defined()) q["classifier_accuracy"] = classifier_accuracy(*classifier, x, samples.labels);
+      if (classes > 0 && samples.labels.defined()) q["classifier_accuracy"] = classifier_accuracy(*classifier, x, captions ? at::floor_divide(samples.labels, 9) : samples.labels);
       return q;
     };
   }
@@ -302,7 +335,7 @@ class ImagesDomain : public Domain {
       const auto start = std::chrono::steady_clock::now();
       int64_t nfe = 0;
       at::Tensor x = sample(model, labels, w, f.sample_solver, f.sample_steps, nfe);
-      const double acc = classifier_accuracy(*classifier, x, labels);
+      const double acc = classifier_accuracy(*classifier, x, class_of(data, labels));
       char key[32];
       std::snprintf(key, sizeof key, "%g", w);
       accuracy[key] = acc;
@@ -407,7 +440,7 @@ class ImagesDomain : public Domain {
 std::shared_ptr<Domain> make_images_domain() { return std::make_shared<ImagesDomain>(); }
 bool images_domain_accepts(const std::string& data) {
   std::error_code ec;
-  return data == "fashion-mnist" || (!data.empty() && fs::is_directory(data, ec));
+  return data == "fashion-mnist" || data == "fashion-mnist-captions" || (!data.empty() && fs::is_directory(data, ec));
 }
 
 }  // namespace flowmatch

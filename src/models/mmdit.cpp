@@ -72,6 +72,30 @@ MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
                                 std::to_string(o.caption_length()) + ", classes " + std::to_string(o.num_classes()) +
                                 " (expected captions (vocabulary 1..2^20, length 1..4096), or classes 1..100000 read as one-token captions)");
   }
+  if (!o.caption_table().empty()) {
+    if (o.caption_vocabulary() == 0 || static_cast<int64_t>(o.caption_table().size()) != o.num_classes()) {
+      throw std::invalid_argument("mmdit: a caption table needs captions and one row per class, got " +
+                                  std::to_string(o.caption_table().size()) + " rows for " + std::to_string(o.num_classes()) + " classes");
+    }
+    table_ids_ = at::zeros({o.num_classes(), o.caption_length()}, at::kLong);
+    table_mask_ = at::zeros({o.num_classes(), o.caption_length()}, at::kBool);
+    for (int64_t k = 0; k < o.num_classes(); ++k) {
+      const auto& row = o.caption_table()[static_cast<size_t>(k)];
+      if (row.empty() || static_cast<int64_t>(row.size()) > o.caption_length()) {
+        throw std::invalid_argument("mmdit: caption " + std::to_string(k) + " has " + std::to_string(row.size()) + " tokens (expected 1 to " +
+                                    std::to_string(o.caption_length()) + ")");
+      }
+      for (size_t j = 0; j < row.size(); ++j) {
+        if (row[j] < 0 || row[j] >= o.caption_vocabulary()) {
+          throw std::invalid_argument("mmdit: caption " + std::to_string(k) + " has token id " + std::to_string(row[j]) + " outside [0, " +
+                                      std::to_string(o.caption_vocabulary()) + ")");
+        }
+        table_ids_[k][static_cast<int64_t>(j)] = row[j];
+        table_mask_[k][static_cast<int64_t>(j)] = true;
+      }
+    }
+    // Plain tensors, not buffers: Module::to(dtype) would turn the ids into floats. Moved to x's device at use.
+  }
   const int64_t d = o.width(), rows = o.height() / p, columns = o.image_width() / p;
   patch_embedding_ = register_module("patch_embedding", torch::nn::Linear(o.channels() * p * p, d));
   positions_ = register_buffer("positions", sincos_positions_2d(rows, columns, d));
@@ -123,10 +147,17 @@ std::pair<at::Tensor, at::Tensor> MMDiTImpl::encode_caption(const at::Tensor& id
 at::Tensor MMDiTImpl::forward(const at::Tensor& x, const at::Tensor& t) { return run(x, t, at::Tensor(), at::Tensor()); }
 
 at::Tensor MMDiTImpl::forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
-  if (options_.num_classes() == 0 || options_.caption_vocabulary() > 0) return VelocityModel::forward_conditional(x, t, labels);
+  if (options_.num_classes() == 0 || (options_.caption_vocabulary() > 0 && !table_ids_.defined())) {
+    return VelocityModel::forward_conditional(x, t, labels);  // throws: labels mean nothing here
+  }
   check_labels(labels, x.size(0), options_.num_classes());
   at::Tensor present = labels.ne(kNullLabel);
-  return run(x, t, at::where(present, labels, at::zeros_like(labels)).unsqueeze(1), present.unsqueeze(1));
+  at::Tensor index = at::where(present, labels, at::zeros_like(labels)).to(x.device());
+  if (table_ids_.defined()) {  // each label's caption; "no class": the empty caption
+    at::Tensor mask = table_mask_.to(x.device()).index_select(0, index).logical_and(present.to(x.device()).unsqueeze(1));
+    return run(x, t, table_ids_.to(x.device()).index_select(0, index), mask);
+  }
+  return run(x, t, index.unsqueeze(1), present.to(x.device()).unsqueeze(1));
 }
 
 at::Tensor MMDiTImpl::forward_with(const at::Tensor& x, const at::Tensor& t, const Conditioning& c) {
@@ -204,7 +235,8 @@ nlohmann::json MMDiTImpl::spec() const {
             {"caption_vocabulary", o.caption_vocabulary()},
             {"caption_length", o.caption_length()},
             {"text_depth", o.text_depth()},
-            {"num_classes", o.num_classes()}}}};
+            {"num_classes", o.num_classes()},
+            {"caption_table", o.caption_table()}}}};
 }
 
 namespace {
@@ -228,7 +260,8 @@ std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
         .caption_vocabulary(options.value("caption_vocabulary", o.caption_vocabulary()))
         .caption_length(options.value("caption_length", o.caption_length()))
         .text_depth(options.value("text_depth", o.text_depth()))
-        .num_classes(options.value("num_classes", o.num_classes()));
+        .num_classes(options.value("num_classes", o.num_classes()))
+        .caption_table(options.value("caption_table", o.caption_table()));
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument("mmdit options " + options.dump() + ": " + e.what());
   }
@@ -244,10 +277,10 @@ ModelRegistration mmdit_registration() {
       throw std::invalid_argument("model mmdit needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
                                   " dimension(s)");
     }
-    // caption_vocabulary and caption_length come from caption data (Domain::model_options), not users.
+    // caption_vocabulary, caption_length and caption_table come from caption data (Domain::model_options), not users.
     nlohmann::json user = given;
     nlohmann::json from_data = nlohmann::json::object();
-    for (const char* key : {"caption_vocabulary", "caption_length"}) {
+    for (const char* key : {"caption_vocabulary", "caption_length", "caption_table"}) {
       if (user.is_object() && user.contains(key)) {
         from_data[key] = user[key];
         user.erase(key);

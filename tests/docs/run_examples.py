@@ -100,14 +100,19 @@ def flag_value(tokens, flag):
     return tokens[tokens.index(flag) + 1] if flag in tokens and tokens.index(flag) + 1 < len(tokens) else None
 
 
-def run_domain(work, run_dir):
-    """The domain of a run folder ("points", "images", "discrete", ...), from its config.json."""
+def run_data(work, run_dir):
+    """The data description of a run folder (its config.json's "data"), or {}."""
     import json
     try:
         with open(os.path.join(work, run_dir, "config.json")) as f:
-            return json.load(f).get("data", {}).get("domain", "")
+            return json.load(f).get("data", {})
     except (OSError, ValueError):
-        return ""
+        return {}
+
+
+def run_domain(work, run_dir):
+    """The domain of a run folder ("points", "images", "discrete", ...)."""
+    return run_data(work, run_dir).get("domain", "")
 
 
 def budget(tokens, mini_fmnist, work="."):
@@ -117,7 +122,7 @@ def budget(tokens, mini_fmnist, work="."):
         return tokens[:cut + 1] + budget(tokens[cut + 1:], mini_fmnist, work)
     command = tokens[0] if tokens else ""
     data = flag_value(tokens, "--data") or ""
-    images = data == "fashion-mnist"
+    images = data.startswith("fashion-mnist")
     if command == "train":
         molecules = data.startswith("molecules") or "--system" in tokens
         steps = "3" if images else "5" if molecules else "40"
@@ -135,8 +140,12 @@ def budget(tokens, mini_fmnist, work="."):
             tokens = set_flag(tokens, "--batch", "64", only_if_present=True)
     elif command == "sample":
         if "--initial" not in tokens:
-            few = run_domain(work, flag_value(tokens, "--run") or "") in ("images", "discrete")
-            tokens = set_flag(tokens, "--n", "20" if few else "200")
+            data = run_data(work, flag_value(tokens, "--run") or "")
+            few = data.get("domain") in ("images", "discrete")
+            every_caption = "captions" in data and "--prompt" not in tokens and "--class" not in tokens
+            tokens = set_flag(tokens, "--n", "90" if every_caption else "20" if few else "200")
+            if few:
+                tokens = set_flag(tokens, "--steps", "4")
         if "--steps" in tokens and int(flag_value(tokens, "--steps")) > 100:
             tokens = set_flag(tokens, "--steps", "100")
     elif command == "eval":

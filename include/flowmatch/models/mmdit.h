@@ -52,6 +52,9 @@ struct MMDiTOptions {
   TORCH_ARG(int64_t, text_depth) = 2;
   /// > 0: classes, read as one-token captions when caption_vocabulary is 0.
   TORCH_ARG(int64_t, num_classes) = 0;
+  /// With captions and classes: label k's caption, token ids (num_classes lists of at most
+  /// caption_length ids), so that labels (and guidance's "no class") are read as their captions.
+  TORCH_ARG(std::vector<std::vector<int64_t>>, caption_table) = {};
 };
 
 class MMDiTImpl : public VelocityModel {
@@ -59,7 +62,8 @@ class MMDiTImpl : public VelocityModel {
   explicit MMDiTImpl(MMDiTOptions options);
   /// The unconditional velocity (the empty caption).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
-  /// Classes as one-token captions (kNullLabel: the empty caption).
+  /// Labels read as captions: the caption table's rows, or classes as one-token captions (kNullLabel:
+  /// the empty caption).
   at::Tensor forward_conditional(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) override;
   /// A caption in c.context / c.context_mask, or labels.
   at::Tensor forward_with(const at::Tensor& x, const at::Tensor& t, const Conditioning& c) override;
@@ -85,6 +89,7 @@ class MMDiTImpl : public VelocityModel {
   at::Tensor run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& ids, const at::Tensor& mask);
 
   MMDiTOptions options_;
+  at::Tensor table_ids_, table_mask_;  // the caption table as (classes, L) ids and mask; undefined without
   torch::nn::Linear patch_embedding_{nullptr};
   at::Tensor positions_;  // fixed (N, d), a buffer
   torch::nn::Linear time_in_{nullptr}, time_out_{nullptr};
