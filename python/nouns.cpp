@@ -82,7 +82,7 @@ struct PythonModel {
 // flow_matching's ScheduleTransformedModel: a field trained with one scheduler, sampled with another.
 struct ScheduleTransformedModel {
   py::object model;
-  fm::VelocityField field;
+  SchedulerPtr original, wanted;
 };
 
 struct ODESolver {
@@ -95,6 +95,7 @@ struct ODESolver {
                             double atol, double rtol, bool intermediates, bool& grid_steps) const {
     auto o = fm::SolverOptions().manifold(manifold).method(fm::solver_method_from_string(method)).atol(atol).rtol(rtol);
     const bool adaptive = o.method() == fm::SolverMethod::Dopri5;
+    if (adaptive && !step_size.is_none()) throw std::invalid_argument("step_size is for fixed-step methods; dopri5 takes atol and rtol");
     grid_steps = !adaptive && step_size.is_none();
     if (grid_steps) {
       o.time_grid(grid).record_trajectory(intermediates);
@@ -239,18 +240,18 @@ void bind_nouns(py::module_& m) {
       "final distribution (exact for the marginal field): u'(x, r) = (ds/dr / s) x + s dt/dr u(x / s, t_r).")
       .def(py::init([](const py::object& velocity_model, const SchedulerPtr& original_scheduler, const SchedulerPtr& new_scheduler) {
              if (!original_scheduler || !new_scheduler) throw std::invalid_argument("ScheduleTransformedModel: schedulers must not be None");
-             ScheduleTransformedModel out{velocity_model, {}};
-             out.field = fm::schedule_transformed_field(python_field(out.model), original_scheduler, new_scheduler);
-             return out;
+             if (!PyCallable_Check(velocity_model.ptr())) throw std::invalid_argument("velocity_model must be callable as velocity_model(x, t)");
+             return ScheduleTransformedModel{velocity_model, original_scheduler, new_scheduler};
            }),
            py::arg("velocity_model"), py::arg("original_scheduler"), py::arg("new_scheduler"))
       .def(
           "__call__",
-          [](const ScheduleTransformedModel& s, const at::Tensor& x, const at::Tensor& t) {
+          [](const ScheduleTransformedModel& s, const at::Tensor& x, const at::Tensor& t, const py::kwargs& extras) {
+            const PythonModel model{s.model, py::dict(extras)};
             at::Tensor times = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-            return s.field(x, times);
+            return fm::schedule_transformed_field(model.field(), s.original, s.wanted)(x, times);
           },
-          py::arg("x"), py::arg("t"), "The transformed velocity at (x, t); t a scalar or (B,).");
+          py::arg("x"), py::arg("t"), "The transformed velocity at (x, t); t a scalar or (B,); keyword arguments go to the model.");
 
   // ---------------------------------------------------------------- solver
   py::class_<ODESolver>(m, "ODESolver",
@@ -294,6 +295,9 @@ void bind_nouns(py::module_& m) {
               throw std::invalid_argument("ODESolver.compute_likelihood: time_grid must be [1.0, 0.0] (data to noise)");
             }
             auto solver = fm::SolverOptions().manifold(s.manifold).method(fm::solver_method_from_string(method)).atol(atol).rtol(rtol);
+            if (solver.method() == fm::SolverMethod::Dopri5 && !step_size.is_none()) {
+              throw std::invalid_argument("ODESolver.compute_likelihood: step_size is for fixed-step methods; dopri5 takes atol and rtol");
+            }
             if (solver.method() != fm::SolverMethod::Dopri5) {
               if (step_size.is_none()) throw std::invalid_argument("ODESolver.compute_likelihood: a fixed-step method needs step_size");
               solver.steps(static_cast<int64_t>(grid_from_step_size(1.0, 0.0, step_size.cast<double>()).size()) - 1);
@@ -329,7 +333,8 @@ void bind_nouns(py::module_& m) {
           py::arg("x_1"), py::arg("log_p0") = py::none(), py::arg("step_size") = py::none(), py::arg("method") = "dopri5",
           py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5, py::arg("time_grid") = std::vector<double>{1.0, 0.0},
           py::arg("exact_divergence") = true, py::arg("probes") = 1, py::arg("seed") = py::none(),
-          "(x_0, log p_1(x_1)) by the continuity equation, solved from x_1 at t = 1 back to t = 0. log_p0(x) is the source's\n"
+          "(x_0, log p_1(x_1)) by the continuity equation, solved from x_1 at t = 1 back to t = 0 (fixed-step methods: ceil(1 /\n"
+          "step_size) equal steps; flow_matching's defaults are euler and Hutchinson, ours dopri5 and exact). log_p0(x) is the source's\n"
           "log-density per row (default: N(0, I), or the manifold's uniform distribution). exact_divergence=False uses\n"
           "Hutchinson's estimate with `probes` Rademacher probes (seeded by `seed`). Keyword arguments go to every model call.");
 }

@@ -30,7 +30,7 @@ class CMakeBuild(build_ext):
             generator = ["-G", "Ninja"] if shutil.which("ninja") else []
             subprocess.check_call(["cmake", "-S", ROOT, "-B", build_dir, *generator, "-DCMAKE_BUILD_TYPE=Release",
                                    "-DFLOWMATCH_BUILD_TESTS=OFF", "-DFLOWMATCH_BUILD_APPS=OFF",
-                                   "-DFLOWMATCH_BUILD_EXAMPLES=OFF", "-DPython3_EXECUTABLE=/usr/bin/python3"])
+                                   "-DFLOWMATCH_BUILD_EXAMPLES=OFF", f"-DPython3_EXECUTABLE={sys.executable}"])
         subprocess.check_call(["cmake", "--build", build_dir, "--target", "flowmatch_python", "-j", str(os.cpu_count() or 1)])
         built = glob.glob(os.path.join(build_dir, "python", "flowmatch", "_core*.so"))
         if len(built) != 1:

@@ -119,11 +119,12 @@ def main():
     # Base classes first, so that every subclass names a class already declared.
     ordered = []
     while classes:
-        for cls in classes:
-            if all(b in ordered or b.__module__ != _core.__name__ for b in cls.__bases__):
-                ordered.append(cls)
-                classes.remove(cls)
-                break
+        ready = [c for c in classes if all(b in ordered or b.__module__ != _core.__name__ or b.__name__.startswith("_")
+                                           for b in c.__bases__)]
+        if not ready:
+            raise ValueError(f"classes whose bases are not public: {[c.__name__ for c in classes]}")
+        ordered.append(ready[0])
+        classes.remove(ready[0])
     for cls in ordered:
         out.append(class_stub(cls))
     for n in names:

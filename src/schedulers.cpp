@@ -313,6 +313,7 @@ VelocityField schedule_transformed_field(VelocityField field, std::shared_ptr<co
              const at::Tensor& x, const at::Tensor& r) -> at::Tensor {
     TORCH_CHECK(r.numel() == 1 || (r.dim() == 1 && x.dim() >= 1 && r.size(0) == x.size(0)),
                 "schedule transform: expected one time, or one per sample of the batch of ", x.sizes(), ", got shape ", r.sizes());
+    if (x.dim() >= 1 && x.size(0) == 0) return at::zeros_like(x);  // an empty batch
     at::Tensor rr = r.to(at::kDouble).clamp(margin, 1 - margin);
     const SchedulerValues w = (*wanted)(rr);
     // The trained time with the same signal-to-noise ratio.
@@ -330,7 +331,9 @@ VelocityField schedule_transformed_field(VelocityField field, std::shared_ptr<co
     // Per-sample coefficients broadcast over the sample's other dimensions, in x's dtype.
     std::vector<int64_t> shape(static_cast<size_t>(std::max<int64_t>(x.dim(), 1)), 1);
     if (r.numel() > 1) shape[0] = r.size(0);
-    auto along_x = [&](const at::Tensor& c) { return c.reshape(r.numel() > 1 ? at::IntArrayRef(shape) : at::IntArrayRef{}).to(x.scalar_type()); };
+    auto along_x = [&](const at::Tensor& c) {
+      return c.reshape(r.numel() > 1 ? at::IntArrayRef(shape) : at::IntArrayRef{}).to(x.device(), x.scalar_type());
+    };
     at::Tensor t_model = tr.to(r.options()).reshape(r.sizes());
     at::Tensor u = field(x / along_x(s), t_model);
     return u * along_x(s * dt) + x * along_x(ds / s);

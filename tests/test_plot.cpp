@@ -143,3 +143,22 @@ TEST(Plot, HeatmapsHaveAColourBarAndTheTextIsAntiAliased) {
   EXPECT_THROW(fm::io::write_heatmaps_png(path, {{ramp, 1, 1, -1, 1}}, style), std::invalid_argument);
   EXPECT_THROW(fm::io::write_heatmaps_png(path, {}, style), std::invalid_argument);
 }
+
+TEST(Plot, InvalidUtf8IsDrawnAndOversizedPicturesAreRefusedBeforeDrawing) {
+  // A title with a cut multi-byte character and a lone continuation byte still gives a full picture (cairo
+  // would stop drawing on invalid UTF-8); a grid wider than cairo's 32767 pixels is refused up front.
+  fmtest::TempDir dir;
+  fm::io::PlotStyle style;
+  style.width = 200;
+  style.height = 150;
+  style.title = std::string("caf\xC3", 4) + " \x80 end";
+  fm::io::write_scatter_png(dir / "t.png", {{at::randn({50, 2}), {255, 0, 0}, "r\xE2\x82", 1.0f}}, style);
+  Image img = load(dir / "t.png");
+  EXPECT_EQ(img.w, 200);
+  EXPECT_GT(img.count_near({255, 0, 0}, 20), 100);  // the legend square: drawing went on after the title
+  at::Tensor wide = at::zeros({400, 1, 28, 28}, at::kByte);
+  EXPECT_THROW(fm::io::write_image_grid_png(dir / "g.png", wide, 400), std::invalid_argument);
+  EXPECT_THROW(fm::io::write_heatmaps_png(dir / "h.png", std::vector<fm::io::Heatmap>(200, {at::zeros({2, 2}), 0, 1, 0, 1}), style),
+               std::invalid_argument);
+  EXPECT_EQ(files_in(dir.str()), 1u);
+}

@@ -133,7 +133,8 @@ class ODESolver:
         time_grid time, stacked (len(time_grid), ...). Keyword arguments go to every model call."""
         ...
     def compute_likelihood(self: ODESolver, x_1: torch.Tensor, log_p0: Any = ..., step_size: Any = ..., method: str = ..., atol: float = ..., rtol: float = ..., time_grid: Any = ..., exact_divergence: bool = ..., probes: int = ..., seed: Any = ..., **kwargs) -> tuple:
-        """(x_0, log p_1(x_1)) by the continuity equation, solved from x_1 at t = 1 back to t = 0. log_p0(x) is the source's
+        """(x_0, log p_1(x_1)) by the continuity equation, solved from x_1 at t = 1 back to t = 0 (fixed-step methods: ceil(1 /
+        step_size) equal steps; flow_matching's defaults are euler and Hutchinson, ours dopri5 and exact). log_p0(x) is the source's
         log-density per row (default: N(0, I), or the manifold's uniform distribution). exact_divergence=False uses
         Hutchinson's estimate with `probes` Rademacher probes (seeded by `seed`). Keyword arguments go to every model call."""
         ...
@@ -192,8 +193,8 @@ class ScheduleTransformedModel:
     final distribution (exact for the marginal field): u'(x, r) = (ds/dr / s) x + s dt/dr u(x / s, t_r)."""
     def __init__(self: ScheduleTransformedModel, velocity_model: Any, original_scheduler: Scheduler, new_scheduler: Scheduler) -> None:
         ...
-    def __call__(self: ScheduleTransformedModel, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The transformed velocity at (x, t); t a scalar or (B,)."""
+    def __call__(self: ScheduleTransformedModel, x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The transformed velocity at (x, t); t a scalar or (B,); keyword arguments go to the model."""
         ...
 
 

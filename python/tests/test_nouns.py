@@ -117,6 +117,14 @@ def test_schedule_transform_turns_one_paths_marginal_field_into_anothers():
             t = torch.full((25,), r, dtype=torch.float64)
             assert torch.allclose(model(x, t), gaussian_marginal_velocity(wanted, x, t), atol=1e-8), (wanted, r)
             assert torch.allclose(model(x, torch.tensor(r, dtype=torch.float64)), model(x, t))  # a scalar t
+    # Keyword arguments reach the model (as flow_matching's model extras), also through a solver.
+    scaled = fm.ScheduleTransformedModel(lambda y, t, scale=1.0: scale * gaussian_marginal_velocity(condot, y, t), condot,
+                                         fm.CosineScheduler())
+    t = torch.full((25,), 0.5, dtype=torch.float64)
+    assert torch.allclose(scaled(x, t, scale=2.0), 2 * scaled(x, t), atol=1e-12)
+    out = fm.ODESolver(scaled).sample(x, step_size=0.25, method="rk4", time_grid=[0.2, 0.8], scale=0.0)
+    transformed_zero = fm.ScheduleTransformedModel(lambda y, t: 0 * y, condot, fm.CosineScheduler())
+    assert torch.allclose(out, fm.ODESolver(transformed_zero).sample(x, step_size=0.25, method="rk4", time_grid=[0.2, 0.8]))
 
 
 def test_ode_solver_sample_follows_flow_matchings_grid_rules():
@@ -152,6 +160,8 @@ def test_ode_solver_sample_follows_flow_matchings_grid_rules():
         solver.sample(x, method="no-such-method")
     with pytest.raises(ValueError, match="step_size"):
         solver.sample(x, step_size=-0.1)
+    with pytest.raises(ValueError, match="fixed-step"):
+        solver.sample(x, step_size=0.1, method="dopri5")
 
 
 def test_ode_solver_likelihood_of_a_linear_flow():
@@ -228,9 +238,11 @@ def test_pip_installs_the_package_into_a_fresh_environment(tmp_path):
     probe = ("import flowmatch as fm, torch, os; "
              "print(os.path.dirname(fm.__file__)); "
              "print(float(fm.CondOTScheduler()(torch.tensor([0.25])).sigma_t)); "
-             "print(sorted(os.listdir(os.path.dirname(fm.__file__)))[:3])")
+             "print(' '.join(sorted(f for f in os.listdir(os.path.dirname(fm.__file__)) if f != '__pycache__')))")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], check=True, capture_output=True, text=True,
                          env=env, cwd=str(tmp_path)).stdout.split("\n")
     assert out[0].startswith(str(venv)), out
     assert float(out[1]) == 0.75
-    assert "__init__.pyi" in out[2] and "__init__.py" in out[2]
+    files = out[2].split()
+    assert files[:3] == ["__init__.py", "__init__.pyi", "_core" + files[2][len("_core"):]] and files[2].endswith(".so"), files
+    assert files[3:] == ["py.typed"], files

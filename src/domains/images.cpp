@@ -93,6 +93,37 @@ at::Tensor class_of(const json& data, const at::Tensor& labels) {
   return data.contains("captions") ? at::floor_divide(labels, 9) : labels;
 }
 
+// Labels for n samples: class-balanced rows (n a multiple of the classes), or for captions the 90
+// captions in turn (any n).
+at::Tensor evaluation_labels(const json& data, int64_t n, int64_t classes) {
+  return data.contains("captions") ? at::arange(n, at::kLong).remainder(classes) : grid_labels(n, classes);
+}
+
+// The share of samples x (images in [-1, 1]) whose class (by the classifier), darkness and size (by their
+// own pixels, with the run's thresholds) are those of their caption `labels`.
+json caption_match(ImageClassifierImpl& classifier, const data::CaptionSet& captions, const std::vector<int64_t>& shape, const at::Tensor& x,
+                   const at::Tensor& labels) {
+  c10::InferenceMode inference;
+  classifier.eval();
+  const auto device = classifier.parameters().front().device();
+  std::vector<at::Tensor> predicted;
+  for (int64_t start = 0; start < x.size(0); start += 500) {
+    predicted.push_back(classifier.forward(x.narrow(0, start, std::min<int64_t>(500, x.size(0) - start)).to(device)).argmax(1).to(at::kCPU));
+  }
+  at::Tensor cls = at::cat(predicted);
+  at::Tensor pixels = data::unit_range_to_pixels(x.to(at::kCPU)).reshape({x.size(0), shape[0], shape[1], shape[2]});
+  at::Tensor got = captions.labels(pixels, at::zeros({x.size(0)}, at::kLong));  // darkness · 3 + size
+  at::Tensor want = labels.to(at::kCPU);
+  at::Tensor class_ok = cls.eq(at::floor_divide(want, 9));
+  at::Tensor dark_ok = at::floor_divide(got, 3).eq(at::floor_divide(want.remainder(9), 3));
+  at::Tensor size_ok = got.remainder(3).eq(want.remainder(3));
+  auto share = [](const at::Tensor& ok) { return ok.to(at::kDouble).mean().item<double>(); };
+  return {{"class", share(class_ok)},
+          {"darkness", share(dark_ok)},
+          {"size", share(size_ok)},
+          {"all", share(class_ok.logical_and(dark_ok).logical_and(size_ok))}};
+}
+
 class ImagesDomain : public Domain {
  public:
   std::string name() const override { return "images"; }
@@ -276,11 +307,12 @@ class ImagesDomain : public Domain {
     const json& data = run.config()["data"];
     const int64_t classes = num_classes(data);
     if (classes <= 0) throw std::invalid_argument("eval: this image run is not class-conditional");
-    if (f.accuracy_n % classes != 0) {
+    const bool captions = data.contains("captions");  // labels are captions: any number of samples goes
+    if (!captions && f.accuracy_n % classes != 0) {
       throw std::invalid_argument("--accuracy-n " + std::to_string(f.accuracy_n) + " must be a multiple of the " +
                                   std::to_string(classes) + " classes");
     }
-    if (f.fd_n > 0 && (f.fd_n < 2 || f.fd_n % classes != 0)) {
+    if (f.fd_n > 0 && (f.fd_n < 2 || (!captions && f.fd_n % classes != 0))) {
       throw std::invalid_argument("--fd-n " + std::to_string(f.fd_n) + " must be 0 or a multiple of the " + std::to_string(classes) + " classes");
     }
     for (double w : f.guidance_scales) {
@@ -291,7 +323,7 @@ class ImagesDomain : public Domain {
     auto classifier = load_image_classifier(classifier_file(f.classifier), &classifier_meta);
     const auto shape = data.at("image_shape").get<std::vector<int64_t>>();
     if (classifier->options.in_channels() != shape[0] || classifier->options.image_size() != shape[1] ||
-        classifier->options.num_classes() != classes) {
+        classifier->options.num_classes() != (captions ? classes / 9 : classes)) {
       throw std::invalid_argument("--classifier was trained on other images (" + to_json(classifier->options).dump() + ")");
     }
     classifier->to(f.device);
@@ -328,9 +360,11 @@ class ImagesDomain : public Domain {
     };
 
     // (a) Accuracy per guidance scale on class-balanced samples.
-    json accuracy = json::object();
-    at::Tensor labels = grid_labels(f.accuracy_n, classes);
+    json accuracy = json::object(), match = json::object();
+    at::Tensor labels = evaluation_labels(data, f.accuracy_n, classes);
     at::Tensor grid_source;
+    std::optional<data::CaptionSet> caption_set;
+    if (captions) caption_set = data::CaptionSet::from_json(data.at("captions"));
     for (double w : f.guidance_scales) {
       const auto start = std::chrono::steady_clock::now();
       int64_t nfe = 0;
@@ -341,7 +375,15 @@ class ImagesDomain : public Domain {
       accuracy[key] = acc;
       metrics["nfe"] = nfe;
       metrics["sample_images_per_s"] = static_cast<double>(f.accuracy_n) / seconds_since(start);
-      if (w == 2 || grid_source.numel() == 0) {  // 10 per class for the picture
+      if (captions) {
+        match[key] = caption_match(*classifier, *caption_set, shape, x, labels);
+        if ((w == 2 || grid_source.numel() == 0) && x.size(0) >= classes) {  // every caption once: a row per class
+          grid_source = x.narrow(0, 0, classes);
+          char title[120];
+          std::snprintf(title, sizeof title, "guidance w = %g; columns dark, grey, light x small, medium, large", w);
+          write_grid(data, run.dir() + "/eval-grid.png", grid_source.contiguous(), "all", title);
+        }
+      } else if (w == 2 || grid_source.numel() == 0) {  // 10 per class for the picture
         std::vector<at::Tensor> rows;
         const int64_t per_class = f.accuracy_n / classes, shown = std::min<int64_t>(10, per_class);
         for (int64_t c = 0; c < classes; ++c) rows.push_back(x.narrow(0, c * per_class, shown));
@@ -359,6 +401,20 @@ class ImagesDomain : public Domain {
     metrics["classifier_accuracy_by_guidance"] = accuracy;
     if (accuracy.contains("2")) metrics["classifier_accuracy"] = accuracy["2"];
     metrics["pictures"] = {run.dir() + "/eval-grid.png"};
+    if (captions) {
+      // The prompt ignored: samples of the empty caption, scored against the same prompts (chance).
+      int64_t nfe = 0;
+      at::Tensor x = sample(model, at::full({f.accuracy_n}, models::kNullLabel, at::kLong), 0.0, f.sample_solver, f.sample_steps, nfe);
+      metrics["caption_match_by_guidance"] = match;
+      metrics["caption_match_prompt_ignored"] = caption_match(*classifier, *caption_set, shape, x, labels);
+      for (const auto& [w, m] : match.items()) {
+        say("guidance " + w + ": samples matching their caption: class " + json(m["class"]).dump() + ", darkness " + json(m["darkness"]).dump() +
+            ", size " + json(m["size"]).dump() + ", all three " + json(m["all"]).dump());
+      }
+      const json& chance = metrics["caption_match_prompt_ignored"];
+      say("prompt ignored (empty caption): class " + chance["class"].dump() + ", darkness " + chance["darkness"].dump() + ", size " +
+          chance["size"].dump() + ", all three " + chance["all"].dump());
+    }
 
     // (b) Fréchet distance of classifier features: samples vs test, train vs test (floor), untrained vs test.
     if (f.fd_n > 0) {
@@ -368,7 +424,7 @@ class ImagesDomain : public Domain {
       at::Tensor test_features = classifier_features(*classifier, data::pixels_to_unit_range(test.images.index_select(0, test_index), gen));
       const auto test_stats = metrics::gaussian_statistics(test_features);
       int64_t nfe = 0;
-      at::Tensor x = sample(model, grid_labels(f.fd_n, classes), f.fd_guidance, f.sample_solver, f.sample_steps, nfe);
+      at::Tensor x = sample(model, evaluation_labels(data, f.fd_n, classes), f.fd_guidance, f.sample_solver, f.sample_steps, nfe);
       metrics["frechet_distance"] = metrics::frechet_distance(metrics::gaussian_statistics(classifier_features(*classifier, x)), test_stats);
       metrics["frechet_guidance"] = f.fd_guidance;
       metrics["frechet_n"] = f.fd_n;
@@ -394,7 +450,7 @@ class ImagesDomain : public Domain {
         }
         metrics["frechet_untrained_solver"] = zero_velocity ? "euler 1 step (untrained velocity is exactly 0)" : f.sample_solver;
         int64_t untrained_nfe = 0;
-        at::Tensor u = sample(untrained, grid_labels(f.fd_n, classes), f.fd_guidance, zero_velocity ? "euler" : f.sample_solver,
+        at::Tensor u = sample(untrained, evaluation_labels(data, f.fd_n, classes), f.fd_guidance, zero_velocity ? "euler" : f.sample_solver,
                               zero_velocity ? 1 : f.sample_steps, untrained_nfe);
         metrics["frechet_distance_untrained"] =
             metrics::frechet_distance(metrics::gaussian_statistics(classifier_features(*classifier, u)), test_stats);

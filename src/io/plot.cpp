@@ -23,15 +23,38 @@ constexpr double kTickFont = 12.5, kTitleFont = 15, kLegendFont = 13;
 constexpr int kBarGap = 12, kBarWidth = 14, kBarLabels = 58;
 
 const Color kBlack{0, 0, 0}, kGrid{232, 232, 232}, kFrame{60, 60, 60};
+constexpr int kMaxSide = 32767;  // cairo's largest image side
+constexpr int kMaxTicks = 64;    // per axis: a range too narrow for its magnitude gets no more
+
+// Text as cairo needs it: valid UTF-8 (an invalid byte, e.g. from a folder name or a cut string,
+// becomes '?'; cairo would otherwise stop drawing the whole picture).
+std::string valid_utf8(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
+    if (ok && n == 2) ok = c >= 0xC2;  // no overlong forms of ASCII
+    if (ok) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      out += '?';
+      ++i;
+    }
+  }
+  return out;
+}
 
 // A cairo image surface (anti-aliased shapes, DejaVu Sans text through fontconfig) turned into
 // RGB bytes and encoded by stb_image_write, so that the file is written atomically by us.
 class Canvas {
  public:
   Canvas(int width, int height) : w(width), h(height) {
-    if (width < 1 || height < 1 || static_cast<int64_t>(width) * height > (int64_t{1} << 28)) {
-      throw std::invalid_argument("plot: canvas size " + std::to_string(width) + "x" + std::to_string(height) +
-                                  " is not in 1 .. 2^28 pixels");
+    if (width < 1 || height < 1 || width > kMaxSide || height > kMaxSide || static_cast<int64_t>(width) * height > (int64_t{1} << 28)) {
+      throw std::invalid_argument("plot: a picture of " + std::to_string(width) + "x" + std::to_string(height) +
+                                  " pixels (each side 1 to 32767, at most 2^28 pixels)");
     }
     surface_ = cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height);
     cr_ = cairo_create(surface_);
@@ -86,7 +109,7 @@ class Canvas {
   double text_width(const std::string& s, double size) {
     cairo_set_font_size(cr_, size);
     cairo_text_extents_t e;
-    cairo_text_extents(cr_, s.c_str(), &e);
+    cairo_text_extents(cr_, valid_utf8(s).c_str(), &e);
     return e.x_advance;
   }
   // Text whose top is at y; align 0 = left at x, 0.5 = centred on x, 1 = right at x. Returns its width.
@@ -98,7 +121,7 @@ class Canvas {
     cairo_font_extents(cr_, &f);
     colour(c);
     cairo_move_to(cr_, x - align * width, y + f.ascent);
-    cairo_show_text(cr_, s.c_str());
+    cairo_show_text(cr_, valid_utf8(s).c_str());
     cairo_new_path(cr_);
     if (bold) cairo_select_font_face(cr_, "DejaVu Sans", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
     return width;
@@ -133,6 +156,9 @@ class Canvas {
     cairo_surface_destroy(cells);
   }
   std::vector<unsigned char> bytes() const {
+    if (cairo_status(cr_) != CAIRO_STATUS_SUCCESS) {  // a picture cairo stopped drawing is not written
+      throw std::runtime_error(std::string("plot: cairo failed while drawing: ") + cairo_status_to_string(cairo_status(cr_)));
+    }
     cairo_surface_flush(surface_);
     const unsigned char* data = cairo_image_surface_get_data(surface_);
     const int stride = cairo_image_surface_get_stride(surface_);
@@ -219,7 +245,7 @@ struct Axes {
   // Ticks and labels; `grid` draws light grid lines under the data (off where the data cover the area).
   void frame(const std::string& title, bool grid = true) {
     if (log_x) {  // ticks at 1, 2, 5 × powers of ten
-      for (double e = std::floor(xlo); e <= xhi + 1e-9; e += 1) {
+      for (double e = std::floor(xlo); e <= xhi + 1e-9 && e - std::floor(xlo) < kMaxTicks; e += 1) {
         for (double m : {1.0, 2.0, 5.0}) {
           const double v = e + std::log10(m);
           if (v < xlo - 1e-9 || v > xhi + 1e-9) continue;
@@ -230,15 +256,17 @@ struct Axes {
       }
     } else {
       const double xs = nice_step(xhi - xlo, 6);
-      for (double v = std::ceil(xlo / xs) * xs; v <= xhi + 1e-9 * xs; v += xs) x_tick(v, format_tick(v, xs), grid);
+      int ticks = 0;
+      for (double v = std::ceil(xlo / xs) * xs; v <= xhi + 1e-9 * xs && ticks < kMaxTicks; v += xs, ++ticks) x_tick(v, format_tick(v, xs), grid);
     }
     if (log_y) {
-      for (double e = std::ceil(ylo); e <= yhi + 1e-9; e += 1) {
+      for (double e = std::ceil(ylo); e <= yhi + 1e-9 && e - std::ceil(ylo) < kMaxTicks; e += 1) {
         y_tick(e, power_of_ten(static_cast<int>(e)), grid);
       }
     } else {
       const double ys = nice_step(yhi - ylo, 6);
-      for (double v = std::ceil(ylo / ys) * ys; v <= yhi + 1e-9 * ys; v += ys) y_tick(v, format_tick(v, ys), grid);
+      int ticks = 0;
+      for (double v = std::ceil(ylo / ys) * ys; v <= yhi + 1e-9 * ys && ticks < kMaxTicks; v += ys, ++ticks) y_tick(v, format_tick(v, ys), grid);
     }
     if (!title.empty()) c.text(px0(), 9, title, kBlack, kTitleFont, 0.0, true);
   }
@@ -344,8 +372,10 @@ void write_image_grid_png(const std::string& path, const at::Tensor& images, int
     throw std::invalid_argument("write_image_grid_png: " + std::to_string(row_labels.size()) + " row labels for " + std::to_string(rows) + " rows");
   }
   const int64_t cell_w = w * scale, cell_h = h * scale;
-  if (static_cast<double>(columns) * (cell_w + 2) * static_cast<double>(rows) * (cell_h + 2) > static_cast<double>(int64_t{1} << 28)) {
-    throw std::invalid_argument("write_image_grid_png: the grid is too large");
+  if (static_cast<double>(columns) * (cell_w + 2) * static_cast<double>(rows) * (cell_h + 2) > static_cast<double>(int64_t{1} << 28) ||
+      static_cast<double>(columns) * (cell_w + 2) + 400 > kMaxSide || static_cast<double>(rows) * (cell_h + 2) + 30 > kMaxSide) {
+    throw std::invalid_argument("write_image_grid_png: a grid of " + std::to_string(rows) + " x " + std::to_string(columns) + " images of " +
+                                std::to_string(cell_w) + "x" + std::to_string(cell_h) + " pixels is too large (sides up to 32767 pixels)");
   }
   constexpr int kGap = 2;
   double left = kGap;
@@ -525,7 +555,12 @@ void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& pan
     }
   }
   // Side by side, each panel style.width wide with its own colour bar.
-  Canvas c(style.width * static_cast<int>(panels.size()), style.height);
+  const int64_t total_width = static_cast<int64_t>(style.width) * static_cast<int64_t>(panels.size());
+  if (total_width > kMaxSide) {
+    throw std::invalid_argument("write_heatmaps_png: " + std::to_string(panels.size()) + " panels of " + std::to_string(style.width) +
+                                " pixels are wider than 32767");
+  }
+  Canvas c(static_cast<int>(total_width), style.height);
   for (size_t k = 0; k < panels.size(); ++k) {
     const Heatmap& panel = panels[k];
     at::Tensor v = panel.values.to(at::kCPU, at::kDouble).contiguous();
@@ -565,7 +600,8 @@ void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& pan
     cairo_rectangle(c.cr(), bx0 + 0.5, ax.py0() + 0.5, kBarWidth, ax.py1() - ax.py0());
     cairo_stroke(c.cr());
     const double step = nice_step(hi - lo, 6);
-    for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step; t += step) {
+    int ticks = 0;
+    for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step && ticks < kMaxTicks; t += step, ++ticks) {
       const double y = ax.py1() - (t - lo) / (hi - lo) * (ax.py1() - ax.py0());
       c.hairline(bx1, y, bx1 + 4, y, kFrame);
       c.text(bx1 + 7, y - kTickFont * 0.6, format_tick(t, step), kBlack, kTickFont);

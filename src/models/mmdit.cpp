@@ -72,6 +72,10 @@ MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
                                 std::to_string(o.caption_length()) + ", classes " + std::to_string(o.num_classes()) +
                                 " (expected captions (vocabulary 1..2^20, length 1..4096), or classes 1..100000 read as one-token captions)");
   }
+  if (o.caption_vocabulary() > 0 && o.num_classes() > 0 && o.caption_table().empty()) {
+    throw std::invalid_argument("mmdit: with captions and " + std::to_string(o.num_classes()) +
+                                " classes the network needs each class's caption (caption_table, given by caption data)");
+  }
   if (!o.caption_table().empty()) {
     if (o.caption_vocabulary() == 0 || static_cast<int64_t>(o.caption_table().size()) != o.num_classes()) {
       throw std::invalid_argument("mmdit: a caption table needs captions and one row per class, got " +
