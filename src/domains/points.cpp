@@ -33,7 +33,9 @@ json solver_sweep(const VelocityField& field, const std::shared_ptr<const Schedu
                   const at::Tensor& reference, const std::string& png, json& metrics) {
   json rows = json::array();
   std::vector<io::LineSeries> lines;
-  const std::vector<io::Color> colors = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189}, {140, 86, 75}};
+  // Tableau's ten colours: one per solver (there are seven ODE solvers).
+  const std::vector<io::Color> colors = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},  {214, 39, 40},  {148, 103, 189},
+                                         {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
   size_t index = 0;
   for (const auto& name : solver_names(/*stochastic=*/false)) {
     const SolverInfo info = solver_info(name);

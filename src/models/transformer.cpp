@@ -34,7 +34,9 @@ at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const
     allowed = allowed.logical_and(past.view({1, 1, q.size(2), k.size(2)}));
   }
 #if TORCH_VERSION_MAJOR >= 2
-  if (allowed.defined()) return at::scaled_dot_product_attention(q, k, v, allowed.expand({q.size(0), 1, q.size(2), k.size(2)}), 0.0, false);
+  if (allowed.defined()) {  // a materialised mask: some 2.x kernels refuse stride-0 (expanded) masks
+    return at::scaled_dot_product_attention(q, k, v, allowed.expand({q.size(0), 1, q.size(2), k.size(2)}).contiguous(), 0.0, false);
+  }
   return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
 #else
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
