@@ -43,23 +43,52 @@ at::Tensor sincos_positions_2d(int64_t rows, int64_t columns, int64_t width) {
   return at::cat({axis(row), axis(column)}, 1).to(at::kFloat);
 }
 
+void check_image_transformer(const std::string& type, int64_t channels, int64_t height, int64_t image_width, int64_t p, int64_t width,
+                             int64_t heads, int64_t depth, int64_t mlp_ratio) {
+  if (channels < 1 || channels > 64 || height < 1 || image_width < 1 || height > 4096 || image_width > 4096) {
+    throw std::invalid_argument(type + ": images of " + std::to_string(channels) + "x" + std::to_string(height) + "x" +
+                                std::to_string(image_width) + " (expected 1 to 64 channels, sides 1 to 4096)");
+  }
+  if (p < 1 || height % p != 0 || image_width % p != 0) {
+    throw std::invalid_argument(type + ": patch size " + std::to_string(p) + " does not divide " + std::to_string(height) + "x" +
+                                std::to_string(image_width) + " images");
+  }
+  if (width < 4 || width > 16384 || width % 4 != 0 || heads < 1 || width % heads != 0 || depth < 1 || depth > 256 || mlp_ratio < 1 ||
+      mlp_ratio > 64) {
+    throw std::invalid_argument(type + ": width " + std::to_string(width) + ", heads " + std::to_string(heads) + ", depth " +
+                                std::to_string(depth) + ", mlp ratio " + std::to_string(mlp_ratio) +
+                                " (expected width 4..16384 divisible by 4 and by heads, depth 1..256, mlp ratio 1..64)");
+  }
+}
+
+nlohmann::json image_transformer_options(const std::string& type, const nlohmann::json& spec) {
+  nlohmann::json options = spec.value("options", nlohmann::json::object());
+  for (const char* key : {"channels", "height", "image_width"}) {
+    if (!options.contains(key) || !options[key].is_number_integer()) {
+      throw std::invalid_argument(type + " description needs an integer \"" + key + "\", got " + spec.dump());
+    }
+  }
+  return options;
+}
+
+void describe_image_transformer(const std::string& type, const std::vector<int64_t>& shape, int64_t classes, nlohmann::json& options) {
+  if (shape.size() != 3) {
+    throw std::invalid_argument("model " + type + " needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
+                                " dimension(s)");
+  }
+  options["channels"] = shape[0];
+  options["height"] = shape[1];
+  options["image_width"] = shape[2];
+  options["num_classes"] = classes;
+  if (!options.contains("patch")) options["patch"] = shape[1] % 2 == 0 && shape[2] % 2 == 0 ? 2 : 1;
+}
+
 DiTImpl::DiTImpl(DiTOptions options) : options_(std::move(options)) {
   const auto& o = options_;
   const int64_t p = o.patch();
-  if (o.channels() < 1 || o.channels() > 64 || o.height() < 1 || o.image_width() < 1 || o.height() > 4096 || o.image_width() > 4096) {
-    throw std::invalid_argument("dit: images of " + std::to_string(o.channels()) + "x" + std::to_string(o.height()) + "x" +
-                                std::to_string(o.image_width()) + " (expected 1 to 64 channels, sides 1 to 4096)");
-  }
-  if (p < 1 || o.height() % p != 0 || o.image_width() % p != 0) {
-    throw std::invalid_argument("dit: patch size " + std::to_string(p) + " does not divide " + std::to_string(o.height()) + "x" +
-                                std::to_string(o.image_width()) + " images");
-  }
-  if (o.width() < 4 || o.width() > 16384 || o.width() % 4 != 0 || o.heads() < 1 || o.width() % o.heads() != 0 || o.depth() < 1 ||
-      o.depth() > 256 || o.mlp_ratio() < 1 || o.mlp_ratio() > 64 || o.num_classes() < 0 || o.num_classes() > 100000) {
-    throw std::invalid_argument("dit: width " + std::to_string(o.width()) + ", heads " + std::to_string(o.heads()) + ", depth " +
-                                std::to_string(o.depth()) + ", mlp ratio " + std::to_string(o.mlp_ratio()) + ", classes " +
-                                std::to_string(o.num_classes()) +
-                                " (expected width 4..16384 divisible by 4 and by heads, depth 1..256, mlp ratio 1..64, classes 0..100000)");
+  check_image_transformer("dit", o.channels(), o.height(), o.image_width(), p, o.width(), o.heads(), o.depth(), o.mlp_ratio());
+  if (o.num_classes() < 0 || o.num_classes() > 100000) {
+    throw std::invalid_argument("dit: classes " + std::to_string(o.num_classes()) + " (expected 0..100000)");
   }
   const int64_t d = o.width(), rows = o.height() / p, columns = o.image_width() / p;
   patch_embedding_ = register_module("patch_embedding", torch::nn::Linear(o.channels() * p * p, d));
@@ -130,12 +159,7 @@ namespace {
 const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch"};
 
 std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
-  const nlohmann::json options = spec.value("options", nlohmann::json::object());
-  for (const char* key : {"channels", "height", "image_width"}) {
-    if (!options.contains(key) || !options[key].is_number_integer()) {
-      throw std::invalid_argument(std::string("dit description needs an integer \"") + key + "\", got " + spec.dump());
-    }
-  }
+  const nlohmann::json options = image_transformer_options("dit", spec);
   DiTOptions o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
   try {
     o.patch(options.value("patch", o.patch()))
@@ -155,16 +179,8 @@ std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
 ModelRegistration dit_registration() {
   ModelRegistration r;
   r.describe = [](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
-    if (shape.size() != 3) {
-      throw std::invalid_argument("model dit needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
-                                  " dimension(s)");
-    }
     nlohmann::json options = normalized_options("dit", given, kUserOptions);
-    options["channels"] = shape[0];
-    options["height"] = shape[1];
-    options["image_width"] = shape[2];
-    options["num_classes"] = classes;
-    if (!options.contains("patch")) options["patch"] = shape[1] % 2 == 0 && shape[2] % 2 == 0 ? 2 : 1;
+    describe_image_transformer("dit", shape, classes, options);
     return build({{"type", "dit"}, {"options", options}})->spec();  // checks the options and fills the defaults
   };
   r.build = build;

@@ -50,20 +50,9 @@ MMDiTImpl::Stream MMDiTImpl::make_stream(const std::string& prefix, bool pre_onl
 MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
   const auto& o = options_;
   const int64_t p = o.patch();
-  if (o.channels() < 1 || o.channels() > 64 || o.height() < 1 || o.image_width() < 1 || o.height() > 4096 || o.image_width() > 4096) {
-    throw std::invalid_argument("mmdit: images of " + std::to_string(o.channels()) + "x" + std::to_string(o.height()) + "x" +
-                                std::to_string(o.image_width()) + " (expected 1 to 64 channels, sides 1 to 4096)");
-  }
-  if (p < 1 || o.height() % p != 0 || o.image_width() % p != 0) {
-    throw std::invalid_argument("mmdit: patch size " + std::to_string(p) + " does not divide " + std::to_string(o.height()) + "x" +
-                                std::to_string(o.image_width()) + " images");
-  }
-  if (o.width() < 4 || o.width() > 16384 || o.width() % 4 != 0 || o.heads() < 1 || o.width() % o.heads() != 0 || o.depth() < 1 ||
-      o.depth() > 256 || o.mlp_ratio() < 1 || o.mlp_ratio() > 64 || o.text_depth() < 0 || o.text_depth() > 64) {
-    throw std::invalid_argument("mmdit: width " + std::to_string(o.width()) + ", heads " + std::to_string(o.heads()) + ", depth " +
-                                std::to_string(o.depth()) + ", mlp ratio " + std::to_string(o.mlp_ratio()) + ", text depth " +
-                                std::to_string(o.text_depth()) +
-                                " (expected width 4..16384 divisible by 4 and by heads, depth 1..256, mlp ratio 1..64, text depth 0..64)");
+  check_image_transformer("mmdit", o.channels(), o.height(), o.image_width(), p, o.width(), o.heads(), o.depth(), o.mlp_ratio());
+  if (o.text_depth() < 0 || o.text_depth() > 64) {
+    throw std::invalid_argument("mmdit: text depth " + std::to_string(o.text_depth()) + " (expected 0..64)");
   }
   if (o.num_classes() < 0 || o.num_classes() > 100000 || o.caption_vocabulary() < 0 || o.caption_vocabulary() > (int64_t{1} << 20) ||
       o.caption_length() < 1 || o.caption_length() > 4096 || (o.caption_vocabulary() == 0 && o.num_classes() == 0) ||
@@ -248,12 +237,7 @@ namespace {
 const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch", "text_depth"};
 
 std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
-  const nlohmann::json options = spec.value("options", nlohmann::json::object());
-  for (const char* key : {"channels", "height", "image_width"}) {
-    if (!options.contains(key) || !options[key].is_number_integer()) {
-      throw std::invalid_argument(std::string("mmdit description needs an integer \"") + key + "\", got " + spec.dump());
-    }
-  }
+  const nlohmann::json options = image_transformer_options("mmdit", spec);
   MMDiTOptions o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
   try {
     o.patch(options.value("patch", o.patch()))
@@ -277,10 +261,6 @@ std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
 ModelRegistration mmdit_registration() {
   ModelRegistration r;
   r.describe = [](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
-    if (shape.size() != 3) {
-      throw std::invalid_argument("model mmdit needs images (channels, height, width), got samples of " + std::to_string(shape.size()) +
-                                  " dimension(s)");
-    }
     // caption_vocabulary, caption_length and caption_table come from caption data (Domain::model_options), not users.
     nlohmann::json user = given;
     nlohmann::json from_data = nlohmann::json::object();
@@ -292,11 +272,7 @@ ModelRegistration mmdit_registration() {
     }
     nlohmann::json options = normalized_options("mmdit", user, kUserOptions);
     options.update(from_data);
-    options["channels"] = shape[0];
-    options["height"] = shape[1];
-    options["image_width"] = shape[2];
-    options["num_classes"] = classes;
-    if (!options.contains("patch")) options["patch"] = shape[1] % 2 == 0 && shape[2] % 2 == 0 ? 2 : 1;
+    describe_image_transformer("mmdit", shape, classes, options);
     if (!options.contains("caption_vocabulary") && classes == 0) {
       throw std::invalid_argument("model mmdit reads a caption or a class: this data has neither (use --model dit or unet)");
     }

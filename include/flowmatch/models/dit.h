@@ -28,6 +28,16 @@ at::Tensor unpatchify(const at::Tensor& patches, int64_t channels, int64_t heigh
 /// position·10000^(−k/(width/4))). width divisible by 4.
 at::Tensor sincos_positions_2d(int64_t rows, int64_t columns, int64_t width);
 
+/// What the image transformers (DiT, MMDiT) share: checks of the image shape, the patch and the
+/// blocks, each throwing std::invalid_argument that starts with `type` and names the bad value.
+void check_image_transformer(const std::string& type, int64_t channels, int64_t height, int64_t image_width, int64_t patch,
+                             int64_t width, int64_t heads, int64_t depth, int64_t mlp_ratio);
+/// An image transformer's stored description: its options, with the integer image shape checked.
+nlohmann::json image_transformer_options(const std::string& type, const nlohmann::json& spec);
+/// The description's image part from the data: channels, height, image_width, num_classes, and the
+/// patch (2 when it divides the image, else 1) unless given; throws unless the samples are images.
+void describe_image_transformer(const std::string& type, const std::vector<int64_t>& shape, int64_t classes, nlohmann::json& options);
+
 struct DiTOptions {
   DiTOptions(int64_t channels, int64_t height, int64_t width) : channels_(channels), height_(height), image_width_(width) {}
   TORCH_ARG(int64_t, channels);
