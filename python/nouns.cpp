@@ -61,24 +61,6 @@ at::Tensor convert(const fm::AffinePath& path, const at::Tensor& value, fm::Pred
   return fm::convert_prediction(value, from, to, x_t, t, scheduler_of(path, who));
 }
 
-// The Python model (plus keyword arguments passed to every call, flow_matching's model_extras).
-struct PythonModel {
-  py::object model;
-  py::dict extras;
-  fm::VelocityField field() const {
-    if (!PyCallable_Check(model.ptr())) throw std::invalid_argument("velocity_model must be callable as velocity_model(x, t)");
-    PyObject* callable = model.ptr();
-    PyObject* kwargs = extras.ptr();
-    return [callable, kwargs](const at::Tensor& x, const at::Tensor& t) {
-      py::gil_scoped_acquire gil;
-      at::Tensor times = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-      py::object out = py::reinterpret_borrow<py::object>(callable)(x, times, **py::reinterpret_borrow<py::dict>(kwargs));
-      if (!THPVariable_Check(out.ptr())) throw std::runtime_error("velocity_model(x, t) must return a torch.Tensor");
-      return THPVariable_Unpack(out.ptr());
-    };
-  }
-};
-
 // flow_matching's ScheduleTransformedModel: a field trained with one scheduler, sampled with another.
 struct ScheduleTransformedModel {
   py::object model;
@@ -247,9 +229,9 @@ void bind_nouns(py::module_& m) {
       .def(
           "__call__",
           [](const ScheduleTransformedModel& s, const at::Tensor& x, const at::Tensor& t, const py::kwargs& extras) {
-            const PythonModel model{s.model, py::dict(extras)};
+            const py::dict kwargs(extras);
             at::Tensor times = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-            return fm::schedule_transformed_field(model.field(), s.original, s.wanted)(x, times);
+            return fm::schedule_transformed_field(python_field(s.model, &kwargs), s.original, s.wanted)(x, times);
           },
           py::arg("x"), py::arg("t"), "The transformed velocity at (x, t); t a scalar or (B,); keyword arguments go to the model.");
 
@@ -264,8 +246,8 @@ void bind_nouns(py::module_& m) {
           [](const ODESolver& s, const at::Tensor& x_init, const py::object& step_size, const std::string& method, double atol,
              double rtol, const py::object& time_grid, bool return_intermediates, const py::kwargs& model_extras) {
             const auto grid = to_grid(time_grid, "ODESolver.sample");
-            const PythonModel model{s.model, py::dict(model_extras)};
-            const auto field = model.field();
+            const py::dict kwargs(model_extras);
+            const auto field = python_field(s.model, &kwargs);
             bool grid_steps = false;
             const auto options = s.options(method, grid, step_size, atol, rtol, return_intermediates, grid_steps);
             fm::SolveResult r;
@@ -317,8 +299,8 @@ void bind_nouns(py::module_& m) {
                 return THPVariable_Unpack(out.ptr());
               });
             }
-            const PythonModel model{s.model, py::dict(model_extras)};
-            const auto field = model.field();
+            const py::dict kwargs(model_extras);
+            const auto field = python_field(s.model, &kwargs);
             std::optional<at::Generator> generator;
             if (!seed.is_none()) {
               generator = at::detail::createCPUGenerator(seed.cast<uint64_t>());

@@ -83,6 +83,42 @@ void describe_image_transformer(const std::string& type, const std::vector<int64
   if (!options.contains("patch")) options["patch"] = shape[1] % 2 == 0 && shape[2] % 2 == 0 ? 2 : 1;
 }
 
+void ImagePatches::create_input(torch::nn::Module& owner, int64_t c, int64_t h, int64_t w, int64_t p, int64_t d) {
+  channels = c, height = h, image_width = w, patch = p;
+  patch_embedding = owner.register_module("patch_embedding", torch::nn::Linear(c * p * p, d));
+  positions = owner.register_buffer("positions", sincos_positions_2d(h / p, w / p, d));
+  time_in = owner.register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
+  time_out = owner.register_module("time_out", torch::nn::Linear(d, d));
+}
+
+void ImagePatches::create_output(torch::nn::Module& owner, int64_t d) {
+  final_norm = owner.register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)));
+  final_modulation = owner.register_module("final_modulation", torch::nn::Linear(d, 2 * d));
+  head = owner.register_module("head", torch::nn::Linear(d, channels * patch * patch));
+  torch::NoGradGuard no_grad;
+  for (auto* zero : {&final_modulation, &head}) {
+    (*zero)->weight.zero_();
+    (*zero)->bias.zero_();
+  }
+}
+
+at::Tensor ImagePatches::tokens(const at::Tensor& x, const char* type) {
+  TORCH_CHECK(x.dim() >= 2 && x.numel() == x.size(0) * channels * height * image_width, type, " expects images of shape (B, ", channels, ", ",
+              height, ", ", image_width, ") or (B, ", channels * height * image_width, "), got ", x.sizes());
+  return patch_embedding->forward(patchify(x.reshape({x.size(0), channels, height, image_width}), patch)) +
+         positions.to(x.dtype()).unsqueeze(0);
+}
+
+at::Tensor ImagePatches::time_embedding(const at::Tensor& t, int64_t batch, const at::TensorOptions& options) {
+  return time_out->forward(at::silu(time_in->forward(sinusoidal_time_features(t, batch, kTimeFeatures, options))));
+}
+
+at::Tensor ImagePatches::read_out(const at::Tensor& h, const at::Tensor& c, const at::Tensor& x) {
+  std::vector<at::Tensor> m = final_modulation->forward(c).unsqueeze(1).chunk(2, -1);
+  at::Tensor out = head->forward(final_norm->forward(h) * (1 + m[1]) + m[0]);
+  return unpatchify(out, channels, height, image_width, patch).reshape(x.sizes());
+}
+
 DiTImpl::DiTImpl(DiTOptions options) : options_(std::move(options)) {
   const auto& o = options_;
   const int64_t p = o.patch();
@@ -90,25 +126,15 @@ DiTImpl::DiTImpl(DiTOptions options) : options_(std::move(options)) {
   if (o.num_classes() < 0 || o.num_classes() > 100000) {
     throw std::invalid_argument("dit: classes " + std::to_string(o.num_classes()) + " (expected 0..100000)");
   }
-  const int64_t d = o.width(), rows = o.height() / p, columns = o.image_width() / p;
-  patch_embedding_ = register_module("patch_embedding", torch::nn::Linear(o.channels() * p * p, d));
-  positions_ = register_buffer("positions", sincos_positions_2d(rows, columns, d));
-  time_in_ = register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
-  time_out_ = register_module("time_out", torch::nn::Linear(d, d));
+  const int64_t d = o.width();
+  image_.create_input(*this, o.channels(), o.height(), o.image_width(), p, d);
   if (o.num_classes() > 0) {
     class_embedding_ = register_module("class_embedding", torch::nn::Embedding(o.num_classes() + 1, d));  // row C: no class
     torch::NoGradGuard no_grad;
     class_embedding_->weight.normal_(0.0, 0.02);
   }
   for (int64_t i = 0; i < o.depth(); ++i) blocks_.push_back(AdaLNBlock::create(*this, "block" + std::to_string(i) + "_", d, o.mlp_ratio()));
-  final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)));
-  final_modulation_ = register_module("final_modulation", torch::nn::Linear(d, 2 * d));
-  head_ = register_module("head", torch::nn::Linear(d, o.channels() * p * p));
-  torch::NoGradGuard no_grad;
-  for (auto* zero : {&final_modulation_, &head_}) {
-    (*zero)->weight.zero_();
-    (*zero)->bias.zero_();
-  }
+  image_.create_output(*this, d);
 }
 
 at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t) { return run(x, t, at::Tensor()); }
@@ -121,12 +147,9 @@ at::Tensor DiTImpl::forward_conditional(const at::Tensor& x, const at::Tensor& t
 
 at::Tensor DiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
   const auto& o = options_;
-  const int64_t c = o.channels(), height = o.height(), width = o.image_width(), p = o.patch();
-  TORCH_CHECK(x.dim() >= 2 && x.numel() == x.size(0) * c * height * width, "dit expects images of shape (B, ", c, ", ", height, ", ", width,
-              ") or (B, ", c * height * width, "), got ", x.sizes());
+  at::Tensor h = image_.tokens(x, "dit");
   const int64_t batch = x.size(0);
-  at::Tensor h = patch_embedding_->forward(patchify(x.reshape({batch, c, height, width}), p)) + positions_.to(x.dtype()).unsqueeze(0);
-  at::Tensor embedding = time_out_->forward(at::silu(time_in_->forward(sinusoidal_time_features(t, batch, kTimeFeatures, h.options()))));
+  at::Tensor embedding = image_.time_embedding(t, batch, h.options());
   if (class_embedding_) {
     at::Tensor index = labels.defined() ? at::where(labels.eq(kNullLabel), at::full_like(labels, o.num_classes()), labels).to(h.device())
                                         : at::full({batch}, o.num_classes(), at::TensorOptions().dtype(at::kLong).device(h.device()));
@@ -134,9 +157,7 @@ at::Tensor DiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Tens
   }
   const at::Tensor cond = at::silu(embedding);
   for (auto& b : blocks_) h = b.forward(h, cond, o.heads(), /*causal=*/false, /*rotary=*/false);
-  std::vector<at::Tensor> m = final_modulation_->forward(cond).unsqueeze(1).chunk(2, -1);
-  at::Tensor out = head_->forward(final_norm_->forward(h) * (1 + m[1]) + m[0]);
-  return unpatchify(out, c, height, width, p).reshape(x.sizes());
+  return image_.read_out(h, cond, x);
 }
 
 nlohmann::json DiTImpl::spec() const {

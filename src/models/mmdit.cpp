@@ -10,14 +10,6 @@
 
 namespace flowmatch::models {
 
-namespace {
-constexpr int64_t kTimeFeatures = 256;
-
-torch::nn::LayerNorm plain_layer_norm(int64_t d) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6));
-}
-}  // namespace
-
 std::pair<at::Tensor, at::Tensor> joint_attention(const at::Tensor& q_caption, const at::Tensor& k_caption, const at::Tensor& v_caption,
                                                   const at::Tensor& q_image, const at::Tensor& k_image, const at::Tensor& v_image,
                                                   const at::Tensor& caption_mask) {
@@ -26,25 +18,6 @@ std::pair<at::Tensor, at::Tensor> joint_attention(const at::Tensor& q_caption, c
   at::Tensor out = dot_product_attention(at::cat({q_caption, q_image}, 2), at::cat({k_caption, k_image}, 2),
                                          at::cat({v_caption, v_image}, 2), /*causal=*/false, key_mask);
   return {out.narrow(2, 0, lc), out.narrow(2, lc, li)};
-}
-
-MMDiTImpl::Stream MMDiTImpl::make_stream(const std::string& prefix, bool pre_only) {
-  const int64_t d = options_.width(), r = options_.mlp_ratio();
-  Stream s;
-  s.pre_only = pre_only;
-  s.norm1 = register_module(prefix + "norm1", plain_layer_norm(d));
-  s.qkv = register_module(prefix + "qkv", torch::nn::Linear(d, 3 * d));
-  s.modulation = register_module(prefix + "modulation", torch::nn::Linear(d, (pre_only ? 2 : 6) * d));
-  if (!pre_only) {
-    s.norm2 = register_module(prefix + "norm2", plain_layer_norm(d));
-    s.proj = register_module(prefix + "proj", torch::nn::Linear(d, d));
-    s.fc1 = register_module(prefix + "fc1", torch::nn::Linear(d, r * d));
-    s.fc2 = register_module(prefix + "fc2", torch::nn::Linear(r * d, d));
-  }
-  torch::NoGradGuard no_grad;
-  s.modulation->weight.zero_();
-  s.modulation->bias.zero_();
-  return s;
 }
 
 MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
@@ -89,11 +62,8 @@ MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
     }
     // Plain tensors, not buffers: Module::to(dtype) would turn the ids into floats. Moved to x's device at use.
   }
-  const int64_t d = o.width(), rows = o.height() / p, columns = o.image_width() / p;
-  patch_embedding_ = register_module("patch_embedding", torch::nn::Linear(o.channels() * p * p, d));
-  positions_ = register_buffer("positions", sincos_positions_2d(rows, columns, d));
-  time_in_ = register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
-  time_out_ = register_module("time_out", torch::nn::Linear(d, d));
+  const int64_t d = o.width();
+  image_.create_input(*this, o.channels(), o.height(), o.image_width(), p, d);
   const int64_t vocabulary = o.caption_vocabulary() > 0 ? o.caption_vocabulary() : o.num_classes();
   caption_embedding_ = register_module("caption_embedding", torch::nn::Embedding(vocabulary, d));
   {
@@ -107,20 +77,13 @@ MMDiTImpl::MMDiTImpl(MMDiTOptions options) : options_(std::move(options)) {
   pooled_ = register_module("pooled", torch::nn::Linear(d, d));
   for (int64_t i = 0; i < o.depth(); ++i) {
     const std::string prefix = "block" + std::to_string(i) + "_";
-    Stream image = make_stream(prefix + "image_", false);
+    AdaLNBlock image = AdaLNBlock::create(*this, prefix + "image_", o.width(), o.mlp_ratio());
     // The last block's caption stream only gives keys and values (SD3's "pre-only" context block):
     // nothing reads its output.
-    Stream caption = make_stream(prefix + "caption_", i + 1 == o.depth());
+    AdaLNBlock caption = AdaLNBlock::create(*this, prefix + "caption_", o.width(), o.mlp_ratio(), /*pre_only=*/i + 1 == o.depth());
     blocks_.emplace_back(image, caption);
   }
-  final_norm_ = register_module("final_norm", plain_layer_norm(d));
-  final_modulation_ = register_module("final_modulation", torch::nn::Linear(d, 2 * d));
-  head_ = register_module("head", torch::nn::Linear(d, o.channels() * p * p));
-  torch::NoGradGuard no_grad;
-  for (auto* zero : {&final_modulation_, &head_}) {
-    (*zero)->weight.zero_();
-    (*zero)->bias.zero_();
-  }
+  image_.create_output(*this, d);
 }
 
 std::pair<at::Tensor, at::Tensor> MMDiTImpl::encode_caption(const at::Tensor& ids, const at::Tensor& mask, const at::TensorOptions& options) {
@@ -177,40 +140,22 @@ at::Tensor MMDiTImpl::forward_with(const at::Tensor& x, const at::Tensor& t, con
 }
 
 at::Tensor MMDiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& ids_in, const at::Tensor& mask_in) {
-  const auto& o = options_;
-  const int64_t c = o.channels(), height = o.height(), width = o.image_width(), p = o.patch(), d = o.width(), heads = o.heads();
-  TORCH_CHECK(x.dim() >= 2 && x.numel() == x.size(0) * c * height * width, "mmdit expects images of shape (B, ", c, ", ", height, ", ", width,
-              ") or (B, ", c * height * width, "), got ", x.sizes());
-  const int64_t batch = x.size(0);
-  at::Tensor hi = patch_embedding_->forward(patchify(x.reshape({batch, c, height, width}), p)) + positions_.to(x.dtype()).unsqueeze(0);
+  at::Tensor hi = image_.tokens(x, "mmdit");
+  const int64_t batch = x.size(0), heads = options_.heads();
   // No caption: the empty caption (one padded token).
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(x.device());
   at::Tensor ids = ids_in.defined() ? ids_in.to(x.device()) : at::zeros({batch, 1}, long_options);
   at::Tensor mask = mask_in.defined() ? mask_in.to(x.device()) : at::zeros({batch, 1}, long_options.dtype(at::kBool));
   auto [hc, pooled] = encode_caption(ids, mask, hi.options());
-  at::Tensor embedding = time_out_->forward(at::silu(time_in_->forward(sinusoidal_time_features(t, batch, kTimeFeatures, hi.options()))));
-  const at::Tensor y = at::silu(embedding + pooled_->forward(pooled));
-  const int64_t li = hi.size(1), lc = hc.size(1);
-  auto qkv_of = [&](Stream& s, const at::Tensor& h, const std::vector<at::Tensor>& m, int64_t length) {
-    at::Tensor a = s.norm1->forward(h) * (1 + m[1]) + m[0];
-    return s.qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
-  };
-  auto finish = [&](Stream& s, const at::Tensor& h, const at::Tensor& attended, const std::vector<at::Tensor>& m, int64_t length) {
-    at::Tensor out = h + m[2] * s.proj->forward(attended.transpose(1, 2).reshape({batch, length, d}));
-    at::Tensor a = s.norm2->forward(out) * (1 + m[4]) + m[3];
-    return out + m[5] * s.fc2->forward(at::gelu(s.fc1->forward(a), "tanh"));
-  };
+  const at::Tensor y = at::silu(image_.time_embedding(t, batch, hi.options()) + pooled_->forward(pooled));
   for (auto& [image, caption] : blocks_) {
-    std::vector<at::Tensor> mi = image.modulation->forward(y).unsqueeze(1).chunk(6, -1);
-    std::vector<at::Tensor> mc = caption.modulation->forward(y).unsqueeze(1).chunk(caption.pre_only ? 2 : 6, -1);
-    at::Tensor qkv_i = qkv_of(image, hi, mi, li), qkv_c = qkv_of(caption, hc, mc, lc);
+    std::vector<at::Tensor> mi = image.modulate(y), mc = caption.modulate(y);
+    at::Tensor qkv_i = image.attention_input(hi, mi, heads), qkv_c = caption.attention_input(hc, mc, heads);
     auto [attended_c, attended_i] = joint_attention(qkv_c[0], qkv_c[1], qkv_c[2], qkv_i[0], qkv_i[1], qkv_i[2], mask);
-    hi = finish(image, hi, attended_i, mi, li);
-    if (!caption.pre_only) hc = finish(caption, hc, attended_c, mc, lc);
+    hi = image.finish(hi, attended_i, mi);
+    if (!caption.pre_only) hc = caption.finish(hc, attended_c, mc);
   }
-  std::vector<at::Tensor> m = final_modulation_->forward(y).unsqueeze(1).chunk(2, -1);
-  at::Tensor out = head_->forward(final_norm_->forward(hi) * (1 + m[1]) + m[0]);
-  return unpatchify(out, c, height, width, p).reshape(x.sizes());
+  return image_.read_out(hi, y, x);
 }
 
 nlohmann::json MMDiTImpl::spec() const {

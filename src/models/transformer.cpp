@@ -61,34 +61,48 @@ at::Tensor apply_rotary(const at::Tensor& x) {
   return at::cat({a * cos - b * sin, b * cos + a * sin}, -1);
 }
 
-AdaLNBlock AdaLNBlock::create(torch::nn::Module& owner, const std::string& prefix, int64_t d, int64_t mlp_ratio) {
+AdaLNBlock AdaLNBlock::create(torch::nn::Module& owner, const std::string& prefix, int64_t d, int64_t mlp_ratio, bool pre_only) {
   auto layer_norm = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)); };
   AdaLNBlock b;
+  b.pre_only = pre_only;
   b.norm1 = owner.register_module(prefix + "norm1", layer_norm());
-  b.norm2 = owner.register_module(prefix + "norm2", layer_norm());
+  if (!pre_only) b.norm2 = owner.register_module(prefix + "norm2", layer_norm());
   b.qkv = owner.register_module(prefix + "qkv", torch::nn::Linear(d, 3 * d));
-  b.proj = owner.register_module(prefix + "proj", torch::nn::Linear(d, d));
-  b.fc1 = owner.register_module(prefix + "fc1", torch::nn::Linear(d, mlp_ratio * d));
-  b.fc2 = owner.register_module(prefix + "fc2", torch::nn::Linear(mlp_ratio * d, d));
-  b.modulation = owner.register_module(prefix + "modulation", torch::nn::Linear(d, 6 * d));
+  if (!pre_only) {
+    b.proj = owner.register_module(prefix + "proj", torch::nn::Linear(d, d));
+    b.fc1 = owner.register_module(prefix + "fc1", torch::nn::Linear(d, mlp_ratio * d));
+    b.fc2 = owner.register_module(prefix + "fc2", torch::nn::Linear(mlp_ratio * d, d));
+  }
+  b.modulation = owner.register_module(prefix + "modulation", torch::nn::Linear(d, (pre_only ? 2 : 6) * d));
   torch::NoGradGuard no_grad;
   b.modulation->weight.zero_();
   b.modulation->bias.zero_();
   return b;
 }
 
+std::vector<at::Tensor> AdaLNBlock::modulate(const at::Tensor& c) { return modulation->forward(c).unsqueeze(1).chunk(pre_only ? 2 : 6, -1); }
+
+at::Tensor AdaLNBlock::attention_input(const at::Tensor& h, const std::vector<at::Tensor>& m, int64_t heads) {
+  const int64_t batch = h.size(0), length = h.size(1), d = h.size(2);
+  at::Tensor a = norm1->forward(h) * (1 + m[1]) + m[0];
+  return qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+}
+
+at::Tensor AdaLNBlock::finish(const at::Tensor& h_in, const at::Tensor& attended, const std::vector<at::Tensor>& m) {
+  TORCH_CHECK(!pre_only, "AdaLNBlock::finish: a pre-only block has no output");
+  const int64_t batch = h_in.size(0), length = h_in.size(1), d = h_in.size(2);
+  at::Tensor h = h_in + m[2] * proj->forward(attended.transpose(1, 2).reshape({batch, length, d}));
+  at::Tensor a = norm2->forward(h) * (1 + m[4]) + m[3];
+  return h + m[5] * fc2->forward(at::gelu(fc1->forward(a), "tanh"));
+}
+
 at::Tensor AdaLNBlock::forward(const at::Tensor& h_in, const at::Tensor& c, int64_t heads, bool causal, bool rotary,
                                const at::Tensor& key_mask) {
-  const int64_t batch = h_in.size(0), length = h_in.size(1), d = h_in.size(2);
-  std::vector<at::Tensor> m = modulation->forward(c).unsqueeze(1).chunk(6, -1);
-  at::Tensor a = norm1->forward(h_in) * (1 + m[1]) + m[0];
-  at::Tensor qkv_out = qkv->forward(a).view({batch, length, 3, heads, d / heads}).permute({2, 0, 3, 1, 4});
+  std::vector<at::Tensor> m = modulate(c);
+  at::Tensor qkv_out = attention_input(h_in, m, heads);
   at::Tensor q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];
   if (rotary) q = apply_rotary(q), k = apply_rotary(k);
-  a = dot_product_attention(q, k, v, causal, key_mask).transpose(1, 2).reshape({batch, length, d});
-  at::Tensor h = h_in + m[2] * proj->forward(a);
-  a = norm2->forward(h) * (1 + m[4]) + m[3];
-  return h + m[5] * fc2->forward(at::gelu(fc1->forward(a), "tanh"));
+  return finish(h_in, dot_product_attention(q, k, v, causal, key_mask), m);
 }
 
 at::Tensor sinusoidal_time_features(const at::Tensor& t, int64_t batch, int64_t features, const at::TensorOptions& options) {

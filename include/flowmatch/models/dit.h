@@ -38,6 +38,30 @@ nlohmann::json image_transformer_options(const std::string& type, const nlohmann
 /// patch (2 when it divides the image, else 1) unless given; throws unless the samples are images.
 void describe_image_transformer(const std::string& type, const std::vector<int64_t>& shape, int64_t classes, nlohmann::json& options);
 
+/// The image side the image transformers (DiT, MMDiT) share: patches linearly embedded with fixed 2-D
+/// positions, the time embedding (sinusoidal features of 1000·t, two layers), and the read-out (adaLN
+/// from the conditioning, LayerNorm, linear to each patch's pixels) that starts at zero. Its layers are
+/// registered in the owning network as patch_embedding, positions, time_in, time_out (`create_input`)
+/// and final_norm, final_modulation, head (`create_output`).
+struct ImagePatches {
+  int64_t channels = 0, height = 0, image_width = 0, patch = 1;
+  torch::nn::Linear patch_embedding{nullptr};
+  at::Tensor positions;  // fixed (N, d), a buffer
+  torch::nn::Linear time_in{nullptr}, time_out{nullptr};
+  torch::nn::LayerNorm final_norm{nullptr};
+  torch::nn::Linear final_modulation{nullptr}, head{nullptr};
+
+  void create_input(torch::nn::Module& owner, int64_t channels, int64_t height, int64_t image_width, int64_t patch, int64_t width);
+  void create_output(torch::nn::Module& owner, int64_t width);
+  /// x (B, C·H·W) or (B, C, H, W) → patch tokens with positions (B, N, d); `type` names the network in
+  /// the shape error.
+  at::Tensor tokens(const at::Tensor& x, const char* type);
+  /// The time embedding (B, d), before any SiLU.
+  at::Tensor time_embedding(const at::Tensor& t, int64_t batch, const at::TensorOptions& options);
+  /// Tokens h (B, N, d) and the conditioning c (B, d) back to pixels, shaped like x.
+  at::Tensor read_out(const at::Tensor& h, const at::Tensor& c, const at::Tensor& x);
+};
+
 struct DiTOptions {
   DiTOptions(int64_t channels, int64_t height, int64_t width) : channels_(channels), height_(height), image_width_(width) {}
   TORCH_ARG(int64_t, channels);
@@ -68,13 +92,9 @@ class DiTImpl : public VelocityModel {
   at::Tensor run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels);
 
   DiTOptions options_;
-  torch::nn::Linear patch_embedding_{nullptr};
-  at::Tensor positions_;  // fixed (N, d), a buffer
-  torch::nn::Linear time_in_{nullptr}, time_out_{nullptr};
+  ImagePatches image_;
   torch::nn::Embedding class_embedding_{nullptr};
   std::vector<AdaLNBlock> blocks_;
-  torch::nn::LayerNorm final_norm_{nullptr};
-  torch::nn::Linear final_modulation_{nullptr}, head_{nullptr};
 };
 
 /// The registration of "dit": user options width, depth, heads, mlp_ratio, patch (default 2 when it

@@ -26,6 +26,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include "flowmatch/models/dit.h"
 #include "flowmatch/models/transformer.h"
 #include "flowmatch/models/velocity_model.h"
 
@@ -78,28 +79,16 @@ class MMDiTImpl : public VelocityModel {
 
  private:
   /// One stream's layers in a joint block.
-  /// One stream's layers in a joint block; a pre-only stream (the last block's caption) has no output
-  /// projection or MLP, and its modulation gives shift and scale only.
-  struct Stream {
-    bool pre_only = false;
-    torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
-    torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, modulation{nullptr};
-  };
-  Stream make_stream(const std::string& prefix, bool pre_only);
   at::Tensor run(const at::Tensor& x, const at::Tensor& t, const at::Tensor& ids, const at::Tensor& mask);
 
   MMDiTOptions options_;
   at::Tensor table_ids_, table_mask_;  // the caption table as (classes, L) ids and mask; undefined without
-  torch::nn::Linear patch_embedding_{nullptr};
-  at::Tensor positions_;  // fixed (N, d), a buffer
-  torch::nn::Linear time_in_{nullptr}, time_out_{nullptr};
+  ImagePatches image_;
   torch::nn::Embedding caption_embedding_{nullptr};
   at::Tensor caption_positions_;  // learned (L, d)
   std::vector<AdaLNBlock> text_blocks_;
   torch::nn::Linear pooled_{nullptr};
-  std::vector<std::pair<Stream, Stream>> blocks_;  // (image, caption)
-  torch::nn::LayerNorm final_norm_{nullptr};
-  torch::nn::Linear final_modulation_{nullptr}, head_{nullptr};
+  std::vector<std::pair<AdaLNBlock, AdaLNBlock>> blocks_;  // (image, caption): one stream's layers each
 };
 
 /// The joint attention of one MMDiT block, written for the tests: q, k, v of the caption (B, H, Lc, d_h)

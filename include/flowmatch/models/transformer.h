@@ -45,12 +45,21 @@ at::Tensor apply_rotary(const at::Tensor& x);
 struct AdaLNBlock {
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, modulation{nullptr};
+  /// A pre-only block (MMDiT's last caption block) gives keys and values only: no projection, no MLP,
+  /// and its modulation makes shift₁ and scale₁ alone.
+  bool pre_only = false;
   /// Registers its layers in `owner` as prefix + "norm1", "qkv", ... ; the modulation starts at zero.
-  static AdaLNBlock create(torch::nn::Module& owner, const std::string& prefix, int64_t width, int64_t mlp_ratio);
+  static AdaLNBlock create(torch::nn::Module& owner, const std::string& prefix, int64_t width, int64_t mlp_ratio, bool pre_only = false);
   /// h (B, L, d), c (B, d); `rotary` applies rotary positions to q and k; `key_mask` (B, L) as in
   /// dot_product_attention.
   at::Tensor forward(const at::Tensor& h, const at::Tensor& c, int64_t heads, bool causal, bool rotary,
                      const at::Tensor& key_mask = {});
+  /// The steps of forward, for attention that joins several blocks (MMDiT): the modulation chunks of c
+  /// (B, 1, d) each; q, k, v of the modulated LN(h), stacked (3, B, heads, L, d/heads); and the residual
+  /// updates around the attention output (B, heads, L, d/heads).
+  std::vector<at::Tensor> modulate(const at::Tensor& c);
+  at::Tensor attention_input(const at::Tensor& h, const std::vector<at::Tensor>& m, int64_t heads);
+  at::Tensor finish(const at::Tensor& h, const at::Tensor& attended, const std::vector<at::Tensor>& m);
 };
 
 /// Sinusoidal features of 1000·t (cos then sin, `features` even, frequencies 10000^(−k/(features/2)))
