@@ -160,39 +160,14 @@ at::Tensor DiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Tens
   return image_.read_out(h, cond, x);
 }
 
-nlohmann::json DiTImpl::spec() const {
-  const auto& o = options_;
-  return {{"type", "dit"},
-          {"options",
-           {{"channels", o.channels()},
-            {"height", o.height()},
-            {"image_width", o.image_width()},
-            {"patch", o.patch()},
-            {"width", o.width()},
-            {"depth", o.depth()},
-            {"heads", o.heads()},
-            {"mlp_ratio", o.mlp_ratio()},
-            {"num_classes", o.num_classes()}}}};
-}
+nlohmann::json DiTImpl::spec() const { return {{"type", "dit"}, {"options", image_transformer_spec(options_)}}; }
 
 namespace {
 
 const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch"};
 
 std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
-  const nlohmann::json options = image_transformer_options("dit", spec);
-  DiTOptions o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
-  try {
-    o.patch(options.value("patch", o.patch()))
-        .width(options.value("width", o.width()))
-        .depth(options.value("depth", o.depth()))
-        .heads(options.value("heads", o.heads()))
-        .mlp_ratio(options.value("mlp_ratio", o.mlp_ratio()))
-        .num_classes(options.value("num_classes", o.num_classes()));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument("dit options " + options.dump() + ": " + e.what());
-  }
-  return std::make_shared<DiTImpl>(o);
+  return std::make_shared<DiTImpl>(read_image_transformer_options<DiTOptions>("dit", spec));
 }
 
 }  // namespace

@@ -160,21 +160,12 @@ at::Tensor MMDiTImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Te
 
 nlohmann::json MMDiTImpl::spec() const {
   const auto& o = options_;
-  return {{"type", "mmdit"},
-          {"options",
-           {{"channels", o.channels()},
-            {"height", o.height()},
-            {"image_width", o.image_width()},
-            {"patch", o.patch()},
-            {"width", o.width()},
-            {"depth", o.depth()},
-            {"heads", o.heads()},
-            {"mlp_ratio", o.mlp_ratio()},
-            {"caption_vocabulary", o.caption_vocabulary()},
-            {"caption_length", o.caption_length()},
-            {"text_depth", o.text_depth()},
-            {"num_classes", o.num_classes()},
-            {"caption_table", o.caption_table()}}}};
+  nlohmann::json options = image_transformer_spec(o);
+  options["caption_vocabulary"] = o.caption_vocabulary();
+  options["caption_length"] = o.caption_length();
+  options["text_depth"] = o.text_depth();
+  options["caption_table"] = o.caption_table();
+  return {{"type", "mmdit"}, {"options", options}};
 }
 
 namespace {
@@ -182,18 +173,12 @@ namespace {
 const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch", "text_depth"};
 
 std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
-  const nlohmann::json options = image_transformer_options("mmdit", spec);
-  MMDiTOptions o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
+  MMDiTOptions o = read_image_transformer_options<MMDiTOptions>("mmdit", spec);
+  const nlohmann::json options = spec.value("options", nlohmann::json::object());
   try {
-    o.patch(options.value("patch", o.patch()))
-        .width(options.value("width", o.width()))
-        .depth(options.value("depth", o.depth()))
-        .heads(options.value("heads", o.heads()))
-        .mlp_ratio(options.value("mlp_ratio", o.mlp_ratio()))
-        .caption_vocabulary(options.value("caption_vocabulary", o.caption_vocabulary()))
+    o.caption_vocabulary(options.value("caption_vocabulary", o.caption_vocabulary()))
         .caption_length(options.value("caption_length", o.caption_length()))
         .text_depth(options.value("text_depth", o.text_depth()))
-        .num_classes(options.value("num_classes", o.num_classes()))
         .caption_table(options.value("caption_table", o.caption_table()));
   } catch (const nlohmann::json::exception& e) {
     throw std::invalid_argument("mmdit options " + options.dump() + ": " + e.what());

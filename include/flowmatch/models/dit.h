@@ -34,6 +34,30 @@ void check_image_transformer(const std::string& type, int64_t channels, int64_t 
                              int64_t width, int64_t heads, int64_t depth, int64_t mlp_ratio);
 /// An image transformer's stored description: its options, with the integer image shape checked.
 nlohmann::json image_transformer_options(const std::string& type, const nlohmann::json& spec);
+/// The options every image transformer's description carries (image shape, patch, width, depth, heads,
+/// mlp_ratio, num_classes), read into its Options (the defaults where absent) and written back.
+template <class Options>
+Options read_image_transformer_options(const std::string& type, const nlohmann::json& spec) {
+  const nlohmann::json options = image_transformer_options(type, spec);
+  Options o(options["channels"].get<int64_t>(), options["height"].get<int64_t>(), options["image_width"].get<int64_t>());
+  try {
+    o.patch(options.value("patch", o.patch()))
+        .width(options.value("width", o.width()))
+        .depth(options.value("depth", o.depth()))
+        .heads(options.value("heads", o.heads()))
+        .mlp_ratio(options.value("mlp_ratio", o.mlp_ratio()))
+        .num_classes(options.value("num_classes", o.num_classes()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(type + " options " + options.dump() + ": " + e.what());
+  }
+  return o;
+}
+template <class Options>
+nlohmann::json image_transformer_spec(const Options& o) {
+  return {{"channels", o.channels()}, {"height", o.height()}, {"image_width", o.image_width()}, {"patch", o.patch()},
+          {"width", o.width()},       {"depth", o.depth()},   {"heads", o.heads()},             {"mlp_ratio", o.mlp_ratio()},
+          {"num_classes", o.num_classes()}};
+}
 /// The description's image part from the data: channels, height, image_width, num_classes, and the
 /// patch (2 when it divides the image, else 1) unless given; throws unless the samples are images.
 void describe_image_transformer(const std::string& type, const std::vector<int64_t>& shape, int64_t classes, nlohmann::json& options);
