@@ -89,8 +89,9 @@ std::string classifier_file(const std::string& given) {
 }
 
 // The classifier's classes of labels: a caption label (class · 9 + darkness · 3 + size) gives its class.
+at::Tensor class_of(bool captions, const at::Tensor& labels) { return captions ? at::floor_divide(labels, 9) : labels; }
 at::Tensor class_of(const json& data, const at::Tensor& labels) {
-  return data.contains("captions") ? at::floor_divide(labels, 9) : labels;
+  return class_of(data.contains("captions"), labels);
 }
 
 // Labels for n samples: class-balanced rows (n a multiple of the classes), or for captions the 90
@@ -114,7 +115,7 @@ json caption_match(ImageClassifierImpl& classifier, const data::CaptionSet& capt
   at::Tensor pixels = data::unit_range_to_pixels(x.to(at::kCPU)).reshape({x.size(0), shape[0], shape[1], shape[2]});
   at::Tensor got = captions.labels(pixels, at::zeros({x.size(0)}, at::kLong));  // darkness · 3 + size
   at::Tensor want = labels.to(at::kCPU);
-  at::Tensor class_ok = cls.eq(at::floor_divide(want, 9));
+  at::Tensor class_ok = cls.eq(class_of(true, want));
   at::Tensor dark_ok = at::floor_divide(got, 3).eq(at::floor_divide(want.remainder(9), 3));
   at::Tensor size_ok = got.remainder(3).eq(want.remainder(3));
   auto share = [](const at::Tensor& ok) { return ok.to(at::kDouble).mean().item<double>(); };
@@ -298,7 +299,7 @@ class ImagesDomain : public Domain {
       c10::InferenceMode guard;
       at::Tensor x = samples.x.clamp(-1, 1);
       q["frechet_distance"] = metrics::frechet_distance(metrics::gaussian_statistics(classifier_features(*classifier, x)), test_stats);
-      if (classes > 0 && samples.labels.defined()) q["classifier_accuracy"] = classifier_accuracy(*classifier, x, captions ? at::floor_divide(samples.labels, 9) : samples.labels);
+      if (classes > 0 && samples.labels.defined()) q["classifier_accuracy"] = classifier_accuracy(*classifier, x, class_of(captions, samples.labels));
       return q;
     };
   }

@@ -81,6 +81,13 @@ class Canvas {
     cairo_rectangle(cr_, x0, y0, x1 - x0, y1 - y0);
     cairo_fill(cr_);
   }
+  // A 1-pixel rectangle outline on the pixel grid, corner (x, y), size w × h.
+  void outline(double x, double y, double w, double h, const Color& c) {
+    colour(c);
+    cairo_set_line_width(cr_, 1.0);
+    cairo_rectangle(cr_, std::floor(x) + 0.5, std::floor(y) + 0.5, w, h);
+    cairo_stroke(cr_);
+  }
   // A crisp 1-pixel line along whole pixels (grid lines, ticks, frame).
   void hairline(double x0, double y0, double x1, double y1, const Color& c) {
     colour(c);
@@ -272,10 +279,7 @@ struct Axes {
   }
   // The frame's four sides, drawn last so data do not cover them.
   void border() {
-    c.colour(kFrame);
-    cairo_set_line_width(c.cr(), 1.0);
-    cairo_rectangle(c.cr(), px0() + 0.5, py0() + 0.5, px1() - px0(), py1() - py0());
-    cairo_stroke(c.cr());
+    c.outline(px0(), py0(), px1() - px0(), py1() - py0(), kFrame);
   }
   // Clips drawing to the data area until the returned guard ends.
   struct Clip {
@@ -296,10 +300,7 @@ struct Axes {
     const double x = px1() - width - 36, y0 = py0() + 8;
     const double line = 21;
     c.rect(x - 8, y0 - 6, px1() - 8, y0 + entries.size() * line + 2, {255, 255, 255}, 0.88);
-    c.colour({200, 200, 200});
-    cairo_set_line_width(c.cr(), 1.0);
-    cairo_rectangle(c.cr(), x - 7.5, y0 - 5.5, px1() - 8 - (x - 8) - 1, entries.size() * line + 7);
-    cairo_stroke(c.cr());
+    c.outline(x - 8, y0 - 6, px1() - 8 - (x - 8) - 1, entries.size() * line + 7, {200, 200, 200});
     double y = y0;
     for (const auto& e : entries) {
       c.rect(x, y + 2, x + 12, y + 14, e.second);
@@ -595,10 +596,7 @@ void write_heatmaps_png(const std::string& path, const std::vector<Heatmap>& pan
       std::copy(col.begin(), col.end(), &bar[static_cast<size_t>(i) * 3]);
     }
     c.image(bar, 1, 256, bx0, ax.py0(), bx1, ax.py1());
-    c.colour(kFrame);
-    cairo_set_line_width(c.cr(), 1.0);
-    cairo_rectangle(c.cr(), bx0 + 0.5, ax.py0() + 0.5, kBarWidth, ax.py1() - ax.py0());
-    cairo_stroke(c.cr());
+    c.outline(bx0, ax.py0(), kBarWidth, ax.py1() - ax.py0(), kFrame);
     const double step = nice_step(hi - lo, 6);
     int ticks = 0;
     for (double t = std::ceil(lo / step) * step; t <= hi + 1e-9 * step && ticks < kMaxTicks; t += step, ++ticks) {
