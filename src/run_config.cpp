@@ -57,6 +57,8 @@ std::vector<RunSetting> make_settings() {
        "their counts and refused (refuse)", {"space", "refuse"}},
       {"image-channels", "int", 0, "image folder: convert to 1 (grey) or 3 (RGB) channels (0: as the first image)", {}},
       {"label-dropout", "float", 0.1, "images: probability of training on the 'no class' label (classifier-free guidance)", {}},
+      {"autoencoder", "string", "", "images: train the flow in the latent space of this autoencoder folder ('flowmatch autoencoder train'); "
+       "samples are decoded into images", {}},
       {"model", "string", nullptr, "network type (default: the data's: mlp for points, unet for images, manifold-mlp on manifolds, discrete-mlp on the discrete checkerboard, transformer for text, egnn for molecules; also dit and mmdit for images)", {}},
       {"model-option", "strings", json::array(), "a network option KEY=VALUE (repeatable; also a [model] section in --config)", {}},
       {"width", "int", nullptr, "mlp: hidden width (default 64); transformer, dit: model width (default 256)", {}},
@@ -65,7 +67,7 @@ std::vector<RunSetting> make_settings() {
       {"time-encoding", "string", nullptr, "mlp: plain (t as a feature) or sinusoidal (default plain)", {}},
       {"time-features", "int", nullptr, "mlp: sinusoidal time features, even (default 16)", {}},
       {"channels", "int", nullptr, "unet: channels at the first level (default 32)", {}},
-      {"channel-mult", "ints", nullptr, "unet: channel multiplier per level, the resolution halves between levels (default 1,2,2)", {}},
+      {"channel-mult", "ints", nullptr, "unet: channel multiplier per level, the resolution halves between levels (default 1,2,2, cut to the levels the image size allows)", {}},
       {"blocks", "int", nullptr, "unet: residual blocks per level (default 1)", {}},
       {"heads", "int", nullptr, "unet, transformer, dit: attention heads (default 4)", {}},
       {"dropout", "float", nullptr, "unet: dropout in the residual blocks (default 0)", {}},

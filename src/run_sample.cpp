@@ -168,6 +168,7 @@ SampleResult Run::sample(SampleOptions o) const {
                              (info.stochastic ? ", noise " + std::to_string(o.noise_scale) : std::string()) +
                              "): the network's weights or the solve diverged; nothing written");
   }
+  r.x = domain_->decode(data, r.x, o.device);  // a latent run's images
   r.description = info.adaptive ? o.solver : o.solver + " " + std::to_string(o.steps) + " steps";
   if (info.stochastic) {
     char noise[48];

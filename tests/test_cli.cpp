@@ -765,6 +765,50 @@ TEST(CLI, ImageRunTrainsSamplesGuidedGridsAndEvaluates) {
   EXPECT_NE(no_classifier.err.find("classifier train"), std::string::npos);
 }
 
+TEST(CLI, LatentRunTrainsInItsAutoencodersSpaceAndNeedsIt) {
+  fmtest::TempDir dir;
+  write_image_folder(dir);
+  Result ae = cli(dir, "autoencoder train --data images --out ae --steps 20 --batch 4 --channels 8 --threads 1");
+  ASSERT_EQ(ae.code, 0) << ae.err;
+  EXPECT_NE(ae.err.find("to latents of 4x2x2"), std::string::npos) << ae.err;
+  EXPECT_NE(ae.out.find("reconstruction: mse"), std::string::npos) << ae.out;
+  EXPECT_EQ(cli(dir, "autoencoder train --data images --out ae --steps 2").code, 2);  // never over an existing folder
+  // The default U-Net on 2x2 latents: the levels the size allows (x1 x2).
+  Result train = cli(dir, "train --data images --autoencoder ae --out run --steps 4 --batch 8 --channels 8 --heads 2 --threads 1");
+  ASSERT_EQ(train.code, 0) << train.err;
+  const auto config = nlohmann::json::parse(fm::io::read_file(dir / "run/config.json"));
+  EXPECT_EQ(config["model"]["options"]["channel_multipliers"], (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(config["model"]["options"]["in_channels"], 4);
+  EXPECT_EQ(config["data"]["latent_shape"], (std::vector<int64_t>{4, 2, 2}));
+  Result sample = cli(dir, "sample --run run --n 4 --steps 2 --guidance 2 --out s.npy --threads 1");
+  ASSERT_EQ(sample.code, 0) << sample.err;
+  EXPECT_EQ(fm::io::load_npy(dir / "s.npy").sizes(), (std::vector<int64_t>{4, 64}));  // decoded 8x8 images
+  EXPECT_TRUE(fs::exists(dir / "s.png"));
+  ASSERT_EQ(cli(dir, "classifier train --data images --out clf --epochs 1 --batch 4 --width 4 --threads 1").code, 0);
+  Result eval = cli(dir, "eval --run run --classifier clf --guidance-scales 2 --accuracy-n 4 --fd-n 6 --sample-steps 1 --bpd-n 3 --threads 1");
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  const auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "run/metrics.json"));
+  EXPECT_TRUE(metrics["frechet_distance_autoencoder_floor"].is_number());
+  EXPECT_TRUE(metrics["bpd"].is_null());
+  EXPECT_NE(eval.out.find("the latent flow's floor"), std::string::npos) << eval.out;
+  // Without its autoencoder a latent run cannot make images: one line naming the folder, nothing written.
+  fs::rename(dir / "ae", dir / "elsewhere");
+  for (const char* cmd : {"sample --run run --n 4 --out lost.npy", "eval --run run --classifier clf --accuracy-n 4 --fd-n 0 --bpd-n 0"}) {
+    Result lost = cli(dir, cmd);
+    EXPECT_EQ(lost.code, 1) << cmd;
+    EXPECT_EQ(lost.err_lines(), 1u) << lost.err;
+    EXPECT_NE(lost.err.find("/ae', which is missing"), std::string::npos) << lost.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "lost.npy"));
+  Result points = cli(dir, "train --data moons --autoencoder elsewhere --out p --steps 2");
+  EXPECT_EQ(points.code, 2);
+  EXPECT_NE(points.err.find("--autoencoder"), std::string::npos) << points.err;
+  Result none = cli(dir, "train --data images --autoencoder images --out p --steps 2");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("holds no autoencoder"), std::string::npos) << none.err;
+  EXPECT_FALSE(fs::exists(dir / "p"));
+}
+
 TEST(CLI, ImageFlagsAreRefusedWhereTheyDoNotApply) {
   fmtest::TempDir dir;
   write_image_folder(dir);

@@ -38,6 +38,7 @@ Command register_export(CLI::App& root);
 Command register_launch(CLI::App& root);
 Command register_bench(CLI::App& root);
 Command register_classifier(CLI::App& root);
+Command register_autoencoder(CLI::App& root);
 Command register_compare(CLI::App& root);
 
 /// --threads, --device, --seed (and --config, read before parsing).

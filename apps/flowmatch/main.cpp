@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   std::vector<Command> commands = {register_train(app), register_sample(app), register_eval(app),
                                   register_likelihood(app), register_reflow(app), register_distill(app),
                                   register_export(app), register_launch(app), register_bench(app),
-                                  register_classifier(app), register_compare(app)};
+                                  register_classifier(app), register_autoencoder(app), register_compare(app)};
 
   std::vector<std::string> args(argv, argv + argc);
   try {

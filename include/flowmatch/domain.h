@@ -83,6 +83,9 @@ class Domain {
   virtual at::Tensor held_out(const nlohmann::json& data, int64_t n, at::Generator& generator) const = 0;
   /// Sampling defaults for options left unset (n, solver, steps).
   virtual void complete_sample_options(const nlohmann::json& data, SampleOptions& options) const;
+  /// Samples of the flow's state as data, on the CPU: a latent image run decodes them with its
+  /// autoencoder; the identity where the flow draws the data themselves. `Run::sample` applies it.
+  virtual at::Tensor decode(const nlohmann::json& /*data*/, const at::Tensor& state, const c10::Device& /*device*/) const { return state; }
   /// Extra facts written with samples (e.g. the pixel range of images).
   virtual nlohmann::json sample_info(const nlohmann::json&) const { return nlohmann::json::object(); }
   /// What n samples are conditioned on (classes, ...) for these options.

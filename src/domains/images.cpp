@@ -12,6 +12,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
+#include "flowmatch/autoencoder.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/classifier.h"
 #include "flowmatch/data/images.h"
@@ -58,6 +59,42 @@ data::ImageDataset load_images(const json& data, const std::string& split) {
                              std::to_string(images.pixels_per_image()));
   }
   return images;
+}
+
+// A latent run (--autoencoder): the flow's state is the autoencoder's normalised latent, decoded for
+// pictures and evaluation.
+bool is_latent(const json& data) { return data.contains("autoencoder"); }
+int64_t state_dim(const json& data) {
+  if (!is_latent(data)) return data.at("dim").get<int64_t>();
+  int64_t d = 1;
+  for (int64_t k : data.at("latent_shape").get<std::vector<int64_t>>()) d *= k;
+  return d;
+}
+
+// The training images' latents, z = mean + std·ε drawn afresh each batch, normalised; from the latents
+// `flowmatch autoencoder train` stored when they are of these very images, else encoded now.
+data::LabeledSampler latent_sampler(const json& data) {
+  const data::ImageDataset images = load_images(data, "train");
+  const json& ae = data.at("autoencoder");
+  const json& trained_on = ae.at("data");
+  const std::string target = data.value("target", std::string());
+  const bool same_images =
+      trained_on.value("target", std::string()) == "fashion-mnist" ? (target == "fashion-mnist" || target == "fashion-mnist-captions") &&
+                                                                          trained_on.value("data_dir", std::string()) == data.value("data_dir", std::string("?"))
+                                                                    : trained_on.value("folder", std::string()) == data.value("folder", std::string("?"));
+  const int64_t n = images.images.size(0);
+  LatentPosterior q;
+  if (same_images) q = stored_training_latents(ae.at("dir").get<std::string>(), n);
+  if (!q.mean.defined()) q = encode_images(*load_latent_autoencoder(ae).network, images.images);
+  const at::Tensor mean = q.mean.reshape({n, -1}).contiguous(), std = q.std.reshape({n, -1}).contiguous(), labels = images.labels;
+  const bool noisy = std.abs().max().item<double>() > 0;
+  const double shift = ae.at("shift").get<double>(), scale = ae.at("scale").get<double>();
+  return [=](int64_t count, at::Generator& gen) {
+    at::Tensor index = at::randint(n, {count}, gen, at::TensorOptions().dtype(at::kLong));
+    at::Tensor z = mean.index_select(0, index);
+    if (noisy) z = z + std.index_select(0, index) * at::randn(z.sizes(), gen);
+    return data::LabeledBatch{(z - shift) * scale, labels.index_select(0, index)};
+  };
 }
 
 // Images (n, C·H·W) in [−1, 1] as a PNG grid: one row per class for "all", else ⌈√n⌉ columns.
@@ -135,7 +172,7 @@ class ImagesDomain : public Domain {
             {"path-noise", "none"}, {"sigma", 0.0},   {"ema", 0.999},        {"lr-schedule", "cosine"},
             {"warmup", 200},   {"grad-clip", 1.0},    {"log-every", 50},     {"checkpoint-every", 250}};
   }
-  std::vector<std::string> own_settings() const override { return {"label-dropout", "image-channels"}; }
+  std::vector<std::string> own_settings() const override { return {"label-dropout", "image-channels", "autoencoder"}; }
   std::string default_model(const json&) const override { return "unet"; }
   // A network that reads text gets the captions' vocabulary and each label's tokens.
   json model_options(const json& data, const std::string& model) const override {
@@ -178,12 +215,24 @@ class ImagesDomain : public Domain {
     spec["class_names"] = data.class_names;
     spec["label_dropout"] = s["label-dropout"];
     spec["train_images"] = data.images.size(0);
+    const std::string autoencoder = s.value("autoencoder", std::string());
+    if (!autoencoder.empty()) {  // a latent run
+      json ae = describe_autoencoder(autoencoder);
+      if (ae["image_shape"] != spec["image_shape"]) {
+        throw std::invalid_argument("--autoencoder '" + autoencoder + "' was trained on images of " + ae["image_shape"].dump() + ", --data " + which +
+                                    " has " + spec["image_shape"].dump());
+      }
+      spec["latent_shape"] = ae["latent_shape"];
+      spec["autoencoder"] = std::move(ae);
+    }
     return spec;
   }
 
-  std::vector<int64_t> sample_shape(const json& data) const override { return data.at("image_shape").get<std::vector<int64_t>>(); }
+  std::vector<int64_t> sample_shape(const json& data) const override {
+    return data.at(is_latent(data) ? "latent_shape" : "image_shape").get<std::vector<int64_t>>();
+  }
   int64_t num_classes(const json& data) const override { return data.value("num_classes", int64_t{0}); }
-  data::PointSampler source(const json& data) const override { return data::gaussian_sampler(data.at("dim").get<int64_t>()); }
+  data::PointSampler source(const json& data) const override { return data::gaussian_sampler(state_dim(data)); }
   std::function<at::Tensor(const at::Tensor&)> source_log_density(const json&) const override {
     return [](const at::Tensor& x) {
       const double d = static_cast<double>(x[0].numel());
@@ -192,14 +241,19 @@ class ImagesDomain : public Domain {
   }
 
   void add_training_data(const json& data, const std::string&, FlowMatchingProblem& problem) const override {
-    problem.labeled_target = data::image_sampler(load_images(data, "train"));
+    problem.labeled_target = is_latent(data) ? latent_sampler(data) : data::image_sampler(load_images(data, "train"));
     problem.label_dropout = data.value("label_dropout", 0.0);
   }
 
   at::Tensor held_out(const json& data, int64_t n, at::Generator& generator) const override {
     const data::ImageDataset test = load_images(data, "test");
     const int64_t k = std::min<int64_t>(n, test.images.size(0));
-    return data::pixels_to_unit_range(test.images.narrow(0, 0, k), generator).reshape({k, -1});
+    at::Tensor x = data::pixels_to_unit_range(test.images.narrow(0, 0, k), generator).reshape({k, -1});
+    return is_latent(data) ? load_latent_autoencoder(data.at("autoencoder")).encode(x) : x;  // a latent run: the images' latents
+  }
+
+  at::Tensor decode(const json& data, const at::Tensor& state, const c10::Device& device) const override {
+    return is_latent(data) ? load_latent_autoencoder(data.at("autoencoder"), device).decode(state) : state;
   }
 
   void complete_sample_options(const json& data, SampleOptions& o) const override {
@@ -208,8 +262,10 @@ class ImagesDomain : public Domain {
     if (o.steps <= 0) o.steps = 20;
   }
 
-  json sample_info(const json&) const override {
-    return {{"range", "[-1, 1]; pixel = floor((x + 1) * 128) clamped to [0, 255]"}};
+  json sample_info(const json& data) const override {
+    json info = {{"range", "[-1, 1]; pixel = floor((x + 1) * 128) clamped to [0, 255]"}};
+    if (is_latent(data)) info["decoded_by"] = data["autoencoder"]["dir"];
+    return info;
   }
 
   // Labels for n samples from the class choice: "all" (n / classes per class in class order; n must be
@@ -329,6 +385,8 @@ class ImagesDomain : public Domain {
     }
     classifier->to(f.device);
     auto model = run.model(checkpoint, f.device);
+    std::optional<LatentAutoencoder> autoencoder;  // a latent run decodes its samples
+    if (is_latent(data)) autoencoder = load_latent_autoencoder(data.at("autoencoder"), f.device);
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(f.seed + 0x5eed0000ULL);
     if (solver_info(f.sample_solver).adaptive || solver_info(f.sample_solver).stochastic) {
       throw std::invalid_argument("--sample-solver must be a fixed-step ODE solver, got " + f.sample_solver);
@@ -348,14 +406,14 @@ class ImagesDomain : public Domain {
                       int64_t steps, int64_t& nfe) {
       c10::InferenceMode inference;
       std::vector<at::Tensor> parts;
-      const int64_t n = labels.size(0), d = data.at("dim").get<int64_t>();
+      const int64_t n = labels.size(0), d = state_dim(data);
       for (int64_t start = 0; start < n; start += 500) {
         const int64_t b = std::min<int64_t>(500, n - start);
         SamplingFlow flow = run.guided_flow(net, labels.narrow(0, start, b).to(f.device), w);
         at::Tensor x0 = flow.path->start(at::randn({b, d}, gen)).to(f.device);
         SolveResult result = solve(solver, flow.field, x0, SolverOptions().steps(steps));
         nfe = result.nfe;
-        parts.push_back(result.x.to(at::kCPU));
+        parts.push_back(autoencoder ? autoencoder->decode(result.x) : result.x.to(at::kCPU));
       }
       return at::cat(parts);
     };
@@ -435,6 +493,14 @@ class ImagesDomain : public Domain {
         at::Tensor index = at::randperm(train.images.size(0), gen, at::kLong).narrow(0, 0, std::min<int64_t>(f.fd_n, train.images.size(0)));
         at::Tensor features = classifier_features(*classifier, data::pixels_to_unit_range(train.images.index_select(0, index), gen));
         metrics["frechet_distance_floor"] = metrics::frechet_distance(metrics::gaussian_statistics(features), test_stats);
+        if (autoencoder) {  // a latent flow's floor: the same training images through the autoencoder and back
+          at::Tensor images = data::pixels_to_unit_range(train.images.index_select(0, index), gen).reshape({index.size(0), -1});
+          at::Tensor decoded = autoencoder->decode(autoencoder->encode(images)).clamp(-1, 1);
+          metrics["frechet_distance_autoencoder_floor"] =
+              metrics::frechet_distance(metrics::gaussian_statistics(classifier_features(*classifier, decoded)), test_stats);
+          say("Frechet distance of the autoencoder's reconstructions of training images (the latent flow's floor): " +
+              std::to_string(metrics["frechet_distance_autoencoder_floor"].get<double>()));
+        }
       }
       {
         // The untrained network, initialised as training initialises it (same seed).
@@ -446,7 +512,7 @@ class ImagesDomain : public Domain {
         bool zero_velocity = false;
         {
           c10::InferenceMode inference;
-          at::Tensor probe = at::randn({4, data.at("dim").get<int64_t>()}, gen).to(f.device);
+          at::Tensor probe = at::randn({4, state_dim(data)}, gen).to(f.device);
           zero_velocity = untrained->forward(probe, at::full({}, 0.5)).abs().max().item<double>() == 0.0;
         }
         metrics["frechet_untrained_solver"] = zero_velocity ? "euler 1 step (untrained velocity is exactly 0)" : f.sample_solver;
@@ -464,7 +530,11 @@ class ImagesDomain : public Domain {
     }
 
     // (c) Bits per dimension of dequantized test images under the unconditional ("no class") flow.
-    if (f.bpd_n > 0) {
+    if (f.bpd_n > 0 && autoencoder) {
+      metrics["bpd"] = nullptr;
+      metrics["bpd_note"] = "not measured: a latent run's density is over latents, and its decoder has no inverse to carry it to pixels";
+      say("bits per dimension: not measured for a latent run (its density is over latents)");
+    } else if (f.bpd_n > 0) {
       const auto start = std::chrono::steady_clock::now();
       const int64_t n = std::min<int64_t>(f.bpd_n, test.images.size(0));
       at::Tensor x = data::pixels_to_unit_range(test.images.narrow(0, 0, n), gen).reshape({n, -1}).to(f.device);

@@ -151,6 +151,10 @@ detail::Registry<ModelRegistration>& model_registry() {
             }
             const nlohmann::json o = normalized_options("unet", given, unet_keys);
             UNetOptions unet(shape[0], shape[1]);
+            // The default levels ×1 ×2 ×2, fewer where the image does not halve that often (a 7×7 latent: one).
+            while (unet.channel_multipliers().size() > 1 && shape[1] % (int64_t{1} << (unet.channel_multipliers().size() - 1)) != 0) {
+              unet.channel_multipliers().pop_back();
+            }
             try {
               unet.base_channels(o.value("channels", unet.base_channels()))
                   .channel_multipliers(o.value("channel_mult", unet.channel_multipliers()))
