@@ -172,6 +172,10 @@ def budget(tokens, mini_fmnist, work="."):
     elif tokens[:2] == ["classifier", "train"]:
         tokens = set_flag(tokens, "--epochs", "1")
         tokens = set_flag(tokens, "--data-dir", mini_fmnist)
+    elif tokens[:2] == ["autoencoder", "train"]:
+        tokens = set_flag(tokens, "--steps", "20")
+        tokens = set_flag(tokens, "--batch", "8")
+        tokens = set_flag(tokens, "--data-dir", mini_fmnist)
     return tokens
 
 
@@ -227,11 +231,12 @@ MADE_WHEN_READ = {
     "runs/example": ["train", "--out", "runs/example", "--steps", "40"],
     "runs/vp": ["train", "--out", "runs/vp", "--path", "vp", "--sigma", "0", "--source", "gaussian", "--steps", "40"],
     "runs/classifier": ["classifier", "train", "--out", "runs/classifier", "--epochs", "1", "--data-dir", "MINI"],
+    "runs/ae": ["autoencoder", "train", "--out", "runs/ae", "--steps", "20", "--batch", "8", "--data-dir", "MINI"],
 }
 
 
 def make_what_is_read(tokens, work, env, mini):
-    for flag in ("--run", "--classifier"):
+    for flag in ("--run", "--classifier", "--autoencoder"):
         name = flag_value(tokens, flag)
         if name in MADE_WHEN_READ and not os.path.exists(os.path.join(work, name)):
             recipe = [mini if t == "MINI" else t for t in MADE_WHEN_READ[name]]
