@@ -39,7 +39,8 @@ namespace {
 
 const std::vector<std::string> kCases = {"train-independent", "train-exact-ot", "sample-euler100", "sample-dopri5",
                                          "likelihood-exact", "coupling", "gemm-peak", "mlp-roofline",
-                                         "unet-train", "unet-sample", "policy-latency", "dopri5-norms", "likelihood-fixed"};
+                                         "unet-train", "unet-sample", "policy-latency", "dopri5-norms", "likelihood-fixed",
+                                         "unet-twin"};
 
 using Clock = std::chrono::steady_clock;
 using fm::detail::seconds_since;
@@ -85,7 +86,9 @@ double best_solve_seconds(const fm::VelocityField& field, const at::Tensor& x0, 
   double best = 1e300;
   for (int64_t r = 0; r < repeats; ++r) {
     const auto start = Clock::now();
-    nfe = fm::solve_ode(field, x0, options).nfe;
+    fm::SolveResult result = fm::solve_ode(field, x0, options);
+    if (!x0.is_cpu()) result.x.to(at::kCPU);  // a GPU's work is done when its result is here
+    nfe = result.nfe;
     best = std::min(best, seconds_since(start));
   }
   return best;
@@ -363,9 +366,10 @@ fm::models::UNetOptions default_unet() {
   return fm::models::UNetOptions(1, 28).base_channels(32).channel_multipliers({1, 2, 2}).num_classes(10);
 }
 
-json bench_unet_train(int64_t steps) {
+json bench_unet_train(int64_t steps, const c10::Device& device) {
   at::manual_seed(0);
   auto net = std::make_shared<fm::models::UNetImpl>(default_unet());
+  net->to(device);  // the trainer moves its batches to the network's device
   fm::data::ImageDataset data{at::randint(0, 256, {512, 1, 28, 28}, at::TensorOptions().dtype(at::kByte)),
                               at::arange(512, at::kLong).remainder(10), fm::data::fashion_mnist_class_names()};
   fm::FlowMatchingProblem problem;
@@ -378,9 +382,10 @@ json bench_unet_train(int64_t steps) {
   fm::Trainer trainer(net, problem, fm::TrainerOptions().steps(steps + 3).batch_size(batch).lr(5e-4).ema_decay(0.999).seed(1));
   for (int k = 0; k < 3; ++k) trainer.train_step();
   const auto start = Clock::now();
-  for (int64_t k = 0; k < steps; ++k) trainer.train_step();
+  for (int64_t k = 0; k < steps; ++k) trainer.train_step();  // each step reads its loss back: no work is left queued
   const double seconds = seconds_since(start);
   json j = base("unet-train");
+  j["device"] = device.str();
   j["parameters"] = fm::models::parameter_count(*net);
   j["batch"] = batch;
   j["steps"] = steps;
@@ -389,7 +394,7 @@ json bench_unet_train(int64_t steps) {
   return j;
 }
 
-json bench_unet_sample(int64_t repeats) {
+json bench_unet_sample(int64_t repeats, const c10::Device& device) {
   at::manual_seed(0);
   auto net = std::make_shared<fm::models::UNetImpl>(default_unet());
   {
@@ -397,15 +402,17 @@ json bench_unet_sample(int64_t repeats) {
     torch::NoGradGuard no_grad;
     for (auto& p : net->parameters()) p.normal_(0, 0.05);
   }
+  net->to(device);
   const int64_t batch = 500, steps = 10;
   c10::InferenceMode guard;
-  auto field = fm::guided_velocity_field(net, fm::grid_labels(batch, 10), 2.0);
+  auto field = fm::guided_velocity_field(net, fm::grid_labels(batch, 10).to(device), 2.0);
   const auto options = fm::SolverOptions().method(fm::SolverMethod::Midpoint).steps(steps);
-  at::Tensor x0 = at::randn({batch, 784});
+  at::Tensor x0 = at::randn({batch, 784}).to(device);
   fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Euler).steps(1));  // warm-up
   int64_t nfe = 0;
   const double best = best_solve_seconds(field, x0, options, repeats, nfe);
   json j = base("unet-sample");
+  j["device"] = device.str();
   j["batch"] = batch;
   j["solver"] = "midpoint";
   j["steps"] = steps;
@@ -413,6 +420,35 @@ json bench_unet_sample(int64_t repeats) {
   j["guidance"] = 2.0;
   j["sample_images_per_s"] = static_cast<double>(batch) / best;
   j["network_images_per_s"] = static_cast<double>(batch * nfe * 2) / best;
+  return j;
+}
+
+// The U-Net of unet-sample (random weights, so that no layer is the zero it starts at) written for
+// bench/unet_twin.py with a probe: its output v on random x, t and labels (one of them "no class").
+json bench_unet_twin(const std::string& path) {
+  if (path.empty()) throw std::invalid_argument("bench case unet-twin needs --save-weights FILE.pt (read by bench/unet_twin.py --weights FILE.pt)");
+  at::manual_seed(0);
+  auto net = std::make_shared<fm::models::UNetImpl>(default_unet());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->parameters()) p.normal_(0, 0.05);
+  }
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& item : net->named_parameters(true)) tensors["state_dict." + item.key()] = item.value();
+  for (const auto& item : net->named_buffers(true)) tensors["state_dict." + item.key()] = item.value();
+  at::Tensor x = at::randn({6, 784}), t = at::rand({6});
+  at::Tensor labels = at::tensor(std::vector<int64_t>{0, 3, fm::models::kNullLabel, 9, 5, 1});
+  at::Tensor v;
+  {
+    c10::InferenceMode guard;
+    v = net->forward_conditional(x, t, labels);
+  }
+  tensors["x"] = x, tensors["t"] = t, tensors["labels"] = labels, tensors["v"] = v;
+  fm::io::save_pt_tensors(path, tensors);
+  json j = base("unet-twin");
+  j["parameters"] = fm::models::parameter_count(*net);
+  j["weights"] = path;
+  j["probe_max_abs_output"] = v.abs().max().item<double>();
   return j;
 }
 
@@ -425,6 +461,13 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
     if (std::find(kCases.begin(), kCases.end(), name) == kCases.end()) throw std::invalid_argument("unknown benchmark case '" + name + "'");
   }
   const std::vector<std::string> cases = wanted.empty() ? kCases : wanted;
+  if (!f.device.is_cpu()) {
+    for (const auto& name : cases) {
+      if (name != "unet-train" && name != "unet-sample") {
+        throw std::invalid_argument("bench case '" + name + "' runs on the CPU only; on " + f.device.str() + " run unet-train and unet-sample");
+      }
+    }
+  }
   json all = json::array();
   auto emit = [&](const json& j) {
     for (const auto& row : j.is_array() ? j : json::array({j})) {
@@ -458,12 +501,13 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
         for (const char* path : {"autograd", "trainer"}) emit(bench_mlp_step(width, batch, peak, f.repeats, path));
       }
   }
-  if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50)));
-  if (wants("unet-sample")) emit(bench_unet_sample(f.repeats));
+  if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50), f.device));
+  if (wants("unet-sample")) emit(bench_unet_sample(f.repeats, f.device));
   if (wants("policy-latency")) emit(bench_policy_latency());
   if (wants("dopri5-norms")) emit(bench_dopri5_norms());
   // Needs the reference's weights: run when asked for, or with --weights.
   if ((!wanted.empty() && wants("likelihood-fixed")) || !f.weights.empty()) emit(bench_likelihood_fixed(f.weights, f.repeats));
+  if ((!wanted.empty() && wants("unet-twin")) || !f.save_weights.empty()) emit(bench_unet_twin(f.save_weights));
   return all;
 }
 

@@ -19,8 +19,7 @@ struct BenchFlags {
 };
 
 int run_bench(BenchFlags& f) {
-  if (f.common.device != "cpu") throw UsageError("bench runs on the CPU only for now; --device " + f.common.device + " is not supported");
-  apply_common_flags(f.common);
+  f.options.device = apply_common_flags(f.common);
   const json all = fm::benchmarks::run(f.cases, f.options, [](const json& row) { std::cout << row.dump() << std::endl; });
   if (!f.out.empty()) fm::write_json_file(f.out, all);
   return kExitOk;
@@ -39,8 +38,9 @@ Command register_bench(CLI::App& root) {
               "by LibTorch's autograd and Adam and by the trainer's hand-written backward and fused Adam),\n"
               "unet-train (the Fashion-MNIST U-Net, batch 64, images/s), unet-sample (guided w = 2, midpoint 10 steps, batch 500),\n"
               "policy-latency (ref_policy_latency.py's action-chunk policy at batch 1, 10 Euler steps: median microseconds),\n"
-              "dopri5-norms (NFE and error of Dopri5 with the per-sample and the batch RMS error norm, random 3x64 MLP field).\n"
-              "Threads default to 1 here (--threads N to change). CPU only for now (--device cuda is refused).");
+              "dopri5-norms (NFE and error of Dopri5 with the per-sample and the batch RMS error norm, random 3x64 MLP field),\n"
+              "unet-twin (writes unet-sample's U-Net and a probe to --save-weights for bench/unet_twin.py, the PyTorch twin).\n"
+              "Threads default to 1 here (--threads N to change). --device cuda runs unet-train and unet-sample (name them with --case).");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(fm::benchmarks::case_names()));
   app->add_option("--train-steps", f.options.train_steps, "timed training steps (exact-ot: a quarter)")
@@ -49,6 +49,8 @@ Command register_bench(CLI::App& root) {
       ->check(positive_number())->capture_default_str();
   app->add_option("--weights", f.options.weights,
                   "likelihood-fixed: the file of ../shared/bench/ref_likelihood_2d.py --save-weights FILE.pt (runs that case too)");
+  app->add_option("--save-weights", f.options.save_weights,
+                  "unet-twin: write the U-Net's weights and a probe for bench/unet_twin.py to this .pt file (runs that case too)");
   f.common.threads = 1;  // before add_common_flags, so that --help shows it
   add_common_flags(app, f.common);
   return {app, [flags] { return run_bench(*flags); }};

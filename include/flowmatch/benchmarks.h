@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
 namespace flowmatch::benchmarks {
@@ -18,6 +19,12 @@ struct BenchmarkOptions {
   int64_t repeats = 3;         ///< timed repetitions (the best is kept for sampling)
   /// likelihood-fixed: ../shared/bench/ref_likelihood_2d.py's --save-weights file (weights and points).
   std::string weights;
+  /// unet-twin: where to write the benchmarked U-Net's weights and a probe (x, t, labels, v) as a
+  /// PyTorch file for bench/unet_twin.py.
+  std::string save_weights;
+  /// Where unet-train and unet-sample run (the other cases are CPU-only: std::invalid_argument for them
+  /// on another device). Timings on a GPU end with the result copied back, so they include the wait.
+  c10::Device device = c10::kCPU;
 };
 
 /// The case names, in the order they run.

@@ -25,6 +25,16 @@ void save_pt(const std::string& path, const at::Tensor& tensor) {
   write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
 }
 
+void save_pt_tensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors) {
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [name, tensor] : tensors) {
+    if (!tensor.defined()) throw std::invalid_argument("save_pt_tensors: tensor '" + name + "' is undefined");
+    dict.insert(name, tensor.detach().to(at::kCPU).contiguous());
+  }
+  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
 namespace {
 
 // A reader for what LibTorch 1.13's unpickler stops at in torch.save files: SETITEM, and the BUILD that

@@ -23,6 +23,10 @@ at::Tensor load_pt(const std::string& path);
 /// file when it is not a PyTorch file or holds anything else than tensors under string keys.
 std::map<std::string, at::Tensor> load_pt_tensors(const std::string& path);
 
+/// Writes named tensors (CPU copies) atomically as a PyTorch file of one dictionary, which Python's
+/// `torch.load` reads as {name: tensor}.
+void save_pt_tensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors);
+
 /// .pt (PyTorch) or anything else (.npy) by the file's extension.
 void save_array(const std::string& path, const at::Tensor& tensor);
 at::Tensor load_array(const std::string& path);

@@ -1,0 +1,141 @@
+// The same work on a CUDA device as on the CPU: solvers, guided U-Net sampling, likelihoods (exact,
+// by autograd and by the MLP's forward mode), training steps, the latent autoencoder and a whole run
+// through the command line. Each test is skipped where this LibTorch sees no CUDA device (a CPU-only
+// build, a machine without a GPU); scripts/gpu-check.sh builds against a CUDA LibTorch and runs them.
+// Tolerances: float32 on both sides with different kernels (cuBLAS/cuDNN vs OpenBLAS/oneDNN), so
+// results agree to a few ulps per operation, amplified by the number of steps.
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include "flowmatch/autoencoder.h"
+#include "flowmatch/coupling.h"
+#include "flowmatch/guidance.h"
+#include "flowmatch/likelihood.h"
+#include "flowmatch/models/mlp.h"
+#include "flowmatch/models/unet.h"
+#include "flowmatch/solvers.h"
+#include "flowmatch/train.h"
+#include "flowmatch/velocity_field.h"
+#include "test_util.h"
+
+namespace fm = flowmatch;
+
+#define REQUIRE_CUDA()                                                              \
+  do {                                                                              \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device in this build"; \
+  } while (0)
+
+namespace {
+
+// Two copies of one network: on the CPU and on the GPU.
+template <typename Make>
+auto twin_networks(Make make) {
+  at::manual_seed(7);
+  auto cpu = make();
+  at::manual_seed(7);
+  auto gpu = make();
+  gpu->to(at::kCUDA);
+  return std::make_pair(cpu, gpu);
+}
+
+std::shared_ptr<fm::models::MLPImpl> mlp() { return std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(2).width(64).depth(3)); }
+
+}  // namespace
+
+TEST(Cuda, EverySolverGivesTheCpusSamples) {
+  REQUIRE_CUDA();
+  auto [cpu, gpu] = twin_networks(mlp);
+  at::Tensor x0 = at::randn({512, 2}, fmtest::generator(1));
+  c10::InferenceMode guard;
+  for (auto method : {fm::SolverMethod::Euler, fm::SolverMethod::Midpoint, fm::SolverMethod::Heun, fm::SolverMethod::RK4}) {
+    const auto options = fm::SolverOptions().method(method).steps(20);
+    at::Tensor a = fm::solve_ode(fm::as_velocity_field(cpu), x0, options).x;
+    fm::SolveResult b = fm::solve_ode(fm::as_velocity_field(gpu), x0.to(at::kCUDA), options);
+    EXPECT_TRUE(b.x.is_cuda());
+    EXPECT_TRUE(fmtest::AllClose(b.x.to(at::kCPU), a, 1e-4, 1e-4)) << static_cast<int>(method);
+  }
+  // Dopri5 at a tight tolerance: both land within their error control of the true solution.
+  const auto adaptive = fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-6).rtol(1e-6);
+  fm::SolveResult a = fm::solve_ode(fm::as_velocity_field(cpu), x0, adaptive);
+  fm::SolveResult b = fm::solve_ode(fm::as_velocity_field(gpu), x0.to(at::kCUDA), adaptive);
+  EXPECT_TRUE(fmtest::AllClose(b.x.to(at::kCPU), a.x, 1e-4, 1e-4));
+  EXPECT_NEAR(static_cast<double>(b.nfe), static_cast<double>(a.nfe), 0.2 * static_cast<double>(a.nfe));
+}
+
+TEST(Cuda, GuidedUNetSamplingGivesTheCpusImages) {
+  REQUIRE_CUDA();
+  auto [cpu, gpu] = twin_networks([] {
+    auto net = std::make_shared<fm::models::UNetImpl>(fm::models::UNetOptions(1, 28).base_channels(16).num_classes(10).attention_heads(2));
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->parameters()) p.normal_(0, 0.05);  // no zero output layer
+    return net;
+  });
+  at::Tensor labels = fm::grid_labels(20, 10);
+  at::Tensor x0 = at::randn({20, 784}, fmtest::generator(2));
+  c10::InferenceMode guard;
+  const auto options = fm::SolverOptions().method(fm::SolverMethod::Midpoint).steps(5);
+  at::Tensor a = fm::solve_ode(fm::guided_velocity_field(cpu, labels, 2.0), x0, options).x;
+  at::Tensor b = fm::solve_ode(fm::guided_velocity_field(gpu, labels.to(at::kCUDA), 2.0), x0.to(at::kCUDA), options).x;
+  EXPECT_TRUE(fmtest::AllClose(b.to(at::kCPU), a, 1e-3, 1e-3));
+}
+
+TEST(Cuda, ExactAndForwardModeLikelihoodsGiveTheCpusValues) {
+  REQUIRE_CUDA();
+  auto [cpu, gpu] = twin_networks(mlp);
+  at::Tensor x1 = at::randn({256, 2}, fmtest::generator(3)).to(at::kDouble);
+  cpu->to(at::kDouble);
+  gpu->to(at::kDouble);
+  const auto options = fm::LikelihoodOptions().solver(fm::SolverOptions().method(fm::SolverMethod::RK4).steps(20));
+  at::Tensor a = fm::log_likelihood(fm::as_velocity_field(cpu), x1, options).log_prob;
+  at::Tensor b = fm::log_likelihood(fm::as_velocity_field(gpu), x1.to(at::kCUDA), options).log_prob;
+  EXPECT_TRUE(fmtest::AllClose(b.to(at::kCPU), a, 1e-9, 1e-9));
+  // The MLP's own forward-mode divergence on the GPU equals autograd's on the CPU.
+  auto forward_mode = fm::LikelihoodOptions(options).field_with_divergence(
+      [net = gpu](const at::Tensor& x, const at::Tensor& t) { return net->forward_with_divergence(x, t); });
+  at::Tensor c = fm::log_likelihood(fm::as_velocity_field(gpu), x1.to(at::kCUDA), forward_mode).log_prob;
+  EXPECT_TRUE(fmtest::AllClose(c.to(at::kCPU), a, 1e-9, 1e-9));
+}
+
+TEST(Cuda, TrainingStepsFollowTheCpusLosses) {
+  REQUIRE_CUDA();
+  // Batches come from the trainer's CPU generator either way, so both see the same data: the losses
+  // agree while float32 rounding differences stay small (the first steps).
+  auto problem = [] {
+    return fm::FlowMatchingProblem{fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"), std::make_shared<fm::CondOTPath>(),
+                                   fm::make_coupling("exact-ot"), {}};
+  };
+  const auto options = fm::TrainerOptions().steps(10).batch_size(256).lr(1e-3).ema_decay(0.9).seed(4);
+  auto [cpu, gpu] = twin_networks(mlp);
+  fm::Trainer a(cpu, problem(), options), b(gpu, problem(), options);
+  for (int k = 0; k < 10; ++k) {
+    const double la = a.train_step(), lb = b.train_step();
+    EXPECT_NEAR(lb, la, 1e-4 * (1 + std::abs(la))) << "step " << k + 1;
+  }
+  EXPECT_TRUE(b.model()->parameters().front().is_cuda());
+}
+
+TEST(Cuda, AutoencoderEncodesAndDecodesAsOnTheCpu) {
+  REQUIRE_CUDA();
+  auto [cpu, gpu] = twin_networks([] { return std::make_shared<fm::AutoencoderImpl>(fm::AutoencoderOptions(1, 28, 28).channels(16)); });
+  at::Tensor x = at::rand({8, 784}, fmtest::generator(5)) * 2 - 1;
+  c10::InferenceMode guard;
+  at::Tensor a = cpu->decode(cpu->encode(x).mean);
+  at::Tensor b = gpu->decode(gpu->encode(x.to(at::kCUDA)).mean);
+  EXPECT_TRUE(fmtest::AllClose(b.to(at::kCPU), a, 1e-3, 1e-3));
+}
+
+TEST(Cuda, ARunTrainsAndSamplesOnTheDeviceFromTheCommandLine) {
+  REQUIRE_CUDA();
+  fmtest::TempDir dir;
+  const std::string cli = std::string("cd '") + dir.str() + "' && " + FLOWMATCH_CLI;
+  ASSERT_EQ(std::system((cli + " train --device cuda --steps 200 --out run --quiet").c_str()), 0);
+  ASSERT_EQ(std::system((cli + " sample --device cuda --run run --n 1000 --out s.npy").c_str()), 0);
+  ASSERT_EQ(std::system((cli + " likelihood --device cuda --run run --n 100").c_str()), 0);
+  EXPECT_TRUE(std::filesystem::exists(dir / "s.npy"));
+}
