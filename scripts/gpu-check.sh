@@ -10,9 +10,10 @@
 #                                         under /tmp/gpu-deps, configures against PyTorch's LibTorch
 #                                         (torch.utils.cmake_prefix_path), builds, runs the CUDA tests
 #                                         (tests/test_cuda.cpp, skipped on machines without CUDA), the test
-#                                         suite, and the timings; everything lands in OUT (default $OUT, else
+#                                         suite, the timings, and Dopri5 against torchdiffeq (there, not in
+#                                         Debian) on one field; everything lands in OUT (default $OUT, else
 #                                         runs/gpu-check): device.txt, build.log, ctest-cuda.log, ctest.log,
-#                                         bench-*.json, twin-*.json.
+#                                         bench-unet-*.json, twin-unet-*.json, dopri5-*.json.
 #
 # With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu-deps"], timeout_s=600).
 # The work is ordered so that a run stopped at its limit has already written the most useful files.
@@ -29,6 +30,8 @@ DEPS=(nlohmann-json3-dev liblemon-dev liblemon1.3.1 libcli11-dev libstb-dev libs
 prepare() {
   mkdir -p .gpu-deps
   (cd .gpu-deps && apt-get download "${DEPS[@]}")
+  # The field of the Dopri5 work-precision comparison (torchdiffeq is on the GPU machine, not in Debian).
+  /usr/bin/python3 ../shared/bench/ref_likelihood_2d.py --threads 1 --save-weights .gpu-deps/field.pt > /dev/null
   du -sh .gpu-deps
 }
 
@@ -84,7 +87,12 @@ EOF
   done
   cat "$out"/bench-unet-*.json "$out"/twin-unet-*.json
 
-  # 3. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
+  # 3. Dopri5 at equal achieved error: torchdiffeq's and ours on the same field and points (CPU).
+  python3 bench/dopri5_torchdiffeq.py --weights .gpu-deps/field.pt > "$out/dopri5-torchdiffeq.json" || true
+  "$fm" bench --case dopri5-norms --weights .gpu-deps/field.pt > "$out/dopri5-flowmatch.json" || true
+  cat "$out/dopri5-torchdiffeq.json" "$out/dopri5-flowmatch.json"
+
+  # 4. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
   #    Debian data sets) and the install test.
   (cd build-gpu && ctest -j "$jobs" -E 'Docs\.|Install\.' --timeout 300) > "$out/ctest.log" 2>&1 || true
   tail -15 "$out/ctest.log"

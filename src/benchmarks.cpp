@@ -141,13 +141,20 @@ json bench_likelihood(std::shared_ptr<fm::models::VelocityModel> model) {
 // Work against precision of Dopri5 with the per-sample error norm and torchdiffeq's batch RMS norm: a
 // random 3x64 SELU MLP field (seed 0) on 1000 N(0, I) points in float64, from t = 0 to 1; the error is
 // the largest distance to a solve at tolerance 1e-12.
-json bench_dopri5_norms() {
+std::pair<std::shared_ptr<fm::models::MLPImpl>, at::Tensor> reference_mlp(const std::string& weights);
+
+// Dopri5 with each error norm against a solve at 1e-12: a random 3x64 SELU MLP field (seed 0) from
+// 1000 N(0, I) points, or, with --weights, ref_likelihood_2d.py's field and points (the field
+// bench/dopri5_torchdiffeq.py gives torchdiffeq), in float64, from t = 0 to 1.
+json bench_dopri5_norms(const std::string& weights) {
   at::manual_seed(0);
   auto mlp = std::make_shared<fm::models::MLPImpl>(fm::models::MLPOptions(2));
-  mlp->to(at::kDouble);
-  auto field = fm::as_velocity_field(mlp);
   auto g = at::make_generator<at::CPUGeneratorImpl>(1);
-  const at::Tensor x0 = at::randn({1000, 2}, g, at::kDouble);
+  at::Tensor x0 = at::randn({1000, 2}, g, at::kDouble);
+  if (!weights.empty()) std::tie(mlp, x0) = reference_mlp(weights);
+  mlp->to(at::kDouble);
+  x0 = x0.to(at::kDouble);
+  auto field = fm::as_velocity_field(mlp);
   torch::NoGradGuard no_grad;
   const at::Tensor exact = fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-12).rtol(1e-12)).x;
   json rows = json::array();
@@ -155,6 +162,7 @@ json bench_dopri5_norms() {
     for (auto norm : {fm::ErrorNorm::Sample, fm::ErrorNorm::Batch}) {
       auto r = fm::solve_ode(field, x0, fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(tol).rtol(tol).error_norm(norm));
       json j = base("dopri5-norms");
+      j["field"] = weights.empty() ? "random 3x64 SELU MLP, seed 0" : weights;
       j.update({{"tolerance", tol}, {"error_norm", norm == fm::ErrorNorm::Sample ? "sample" : "batch"}, {"nfe", r.nfe},
                 {"steps", r.steps}, {"rejected", r.rejected_steps}, {"max_error", (r.x - exact).norm(2, 1).max().item<double>()},
                 {"rms_error", (r.x - exact).square().mean().sqrt().item<double>()}});
@@ -221,11 +229,8 @@ json bench_policy_latency() {
   return j;
 }
 
-// ../shared/bench/ref_likelihood_2d.py's setting on its own weights and points (--save-weights): the
-// 3x64 SELU MLP with t as an input, exact divergence, RK4 with 20 steps from t = 1 back to 0, in the
-// points' dtype; the divergence by forward mode (the MLP's) and, for reference, by autograd.
-json bench_likelihood_fixed(const std::string& weights, int64_t repeats) {
-  if (weights.empty()) throw std::invalid_argument("bench case likelihood-fixed needs --weights FILE.pt (ref_likelihood_2d.py --save-weights FILE.pt)");
+// The 3x64 SELU MLP (t as an input) and the points of ref_likelihood_2d.py's --save-weights file.
+std::pair<std::shared_ptr<fm::models::MLPImpl>, at::Tensor> reference_mlp(const std::string& weights) {
   const auto tensors = fm::io::load_pt_tensors(weights);
   auto get = [&](const std::string& key) {
     auto it = tensors.find(key);
@@ -253,6 +258,17 @@ json bench_likelihood_fixed(const std::string& weights, int64_t repeats) {
       }
     }
   }
+  return {mlp, points};
+}
+
+// ../shared/bench/ref_likelihood_2d.py's setting on its own weights and points (--save-weights): the
+// 3x64 SELU MLP with t as an input, exact divergence, RK4 with 20 steps from t = 1 back to 0, in the
+// points' dtype; the divergence by forward mode (the MLP's) and, for reference, by autograd.
+json bench_likelihood_fixed(const std::string& weights, int64_t repeats) {
+  if (weights.empty()) throw std::invalid_argument("bench case likelihood-fixed needs --weights FILE.pt (ref_likelihood_2d.py --save-weights FILE.pt)");
+  const auto loaded = reference_mlp(weights);  // not a structured binding: lambdas below capture the network
+  const std::shared_ptr<fm::models::MLPImpl> mlp = loaded.first;
+  const at::Tensor points = loaded.second;
   auto field = fm::as_velocity_field(mlp);
   const int64_t steps = 20;
   auto options = fm::LikelihoodOptions().solver(fm::SolverOptions().method(fm::SolverMethod::RK4).steps(steps));
@@ -504,7 +520,7 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
   if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50), f.device));
   if (wants("unet-sample")) emit(bench_unet_sample(f.repeats, f.device));
   if (wants("policy-latency")) emit(bench_policy_latency());
-  if (wants("dopri5-norms")) emit(bench_dopri5_norms());
+  if (wants("dopri5-norms")) emit(bench_dopri5_norms(f.weights));
   // Needs the reference's weights: run when asked for, or with --weights.
   if ((!wanted.empty() && wants("likelihood-fixed")) || !f.weights.empty()) emit(bench_likelihood_fixed(f.weights, f.repeats));
   if ((!wanted.empty() && wants("unet-twin")) || !f.save_weights.empty()) emit(bench_unet_twin(f.save_weights));

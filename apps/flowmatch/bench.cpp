@@ -48,7 +48,8 @@ Command register_bench(CLI::App& root) {
   app->add_option("--repeats", f.options.repeats, "timed repetitions (the best is kept for sampling)")
       ->check(positive_number())->capture_default_str();
   app->add_option("--weights", f.options.weights,
-                  "likelihood-fixed: the file of ../shared/bench/ref_likelihood_2d.py --save-weights FILE.pt (runs that case too)");
+                  "likelihood-fixed and dopri5-norms: the field and points of ../shared/bench/ref_likelihood_2d.py --save-weights FILE.pt\n"
+                  "(runs likelihood-fixed too; dopri5-norms solves that field, as bench/dopri5_torchdiffeq.py gives it to torchdiffeq)");
   app->add_option("--save-weights", f.options.save_weights,
                   "unet-twin: write the U-Net's weights and a probe for bench/unet_twin.py to this .pt file (runs that case too)");
   f.common.threads = 1;  // before add_common_flags, so that --help shows it
