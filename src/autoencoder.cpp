@@ -203,28 +203,28 @@ LatentPosterior encode_images(AutoencoderImpl& autoencoder, const at::Tensor& im
   return {at::cat(means), at::cat(stds)};
 }
 
-at::Tensor LatentAutoencoder::encode(const at::Tensor& images) const {
+namespace {
+
+// `rows` of `x` in batches of 500 through `f` (on the network's device), flattened, concatenated on the CPU.
+at::Tensor in_batches(const at::Tensor& x, const c10::Device& device, const std::function<at::Tensor(const at::Tensor&)>& f) {
   c10::InferenceMode guard;
-  const auto device = network->parameters().front().device();
   std::vector<at::Tensor> parts;
-  for (int64_t start = 0; start < images.size(0); start += 500) {
-    const int64_t b = std::min<int64_t>(500, images.size(0) - start);
-    at::Tensor z = network->encode(images.narrow(0, start, b).to(device)).mean;
-    parts.push_back(((z - shift) * scale).reshape({b, -1}).to(at::kCPU));
+  for (int64_t start = 0; start < x.size(0); start += 500) {
+    const int64_t b = std::min<int64_t>(500, x.size(0) - start);
+    parts.push_back(f(x.narrow(0, start, b).to(device, at::kFloat)).reshape({b, -1}).to(at::kCPU));
   }
   return at::cat(parts);
 }
 
+}  // namespace
+
+at::Tensor LatentAutoencoder::encode(const at::Tensor& images) const {
+  return in_batches(images, network->parameters().front().device(),
+                    [&](const at::Tensor& x) { return (network->encode(x).mean - shift) * scale; });
+}
+
 at::Tensor LatentAutoencoder::decode(const at::Tensor& latents) const {
-  c10::InferenceMode guard;
-  const auto device = network->parameters().front().device();
-  std::vector<at::Tensor> parts;
-  for (int64_t start = 0; start < latents.size(0); start += 500) {
-    const int64_t b = std::min<int64_t>(500, latents.size(0) - start);
-    at::Tensor z = latents.narrow(0, start, b).to(device, at::kFloat) / scale + shift;
-    parts.push_back(network->decode(z).reshape({b, -1}).to(at::kCPU));
-  }
-  return at::cat(parts);
+  return in_batches(latents, network->parameters().front().device(), [&](const at::Tensor& z) { return network->decode(z / scale + shift); });
 }
 
 json describe_autoencoder(const std::string& dir) {
@@ -304,21 +304,10 @@ LatentPosterior stored_training_latents(const std::string& dir, int64_t images) 
 
 json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& f, const std::function<void(const std::string&)>& started,
                            const std::function<void(const AutoencoderProgress&)>& progress, const std::function<bool()>& should_stop) {
-  data::ImageDataset train, test;
-  json data_spec;
-  try {
-    if (f.data == "fashion-mnist") {
-      train = data::fashion_mnist_dataset("train", f.data_dir);
-      test = data::fashion_mnist_dataset("test", f.data_dir);
-      data_spec = {{"target", "fashion-mnist"}, {"data_dir", fs::absolute(f.data_dir).string()}};
-    } else {
-      train = data::load_image_folder(f.data, f.image_channels);
-      test = train;  // an image folder has no held-out split: the reconstruction error below is on the training images
-      data_spec = {{"target", "image-folder"}, {"folder", fs::absolute(f.data).string()}};
-    }
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("--data ") + f.data + ": " + e.what());
-  }
+  // An image folder has no held-out split: the reconstruction error below is then on the training images.
+  const data::ImageSplits splits = data::image_splits(f.data, f.data_dir, f.image_channels);
+  const data::ImageDataset &train = splits.train, &test = splits.test;
+  json data_spec = {{"target", splits.target}, {splits.held_out ? "data_dir" : "folder", splits.location}};
   data_spec["image_shape"] = {train.channels(), train.height(), train.width()};
   data_spec["train_images"] = train.images.size(0);
   at::manual_seed(f.seed);
@@ -349,17 +338,9 @@ json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& 
   const double scale = 1.0 / std::sqrt(variance);
 
   // Reconstructions of the test images (pixels at the centre of their bins).
-  at::Tensor reconstructed;
-  {
-    c10::InferenceMode guard;
-    const LatentPosterior qt = encode_images(*autoencoder, test.images);
-    std::vector<at::Tensor> parts;
-    for (int64_t s = 0; s < qt.mean.size(0); s += 500) {
-      const int64_t b = std::min<int64_t>(500, qt.mean.size(0) - s);
-      parts.push_back(autoencoder->decode(qt.mean.narrow(0, s, b).to(f.device)).to(at::kCPU));
-    }
-    reconstructed = at::cat(parts);
-  }
+  const at::Tensor reconstructed = in_batches(encode_images(*autoencoder, test.images).mean, f.device,
+                                             [&](const at::Tensor& z) { return autoencoder->decode(z); })
+                                      .reshape(test.images.sizes());
   const at::Tensor truth = data::pixels_to_unit_range(test.images);
   const double mse = (reconstructed - truth).square().mean().item<double>();
   std::random_device entropy;
@@ -368,7 +349,7 @@ json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& 
   json metrics = {{"test_reconstruction_mse", mse},
                   {"test_psnr_db", 10 * std::log10(4.0 / mse)},  // [−1, 1]: peak-to-peak 2
                   {"test_images", test.images.size(0)},
-                  {"held_out", f.data == "fashion-mnist"},
+                  {"held_out", splits.held_out},
                   {"latent_shift", shift},
                   {"latent_scale", scale},
                   {"latent_posterior_std", q.std.mean().item<double>()},

@@ -231,21 +231,10 @@ nlohmann::json train_classifier_run(const std::string& out, const ClassifierRunO
                                     const std::function<bool()>& should_stop) {
   namespace fs = std::filesystem;
   using json = nlohmann::json;
-  data::ImageDataset train, test;
-  json data_spec;
-  try {
-    if (f.data == "fashion-mnist") {
-      train = data::fashion_mnist_dataset("train", f.data_dir);
-      test = data::fashion_mnist_dataset("test", f.data_dir);
-      data_spec = {{"target", "fashion-mnist"}, {"data_dir", fs::absolute(f.data_dir).string()}};
-    } else {
-      train = data::load_image_folder(f.data, f.image_channels);
-      test = train;  // an image folder has no held-out split: the accuracy below is on the training images
-      data_spec = {{"target", "image-folder"}, {"folder", fs::absolute(f.data).string()}};
-    }
-  } catch (const std::exception& e) {
-    throw std::runtime_error(std::string("--data ") + f.data + ": " + e.what());
-  }
+  // An image folder has no held-out split: the accuracy below is then on the training images.
+  const data::ImageSplits splits = data::image_splits(f.data, f.data_dir, f.image_channels);
+  const data::ImageDataset &train = splits.train, &test = splits.test;
+  json data_spec = {{"target", splits.target}, {splits.held_out ? "data_dir" : "folder", splits.location}};
   if (train.height() != train.width()) throw std::invalid_argument("--data: the classifier needs square images");
   data_spec["image_shape"] = {train.channels(), train.height(), train.width()};
   data_spec["num_classes"] = static_cast<int64_t>(train.class_names.size());
@@ -265,7 +254,7 @@ nlohmann::json train_classifier_run(const std::string& out, const ClassifierRunO
   const double accuracy = classifier_accuracy(*classifier, data::pixels_to_unit_range(test.images), test.labels);
   json metrics = {{"test_accuracy", accuracy},
                   {"test_images", test.images.size(0)},
-                  {"held_out", f.data == "fashion-mnist"},
+                  {"held_out", splits.held_out},
                   {"train_seconds", seconds},
                   {"train_images_per_s", static_cast<double>(train.images.size(0) * f.epochs) / seconds},
                   {"parameters", models::parameter_count(*classifier)}};

@@ -38,6 +38,27 @@ bool is_image_file(const fs::path& p) {
 
 }  // namespace
 
+ImageSplits image_splits(const std::string& data, const std::string& fashion_mnist_dir, int64_t channels) {
+  ImageSplits s;
+  try {
+    if (data == "fashion-mnist") {
+      s.train = fashion_mnist_dataset("train", fashion_mnist_dir);
+      s.test = fashion_mnist_dataset("test", fashion_mnist_dir);
+      s.held_out = true;
+      s.target = "fashion-mnist";
+      s.location = std::filesystem::absolute(fashion_mnist_dir).string();
+    } else {
+      s.train = load_image_folder(data, channels);
+      s.test = s.train;
+      s.target = "image-folder";
+      s.location = std::filesystem::absolute(data).string();
+    }
+  } catch (const std::exception& e) {
+    throw std::runtime_error("--data " + data + ": " + e.what());
+  }
+  return s;
+}
+
 ImageDataset load_image_folder(const std::string& dir, int64_t channels) {
   if (channels != 0 && channels != 1 && channels != 3) {
     throw std::invalid_argument("image folder channels must be 0 (as the first image), 1 or 3, got " + std::to_string(channels));

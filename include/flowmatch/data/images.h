@@ -38,6 +38,18 @@ ImageDataset fashion_mnist_dataset(const std::string& split, const std::string& 
 /// cannot be decoded or whose size differs, or the folder when it holds no classes or no images.
 ImageDataset load_image_folder(const std::string& dir, int64_t channels = 0);
 
+/// The images a data setting names, split for training a model on them and scoring it: "fashion-mnist"
+/// (Debian's files in `fashion_mnist_dir`, the test split held out) or an image folder (no held-out
+/// split: `test` is the training images). `target` and `location` are how a folder records them
+/// ("fashion-mnist" and the absolute data folder, or "image-folder" and the absolute image folder).
+/// std::runtime_error "--data SETTING: ..." when they cannot be read.
+struct ImageSplits {
+  ImageDataset train, test;
+  bool held_out = false;
+  std::string target, location;
+};
+ImageSplits image_splits(const std::string& data, const std::string& fashion_mnist_dir, int64_t channels = 0);
+
 /// uint8 pixels (any shape) to [−1, 1]: (p + u) / 256 · 2 − 1 with u ~ U(0, 1) drawn from
 /// `generator` (uniform dequantization, so that likelihoods of the continuous model are bounds on the
 /// discrete data's), or u = 1/2 when `generator` is not given.
