@@ -69,6 +69,7 @@ EOF
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$lib/cmake;$deps/usr/share/cmake" \
       -DCMAKE_INCLUDE_PATH="$deps/usr/include" -DCMAKE_LIBRARY_PATH="$lib" \
+      -DLEMON_INCLUDE_DIR="$deps/usr/include" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
       -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF
     cmake --build build-gpu -j "$jobs"
   } > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; echo "gpu-check: the build failed (build.log)"; exit 1; }
