@@ -1,5 +1,6 @@
 // Run settings (the `train` flags) and their resolution into a run's config.json.
 
+#include <cerrno>
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -273,6 +274,34 @@ json model_spec(const json& s, const Domain& domain, const json& data) {
 }
 
 }  // namespace
+
+json setting_value_from_text(const RunSetting& s, const std::vector<std::string>& texts) {
+  auto number = [&](const std::string& text, bool integer) -> json {
+    errno = 0;
+    char* end = nullptr;
+    if (integer) {
+      const long long v = std::strtoll(text.c_str(), &end, 10);
+      if (end == text.c_str() || *end != '\0') throw std::invalid_argument("--" + s.name + " '" + text + "': expected an integer");
+      if (errno == ERANGE) throw std::invalid_argument("--" + s.name + " '" + text + "': out of range for a 64-bit integer");
+      return static_cast<int64_t>(v);
+    }
+    const double v = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() || *end != '\0') throw std::invalid_argument("--" + s.name + " '" + text + "': expected a number");
+    if (errno == ERANGE || !std::isfinite(v)) throw std::invalid_argument("--" + s.name + " '" + text + "': expected a finite number");
+    return v;
+  };
+  if (s.kind == "int") return number(texts.at(0), true);
+  if (s.kind == "float") return number(texts.at(0), false);
+  if (s.kind == "bool") return true;
+  if (s.kind == "ints") {
+    json list = json::array();
+    for (const auto& t : texts) list.push_back(number(t, true));
+    return list;
+  }
+  if (s.kind == "strings") return texts;
+  return texts.at(0);
+}
+
 
 const std::vector<RunSetting>& run_settings() {
   static const std::vector<RunSetting> settings = make_settings();

@@ -29,8 +29,7 @@ int run_autoencoder_train(AutoencoderFlags& f) {
       f.out, f.options, [&](const std::string& line) { if (!f.quiet) std::cerr << line << "\n"; },
       [&](const fm::AutoencoderProgress& p) {
         if (f.quiet) return;
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const double done = static_cast<double>(p.step) / static_cast<double>(p.steps);
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), done = double(p.step) / p.steps;
         std::fprintf(stderr, "step %lld/%lld  reconstruction mse %.5f  kl %.1f  %.0f images/s  elapsed %s  left %s\n",
                      static_cast<long long>(p.step), static_cast<long long>(p.steps), p.reconstruction_mse, p.kl, p.images_per_s,
                      format_duration(elapsed).c_str(), format_duration(done > 0 ? elapsed * (1 - done) / done : 0).c_str());
@@ -40,12 +39,9 @@ int run_autoencoder_train(AutoencoderFlags& f) {
     std::cerr << "interrupted: nothing written (run the command again)\n";
     return kExitInterrupted;
   }
-  std::printf("%s reconstruction: mse %.5f, PSNR %.2f dB on %lld images; latent shift %.4f, scale %.4f; trained in %s; wrote %s/autoencoder.ckpt, "
-              "config.json, metrics.json, latents-train.ckpt, reconstructions.png\n",
+  std::printf("%s reconstruction: mse %.5f, PSNR %.2f dB; latent shift %.4f, scale %.4f; wrote %s: autoencoder.ckpt, latents-train.ckpt, ...\n",
               metrics["held_out"].get<bool>() ? "test" : "training-set", metrics["test_reconstruction_mse"].get<double>(),
-              metrics["test_psnr_db"].get<double>(), static_cast<long long>(metrics["test_images"].get<int64_t>()),
-              metrics["latent_shift"].get<double>(), metrics["latent_scale"].get<double>(),
-              format_duration(metrics["train_seconds"].get<double>()).c_str(), f.out.c_str());
+              metrics["test_psnr_db"].get<double>(), metrics["latent_shift"].get<double>(), metrics["latent_scale"].get<double>(), f.out.c_str());
   return kExitOk;
 }
 

@@ -246,38 +246,6 @@ void install_interrupt_handlers() {
 
 bool interrupted() { return g_interrupted.load(); }
 
-namespace {
-
-// A flag's text as the setting's JSON value; out-of-range and non-finite numbers are refused by name.
-json parse_setting_value(const fm::RunSetting& s, const std::vector<std::string>& texts) {
-  auto number = [&](const std::string& text, bool integer) -> json {
-    errno = 0;
-    char* end = nullptr;
-    if (integer) {
-      const long long v = std::strtoll(text.c_str(), &end, 10);
-      if (end == text.c_str() || *end != '\0') throw UsageError("--" + s.name + " '" + text + "': expected an integer");
-      if (errno == ERANGE) throw UsageError("--" + s.name + " '" + text + "': out of range for a 64-bit integer");
-      return static_cast<int64_t>(v);
-    }
-    const double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || *end != '\0') throw UsageError("--" + s.name + " '" + text + "': expected a number");
-    if (errno == ERANGE || !std::isfinite(v)) throw UsageError("--" + s.name + " '" + text + "': expected a finite number");
-    return v;
-  };
-  if (s.kind == "int") return number(texts.at(0), true);
-  if (s.kind == "float") return number(texts.at(0), false);
-  if (s.kind == "bool") return true;
-  if (s.kind == "ints") {
-    json list = json::array();
-    for (const auto& t : texts) list.push_back(number(t, true));
-    return list;
-  }
-  if (s.kind == "strings") return texts;
-  return texts.at(0);
-}
-
-}  // namespace
-
 void add_run_setting_flags(CLI::App* app, SettingValues& values, const std::vector<std::string>& skip) {
   for (const auto& s : fm::run_settings()) {
     if (s.name == "seed") continue;  // a common flag
@@ -302,7 +270,7 @@ json run_settings_from_flags(CLI::App* app, SettingValues& values, const CommonF
   json settings = json::object();
   for (const auto& s : fm::run_settings()) {
     if (s.name != "seed" && app->get_option_no_throw("--" + s.name) && app->count("--" + s.name) > 0) {
-      settings[s.name] = parse_setting_value(s, values[s.name]);
+      settings[s.name] = fm::setting_value_from_text(s, values[s.name]);
     }
   }
   if (app->count("--seed") > 0) settings["seed"] = common.seed;

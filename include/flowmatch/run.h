@@ -48,6 +48,10 @@ struct RunSetting {
 };
 /// Every setting, in the order --help lists them.
 const std::vector<RunSetting>& run_settings();
+/// A setting's value from its flag's text (one text; several for "ints" and "strings"; none needed for
+/// "bool"): std::invalid_argument naming the flag when a text is not of the setting's kind, out of range
+/// for a 64-bit integer, or not a finite number.
+nlohmann::json setting_value_from_text(const RunSetting& setting, const std::vector<std::string>& texts);
 
 /// The configuration (config.json) the given settings describe: defaults filled in (the domain's
 /// first, then the table's), every value checked, the data read. `settings` holds only what the
