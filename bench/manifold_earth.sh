@@ -2,6 +2,9 @@
 # Test NLL on the Earth-science data sets (docs/MANIFOLDS.md, issue 21): seeds 0-4, seeded 80/10/10
 # splits, `flowmatch train` then `flowmatch eval` (dopri5, exact divergence, the test split).
 # usage: bench/manifold_earth.sh STEPS [DATA_DIR] [SETS...]   (prints one JSON line per run, then a table)
+# TRAIN_FLAGS: more `flowmatch train` flags (e.g. "--width 256 --fourier-features 128 --fourier-scale 2");
+# SEEDS: the seeds (default "0 1 2 3 4"); OUT: the folder of the runs; RESULTS: the JSON lines file
+# (default OUT/results-STEPS.jsonl); FLOWMATCH: the binary.
 set -euo pipefail
 steps=${1:-20000}
 data_dir=${2:-../shared/data}
@@ -10,19 +13,25 @@ sets=("$@")
 [ ${#sets[@]} -eq 0 ] && sets=(quakes flood fire volcano)
 fm=${FLOWMATCH:-build/apps/flowmatch/flowmatch}
 out=${OUT:-runs/bench-earth}
+read -r -a train_flags <<< "${TRAIN_FLAGS:-}"
+read -r -a seeds <<< "${SEEDS:-0 1 2 3 4}"
 mkdir -p "$out"
+results=${RESULTS:-$out/results-$steps.jsonl}
 for set in "${sets[@]}"; do
-  for seed in 0 1 2 3 4; do
+  for seed in "${seeds[@]}"; do
     run="$out/$set-$steps-$seed"
     rm -rf "$run"
     start=$(date +%s)
-    "$fm" train --data "earth:$set" --data-dir "$data_dir" --out "$run" --steps "$steps" --seed "$seed" --quiet --threads 1 > /dev/null
+    "$fm" train --data "earth:$set" --data-dir "$data_dir" --out "$run" --steps "$steps" --seed "$seed" --quiet --threads 1 \
+      ${train_flags[@]+"${train_flags[@]}"} > /dev/null
     train_s=$(( $(date +%s) - start ))
+    start=$(date +%s)
     "$fm" eval --run "$run" --threads 1 > /dev/null
-    /usr/bin/python3 -c "import json,sys; m=json.load(open('$run/metrics.json')); print(json.dumps({'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'n': m['n']}))"
+    eval_s=$(( $(date +%s) - start ))
+    /usr/bin/python3 -c "import json,sys; m=json.load(open('$run/metrics.json')); print(json.dumps({'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n']}))"
   done
-done | tee "$out/results-$steps.jsonl"
-/usr/bin/python3 - "$out/results-$steps.jsonl" <<'PY'
+done | tee "$results"
+/usr/bin/python3 - "$results" <<'PY'
 import json, sys, statistics as st
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
 for s in dict.fromkeys(r['set'] for r in rows):

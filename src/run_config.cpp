@@ -67,6 +67,9 @@ std::vector<RunSetting> make_settings() {
       {"activation", "string", nullptr, "mlp: selu, silu, relu or gelu (default selu)", {}},
       {"time-encoding", "string", nullptr, "mlp: plain (t as a feature) or sinusoidal (default plain)", {}},
       {"time-features", "int", nullptr, "mlp: sinusoidal time features, even (default 16)", {}},
+      {"fourier-features", "int", nullptr,
+       "manifold-mlp: random Fourier features of the network's input, sin and cos of n frequencies (default 0: none; docs/MANIFOLDS.md)", {}},
+      {"fourier-scale", "float", nullptr, "manifold-mlp: standard deviation of those frequencies (default 4)", {}},
       {"channels", "int", nullptr, "unet: channels at the first level (default 32)", {}},
       {"channel-mult", "ints", nullptr, "unet: channel multiplier per level, the resolution halves between levels (default 1,2,2, cut to the levels the image size allows)", {}},
       {"blocks", "int", nullptr, "unet: residual blocks per level (default 1)", {}},
@@ -124,9 +127,10 @@ std::vector<RunSetting> make_settings() {
   return s;
 }
 
-const std::vector<std::string> kModelOptionSettings = {"width",    "depth",        "activation", "time-encoding",
-                                                       "time-features", "channels", "channel-mult", "blocks",
-                                                       "heads",    "dropout",      "no-attention"};
+const std::vector<std::string> kModelOptionSettings = {"width",         "depth",           "activation",    "time-encoding",
+                                                       "time-features", "fourier-features", "fourier-scale", "channels",
+                                                       "channel-mult",  "blocks",          "heads",         "dropout",
+                                                       "no-attention"};
 
 std::string canonical(std::string key) {
   for (char& c : key)

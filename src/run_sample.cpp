@@ -337,7 +337,7 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
   } else {
     if (is_model_file() && !data.contains("target")) throw std::invalid_argument("with --model-file, give --data or --target");
     x = domain_->held_out(data, q.n, gen);
-    data_label = data.value("target", std::string("held-out data")) + " (" + std::to_string(x.size(0)) + " fresh samples)";
+    data_label = domain_->held_out_label(data, x.size(0));
     if (data.contains("autoencoder")) data_label += ", as latents of the autoencoder " + data["autoencoder"].value("dir", std::string());
   }
   const int64_t dim = model->sample_shape().empty() ? x.size(1) : flat_size(model->sample_shape());

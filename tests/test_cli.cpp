@@ -1135,14 +1135,20 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
   EXPECT_LT(metrics["samples_max_off_manifold"].get<double>(), 1e-6);
   EXPECT_TRUE(fs::exists(dir / "t/density.png"));
 
-  // Earth data on the sphere: Fire, 1500 steps, far below the uniform log 4π = 2.531.
+  // Earth data on the sphere: Fire, 1500 steps with Fourier features of the input, far below the
+  // uniform log 4π = 2.531; the likelihood is on the test split and says so.
   ASSERT_TRUE(fs::exists(shared_data_dir() + "/earth/fire.csv")) << "no " << shared_data_dir() << "/earth (docs/MANIFOLDS.md)";
-  Result earth = cli(dir, "train --data earth:fire --data-dir " + shared_data_dir() + " --out e --steps 1500 --quiet --threads 1");
+  Result earth = cli(dir, "train --data earth:fire --data-dir " + shared_data_dir() +
+                              " --out e --steps 1500 --fourier-features 32 --fourier-scale 2 --quiet --threads 1");
   ASSERT_EQ(earth.code, 0) << earth.err;
-  Result nll = cli(dir, "likelihood --run e --n 200 --threads 1");
+  const auto earth_model = nlohmann::json::parse(fm::io::read_file(dir / "e/config.json"))["model"];
+  EXPECT_EQ(earth_model["options"]["fourier_features"], 32) << earth_model.dump();
+  EXPECT_EQ(earth_model["options"]["fourier_scale"], 2.0) << earth_model.dump();
+  Result nll = cli(dir, "likelihood --run e --n 200 --atol 1e-4 --rtol 1e-4 --threads 1");
   ASSERT_EQ(nll.code, 0) << nll.err;
   const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "e/likelihood.json"));
   EXPECT_LT(lk["nll"].get<double>(), 1.5) << lk.dump();
+  EXPECT_EQ(lk["data"], "earth:fire test split (200 points)");
   Result sphere_sample = cli(dir, "sample --run e --n 300 --out es.npy --solver rk4 --steps 20 --threads 1");
   ASSERT_EQ(sphere_sample.code, 0) << sphere_sample.err;
   at::Tensor es = fm::io::load_npy(dir / "es.npy").to(at::kDouble);

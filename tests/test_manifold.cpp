@@ -208,6 +208,56 @@ TEST(Manifold, NetworksGiveTangentVelocitiesAndOTUsesTheGeodesicCost) {
   EXPECT_EQ(fm::make_manifold(fm::ProductManifold({sphere, std::make_shared<fm::FlatTorus>(2)}).spec())->coordinates(), 5);
 }
 
+TEST(Manifold, FourierFeaturesFollowFromTheDescriptionStayTangentAndPeriodic) {
+  auto sphere = std::make_shared<fm::Sphere>(2);
+  at::manual_seed(2);
+  const fm::models::ManifoldMLPOptions options =
+      fm::models::ManifoldMLPOptions(fm::models::MLPOptions().width(16).depth(2)).fourier_features(2048).fourier_scale(3.0);
+  fm::models::ManifoldMLPImpl net(sphere, options);
+  at::Tensor x = unit_rows(64, 15).to(at::kFloat);
+  at::Tensor t = at::rand({64});
+  at::Tensor v = net.forward(x, t);
+  EXPECT_LT(max_abs((v * x).sum(1)), 1e-6);
+  // The frequencies are N(0, (2π·scale)²) per entry (in radians per unit): 6144 draws put the sample
+  // standard deviation within 3 % (its relative error is 1/sqrt(2n) ≈ 0.9 %), the mean within 4 % of σ.
+  const at::Tensor b = net.named_buffers()["fourier_frequencies"];
+  ASSERT_EQ(b.sizes(), (std::vector<int64_t>{2048, 3}));
+  EXPECT_NEAR(b.std().item<double>() / (2 * M_PI * 3.0), 1.0, 0.03);
+  EXPECT_LT(std::abs(b.mean().item<double>()) / (2 * M_PI * 3.0), 0.04);
+  // They follow from the description (their own seed), not from the run's random stream: a model
+  // rebuilt from the spec has the same frequencies, and with the weights copied the same field.
+  at::manual_seed(99);
+  auto rebuilt = fm::models::make_model(net.spec());
+  EXPECT_EQ(rebuilt->spec(), net.spec());
+  EXPECT_TRUE(at::equal(rebuilt->named_buffers()["fourier_frequencies"], b));
+  fm::models::copy_parameters(net, *rebuilt);
+  EXPECT_TRUE(at::allclose(rebuilt->forward(x, t), v, 0, 0));
+  auto other_seed = fm::models::make_model(
+      {{"type", "manifold-mlp"}, {"manifold", sphere->spec()},
+       {"options", {{"width", 16}, {"depth", 2}, {"fourier_features", 2048}, {"fourier_scale", 3.0}, {"fourier_seed", 1}}}});
+  EXPECT_FALSE(at::equal(other_seed->named_buffers()["fourier_frequencies"], b));
+  // On the torus the features of θ and θ + 2π are the same, so the field is periodic.
+  auto torus_net = fm::models::make_model({{"type", "manifold-mlp"},
+                                            {"manifold", fm::FlatTorus(2).spec()},
+                                            {"options", {{"width", 16}, {"depth", 2}, {"fourier_features", 8}}}});
+  at::Tensor theta = angles(32, 2, 3).to(at::kFloat);
+  EXPECT_LT(max_abs(torus_net->forward(theta + 2 * M_PI, t.slice(0, 0, 32)) - torus_net->forward(theta, t.slice(0, 0, 32))), 1e-4);
+  // The network under them has more inputs than outputs: no forward-mode divergence (autograd's is used).
+  fm::models::MLPImpl wide(fm::models::MLPOptions(3).input_dim(7));
+  EXPECT_FALSE(wide.supports_divergence());
+  EXPECT_EQ(wide.forward(at::randn({4, 7}), at::rand({4})).sizes(), (std::vector<int64_t>{4, 3}));
+  // Bad values are named.
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"fourier_scale", 0.0}, {"fourier_features", -1}, {"fourier_seed", -2}, {"fourier_scale", "wide"}}) {
+    try {
+      fm::models::model_registration("manifold-mlp").describe({3}, 0, {{"manifold", sphere->spec()}, {key, value}});
+      ADD_FAILURE() << key << " " << value.dump() << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Proteins, DihedralsHaveTheIupacSignAndRealBackbonesFallInTheRamachandranRegions) {
   // p1 = 0, p2 on the z axis, p0 on x, p3 turned by θ about z (counter-clockwise seen from p2 towards
   // p1, i.e. clockwise looking down the bond from p1 to p2): the IUPAC dihedral is +θ. With it the

@@ -81,6 +81,10 @@ class Domain {
   /// Held-out data for likelihoods and evaluations (n rows; for finite data sets the first n of the
   /// test split, else fresh samples from `generator`).
   virtual at::Tensor held_out(const nlohmann::json& data, int64_t n, at::Generator& generator) const = 0;
+  /// How results name those n rows (default: "TARGET (n fresh samples)").
+  virtual std::string held_out_label(const nlohmann::json& data, int64_t n) const {
+    return data.value("target", std::string("held-out data")) + " (" + std::to_string(n) + " fresh samples)";
+  }
   /// Sampling defaults for options left unset (n, solver, steps).
   virtual void complete_sample_options(const nlohmann::json& data, SampleOptions& options) const;
   /// Samples of the flow's state as data, on the CPU: a latent image run decodes them with its

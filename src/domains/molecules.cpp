@@ -155,6 +155,9 @@ class MoleculesDomain : public Domain {
     at::Tensor test = split(data, 2);
     return test.slice(0, 0, std::min(n, test.size(0))).to(at::kFloat);
   }
+  std::string held_out_label(const json& data, int64_t n) const override {
+    return data.value("name", std::string("molecules")) + " test split (" + std::to_string(n) + " configurations)";
+  }
 
   void complete_sample_options(const json&, SampleOptions& options) const override {
     if (options.n <= 0 && !options.initial.defined()) options.n = 1000;

@@ -1,31 +1,81 @@
 #include "flowmatch/models/manifold_mlp.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 namespace flowmatch::models {
 
-ManifoldMLPImpl::ManifoldMLPImpl(std::shared_ptr<const Manifold> manifold, MLPOptions options) : manifold_(std::move(manifold)) {
+namespace {
+
+// Fourier-feature options from a description: absent keys take the defaults, bad values are named.
+ManifoldMLPOptions fourier_options_from_json(ManifoldMLPOptions o, const nlohmann::json& j) {
+  try {
+    o.fourier_features(j.value("fourier_features", o.fourier_features()))
+        .fourier_scale(j.value("fourier_scale", o.fourier_scale()))
+        .fourier_seed(j.value("fourier_seed", o.fourier_seed()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("model manifold-mlp Fourier options " + j.dump() + ": " + e.what());
+  }
+  if (o.fourier_features() < 0 || o.fourier_features() > 65536) {
+    throw std::invalid_argument("model manifold-mlp fourier_features " + std::to_string(o.fourier_features()) +
+                                ": expected an integer in [0, 65536] (0: none)");
+  }
+  if (!(std::isfinite(o.fourier_scale()) && o.fourier_scale() > 0)) {
+    throw std::invalid_argument("model manifold-mlp fourier_scale " + std::to_string(o.fourier_scale()) + ": expected a number > 0");
+  }
+  if (o.fourier_seed() < 0) {
+    throw std::invalid_argument("model manifold-mlp fourier_seed " + std::to_string(o.fourier_seed()) + ": expected an integer >= 0");
+  }
+  return o;
+}
+
+}  // namespace
+
+ManifoldMLPImpl::ManifoldMLPImpl(std::shared_ptr<const Manifold> manifold, ManifoldMLPOptions options)
+    : manifold_(std::move(manifold)), options_(std::move(options)) {
   if (!manifold_ || manifold_->coordinates() < 1) {
     throw std::invalid_argument("manifold-mlp needs a sphere, a torus or a product of them");
   }
-  options.dim(manifold_->feature_dim());
-  mlp_ = register_module("mlp", std::make_shared<MLPImpl>(options));
+  options_ = fourier_options_from_json(options_, nlohmann::json::object());  // checks the values
+  const int64_t features = manifold_->feature_dim(), n = options_.fourier_features();
+  MLPOptions mlp = options_.mlp();
+  mlp.dim(features).input_dim(n > 0 ? features + 2 * n : 0);
+  options_.mlp(mlp);
+  mlp_ = register_module("mlp", std::make_shared<MLPImpl>(mlp));
+  if (n > 0) {
+    at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(options_.fourier_seed()));
+    at::Tensor b = at::randn({n, features}, generator, at::TensorOptions().dtype(at::kFloat));
+    frequencies_ = register_buffer("fourier_frequencies", b.mul_(options_.fourier_scale() * 2 * M_PI));
+  }
 }
 
 at::Tensor ManifoldMLPImpl::forward(const at::Tensor& x, const at::Tensor& t) {
-  return manifold_->velocity_from_features(x, mlp_->forward(manifold_->features(x), t));
+  at::Tensor f = manifold_->features(x);
+  if (frequencies_.defined()) {
+    const at::Tensor angles = at::mm(f, frequencies_.to(f.dtype()).t());
+    f = at::cat({f, at::sin(angles), at::cos(angles)}, 1);
+  }
+  return manifold_->velocity_from_features(x, mlp_->forward(f, t));
 }
 
 nlohmann::json ManifoldMLPImpl::spec() const {
   nlohmann::json options = to_json(mlp_->options);
   options.erase("dim");
+  options.erase("input_dim");
+  if (options_.fourier_features() > 0) {
+    options["fourier_features"] = options_.fourier_features();
+    options["fourier_scale"] = options_.fourier_scale();
+    options["fourier_seed"] = options_.fourier_seed();
+  }
   return {{"type", "manifold-mlp"}, {"manifold", manifold_->spec()}, {"options", options}};
 }
 
 ModelRegistration manifold_mlp_registration() {
-  const std::vector<std::string> keys = {"width", "depth", "activation", "time_encoding", "time_features"};
+  const std::vector<std::string> keys = {"width",         "depth",         "activation",  "time_encoding",
+                                         "time_features", "fourier_features", "fourier_scale", "fourier_seed"};
   ModelRegistration r;
   r.describe = [keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
     if (classes > 0) throw std::invalid_argument("model manifold-mlp is not class-conditional");
@@ -35,6 +85,16 @@ ModelRegistration manifold_mlp_registration() {
     }
     const auto manifold = make_manifold(options["manifold"]);
     options.erase("manifold");
+    nlohmann::json fourier = nlohmann::json::object();
+    for (const char* key : {"fourier_features", "fourier-features", "fourier_scale", "fourier-scale", "fourier_seed", "fourier-seed"}) {
+      if (!options.contains(key)) continue;
+      std::string k = key;
+      for (char& ch : k)
+        if (ch == '-') ch = '_';
+      fourier[k] = options[key];
+      options.erase(key);
+    }
+    const ManifoldMLPOptions checked = fourier_options_from_json(ManifoldMLPOptions(), fourier);
     if (shape.size() != 1 || shape[0] != manifold->coordinates()) {
       throw std::invalid_argument("model manifold-mlp on the " + manifold->name() + " takes points of " +
                                   std::to_string(manifold->coordinates()) + " coordinates");
@@ -42,6 +102,11 @@ ModelRegistration manifold_mlp_registration() {
     // The MLP's own description checks the options.
     nlohmann::json mlp = model_registration("mlp").describe({manifold->feature_dim()}, 0, options);
     mlp["options"].erase("dim");
+    if (checked.fourier_features() > 0) {
+      mlp["options"]["fourier_features"] = checked.fourier_features();
+      mlp["options"]["fourier_scale"] = checked.fourier_scale();
+      mlp["options"]["fourier_seed"] = checked.fourier_seed();
+    }
     return nlohmann::json{{"type", "manifold-mlp"}, {"manifold", manifold->spec()}, {"options", mlp["options"]}};
   };
   r.build = [](const nlohmann::json& spec) -> std::shared_ptr<VelocityModel> {
@@ -49,9 +114,12 @@ ModelRegistration manifold_mlp_registration() {
     const auto manifold = make_manifold(spec["manifold"]);
     nlohmann::json options = spec.value("options", nlohmann::json::object());
     options["dim"] = manifold->feature_dim();
-    return std::make_shared<ManifoldMLPImpl>(manifold, mlp_options_from_json(options));
+    options.erase("input_dim");
+    return std::make_shared<ManifoldMLPImpl>(manifold,
+                                             fourier_options_from_json(ManifoldMLPOptions(mlp_options_from_json(options)), options));
   };
-  r.help = "MLP for data on a sphere or torus: sees the manifold's features, gives tangent velocities (width, depth, activation, time-encoding)";
+  r.help = "MLP for data on a sphere or torus: sees the manifold's features (and fourier-features random frequencies of them, "
+           "N(0, fourier-scale^2)), gives tangent velocities (width, depth, activation, time-encoding)";
   r.options = keys;
   return r;
 }

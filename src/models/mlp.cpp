@@ -28,12 +28,14 @@ TimeEncoding time_encoding_from_string(const std::string& name) {
 std::string to_string(TimeEncoding encoding) { return detail::enum_name(kEncodingNames, encoding); }
 
 nlohmann::json to_json(const MLPOptions& o) {
-  return {{"dim", o.dim()},
-          {"width", o.width()},
-          {"depth", o.depth()},
-          {"activation", to_string(o.activation())},
-          {"time_encoding", to_string(o.time_encoding())},
-          {"time_features", o.time_features()}};
+  nlohmann::json j = {{"dim", o.dim()},
+                      {"width", o.width()},
+                      {"depth", o.depth()},
+                      {"activation", to_string(o.activation())},
+                      {"time_encoding", to_string(o.time_encoding())},
+                      {"time_features", o.time_features()}};
+  if (o.input_dim() > 0) j["input_dim"] = o.input_dim();
+  return j;
 }
 
 MLPOptions mlp_options_from_json(const nlohmann::json& j) {
@@ -42,7 +44,8 @@ MLPOptions mlp_options_from_json(const nlohmann::json& j) {
       .depth(j.value("depth", o.depth()))
       .activation(activation_from_string(j.value("activation", to_string(o.activation()))))
       .time_encoding(time_encoding_from_string(j.value("time_encoding", to_string(o.time_encoding()))))
-      .time_features(j.value("time_features", o.time_features()));
+      .time_features(j.value("time_features", o.time_features()))
+      .input_dim(j.value("input_dim", o.input_dim()));
   return o;
 }
 
@@ -52,6 +55,8 @@ void MLPImpl::reset() {
   TORCH_CHECK(options.dim() >= 1, "MLP dim must be >= 1, got ", options.dim());
   TORCH_CHECK(options.width() >= 1, "MLP width must be >= 1, got ", options.width());
   TORCH_CHECK(options.depth() >= 1, "MLP depth must be >= 1, got ", options.depth());
+  TORCH_CHECK(options.input_dim() >= 0 && options.input_dim() <= (int64_t{1} << 20), "MLP input_dim must be in [0, 2^20], got ",
+              options.input_dim());
   const bool sinusoidal = options.time_encoding() == TimeEncoding::Sinusoidal;
   TORCH_CHECK(!sinusoidal || (options.time_features() >= 2 && options.time_features() % 2 == 0),
               "MLP time_features must be even and >= 2, got ", options.time_features());
@@ -63,18 +68,18 @@ void MLPImpl::reset() {
   {
     // Each limit alone still allows terabytes together: bound the parameter count before allocating.
     const double w = static_cast<double>(options.width()), d = static_cast<double>(options.dim());
-    const double in = d + static_cast<double>(options.time_encoding() == TimeEncoding::Sinusoidal ? options.time_features() : 1);
+    const double in = static_cast<double>(options.in_dim()) + static_cast<double>(options.time_encoding() == TimeEncoding::Sinusoidal ? options.time_features() : 1);
     const double parameters = in * w + (static_cast<double>(options.depth()) - 1) * w * w + w * d;
     TORCH_CHECK(parameters <= double(1 << 28), "MLP of dim ", options.dim(), ", width ", options.width(), " and depth ", options.depth(),
                 " would have ", static_cast<int64_t>(parameters), " parameters (", parameters * 4 / double(1 << 30),
                 " GiB), more than the 2^28 allowed");
   }
   const int64_t time_width = sinusoidal ? options.time_features() : 1;
-  TORCH_CHECK(static_cast<double>(options.width()) * static_cast<double>(options.width() + options.dim() + time_width) *
+  TORCH_CHECK(static_cast<double>(options.width()) * static_cast<double>(options.width() + options.in_dim() + time_width) *
                       static_cast<double>(options.depth()) <= 2.5e8,
               "MLP with width ", options.width(), " and depth ", options.depth(), " has over 2.5e8 weights (1 GB)");
   layers_ = register_module("layers", torch::nn::ModuleList());
-  int64_t in = options.dim() + time_width;
+  int64_t in = options.in_dim() + time_width;
   for (int64_t i = 0; i < options.depth(); ++i) {
     layers_->push_back(torch::nn::Linear(in, options.width()));
     in = options.width();
@@ -105,8 +110,8 @@ at::Tensor MLPImpl::activate(const at::Tensor& h) const {
 }
 
 at::Tensor MLPImpl::forward(const at::Tensor& x, const at::Tensor& t) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ",
-              options.dim(), "), got ", x.sizes());
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_dim(), "MLP expects x of shape (B, ",
+              options.in_dim(), "), got ", x.sizes());
   if (!at::GradMode::is_enabled() && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
       layers_[0]->as<torch::nn::Linear>()->weight.scalar_type() == at::kFloat) {
     return forward_without_gradients(x, t);
@@ -135,10 +140,10 @@ void MLPImpl::activate_in_place(at::Tensor& h) const {
 // through in row blocks that stay in cache was tried: no faster at 1 thread on a 32 MiB-L3 machine,
 // and at 2 threads the smaller products split badly, 0.3x.)
 at::Tensor MLPImpl::forward_without_gradients(const at::Tensor& x, const at::Tensor& t) {
-  const int64_t batch = x.size(0), dim = options.dim(), width = options.width();
+  const int64_t batch = x.size(0), dim = options.in_dim(), width = options.width();
   const size_t n = layers_->size();
   const auto opts = x.options();
-  at::Tensor out = at::empty({batch, dim}, opts);
+  at::Tensor out = at::empty({batch, options.dim()}, opts);
   if (batch == 0) return out;
   auto& first = *layers_[0]->as<torch::nn::Linear>();
   const at::Tensor w_x = first.weight.narrow(1, 0, dim).t();
@@ -204,8 +209,9 @@ at::Tensor MLPImpl::activation_backward(const at::Tensor& grad, const at::Tensor
 
 double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
                                    const at::Tensor& weight) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ", options.dim(), "), got ", x.sizes());
-  TORCH_CHECK(target.sizes() == x.sizes(), "MLP loss: target ", target.sizes(), " must have x's shape ", x.sizes());
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_dim(), "MLP expects x of shape (B, ", options.in_dim(), "), got ", x.sizes());
+  TORCH_CHECK(target.dim() == 2 && target.size(0) == x.size(0) && target.size(1) == options.dim(), "MLP loss: target ",
+              target.sizes(), " must have shape (", x.size(0), ", ", options.dim(), ")");
   at::NoGradGuard no_grad;
   const size_t n = layers_->size();
   std::vector<at::Tensor> inputs(n), preactivations(n);
@@ -253,6 +259,7 @@ double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, con
 }
 
 std::pair<at::Tensor, at::Tensor> MLPImpl::forward_with_divergence(const at::Tensor& x, const at::Tensor& t) {
+  TORCH_CHECK(options.in_dim() == options.dim(), "MLP divergence: input width ", options.in_dim(), " is not the output's ", options.dim());
   TORCH_CHECK(x.dim() == 2 && x.size(1) == options.dim(), "MLP expects x of shape (B, ", options.dim(), "), got ", x.sizes());
   at::NoGradGuard no_grad;
   const int64_t batch = x.size(0), dim = options.dim();

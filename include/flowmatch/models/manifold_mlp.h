@@ -14,10 +14,22 @@
 
 namespace flowmatch::models {
 
+/// Options for `ManifoldMLP`: the MLP's, and its input's Fourier features.
+struct ManifoldMLPOptions {
+  /* implicit */ ManifoldMLPOptions(MLPOptions mlp = MLPOptions()) : mlp_(std::move(mlp)) {}
+  /// `dim` and `input_dim` are set from the manifold (its feature width, and the Fourier features').
+  TORCH_ARG(MLPOptions, mlp);
+  /// Number n of random frequencies (2n extra inputs); 0: none.
+  TORCH_ARG(int64_t, fourier_features) = 0;
+  /// Standard deviation of the frequencies, in cycles per unit of the features (the sphere: per
+  /// radian, nearly, at small angles).
+  TORCH_ARG(double, fourier_scale) = 4.0;
+  TORCH_ARG(int64_t, fourier_seed) = 0;
+};
+
 class ManifoldMLPImpl : public VelocityModel {
  public:
-  /// `options.dim()` is ignored: the MLP's width in and out is the manifold's feature width.
-  ManifoldMLPImpl(std::shared_ptr<const Manifold> manifold, MLPOptions options);
+  ManifoldMLPImpl(std::shared_ptr<const Manifold> manifold, ManifoldMLPOptions options);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t) override;
   std::vector<int64_t> sample_shape() const override { return {manifold_->coordinates()}; }
   nlohmann::json spec() const override;
@@ -25,11 +37,13 @@ class ManifoldMLPImpl : public VelocityModel {
 
  private:
   std::shared_ptr<const Manifold> manifold_;
+  ManifoldMLPOptions options_;
   std::shared_ptr<MLPImpl> mlp_;
+  at::Tensor frequencies_;  // (n, feature width), or undefined without Fourier features
 };
 
-/// The registration of "manifold-mlp" (its user options are the MLP's; the manifold comes from the
-/// data, as the option "manifold").
+/// The registration of "manifold-mlp" (its user options are the MLP's and fourier_features,
+/// fourier_scale, fourier_seed; the manifold comes from the data, as the option "manifold").
 ModelRegistration manifold_mlp_registration();
 
 }  // namespace flowmatch::models

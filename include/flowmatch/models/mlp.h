@@ -41,6 +41,12 @@ struct MLPOptions {
   TORCH_ARG(TimeEncoding, time_encoding) = TimeEncoding::Plain;
   /// Number of sinusoidal features (even); ignored for TimeEncoding::Plain.
   TORCH_ARG(int64_t, time_features) = 16;
+  /// Width of the input x when it is not the output's (features of the data, as the manifold MLP's
+  /// Fourier features; 0: dim). Such a network has no forward-mode divergence (its Jacobian is not square).
+  TORCH_ARG(int64_t, input_dim) = 0;
+
+ public:
+  int64_t in_dim() const { return input_dim_ > 0 ? input_dim_ : dim_; }
 };
 
 nlohmann::json to_json(const MLPOptions& options);
@@ -71,7 +77,7 @@ class MLPImpl : public VelocityModel {
   /// the layers (forward-mode differentiation): D + 1 products per hidden layer, the output layer's
   /// trace contracted directly, no autograd graph. Same values as autograd's divergence up to rounding
   /// (tests/test_mlp.cpp).
-  bool supports_divergence() const override { return true; }
+  bool supports_divergence() const override { return options.in_dim() == options.dim(); }
   std::pair<at::Tensor, at::Tensor> forward_with_divergence(const at::Tensor& x, const at::Tensor& t) override;
 
   MLPOptions options;
