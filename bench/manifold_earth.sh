@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Test NLL on the Earth-science data sets (docs/MANIFOLDS.md, issue 21): seeds 0-4, seeded 80/10/10
-# splits, `flowmatch train` then `flowmatch eval` (dopri5, exact divergence, the test split).
+# splits, `flowmatch train` then `flowmatch likelihood` (the test split, dopri5 at TOL, default 1e-4,
+# exact divergence; 1e-5 moves the NLL by about 1e-4 nats at 5 times the NFE: docs/BENCHMARKS.md).
 # usage: bench/manifold_earth.sh STEPS [DATA_DIR] [SETS...]   (prints one JSON line per run, then a table)
 # TRAIN_FLAGS: more `flowmatch train` flags (e.g. "--width 256 --fourier-features 128 --fourier-scale 2");
 # SEEDS: the seeds (default "0 1 2 3 4"); OUT: the folder of the runs; RESULTS: the JSON lines file
@@ -15,6 +16,7 @@ fm=${FLOWMATCH:-build/apps/flowmatch/flowmatch}
 out=${OUT:-runs/bench-earth}
 read -r -a train_flags <<< "${TRAIN_FLAGS:-}"
 read -r -a seeds <<< "${SEEDS:-0 1 2 3 4}"
+tol=${TOL:-1e-4}
 mkdir -p "$out"
 results=${RESULTS:-$out/results-$steps.jsonl}
 for set in "${sets[@]}"; do
@@ -26,9 +28,9 @@ for set in "${sets[@]}"; do
       ${train_flags[@]+"${train_flags[@]}"} > /dev/null
     train_s=$(( $(date +%s) - start ))
     start=$(date +%s)
-    "$fm" eval --run "$run" --threads 1 > /dev/null
+    "$fm" likelihood --run "$run" --atol "$tol" --rtol "$tol" --threads 1 > /dev/null
     eval_s=$(( $(date +%s) - start ))
-    /usr/bin/python3 -c "import json,sys; m=json.load(open('$run/metrics.json')); print(json.dumps({'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n']}))"
+    /usr/bin/python3 -c "import json,sys; m=json.load(open('$run/likelihood.json')); print(json.dumps({'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n'], 'tol': $tol}))"
   done
 done | tee "$results"
 /usr/bin/python3 - "$results" <<'PY'

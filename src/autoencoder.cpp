@@ -21,6 +21,7 @@
 #include "flowmatch/io/plot.h"
 #include "flowmatch/models/velocity_model.h"
 #include "flowmatch/run.h"
+#include "flowmatch/training_state.h"
 
 namespace flowmatch {
 
@@ -147,11 +148,41 @@ bool train_autoencoder(AutoencoderImpl& autoencoder, const data::ImageDataset& d
   torch::optim::AdamW optimizer(autoencoder.parameters(), torch::optim::AdamWOptions(o.lr()).weight_decay(1e-4));
   const auto device = autoencoder.parameters().front().device();
   const double pixels = static_cast<double>(data.pixels_per_image());
+  const std::vector<at::Tensor> parameters = autoencoder.parameters();
+  // What a stored state must have been made with: the architecture and every training option that
+  // shapes the trajectory (the step count sets the learning-rate schedule).
+  const nlohmann::json made_with = {{"model", to_json(a)}, {"steps", o.steps()}, {"batch", o.batch_size()}, {"lr", o.lr()}, {"seed", o.seed()}};
+  int64_t first = 0;
+  if (!o.state_file().empty() && fs::exists(o.state_file())) {
+    const std::string& path = o.state_file();
+    const CheckpointContents in = read_checkpoint(path);
+    if (in.meta.value("kind", std::string()) != "autoencoder_training_state" || !in.meta.contains("made_with") ||
+        !in.meta.contains("step") || !in.meta["step"].is_number_integer()) {
+      throw std::runtime_error("'" + path + "' is not an autoencoder's training state");
+    }
+    if (in.meta["made_with"] != made_with) {
+      throw std::invalid_argument("'" + path + "' was made by another training (" + in.meta["made_with"].dump() + "), not this one (" +
+                                  made_with.dump() + ")");
+    }
+    first = in.meta["step"].get<int64_t>();
+    if (first < 0 || first > o.steps()) throw std::runtime_error("'" + path + "': step " + std::to_string(first) + " is outside the training");
+    load_module(autoencoder, "model/", in, path);
+    load_optimizer_state(optimizer, parameters, in, path);
+    load_generator_state(gen, "generator", in, path);
+  }
+  auto save_state = [&](int64_t step) {
+    CheckpointContents out;
+    out.meta = {{"kind", "autoencoder_training_state"}, {"made_with", made_with}, {"step", step}};
+    save_module(autoencoder, "model/", out);
+    save_optimizer_state(optimizer, parameters, out);
+    save_generator_state(gen, "generator", out);
+    write_checkpoint(o.state_file(), out);
+  };
   autoencoder.train();
   double mse_sum = 0, kl_sum = 0;
   int64_t count = 0, images = 0;
   auto last = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < o.steps(); ++step) {
+  for (int64_t step = first; step < o.steps(); ++step) {
     const double lr = o.lr() * 0.5 * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(o.steps())));
     for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
     at::Tensor index = at::randint(data.images.size(0), {o.batch_size()}, gen, at::TensorOptions().dtype(at::kLong));
@@ -180,7 +211,9 @@ bool train_autoencoder(AutoencoderImpl& autoencoder, const data::ImageDataset& d
       mse_sum = kl_sum = 0;
       count = images = 0;
     }
-    if (should_stop && should_stop()) {
+    const bool stop = should_stop && should_stop();
+    if (!o.state_file().empty() && (stop || (!end && (step + 1) % std::max<int64_t>(1, o.state_every()) == 0))) save_state(step + 1);
+    if (stop) {
       autoencoder.eval();
       return false;
     }
@@ -304,6 +337,14 @@ LatentPosterior stored_training_latents(const std::string& dir, int64_t images) 
 
 json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& f, const std::function<void(const std::string&)>& started,
                            const std::function<void(const AutoencoderProgress&)>& progress, const std::function<bool()>& should_stop) {
+  // The state of an unfinished training lives in OUT until the end (the one file there until then).
+  const std::string state_file = out + "/training-state.ckpt";
+  if (f.resume) {
+    if (fs::exists(out + "/autoencoder.ckpt")) throw std::invalid_argument("--resume: '" + out + "' holds a finished autoencoder");
+    if (!fs::exists(state_file)) {
+      throw std::invalid_argument("--resume: '" + out + "' holds no training state (training-state.ckpt, kept when a training is stopped)");
+    }
+  }
   // An image folder has no held-out split: the reconstruction error below is then on the training images.
   const data::ImageSplits splits = data::image_splits(f.data, f.data_dir, f.image_channels);
   const data::ImageDataset &train = splits.train, &test = splits.test;
@@ -324,8 +365,10 @@ json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& 
             std::to_string(models::parameter_count(*autoencoder)) + " parameters, " + std::to_string(at::get_num_threads()) + " thread(s), " +
             std::to_string(f.steps) + " steps of batch " + std::to_string(f.batch));
   }
+  fs::create_directories(out);
+  if (!f.resume) fs::remove(state_file);  // a fresh training, as asked
   const auto start = std::chrono::steady_clock::now();
-  const auto training = AutoencoderTrainingOptions().steps(f.steps).batch_size(f.batch).lr(f.lr).seed(f.seed);
+  const auto training = AutoencoderTrainingOptions().steps(f.steps).batch_size(f.batch).lr(f.lr).seed(f.seed).state_file(state_file);
   if (!train_autoencoder(*autoencoder, train, training, progress, should_stop)) return nullptr;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -365,7 +408,6 @@ json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& 
                  {"latent_shift", shift},
                  {"latent_scale", scale},
                  {"training", {{"steps", f.steps}, {"batch", f.batch}, {"lr", f.lr}, {"seed", f.seed}}}};
-  fs::create_directories(out);
   CheckpointContents weights;
   weights.meta = {{"kind", "autoencoder"}, {"id", id}, {"options", to_json(options)}};
   for (const auto& item : autoencoder->named_parameters(true)) weights.tensors["param/" + item.key()] = item.value().detach().to(at::kCPU);
@@ -383,6 +425,7 @@ json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& 
   write_json_file(out + "/metrics.json", metrics);
   write_json_file(out + "/config.json", config);
   write_checkpoint(out + "/autoencoder.ckpt", weights);
+  fs::remove(state_file);
   return metrics;
 }
 

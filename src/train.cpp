@@ -20,6 +20,7 @@
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/loss.h"
 #include "flowmatch/optimizer.h"
+#include "flowmatch/training_state.h"
 
 namespace flowmatch {
 
@@ -275,83 +276,6 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
 
 namespace {
 
-template <typename ParamState>
-void save_adam_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, CheckpointContents& out) {
-  auto& state = optimizer.state();
-  nlohmann::json steps = nlohmann::json::array();
-  for (size_t i = 0; i < parameters.size(); ++i) {
-    const auto it = state.find(optimizer_state_key(state, parameters[i]));
-    if (it == state.end()) {
-      steps.push_back(-1);
-      continue;
-    }
-    const auto& s = static_cast<const ParamState&>(*it->second);
-    steps.push_back(s.step());
-    const std::string prefix = "optimizer/" + std::to_string(i) + "/";
-    out.tensors[prefix + "exp_avg"] = s.exp_avg();
-    out.tensors[prefix + "exp_avg_sq"] = s.exp_avg_sq();
-    if (s.max_exp_avg_sq().defined()) out.tensors[prefix + "max_exp_avg_sq"] = s.max_exp_avg_sq();
-  }
-  out.meta["optimizer_steps"] = steps;
-}
-
-const at::Tensor& tensor_of(const CheckpointContents& in, const std::string& name, const std::string& path) {
-  const auto it = in.tensors.find(name);
-  if (it == in.tensors.end()) throw std::runtime_error("'" + path + "': checkpoint lacks tensor '" + name + "'");
-  return it->second;
-}
-
-// `like`'s shape and dtype, on its device.
-at::Tensor matching(const at::Tensor& stored, const at::Tensor& like, const std::string& name, const std::string& path) {
-  if (stored.sizes() != like.sizes() || stored.scalar_type() != like.scalar_type()) {
-    throw std::runtime_error("'" + path + "': checkpoint tensor '" + name + "' is " + c10::toString(stored.scalar_type()) +
-                             c10::str(stored.sizes()) + ", the model expects " + c10::toString(like.scalar_type()) +
-                             c10::str(like.sizes()));
-  }
-  return stored.to(like.device());
-}
-
-template <typename ParamState>
-void load_adam_state(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters,
-                     const CheckpointContents& in, const std::string& path) {
-  const auto& steps = in.meta.at("optimizer_steps");
-  if (!steps.is_array() || steps.size() != parameters.size()) {
-    throw std::runtime_error("'" + path + "': checkpoint's optimizer state has " + std::to_string(steps.size()) +
-                             " entries for " + std::to_string(parameters.size()) + " parameters");
-  }
-  auto& state = optimizer.state();
-  state.clear();
-  for (size_t i = 0; i < parameters.size(); ++i) {
-    if (!steps[i].is_number_integer()) throw std::runtime_error("'" + path + "': checkpoint optimizer step is not an integer");
-    const int64_t step = steps[i].get<int64_t>();
-    if (step < 0) continue;
-    const std::string prefix = "optimizer/" + std::to_string(i) + "/";
-    auto s = std::make_unique<ParamState>();
-    s->step(step);
-    s->exp_avg(matching(tensor_of(in, prefix + "exp_avg", path), parameters[i], prefix + "exp_avg", path));
-    s->exp_avg_sq(matching(tensor_of(in, prefix + "exp_avg_sq", path), parameters[i], prefix + "exp_avg_sq", path));
-    if (in.tensors.count(prefix + "max_exp_avg_sq")) {
-      s->max_exp_avg_sq(matching(in.tensors.at(prefix + "max_exp_avg_sq"), parameters[i], prefix + "max_exp_avg_sq", path));
-    }
-    state[optimizer_state_key(state, parameters[i])] = std::move(s);
-  }
-}
-
-void save_module(const torch::nn::Module& module, const std::string& prefix, CheckpointContents& out) {
-  for (const auto& p : module.named_parameters()) out.tensors[prefix + p.key()] = p.value();
-  for (const auto& b : module.named_buffers()) out.tensors[prefix + b.key()] = b.value();
-}
-
-void load_module(torch::nn::Module& module, const std::string& prefix, const CheckpointContents& in, const std::string& path) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : module.named_parameters()) {
-    p.value().copy_(matching(tensor_of(in, prefix + p.key(), path), p.value(), prefix + p.key(), path));
-  }
-  for (auto& b : module.named_buffers()) {
-    b.value().copy_(matching(tensor_of(in, prefix + b.key(), path), b.value(), prefix + b.key(), path));
-  }
-}
-
 std::string meta_string(const CheckpointContents& in, const std::string& key, const std::string& path) {
   if (!in.meta.contains(key) || !in.meta[key].is_string()) {
     throw std::runtime_error("'" + path + "': checkpoint has no '" + key + "' entry (not written by flowmatch's trainer?)");
@@ -398,11 +322,7 @@ void Trainer::save_checkpoint(const std::string& path) {
   }
   save_module(*model_, "model/", out);
   if (ema_) save_module(*ema_, "ema/", out);
-  if (options_.optimizer() == OptimizerKind::Adam) {
-    save_adam_state<torch::optim::AdamParamState>(*optimizer_, parameters_, out);
-  } else {
-    save_adam_state<torch::optim::AdamWParamState>(*optimizer_, parameters_, out);
-  }
+  save_optimizer_state(*optimizer_, parameters_, out);
   write_checkpoint(path, out);
 }
 
@@ -453,7 +373,7 @@ void Trainer::load_checkpoint(const std::string& path) {
                              options_.run_id() + ": its path, target, data or network differ)");
   }
   const at::Tensor& state =
-      tensor_of(in, group_ ? "generator_state_rank_" + std::to_string(group_->rank()) : "generator_state", path);
+      checkpoint_tensor(in, group_ ? "generator_state_rank_" + std::to_string(group_->rank()) : "generator_state", path);
   {
     // The CPU generator's state has a fixed size and type; anything else would be refused by LibTorch.
     std::lock_guard<std::mutex> lock(generator_.mutex());
@@ -473,11 +393,7 @@ void Trainer::load_checkpoint(const std::string& path) {
       models::copy_parameters(*model_, *ema_);
     }
   }
-  if (options_.optimizer() == OptimizerKind::Adam) {
-    load_adam_state<torch::optim::AdamParamState>(*optimizer_, parameters_, in, path);
-  } else {
-    load_adam_state<torch::optim::AdamWParamState>(*optimizer_, parameters_, in, path);
-  }
+  load_optimizer_state(*optimizer_, parameters_, in, path);
   try {
     std::lock_guard<std::mutex> lock(generator_.mutex());
     generator_.set_state(state);

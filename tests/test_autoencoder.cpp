@@ -226,3 +226,62 @@ TEST(Autoencoder, RunFolderLatentRunAndItsErrors) {
   }
   EXPECT_THROW(fm::describe_autoencoder(dir / "bars"), std::invalid_argument);
 }
+
+TEST(Autoencoder, AStoppedTrainingResumesToTheSameWeightsAndRefusesAnotherTrainingsState) {
+  fmtest::TempDir dir;
+  const auto set = bar_images(32, 7);
+  const auto options = fm::AutoencoderOptions(1, 8, 12).channels(8).kl_weight(1e-3);  // z drawn: the generator matters
+  const auto training = fm::AutoencoderTrainingOptions().steps(24).batch_size(8).lr(3e-3).seed(5);
+  at::manual_seed(3);
+  fm::Autoencoder straight(options);
+  ASSERT_TRUE(fm::train_autoencoder(*straight, set, training));
+
+  // The same training stopped after step 10 (the state written then, and at step 5), continued by a
+  // network of other initial weights from the state file alone.
+  const std::string state = dir / "state.ckpt";
+  at::manual_seed(3);
+  fm::Autoencoder first(options);
+  int polls = 0;
+  EXPECT_FALSE(fm::train_autoencoder(*first, set, fm::AutoencoderTrainingOptions(training).state_file(state).state_every(5), {},
+                                     [&] { return ++polls == 10; }));
+  ASSERT_TRUE(fs::exists(state));
+  EXPECT_EQ(fm::read_checkpoint(state).meta["step"], 10);
+  at::manual_seed(4);
+  fm::Autoencoder resumed(options);
+  std::vector<int64_t> steps;
+  ASSERT_TRUE(fm::train_autoencoder(*resumed, set, fm::AutoencoderTrainingOptions(training).state_file(state).state_every(5),
+                                    [&](const fm::AutoencoderProgress& p) { steps.push_back(p.step); }));
+  EXPECT_EQ(steps, (std::vector<int64_t>{24}));  // the 14 steps left: progress only at the end
+  const auto a = straight->named_parameters(), b = resumed->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& item : a) EXPECT_TRUE(at::equal(item.value(), b[item.key()])) << item.key();
+
+  // A state made by another training (here: another step count, so another schedule) is refused.
+  fm::Autoencoder other(options);
+  try {
+    fm::train_autoencoder(*other, set, fm::AutoencoderTrainingOptions(training).steps(30).state_file(state));
+    ADD_FAILURE() << "another training's state was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("another training"), std::string::npos) << e.what();
+  }
+
+  // The run folder: stopped, it holds only the state; --resume finishes it and removes the state.
+  write_folder(set, dir / "bars");
+  fm::AutoencoderRunOptions o;
+  o.data = dir / "bars";
+  o.channels = 8;
+  o.steps = 20;
+  o.batch = 8;
+  polls = 0;
+  EXPECT_TRUE(fm::train_autoencoder_run(dir / "ae", o, {}, {}, [&] { return ++polls == 7; }).is_null());
+  EXPECT_TRUE(fs::exists(dir / "ae/training-state.ckpt"));
+  EXPECT_FALSE(fs::exists(dir / "ae/autoencoder.ckpt"));
+  EXPECT_THROW(fm::describe_autoencoder(dir / "ae"), std::invalid_argument);
+  o.resume = true;
+  const nlohmann::json metrics = fm::train_autoencoder_run(dir / "ae", o);
+  EXPECT_TRUE(metrics.contains("test_psnr_db"));
+  EXPECT_TRUE(fs::exists(dir / "ae/autoencoder.ckpt"));
+  EXPECT_FALSE(fs::exists(dir / "ae/training-state.ckpt"));
+  EXPECT_THROW(fm::train_autoencoder_run(dir / "ae", o), std::invalid_argument);       // finished
+  EXPECT_THROW(fm::train_autoencoder_run(dir / "none", o), std::invalid_argument);     // nothing to resume
+}

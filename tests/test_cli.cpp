@@ -773,6 +773,14 @@ TEST(CLI, LatentRunTrainsInItsAutoencodersSpaceAndNeedsIt) {
   EXPECT_NE(ae.err.find("to latents of 4x2x2"), std::string::npos) << ae.err;
   EXPECT_NE(ae.out.find("reconstruction: mse"), std::string::npos) << ae.out;
   EXPECT_EQ(cli(dir, "autoencoder train --data images --out ae --steps 2").code, 2);  // never over an existing folder
+  // --resume continues only a stopped training (tests/test_autoencoder.cpp resumes one): one line otherwise.
+  for (const char* folder : {"ae", "never"}) {
+    Result resume = cli(dir, std::string("autoencoder train --data images --out ") + folder + " --steps 20 --batch 4 --channels 8 --resume");
+    EXPECT_EQ(resume.code, 2) << resume.err;
+    EXPECT_NE(resume.err.find("--resume"), std::string::npos) << resume.err;
+    EXPECT_EQ(std::count(resume.err.begin(), resume.err.end(), '\n'), 1) << resume.err;
+  }
+  EXPECT_FALSE(fs::exists(dir / "never"));
   // The default U-Net on 2x2 latents: the levels the size allows (x1 x2).
   Result train = cli(dir, "train --data images --autoencoder ae --out run --steps 4 --batch 8 --channels 8 --heads 2 --threads 1");
   ASSERT_EQ(train.code, 0) << train.err;

@@ -22,7 +22,7 @@ struct AutoencoderFlags {
 int run_autoencoder_train(AutoencoderFlags& f) {
   f.options.device = apply_common_flags(f.common);
   f.options.seed = f.common.seed;
-  ensure_new_output_folder(f.out);
+  if (!f.options.resume) ensure_new_output_folder(f.out);
   install_interrupt_handlers();
   const auto start = std::chrono::steady_clock::now();
   const json metrics = fm::train_autoencoder_run(
@@ -36,7 +36,7 @@ int run_autoencoder_train(AutoencoderFlags& f) {
       },
       [] { return interrupted(); });
   if (metrics.is_null()) {
-    std::cerr << "interrupted: nothing written (run the command again)\n";
+    std::cerr << "interrupted: the training state is kept in " << f.out << "/training-state.ckpt (the same command with --resume continues)\n";
     return kExitInterrupted;
   }
   std::printf("%s reconstruction: mse %.5f, PSNR %.2f dB; latent shift %.4f, scale %.4f; wrote %s: autoencoder.ckpt, latents-train.ckpt, ...\n",
@@ -69,6 +69,7 @@ Command register_autoencoder(CLI::App& root) {
   train->add_option("--steps", o.steps, "training steps")->check(positive_number())->capture_default_str();
   train->add_option("--batch", o.batch, "batch size")->check(positive_number())->capture_default_str();
   train->add_option("--lr", o.lr, "AdamW learning rate (cosine decay to 0)")->check(positive_number())->capture_default_str();
+  train->add_flag("--resume", o.resume, "continue the training stopped in --out (its training-state.ckpt, written every 250 steps and on Ctrl-C); give the same flags");
   train->add_flag("--quiet", f.quiet, "no progress lines");
   add_common_flags(train, f.common);
   return {app, [flags] { return run_autoencoder_train(*flags); }};

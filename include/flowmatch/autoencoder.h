@@ -78,6 +78,12 @@ struct AutoencoderTrainingOptions {
   TORCH_ARG(int64_t, batch_size) = 64;
   TORCH_ARG(double, lr) = 1e-3;
   TORCH_ARG(uint64_t, seed) = 0;
+  /// A checkpoint of the training state (weights, AdamW's moments, the step, the generator), written
+  /// every `state_every` steps and when stopped; when the file exists, training continues from it (the
+  /// result is the same as without the stop), after checking it was made with these options and this
+  /// architecture. Empty: none.
+  TORCH_ARG(std::string, state_file) = "";
+  TORCH_ARG(int64_t, state_every) = 250;
 };
 
 struct AutoencoderProgress {
@@ -90,7 +96,8 @@ struct AutoencoderProgress {
 /// Trains with AdamW, a cosine learning-rate decay and gradient clipping at norm 1 on (dequantized)
 /// images of `data` in [−1, 1]: loss = per-image summed squared error + kl_weight · per-image KL, with
 /// z drawn from the posterior (the reparameterisation). `progress` is called every 50 steps and at the
-/// end; `should_stop` returning true stops training (the weights so far kept) and false is returned.
+/// end; `should_stop` returning true stops training (the weights so far kept, and the state written
+/// when `options.state_file` is set) and false is returned.
 bool train_autoencoder(AutoencoderImpl& autoencoder, const data::ImageDataset& data, const AutoencoderTrainingOptions& options,
                        const std::function<void(const AutoencoderProgress&)>& progress = {},
                        const std::function<bool()>& should_stop = {});
@@ -132,12 +139,16 @@ struct AutoencoderRunOptions {
   double lr = 1e-3;
   uint64_t seed = 0;
   c10::Device device = c10::kCPU;
+  /// Continue the training stopped in `out` (OUT/training-state.ckpt) instead of starting one.
+  bool resume = false;
 };
 /// Trains an autoencoder on `options.data` and writes OUT/autoencoder.ckpt, config.json (options,
 /// latent shift and scale from the training set), metrics.json (test reconstruction error and PSNR),
 /// latents-train.ckpt (the training set's posterior, read by latent runs) and reconstructions.png
 /// (test images above their reconstructions). Returns the metrics, or null when `should_stop` ended
-/// training (nothing written). `started` is told the data size and parameter count.
+/// training: then OUT holds only training-state.ckpt, which `options.resume` continues from (the
+/// state is also written every 250 steps, so a killed run loses at most that much). `started` is told
+/// the data size and parameter count.
 nlohmann::json train_autoencoder_run(const std::string& out, const AutoencoderRunOptions& options,
                                      const std::function<void(const std::string&)>& started = {},
                                      const std::function<void(const AutoencoderProgress&)>& progress = {},
