@@ -46,6 +46,17 @@ void write_folder(const fm::data::ImageDataset& set, const std::string& dir) {
   }
 }
 
+// A small autoencoder run on `set`, written as the folder DIR/bars.
+fm::AutoencoderRunOptions bars_run(const fm::data::ImageDataset& set, const std::string& dir, int64_t steps) {
+  write_folder(set, dir + "/bars");
+  fm::AutoencoderRunOptions o;
+  o.data = dir + "/bars";
+  o.channels = 8;
+  o.steps = steps;
+  o.batch = 8;
+  return o;
+}
+
 }  // namespace
 
 TEST(Autoencoder, ShapesOfEncoderDecoderAndPosterior) {
@@ -145,12 +156,7 @@ TEST(Autoencoder, NormalisedLatentsRoundTripAndStandardise) {
 TEST(Autoencoder, RunFolderLatentRunAndItsErrors) {
   fmtest::TempDir dir;
   const auto set = bar_images(24, 4);
-  write_folder(set, dir / "bars");
-  fm::AutoencoderRunOptions o;
-  o.data = dir / "bars";
-  o.channels = 8;
-  o.steps = 30;
-  o.batch = 8;
+  fm::AutoencoderRunOptions o = bars_run(set, dir.str(), 30);
   const nlohmann::json metrics = fm::train_autoencoder_run(dir / "ae", o);
   for (const char* f : {"autoencoder.ckpt", "config.json", "metrics.json", "latents-train.ckpt", "reconstructions.png"}) {
     EXPECT_TRUE(fs::exists(dir / (std::string("ae/") + f))) << f;
@@ -266,12 +272,7 @@ TEST(Autoencoder, AStoppedTrainingResumesToTheSameWeightsAndRefusesAnotherTraini
   }
 
   // The run folder: stopped, it holds only the state; --resume finishes it and removes the state.
-  write_folder(set, dir / "bars");
-  fm::AutoencoderRunOptions o;
-  o.data = dir / "bars";
-  o.channels = 8;
-  o.steps = 20;
-  o.batch = 8;
+  fm::AutoencoderRunOptions o = bars_run(set, dir.str(), 20);
   polls = 0;
   EXPECT_TRUE(fm::train_autoencoder_run(dir / "ae", o, {}, {}, [&] { return ++polls == 7; }).is_null());
   EXPECT_TRUE(fs::exists(dir / "ae/training-state.ckpt"));
