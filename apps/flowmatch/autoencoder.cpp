@@ -54,8 +54,7 @@ Command register_autoencoder(CLI::App& root) {
   CLI::App* app = root.add_subcommand("autoencoder", "The image autoencoder whose latent space a run trains in ('train --autoencoder DIR')");
   app->require_subcommand(1, 1);
   CLI::App* train = app->add_subcommand("train", "Train a convolutional autoencoder (latent C x H/4 x W/4) on an image data set");
-  train->add_option("--out", f.out, "folder to create: autoencoder.ckpt, config.json, metrics.json, latents-train.ckpt, reconstructions.png")
-      ->required();
+  train->add_option("--out", f.out, "folder to create: autoencoder.ckpt, config.json, metrics.json, latents-train.ckpt, reconstructions.png")->required();
   train->add_option("--data", o.data, "fashion-mnist or an image folder DIR/CLASS/*.png|jpg")->capture_default_str();
   train->add_option("--data-dir", o.data_dir, "where the Fashion-MNIST IDX files are")->capture_default_str();
   train->add_option("--image-channels", o.image_channels, "image folder: 1 (grey), 3 (RGB), 0 (as the first image)")
