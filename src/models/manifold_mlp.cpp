@@ -10,15 +10,8 @@ namespace flowmatch::models {
 
 namespace {
 
-// Fourier-feature options from a description: absent keys take the defaults, bad values are named.
-ManifoldMLPOptions fourier_options_from_json(ManifoldMLPOptions o, const nlohmann::json& j) {
-  try {
-    o.fourier_features(j.value("fourier_features", o.fourier_features()))
-        .fourier_scale(j.value("fourier_scale", o.fourier_scale()))
-        .fourier_seed(j.value("fourier_seed", o.fourier_seed()));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument("model manifold-mlp Fourier options " + j.dump() + ": " + e.what());
-  }
+// Bad Fourier-feature values are named.
+void check_fourier_options(const ManifoldMLPOptions& o) {
   if (o.fourier_features() < 0 || o.fourier_features() > 65536) {
     throw std::invalid_argument("model manifold-mlp fourier_features " + std::to_string(o.fourier_features()) +
                                 ": expected an integer in [0, 65536] (0: none)");
@@ -29,7 +22,27 @@ ManifoldMLPOptions fourier_options_from_json(ManifoldMLPOptions o, const nlohman
   if (o.fourier_seed() < 0) {
     throw std::invalid_argument("model manifold-mlp fourier_seed " + std::to_string(o.fourier_seed()) + ": expected an integer >= 0");
   }
+}
+
+// Fourier-feature options from a description (keys with underscores): absent keys take the defaults.
+ManifoldMLPOptions fourier_options_from_json(ManifoldMLPOptions o, const nlohmann::json& j) {
+  try {
+    o.fourier_features(j.value("fourier_features", o.fourier_features()))
+        .fourier_scale(j.value("fourier_scale", o.fourier_scale()))
+        .fourier_seed(j.value("fourier_seed", o.fourier_seed()));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument("model manifold-mlp Fourier options " + j.dump() + ": " + e.what());
+  }
+  check_fourier_options(o);
   return o;
+}
+
+// Their entries in a description: none without Fourier features, so older descriptions read the same.
+void add_fourier_options(nlohmann::json& options, const ManifoldMLPOptions& o) {
+  if (o.fourier_features() == 0) return;
+  options["fourier_features"] = o.fourier_features();
+  options["fourier_scale"] = o.fourier_scale();
+  options["fourier_seed"] = o.fourier_seed();
 }
 
 }  // namespace
@@ -39,7 +52,7 @@ ManifoldMLPImpl::ManifoldMLPImpl(std::shared_ptr<const Manifold> manifold, Manif
   if (!manifold_ || manifold_->coordinates() < 1) {
     throw std::invalid_argument("manifold-mlp needs a sphere, a torus or a product of them");
   }
-  options_ = fourier_options_from_json(options_, nlohmann::json::object());  // checks the values
+  check_fourier_options(options_);
   const int64_t features = manifold_->feature_dim(), n = options_.fourier_features();
   MLPOptions mlp = options_.mlp();
   mlp.dim(features).input_dim(n > 0 ? features + 2 * n : 0);
@@ -65,11 +78,7 @@ nlohmann::json ManifoldMLPImpl::spec() const {
   nlohmann::json options = to_json(mlp_->options);
   options.erase("dim");
   options.erase("input_dim");
-  if (options_.fourier_features() > 0) {
-    options["fourier_features"] = options_.fourier_features();
-    options["fourier_scale"] = options_.fourier_scale();
-    options["fourier_seed"] = options_.fourier_seed();
-  }
+  add_fourier_options(options, options_);
   return {{"type", "manifold-mlp"}, {"manifold", manifold_->spec()}, {"options", options}};
 }
 
@@ -85,16 +94,9 @@ ModelRegistration manifold_mlp_registration() {
     }
     const auto manifold = make_manifold(options["manifold"]);
     options.erase("manifold");
-    nlohmann::json fourier = nlohmann::json::object();
-    for (const char* key : {"fourier_features", "fourier-features", "fourier_scale", "fourier-scale", "fourier_seed", "fourier-seed"}) {
-      if (!options.contains(key)) continue;
-      std::string k = key;
-      for (char& ch : k)
-        if (ch == '-') ch = '_';
-      fourier[k] = options[key];
-      options.erase(key);
-    }
-    const ManifoldMLPOptions checked = fourier_options_from_json(ManifoldMLPOptions(), fourier);
+    options = normalized_options("manifold-mlp", options, keys);  // underscores; unknown keys named
+    const ManifoldMLPOptions checked = fourier_options_from_json(ManifoldMLPOptions(), options);
+    for (const char* key : {"fourier_features", "fourier_scale", "fourier_seed"}) options.erase(key);
     if (shape.size() != 1 || shape[0] != manifold->coordinates()) {
       throw std::invalid_argument("model manifold-mlp on the " + manifold->name() + " takes points of " +
                                   std::to_string(manifold->coordinates()) + " coordinates");
@@ -102,11 +104,7 @@ ModelRegistration manifold_mlp_registration() {
     // The MLP's own description checks the options.
     nlohmann::json mlp = model_registration("mlp").describe({manifold->feature_dim()}, 0, options);
     mlp["options"].erase("dim");
-    if (checked.fourier_features() > 0) {
-      mlp["options"]["fourier_features"] = checked.fourier_features();
-      mlp["options"]["fourier_scale"] = checked.fourier_scale();
-      mlp["options"]["fourier_seed"] = checked.fourier_seed();
-    }
+    add_fourier_options(mlp["options"], checked);
     return nlohmann::json{{"type", "manifold-mlp"}, {"manifold", manifold->spec()}, {"options", mlp["options"]}};
   };
   r.build = [](const nlohmann::json& spec) -> std::shared_ptr<VelocityModel> {
