@@ -50,7 +50,7 @@ at::Tensor LatentPosterior::kl() const {
 
 namespace {
 
-torch::nn::Conv2d conv3x3(int64_t in, int64_t out, int64_t stride = 1) {
+torch::nn::Conv2d autoencoder_conv3x3(int64_t in, int64_t out, int64_t stride = 1) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 3).stride(stride).padding(1));
 }
 
@@ -59,9 +59,9 @@ class ResidualBlockImpl : public torch::nn::Module {
  public:
   explicit ResidualBlockImpl(int64_t c) {
     norm1_ = register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, c)));
-    conv1_ = register_module("conv1", conv3x3(c, c));
+    conv1_ = register_module("conv1", autoencoder_conv3x3(c, c));
     norm2_ = register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, c)));
-    conv2_ = register_module("conv2", conv3x3(c, c));
+    conv2_ = register_module("conv2", autoencoder_conv3x3(c, c));
   }
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor h = conv1_->forward(at::silu(norm1_->forward(x)));
@@ -95,15 +95,15 @@ AutoencoderImpl::AutoencoderImpl(AutoencoderOptions options_) : options(std::mov
   validate(options);
   const int64_t c = options.channels(), wide = 2 * c, latent = options.latent_channels();
   const int64_t moments = options.kl_weight() > 0 ? 2 * latent : latent;
-  encoder_ = register_module("encoder", torch::nn::Sequential(conv3x3(options.in_channels(), c), torch::nn::SiLU(), conv3x3(c, wide, 2),
-                                                              ResidualBlock(wide), conv3x3(wide, wide, 2), ResidualBlock(wide),
+  encoder_ = register_module("encoder", torch::nn::Sequential(autoencoder_conv3x3(options.in_channels(), c), torch::nn::SiLU(), autoencoder_conv3x3(c, wide, 2),
+                                                              ResidualBlock(wide), autoencoder_conv3x3(wide, wide, 2), ResidualBlock(wide),
                                                               torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, wide)), torch::nn::SiLU(),
-                                                              conv3x3(wide, moments)));
+                                                              autoencoder_conv3x3(wide, moments)));
   auto up = [](int64_t in, int64_t out) { return torch::nn::ConvTranspose2d(torch::nn::ConvTranspose2dOptions(in, out, 2).stride(2)); };
-  decoder_ = register_module("decoder", torch::nn::Sequential(conv3x3(latent, wide), ResidualBlock(wide), up(wide, wide), ResidualBlock(wide),
+  decoder_ = register_module("decoder", torch::nn::Sequential(autoencoder_conv3x3(latent, wide), ResidualBlock(wide), up(wide, wide), ResidualBlock(wide),
                                                               up(wide, c), ResidualBlock(c),
                                                               torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, c)), torch::nn::SiLU(),
-                                                              conv3x3(c, options.in_channels())));
+                                                              autoencoder_conv3x3(c, options.in_channels())));
 }
 
 std::vector<int64_t> AutoencoderImpl::latent_shape() const {

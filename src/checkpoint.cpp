@@ -23,7 +23,7 @@ namespace {
 // payload (u32 LE), reserved (u32); payload: description length (u64 LE), the description (JSON
 // {"meta": {...}, "tensors": [{"name", "dtype", "shape", "offset", "nbytes"}, ...]}), then the tensor
 // bytes (little-endian, C order) at their offsets.
-constexpr char kMagic[6] = {'F', 'M', 'C', 'K', 'P', 'T'};
+constexpr char kCheckpointMagic[6] = {'F', 'M', 'C', 'K', 'P', 'T'};
 constexpr uint16_t kVersion = 2;
 constexpr size_t kHeaderSize = 24;
 constexpr int64_t kMaxDimension = int64_t{1} << 40;
@@ -84,7 +84,7 @@ std::string encode_checkpoint(const CheckpointContents& contents) {
   put<uint64_t>(payload, description.size());
   payload += description;
   payload += blob;
-  std::string file(kMagic, sizeof kMagic);
+  std::string file(kCheckpointMagic, sizeof kCheckpointMagic);
   put<uint16_t>(file, kVersion);
   put<uint64_t>(file, payload.size());
   put<uint32_t>(file, crc_of(payload.data(), payload.size()));
@@ -100,7 +100,7 @@ void write_checkpoint(const std::string& path, const CheckpointContents& content
 CheckpointContents read_checkpoint(const std::string& path) { return decode_checkpoint(io::read_file(path), path); }
 
 CheckpointContents decode_checkpoint(const std::string& file, const std::string& path) {
-  if (file.size() < kHeaderSize || std::memcmp(file.data(), kMagic, sizeof kMagic) != 0) {
+  if (file.size() < kHeaderSize || std::memcmp(file.data(), kCheckpointMagic, sizeof kCheckpointMagic) != 0) {
     fail(path, "not a flowmatch checkpoint (bad magic)");
   }
   const auto version = get<uint16_t>(file, 6);

@@ -1,5 +1,6 @@
 #include "flowmatch/domain.h"
 
+#include <cstdlib>
 #include <stdexcept>
 
 #include "flowmatch/run.h"
@@ -87,6 +88,11 @@ models::Conditioning Domain::conditioning(const nlohmann::json&, const SampleOpt
     throw std::invalid_argument("--class and --guidance apply to class-conditional runs; this " + name() + " run is not one");
   }
   return {};
+}
+
+std::string default_data_dir() {
+  if (const char* env = std::getenv("FLOWMATCH_DATA_DIR"); env && *env) return env;
+  return "../shared/data";
 }
 
 }  // namespace flowmatch

@@ -35,7 +35,7 @@ std::string gzip(const std::string& data) {
   return out;
 }
 
-std::string error_of(const std::string& bytes, int64_t max_bytes = fd::kDefaultIdxMaxBytes) {
+std::string idx_error_of(const std::string& bytes, int64_t max_bytes = fd::kDefaultIdxMaxBytes) {
   try {
     fd::decode_idx(fd::gunzip_if_compressed(bytes, "f", max_bytes), "f", max_bytes);
   } catch (const std::runtime_error& e) {
@@ -80,36 +80,36 @@ TEST(Idx, DecodesEveryElementTypeBigEndian) {
 
 TEST(Idx, RejectsCraftedFilesWithANamedReason) {
   const std::string ok = header(0x08, {2, 2}) + std::string(4, '\x07');
-  ASSERT_EQ(error_of(ok), "(accepted)");
-  EXPECT_NE(error_of("").find("truncated (0 bytes"), std::string::npos);
-  EXPECT_NE(error_of("\x01\x00\x08\x01" + std::string(8, '\0')).find("not an IDX file"), std::string::npos);
-  EXPECT_NE(error_of(header(0x0A, {1}) + "x").find("element type 0x0a is unknown"), std::string::npos);
-  EXPECT_NE(error_of(std::string("\x00\x00\x08\x00", 4)).find("0 dimensions"), std::string::npos);
-  EXPECT_NE(error_of(std::string("\x00\x00\x08\x09", 4) + std::string(36, '\x01')).find("9 dimensions"), std::string::npos);
-  EXPECT_NE(error_of(header(0x08, {2, 2}).substr(0, 9)).find("header is truncated"), std::string::npos);
-  EXPECT_NE(error_of(header(0x08, {2, 0})).find("dimension 1 is 0"), std::string::npos);
-  EXPECT_NE(error_of(ok.substr(0, ok.size() - 1)).find("payload is truncated (3 of 4 bytes)"), std::string::npos);
-  EXPECT_NE(error_of(ok + "z").find("1 trailing bytes"), std::string::npos);
-  EXPECT_NE(error_of(header(0x0D, {3}) + std::string("\x3f\x80\x00\x00\x00\x00\x00\x00\x7f\xc0\x00\x00", 12))
+  ASSERT_EQ(idx_error_of(ok), "(accepted)");
+  EXPECT_NE(idx_error_of("").find("truncated (0 bytes"), std::string::npos);
+  EXPECT_NE(idx_error_of("\x01\x00\x08\x01" + std::string(8, '\0')).find("not an IDX file"), std::string::npos);
+  EXPECT_NE(idx_error_of(header(0x0A, {1}) + "x").find("element type 0x0a is unknown"), std::string::npos);
+  EXPECT_NE(idx_error_of(std::string("\x00\x00\x08\x00", 4)).find("0 dimensions"), std::string::npos);
+  EXPECT_NE(idx_error_of(std::string("\x00\x00\x08\x09", 4) + std::string(36, '\x01')).find("9 dimensions"), std::string::npos);
+  EXPECT_NE(idx_error_of(header(0x08, {2, 2}).substr(0, 9)).find("header is truncated"), std::string::npos);
+  EXPECT_NE(idx_error_of(header(0x08, {2, 0})).find("dimension 1 is 0"), std::string::npos);
+  EXPECT_NE(idx_error_of(ok.substr(0, ok.size() - 1)).find("payload is truncated (3 of 4 bytes)"), std::string::npos);
+  EXPECT_NE(idx_error_of(ok + "z").find("1 trailing bytes"), std::string::npos);
+  EXPECT_NE(idx_error_of(header(0x0D, {3}) + std::string("\x3f\x80\x00\x00\x00\x00\x00\x00\x7f\xc0\x00\x00", 12))
                 .find("element 2 (flat index) is NaN or Inf"), std::string::npos);
   // Dimensions whose product overflows 64 bits, or just exceeds the limit: refused before any allocation.
-  EXPECT_NE(error_of(header(0x0E, {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff})).find("(limit)"), std::string::npos);
-  EXPECT_NE(error_of(header(0x08, {1024, 1025}), 1 << 20).find("more than 1048576 bytes (limit)"), std::string::npos);
+  EXPECT_NE(idx_error_of(header(0x0E, {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff})).find("(limit)"), std::string::npos);
+  EXPECT_NE(idx_error_of(header(0x08, {1024, 1025}), 1 << 20).find("more than 1048576 bytes (limit)"), std::string::npos);
 }
 
 TEST(Idx, RejectsDamagedAndOversizedGzip) {
   const std::string payload = header(0x08, {100, 100}) + std::string(10000, '\x05');
   const std::string z = gzip(payload);
-  EXPECT_NE(error_of(z.substr(0, z.size() / 2)).find("gzip stream is truncated"), std::string::npos);
+  EXPECT_NE(idx_error_of(z.substr(0, z.size() / 2)).find("gzip stream is truncated"), std::string::npos);
   std::string corrupted = z;
   corrupted[12] = static_cast<char>(corrupted[12] ^ 0x5a);
   corrupted[13] = static_cast<char>(corrupted[13] ^ 0xa5);
-  const std::string damaged = error_of(corrupted);
+  const std::string damaged = idx_error_of(corrupted);
   EXPECT_TRUE(damaged.find("corrupted") != std::string::npos || damaged.find("truncated") != std::string::npos) << damaged;
   // A small file that inflates past the limit (a gzip bomb) stops at the limit.
   const std::string bomb = gzip(std::string(8 << 20, '\0'));
   EXPECT_LT(bomb.size(), 64u << 10);
-  EXPECT_NE(error_of(bomb, 1 << 20).find("decompresses to more than 1048576 bytes"), std::string::npos);
+  EXPECT_NE(idx_error_of(bomb, 1 << 20).find("decompresses to more than 1048576 bytes"), std::string::npos);
 }
 
 TEST(Idx, MissingFilesNameThePackage) {

@@ -7,7 +7,7 @@ namespace fm = flowmatch;
 
 namespace {
 std::string fixture(const std::string& name) { return std::string(FLOWMATCH_TEST_DATA) + "/" + name; }
-std::string decode_error(const std::string& bytes) {
+std::string npy_decode_error(const std::string& bytes) {
   try {
     fm::io::decode_npy(bytes);
   } catch (const std::runtime_error& e) {
@@ -52,23 +52,23 @@ TEST(Npy, OurFilesHaveNumPysLayout) {
 
 TEST(Npy, RejectsMalformedFiles) {
   const std::string good = fm::io::read_file(fixture("numpy_f32_v1.npy"));
-  EXPECT_NE(decode_error("not numpy at all").find("magic"), std::string::npos);
-  EXPECT_NE(decode_error(good.substr(0, 60)).find("truncated header"), std::string::npos);
-  EXPECT_NE(decode_error(good.substr(0, good.size() - 4)).find("truncated data"), std::string::npos);
-  EXPECT_NE(decode_error(good + "xx").find("trailing"), std::string::npos);
+  EXPECT_NE(npy_decode_error("not numpy at all").find("magic"), std::string::npos);
+  EXPECT_NE(npy_decode_error(good.substr(0, 60)).find("truncated header"), std::string::npos);
+  EXPECT_NE(npy_decode_error(good.substr(0, good.size() - 4)).find("truncated data"), std::string::npos);
+  EXPECT_NE(npy_decode_error(good + "xx").find("trailing"), std::string::npos);
   std::string version = good;
   version[6] = 9;
-  EXPECT_NE(decode_error(version).find("version 9"), std::string::npos);
-  EXPECT_NE(decode_error(fm::io::read_file(fixture("numpy_big_endian.npy"))).find(">f4"), std::string::npos);
+  EXPECT_NE(npy_decode_error(version).find("version 9"), std::string::npos);
+  EXPECT_NE(npy_decode_error(fm::io::read_file(fixture("numpy_big_endian.npy"))).find(">f4"), std::string::npos);
   std::string descr = good;
   descr.replace(descr.find("<f4"), 3, "<c8");
-  EXPECT_NE(decode_error(descr).find("unsupported dtype"), std::string::npos);
+  EXPECT_NE(npy_decode_error(descr).find("unsupported dtype"), std::string::npos);
   std::string huge = good;
   huge.replace(huge.find("(3, 2)"), 6, "(9999999999999999, 9999999999999)");
-  EXPECT_FALSE(decode_error(huge).empty());
+  EXPECT_FALSE(npy_decode_error(huge).empty());
   std::string garbage = good;
   garbage.replace(garbage.find("'shape'"), 7, "'shapes'");
-  EXPECT_NE(decode_error(garbage).find("unknown key"), std::string::npos);
+  EXPECT_NE(npy_decode_error(garbage).find("unknown key"), std::string::npos);
   try {
     fm::io::load_npy("/nonexistent/x.npy");
     FAIL();

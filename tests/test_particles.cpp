@@ -22,7 +22,7 @@ namespace fm = flowmatch;
 
 namespace {
 
-double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
+double max_abs_entry(const at::Tensor& t) { return t.abs().max().item<double>(); }
 
 at::Generator generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
@@ -59,16 +59,16 @@ TEST(Particles, MeanFreeSpaceProjectsAndItsDivergenceIsTheTraceInTheSubspace) {
   at::Generator g = generator(1);
   at::Tensor x = at::randn({7, n * d}, g, at::kDouble);
   at::Tensor p = space.project(x);
-  EXPECT_LT(max_abs(p.reshape({7, n, d}).sum(1)), 1e-13);
-  EXPECT_LT(max_abs(space.project(p) - p), 1e-14);
-  EXPECT_LT(max_abs(space.distance_from_manifold(p)), 1e-13);
+  EXPECT_LT(max_abs_entry(p.reshape({7, n, d}).sum(1)), 1e-13);
+  EXPECT_LT(max_abs_entry(space.project(p) - p), 1e-14);
+  EXPECT_LT(max_abs_entry(space.distance_from_manifold(p)), 1e-13);
   // The distance to the subspace is ‖x − Px‖.
-  EXPECT_LT(max_abs(space.distance_from_manifold(x) - (x - p).norm(2, 1)), 1e-12);
+  EXPECT_LT(max_abs_entry(space.distance_from_manifold(x) - (x - p).norm(2, 1)), 1e-12);
   // tr(J P) = tr(Qᵀ J Q) for an orthonormal basis Q of the subspace.
   at::Tensor jac = at::randn({7, n * d, n * d}, g, at::kDouble);
   at::Tensor q = mean_free_basis(n, d);
   at::Tensor reference = at::matmul(at::matmul(q.t().unsqueeze(0), jac), q.unsqueeze(0)).diagonal(0, 1, 2).sum(1);
-  EXPECT_LT(max_abs(space.tangent_trace(p, jac) - reference), 1e-11);
+  EXPECT_LT(max_abs_entry(space.tangent_trace(p, jac) - reference), 1e-11);
   // make_manifold rebuilds it; bad descriptions are named.
   auto again = fm::make_manifold(space.spec());
   EXPECT_EQ(again->spec(), space.spec());
@@ -81,16 +81,16 @@ TEST(Particles, MeanFreeGaussianDensityIsTheSubspaceNormalAndSamplesHaveItsCovar
   fm::MeanFreeGaussian source(n, d);
   at::Generator g = generator(2);
   at::Tensor x = source.sample(40000, g, at::TensorOptions().dtype(at::kDouble));
-  EXPECT_LT(max_abs(x.reshape({-1, n, d}).sum(1)), 1e-12);
+  EXPECT_LT(max_abs_entry(x.reshape({-1, n, d}).sum(1)), 1e-12);
   // Direct computation: coordinates z = Qᵀx in an orthonormal basis, log N(z; 0, I_((n−1)d)).
   at::Tensor q = mean_free_basis(n, d);
   at::Tensor z = at::matmul(x.slice(0, 0, 100), q);
   at::Tensor direct = -0.5 * z.square().sum(1) - 0.5 * (n - 1) * d * std::log(2 * M_PI);
-  EXPECT_LT(max_abs(source.log_density(x.slice(0, 0, 100)) - direct), 1e-12);
+  EXPECT_LT(max_abs_entry(source.log_density(x.slice(0, 0, 100)) - direct), 1e-12);
   // Covariance P = I − (1/n)(11ᵀ ⊗ I): each entry's standard error is about √(2/N) ≈ 0.007; 5 of them.
   at::Tensor cov = at::matmul(x.t(), x) / x.size(0);
   at::Tensor p = at::eye(n * d, at::kDouble) - at::kron(at::ones({n, n}, at::kDouble) / n, at::eye(d, at::kDouble));
-  EXPECT_LT(max_abs(cov - p), 5 * std::sqrt(2.0 / 40000));
+  EXPECT_LT(max_abs_entry(cov - p), 5 * std::sqrt(2.0 / 40000));
 }
 
 TEST(Particles, LikelihoodOfALinearFlowInTheSubspaceMatchesTheClosedForm) {
@@ -112,8 +112,8 @@ TEST(Particles, LikelihoodOfALinearFlowInTheSubspaceMatchesTheClosedForm) {
                                   .source_log_density([&](const at::Tensor& x) { return source.log_density(x); }));
   at::Tensor x0 = at::matmul(x1, at::linalg_matrix_exp(-m).t());
   at::Tensor expected = source.log_density(x0) - at::trace(m);
-  EXPECT_LT(max_abs(r.log_prob - expected), 1e-7);
-  EXPECT_LT(max_abs(r.x0 - x0), 1e-7);
+  EXPECT_LT(max_abs_entry(r.log_prob - expected), 1e-7);
+  EXPECT_LT(max_abs_entry(r.x0 - x0), 1e-7);
 }
 
 TEST(Particles, EGNNIsEquivariantToRotationsTranslationsAndPermutationsWithZeroMeanOutput) {
@@ -125,14 +125,14 @@ TEST(Particles, EGNNIsEquivariantToRotationsTranslationsAndPermutationsWithZeroM
       at::Tensor x = at::randn({6, n * d}, g, at::kDouble) * 1.5;
       at::Tensor t = at::rand({6}, g, at::kDouble);
       at::Tensor v = net->forward(x, t);
-      EXPECT_GT(max_abs(v), 1e-3) << "the network must not be trivially zero";
-      EXPECT_LT(max_abs(v.reshape({6, n, d}).sum(1)), 1e-12);
+      EXPECT_GT(max_abs_entry(v), 1e-3) << "the network must not be trivially zero";
+      EXPECT_LT(max_abs_entry(v.reshape({6, n, d}).sum(1)), 1e-12);
       at::Tensor rotation = random_rotation(d, 20 + n);
       at::Tensor perm = at::randperm(n, g, at::kLong);
       at::Tensor shift = at::randn({1, 1, d}, g, at::kDouble) * 3;
       at::Tensor moved = net->forward(transform(x, n, d, rotation, perm, shift), t);
       at::Tensor expected = transform(v, n, d, rotation, perm, at::zeros({1, 1, d}, at::kDouble));
-      EXPECT_LT(max_abs(moved - expected), 1e-10) << n << " particles, attention " << attention;
+      EXPECT_LT(max_abs_entry(moved - expected), 1e-10) << n << " particles, attention " << attention;
     }
   }
 }
@@ -153,8 +153,8 @@ TEST(Particles, EGNNWithAMaskEqualsTheNetworkOnTheSmallerSystem) {
   c.mask = mask;
   at::Tensor v = big->forward_with(padded.reshape({5, 18}), t, c).reshape({5, 6, 3});
   at::Tensor expected = small->forward(x.reshape({5, 12}), t).reshape({5, 4, 3});
-  EXPECT_LT(max_abs(v.slice(1, 0, 4) - expected), 1e-12);
-  EXPECT_EQ(max_abs(v.slice(1, 4, 6)), 0.0);
+  EXPECT_LT(max_abs_entry(v.slice(1, 0, 4) - expected), 1e-12);
+  EXPECT_EQ(max_abs_entry(v.slice(1, 4, 6)), 0.0);
   fm::models::Conditioning labels;
   labels.labels = at::zeros({5}, at::kLong);
   EXPECT_THROW(big->forward_with(padded.reshape({5, 18}), t, labels), std::invalid_argument);
@@ -192,13 +192,13 @@ TEST(Particles, AlignmentRecoversAKnownRotationAndPermutationExactly) {
     }
     at::Tensor x = at::cat(xs);
     const fm::ParticleAlignment a = fm::align_particles(x, y, n, d);
-    EXPECT_LT(max_abs(a.aligned - y), 1e-10) << n << " particles";
+    EXPECT_LT(max_abs_entry(a.aligned - y), 1e-10) << n << " particles";
     EXPECT_LT(a.cost.max().item<double>(), 1e-18 + 1e-20 * n);
     for (int64_t k = 0; k < b; ++k) {
       // x_k[j] = R y[perm[j]]: particle i of y is particle perm⁻¹(i) of x, rotated back by Rᵀ.
       at::Tensor inverse = at::argsort(perms[k]);
       EXPECT_TRUE(at::equal(a.permutation[k], inverse)) << k;
-      EXPECT_LT(max_abs(a.rotation[k] - rotations[k].t()), 1e-10) << k;
+      EXPECT_LT(max_abs_entry(a.rotation[k] - rotations[k].t()), 1e-10) << k;
       EXPECT_NEAR(at::linalg_det(a.rotation[k]).item<double>(), 1.0, 1e-12);
     }
   }
@@ -214,12 +214,12 @@ TEST(Particles, AlignedCostIsNeverAboveTheUnalignedAndRotationsAreProper) {
     at::Tensor unaligned = (x - y).square().sum(1);
     EXPECT_LE((a.cost - unaligned).max().item<double>(), 1e-12);
     EXPECT_LT((a.cost - unaligned).mean().item<double>(), 0) << "alignment must help on average";
-    EXPECT_LT(max_abs((a.aligned - y).square().sum(1) - a.cost), 1e-10);
-    EXPECT_LT(max_abs(at::linalg_det(a.rotation) - 1), 1e-12);
+    EXPECT_LT(max_abs_entry((a.aligned - y).square().sum(1) - a.cost), 1e-10);
+    EXPECT_LT(max_abs_entry(at::linalg_det(a.rotation) - 1), 1e-12);
     // The aligned configuration is x rotated and permuted: its pair distances are x's, as multisets.
     at::Tensor dx = std::get<0>(at::sort(fm::pair_distances(x, n, d), 1));
     at::Tensor da = std::get<0>(at::sort(fm::pair_distances(a.aligned, n, d), 1));
-    EXPECT_LT(max_abs(dx - da), 1e-10);
+    EXPECT_LT(max_abs_entry(dx - da), 1e-10);
   }
   // A mirror image in 3-D is not reachable by a proper rotation: the cost stays positive.
   at::Generator g = generator(50);
@@ -242,7 +242,7 @@ TEST(Particles, EquivariantOTPairsAlignedSourcesAndCostsNoMoreThanPlainOT) {
   EXPECT_TRUE(at::equal(std::get<0>(at::sort(pairs.x1.square().sum(1))), std::get<0>(at::sort(x1.square().sum(1)))));
   at::Tensor d0 = std::get<0>(at::sort(fm::pair_distances(x0, n, d), 1));
   at::Tensor dp = std::get<0>(at::sort(fm::pair_distances(pairs.x0, n, d), 1));
-  EXPECT_LT(max_abs(std::get<0>(at::sort(d0.sum(1))) - std::get<0>(at::sort(dp.sum(1)))), 1e-9);
+  EXPECT_LT(max_abs_entry(std::get<0>(at::sort(d0.sum(1))) - std::get<0>(at::sort(dp.sum(1)))), 1e-9);
   // The pairs' total squared distance is the optimum of the aligned costs, below plain OT's.
   const double equivariant = (pairs.x0 - pairs.x1).square().sum().item<double>();
   const fm::CoupledBatch plain = fm::ExactOTCoupling().pair(x0, x1, g);
@@ -262,7 +262,7 @@ TEST(Particles, EquivariantOTPairsAlignedSourcesAndCostsNoMoreThanPlainOT) {
     EXPECT_EQ(distance_to_targets.min().item<double>(), 0.0) << i;  // a target row, unchanged
   }
   at::Tensor dm = std::get<0>(at::sort(fm::pair_distances(more.x0, n, d), 1));
-  EXPECT_LT(max_abs(std::get<0>(at::sort(d0.sum(1))) - std::get<0>(at::sort(dm.sum(1)))), 1e-9);  // each source row once, aligned
+  EXPECT_LT(max_abs_entry(std::get<0>(at::sort(d0.sum(1))) - std::get<0>(at::sort(dm.sum(1)))), 1e-9);  // each source row once, aligned
 }
 
 TEST(Particles, EnergiesMatchADoubleLoop) {
@@ -293,10 +293,10 @@ TEST(Particles, EnergiesMatchADoubleLoop) {
     return at::tensor(out, at::kDouble);
   };
   at::Tensor dw = at::randn({10, 8}, g, at::kDouble) * 2;
-  EXPECT_LT(max_abs(fm::double_well_energy(dw) - loop(dw, 4, 2, false)), 1e-9);
+  EXPECT_LT(max_abs_entry(fm::double_well_energy(dw) - loop(dw, 4, 2, false)), 1e-9);
   at::Tensor lj = at::randn({10, 39}, g, at::kDouble) * 1.2 + 0.3;
   at::Tensor reference = loop(lj, 13, 3, true);
-  EXPECT_LT(max_abs((fm::lennard_jones_energy(lj) - reference) / reference.abs().clamp_min(1)), 1e-12);
+  EXPECT_LT(max_abs_entry((fm::lennard_jones_energy(lj) - reference) / reference.abs().clamp_min(1)), 1e-12);
   EXPECT_EQ(fm::molecular_system("lj13").energy(lj).sizes(), reference.sizes());
   EXPECT_THROW(fm::molecular_system("lj55"), std::invalid_argument);
 }

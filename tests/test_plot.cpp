@@ -30,7 +30,7 @@ Image load(const std::string& path) {
   }
   return img;
 }
-size_t files_in(const std::string& dir) {
+size_t file_count(const std::string& dir) {
   size_t n = 0;
   for (auto& e : std::filesystem::directory_iterator(dir)) n += e.is_regular_file();
   return n;
@@ -51,7 +51,7 @@ TEST(Plot, ScatterShowsEverySeries) {
   EXPECT_EQ(img.h, 240);
   EXPECT_GT(img.count_near({0, 0, 255}), 200);
   EXPECT_GT(img.count_near({255, 0, 0}), 200);
-  EXPECT_EQ(files_in(dir.str()), 1u);  // no temporary file left
+  EXPECT_EQ(file_count(dir.str()), 1u);  // no temporary file left
 }
 
 TEST(Plot, TrajectoriesAndLines) {
@@ -160,5 +160,5 @@ TEST(Plot, InvalidUtf8IsDrawnAndOversizedPicturesAreRefusedBeforeDrawing) {
   EXPECT_THROW(fm::io::write_image_grid_png(dir / "g.png", wide, 400), std::invalid_argument);
   EXPECT_THROW(fm::io::write_heatmaps_png(dir / "h.png", std::vector<fm::io::Heatmap>(200, {at::zeros({2, 2}), 0, 1, 0, 1}), style),
                std::invalid_argument);
-  EXPECT_EQ(files_in(dir.str()), 1u);
+  EXPECT_EQ(file_count(dir.str()), 1u);
 }

@@ -123,5 +123,8 @@ std::shared_ptr<Domain> domain_for_data(const std::string& data);
 /// The domain of a stored data description (its "domain" key; runs written before domains existed:
 /// "images" when it has an image shape, else "points").
 std::shared_ptr<Domain> domain_of(const nlohmann::json& data);
+/// The folder that data sets are read from unless a run names one (--data-dir): $FLOWMATCH_DATA_DIR when
+/// set, else ../shared/data.
+std::string default_data_dir();
 
 }  // namespace flowmatch

@@ -55,7 +55,7 @@ bool parse_number(const std::string& text, double& value) {
   return *end == '\0' && std::isfinite(value);
 }
 
-std::string trim(std::string s) {
+std::string trimmed(std::string s) {
   const auto a = s.find_first_not_of(" \t\r\"");
   const auto b = s.find_last_not_of(" \t\r\"");
   return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
@@ -84,14 +84,14 @@ at::Tensor read_earth_csv(const std::string& path) {
   bool seen_data = false;
   while (std::getline(in, line)) {
     ++number;
-    const std::string t = trim(line);
+    const std::string t = trimmed(line);
     if (t.empty() || t[0] == '#') continue;
     std::stringstream fields(t);
     std::string lat_text, lon_text;
     std::getline(fields, lat_text, ',');
     std::getline(fields, lon_text, ',');
     double lat = 0, lon = 0;
-    const bool numbers = parse_number(trim(lat_text), lat) && parse_number(trim(lon_text), lon);
+    const bool numbers = parse_number(trimmed(lat_text), lat) && parse_number(trimmed(lon_text), lon);
     if (!numbers) {
       if (!seen_data) {  // the header
         seen_data = true;
@@ -102,10 +102,10 @@ at::Tensor read_earth_csv(const std::string& path) {
     }
     seen_data = true;
     if (lat < -90 || lat > 90) {
-      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": latitude " + trim(lat_text) + " is outside [-90, 90]");
+      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": latitude " + trimmed(lat_text) + " is outside [-90, 90]");
     }
     if (lon < -360 || lon > 360) {
-      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": longitude " + trim(lon_text) +
+      throw std::invalid_argument("'" + path + "' line " + std::to_string(number) + ": longitude " + trimmed(lon_text) +
                                   " is outside [-360, 360]");
     }
     values.push_back(lat);
@@ -171,11 +171,6 @@ at::Tensor protein_angles(const std::string& dir, const std::string& cls, int64_
   }
   if (parts.empty()) throw std::invalid_argument("no " + cls + " residues in the PDB files under '" + dir + "'");
   return at::cat(parts);
-}
-
-std::string default_data_dir() {
-  if (const char* env = std::getenv("FLOWMATCH_DATA_DIR"); env && *env) return env;
-  return "../shared/data";
 }
 
 class ManifoldDomain : public Domain {

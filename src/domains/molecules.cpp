@@ -32,11 +32,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string default_data_dir() {
-  if (const char* env = std::getenv("FLOWMATCH_DATA_DIR"); env && *env) return env;
-  return "../shared/data";
-}
-
 // Configurations of `system` from a file, centred, float64; a bad width is named with the file (a NaN or
 // infinite coordinate with its row and column, by load_point_cloud).
 at::Tensor read_configurations(const std::string& file, const MolecularSystem& system) {

@@ -13,7 +13,7 @@ namespace flowmatch::io {
 
 namespace {
 
-constexpr char kMagic[] = "\x93NUMPY";
+constexpr char kNpyMagic[] = "\x93NUMPY";
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 struct Dtype {
@@ -103,7 +103,7 @@ std::string encode_npy(const at::Tensor& tensor) {
   const size_t unpadded = 6 + 2 + 2 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header += '\n';
-  std::string out(kMagic, 6);
+  std::string out(kNpyMagic, 6);
   out += '\x01';
   out += '\x00';
   if (header.size() > 65535) throw std::invalid_argument("encode_npy: header too long");
@@ -115,7 +115,7 @@ std::string encode_npy(const at::Tensor& tensor) {
 }
 
 at::Tensor decode_npy(const std::string& bytes) {
-  if (bytes.size() < 10 || bytes.compare(0, 6, std::string(kMagic, 6)) != 0) fail("missing \\x93NUMPY magic");
+  if (bytes.size() < 10 || bytes.compare(0, 6, std::string(kNpyMagic, 6)) != 0) fail("missing \\x93NUMPY magic");
   const int major = static_cast<unsigned char>(bytes[6]);
   size_t header_len = 0, offset = 0;
   if (major == 1) {

@@ -51,7 +51,7 @@ nlohmann::json DiscreteMLPImpl::spec() const {
 
 namespace {
 
-std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+std::shared_ptr<VelocityModel> build_discrete_mlp(const nlohmann::json& spec) {
   nlohmann::json options = spec.value("options", nlohmann::json::object());
   for (const char* key : {"vocabulary", "input_vocabulary", "length"}) {
     if (!options.contains(key) || !options[key].is_number_integer()) {
@@ -93,13 +93,13 @@ ModelRegistration discrete_mlp_registration() {
     out["embedding"] = embedding;
     nlohmann::json spec = {{"type", "discrete-mlp"}, {"options", out}};
     try {
-      build(spec);  // checks the sizes
+      build_discrete_mlp(spec);  // checks the sizes
     } catch (const c10::Error& e) {
       throw std::invalid_argument(std::string("model discrete-mlp: ") + e.what_without_backtrace());
     }
     return spec;
   };
-  r.build = build;
+  r.build = build_discrete_mlp;
   r.help = "posterior network for short token sequences (embeddings, MLP, logits per token; width, depth, embedding, activation, time-encoding)";
   r.options = keys;
   return r;

@@ -11,7 +11,7 @@
 namespace flowmatch::models {
 
 namespace {
-constexpr int64_t kTimeFeatures = 256;
+constexpr int64_t kDiTTimeFeatures = 256;
 }  // namespace
 
 at::Tensor patchify(const at::Tensor& images, int64_t p) {
@@ -87,7 +87,7 @@ void ImagePatches::create_input(torch::nn::Module& owner, int64_t c, int64_t h, 
   channels = c, height = h, image_width = w, patch = p;
   patch_embedding = owner.register_module("patch_embedding", torch::nn::Linear(c * p * p, d));
   positions = owner.register_buffer("positions", sincos_positions_2d(h / p, w / p, d));
-  time_in = owner.register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
+  time_in = owner.register_module("time_in", torch::nn::Linear(kDiTTimeFeatures, d));
   time_out = owner.register_module("time_out", torch::nn::Linear(d, d));
 }
 
@@ -110,7 +110,7 @@ at::Tensor ImagePatches::tokens(const at::Tensor& x, const char* type) {
 }
 
 at::Tensor ImagePatches::time_embedding(const at::Tensor& t, int64_t batch, const at::TensorOptions& options) {
-  return time_out->forward(at::silu(time_in->forward(sinusoidal_time_features(t, batch, kTimeFeatures, options))));
+  return time_out->forward(at::silu(time_in->forward(sinusoidal_time_features(t, batch, kDiTTimeFeatures, options))));
 }
 
 at::Tensor ImagePatches::read_out(const at::Tensor& h, const at::Tensor& c, const at::Tensor& x) {
@@ -164,9 +164,9 @@ nlohmann::json DiTImpl::spec() const { return {{"type", "dit"}, {"options", imag
 
 namespace {
 
-const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch"};
+const std::vector<std::string> kDitUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch"};
 
-std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+std::shared_ptr<VelocityModel> build_dit(const nlohmann::json& spec) {
   return std::make_shared<DiTImpl>(read_image_transformer_options<DiTOptions>("dit", spec));
 }
 
@@ -175,13 +175,13 @@ std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
 ModelRegistration dit_registration() {
   ModelRegistration r;
   r.describe = [](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
-    nlohmann::json options = normalized_options("dit", given, kUserOptions);
+    nlohmann::json options = normalized_options("dit", given, kDitUserOptions);
     describe_image_transformer("dit", shape, classes, options);
-    return build({{"type", "dit"}, {"options", options}})->spec();  // checks the options and fills the defaults
+    return build_dit({{"type", "dit"}, {"options", options}})->spec();  // checks the options and fills the defaults
   };
-  r.build = build;
+  r.build = build_dit;
   r.help = "DiT: patches, 2-D sin-cos positions, adaLN-Zero blocks from time + class (width, depth, heads, mlp-ratio, patch)";
-  r.options = kUserOptions;
+  r.options = kDitUserOptions;
   return r;
 }
 

@@ -12,7 +12,7 @@ namespace flowmatch::models {
 
 namespace {
 
-const std::vector<std::string> kUserOptions = {"width", "depth", "attention", "coordinate_range", "time_features"};
+const std::vector<std::string> kEgnnUserOptions = {"width", "depth", "attention", "coordinate_range", "time_features"};
 
 torch::nn::Linear linear(int64_t in, int64_t out, bool bias = true) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
@@ -128,7 +128,7 @@ nlohmann::json EGNNImpl::spec() const {
 
 namespace {
 
-std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+std::shared_ptr<VelocityModel> build_egnn(const nlohmann::json& spec) {
   const nlohmann::json options = spec.value("options", nlohmann::json::object());
   if (!options.contains("particles") || !options.contains("particle_dim")) {
     throw std::invalid_argument("model egnn needs particle data (molecules:dw4, molecules:lj13): its description " + spec.dump() +
@@ -161,18 +161,18 @@ ModelRegistration egnn_registration() {
     if (!from_data.contains("particles") || !from_data.contains("particle_dim")) {
       throw std::invalid_argument("model egnn needs particle data (molecules:dw4, molecules:lj13)");
     }
-    nlohmann::json options = normalized_options("egnn", user, kUserOptions);
+    nlohmann::json options = normalized_options("egnn", user, kEgnnUserOptions);
     options.update(from_data);
     const int64_t flat = from_data["particles"].get<int64_t>() * from_data["particle_dim"].get<int64_t>();
     if (shape.size() != 1 || shape[0] != flat) {
       throw std::invalid_argument("model egnn takes configurations of " + std::to_string(flat) + " coordinates");
     }
-    return build({{"type", "egnn"}, {"options", options}})->spec();  // checks the options, fills the defaults
+    return build_egnn({{"type", "egnn"}, {"options", options}})->spec();  // checks the options, fills the defaults
   };
-  r.build = build;
+  r.build = build_egnn;
   r.help = "E(n)-equivariant graph network for particle systems: rotations, translations and permutations commute with it "
            "(width, depth = layers, attention, coordinate-range, time-features)";
-  r.options = kUserOptions;
+  r.options = kEgnnUserOptions;
   return r;
 }
 

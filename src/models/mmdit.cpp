@@ -170,9 +170,9 @@ nlohmann::json MMDiTImpl::spec() const {
 
 namespace {
 
-const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch", "text_depth"};
+const std::vector<std::string> kMmditUserOptions = {"width", "depth", "heads", "mlp_ratio", "patch", "text_depth"};
 
-std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+std::shared_ptr<VelocityModel> build_mmdit(const nlohmann::json& spec) {
   MMDiTOptions o = read_image_transformer_options<MMDiTOptions>("mmdit", spec);
   const nlohmann::json options = spec.value("options", nlohmann::json::object());
   try {
@@ -200,18 +200,18 @@ ModelRegistration mmdit_registration() {
         user.erase(key);
       }
     }
-    nlohmann::json options = normalized_options("mmdit", user, kUserOptions);
+    nlohmann::json options = normalized_options("mmdit", user, kMmditUserOptions);
     options.update(from_data);
     describe_image_transformer("mmdit", shape, classes, options);
     if (!options.contains("caption_vocabulary") && classes == 0) {
       throw std::invalid_argument("model mmdit reads a caption or a class: this data has neither (use --model dit or unet)");
     }
-    return build({{"type", "mmdit"}, {"options", options}})->spec();  // checks the options and fills the defaults
+    return build_mmdit({{"type", "mmdit"}, {"options", options}})->spec();  // checks the options and fills the defaults
   };
-  r.build = build;
+  r.build = build_mmdit;
   r.help = "MMDiT (SD3): image and caption streams with joint attention, a text encoder, adaLN-Zero from time + pooled caption "
            "(width, depth, heads, mlp-ratio, patch, text-depth); classes are one-token captions";
-  r.options = kUserOptions;
+  r.options = kMmditUserOptions;
   return r;
 }
 

@@ -14,7 +14,7 @@
 namespace flowmatch::models {
 
 namespace {
-constexpr int64_t kTimeFeatures = 256;
+constexpr int64_t kTransformerTimeFeatures = 256;
 }  // namespace
 
 at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, const at::Tensor& key_mask) {
@@ -145,7 +145,7 @@ TokenTransformerImpl::TokenTransformerImpl(TokenTransformerOptions options) : op
   torch::NoGradGuard no_grad;
   embedding_->weight.normal_(0.0, 0.02);
   if (o.positions() == PositionEncoding::Learned) positions_ = register_parameter("positions", at::randn({o.length(), d}) * 0.02);
-  time_in_ = register_module("time_in", torch::nn::Linear(kTimeFeatures, d));
+  time_in_ = register_module("time_in", torch::nn::Linear(kTransformerTimeFeatures, d));
   time_out_ = register_module("time_out", torch::nn::Linear(d, d));
   for (int64_t i = 0; i < o.depth(); ++i) blocks_.push_back(AdaLNBlock::create(*this, "block" + std::to_string(i) + "_", d, o.mlp_ratio()));
   final_norm_ = register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).elementwise_affine(false).eps(1e-6)));
@@ -158,7 +158,7 @@ TokenTransformerImpl::TokenTransformerImpl(TokenTransformerOptions options) : op
 }
 
 at::Tensor TokenTransformerImpl::time_embedding(const at::Tensor& t, int64_t batch, const at::TensorOptions& options) {
-  at::Tensor features = sinusoidal_time_features(t, batch, kTimeFeatures, options);
+  at::Tensor features = sinusoidal_time_features(t, batch, kTransformerTimeFeatures, options);
   return at::silu(time_out_->forward(at::silu(time_in_->forward(features))));
 }
 
@@ -202,9 +202,9 @@ nlohmann::json TokenTransformerImpl::spec() const {
 
 namespace {
 
-const std::vector<std::string> kUserOptions = {"width", "depth", "heads", "mlp_ratio", "positions"};
+const std::vector<std::string> kTransformerUserOptions = {"width", "depth", "heads", "mlp_ratio", "positions"};
 
-std::shared_ptr<VelocityModel> build(const nlohmann::json& spec) {
+std::shared_ptr<VelocityModel> build_transformer(const nlohmann::json& spec) {
   const nlohmann::json options = spec.value("options", nlohmann::json::object());
   for (const char* key : {"vocabulary", "input_vocabulary", "length"}) {
     if (!options.contains(key) || !options[key].is_number_integer()) {
@@ -239,7 +239,7 @@ ModelRegistration token_transformer_registration() {
         if (user.contains(key)) from_data[key] = user[key], user.erase(key);
       }
     }
-    nlohmann::json options = normalized_options("transformer", user, kUserOptions);
+    nlohmann::json options = normalized_options("transformer", user, kTransformerUserOptions);
     options.update(from_data);
     if (!options.contains("vocabulary")) throw std::invalid_argument("model transformer needs token data (e.g. --data kjv)");
     if (shape.size() != 1) throw std::invalid_argument("model transformer takes sequences of tokens (one dimension)");
@@ -247,15 +247,15 @@ ModelRegistration token_transformer_registration() {
     options["length"] = shape[0];
     nlohmann::json spec = {{"type", "transformer"}, {"options", options}};
     try {
-      spec = build(spec)->spec();  // checks the options and fills the defaults
+      spec = build_transformer(spec)->spec();  // checks the options and fills the defaults
     } catch (const c10::Error& e) {
       throw std::invalid_argument(std::string("model transformer: ") + e.what_without_backtrace());
     }
     return spec;
   };
-  r.build = build;
+  r.build = build_transformer;
   r.help = "transformer over token sequences (pre-norm, adaLN time, rotary or learned positions; width, depth, heads, mlp-ratio, positions)";
-  r.options = kUserOptions;
+  r.options = kTransformerUserOptions;
   return r;
 }
 
