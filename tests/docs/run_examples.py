@@ -5,9 +5,9 @@ the command line (ctest: Docs.EveryExampleRuns).
 Each example is taken from a code block (fenced, or indented by four spaces), continuation lines joined and
 the trailing comment dropped, and run as written in a scratch folder, with three kinds of change, all
 listed here and printed beside each command:
-  * budgets: flags that set how much work a command does (steps, samples, pairs, epochs, NFE lists) are
-    set to small values (replaced where the example gives them, added where it does not), so that the
-    whole set runs in minutes; images read a 300-image cut of Debian's Fashion-MNIST (`--data-dir`);
+  * budgets: flags that set how much work a command does (steps, samples, pairs, epochs, NFE lists,
+    repeats) are set to small values (replaced where the example gives them, added where it does not), so
+    that the whole set runs in minutes; images read a 300-image cut of Debian's Fashion-MNIST (`--data-dir`);
   * placeholders that the docs write as capital letters (R, M, S, T, C) or shell variables ($tol) take
     a concrete value (a run folder, gaussian, moons, exact-ot, 1e-3);
   * inputs an example names without making (x0.npy, v.pt, a.npy, book.txt, ...) are made first, and run
@@ -169,6 +169,8 @@ def budget(tokens, mini_fmnist, work="."):
         if images:
             tokens = set_flag(tokens, "--data-dir", mini_fmnist)
             tokens = set_flag(tokens, "--batch", "8")
+    elif command == "bench":
+        tokens = set_flag(tokens, "--repeats", "1")
     elif tokens[:2] == ["classifier", "train"]:
         tokens = set_flag(tokens, "--epochs", "1")
         tokens = set_flag(tokens, "--data-dir", mini_fmnist)
@@ -202,14 +204,23 @@ def run(tokens, cwd, env, timeout=600):
     return p.returncode, p.stdout + p.stderr, time.time() - start
 
 
-def fixtures(work, env, mini):
+def torchscript_fixtures(folder):
+    """TorchScript models and their inputs (tests/python/make_torchscript_fixture.py), made once: a Python
+    that imports torch takes seconds to start."""
+    os.makedirs(folder)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tests", "python", "make_torchscript_fixture.py"), folder],
+                   check=True, capture_output=True)
+    return folder
+
+
+def fixtures(work, env, mini, torchscript):
     """What the examples use without making it."""
     import numpy as np
     rng = np.random.default_rng(0)
     for name in ("x0.npy", "a.npy", "b.npy"):
         np.save(os.path.join(work, name), rng.standard_normal((300, 2)).astype(np.float32))
-    subprocess.run([sys.executable, os.path.join(ROOT, "tests", "python", "make_torchscript_fixture.py"), work],
-                   check=True, capture_output=True)
+    for name in os.listdir(torchscript):
+        shutil.copy(os.path.join(torchscript, name), os.path.join(work, name))
     shutil.copy(os.path.join(work, "velocity.pt"), os.path.join(work, "v.pt"))
     np.save(os.path.join(work, "x1.npy"), rng.standard_normal((100, 2)).astype(np.float32))
     os.symlink(os.path.join(ROOT, "configs"), os.path.join(work, "configs"))
@@ -257,6 +268,7 @@ def main():
     subcommands = set(re.findall(r"^\s{2}([a-z][a-z-]*)\s", subprocess.run([CLI, "--help"], capture_output=True, text=True).stdout, re.M))
     mini = os.path.join(scratch, "fashion-mnist-300")
     mini_fashion_mnist(mini)
+    torchscript = torchscript_fixtures(os.path.join(scratch, "torchscript-fixtures"))
     failures, not_run, ran = [], [], 0
     try:
         for doc in docs:
@@ -265,7 +277,7 @@ def main():
                 continue
             work = os.path.join(scratch, doc.replace("/", "_").replace(".md", ""))
             os.makedirs(work)
-            fixtures(work, env, mini)
+            fixtures(work, env, mini, torchscript)
             for line, text in examples:
                 if ONLY and ONLY not in text:
                     continue
