@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/util/accumulate.h>
 
 #include "flowmatch/autoregressive.h"
 #include "flowmatch/data/toy2d.h"
@@ -27,12 +28,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-int64_t flat_size(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
 
 void ensure_parent(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
@@ -71,7 +66,7 @@ SampleResult Run::sample(SampleOptions o) const {
   const SolverInfo info = solver_info(o.solver);
   if (!info.adaptive && o.steps < 1) throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o.steps));
   auto model = this->model(o.checkpoint, o.device);
-  const int64_t dim = flat_size(model->sample_shape().empty() ? domain_->sample_shape(data) : model->sample_shape());
+  const int64_t dim = c10::multiply_integers(model->sample_shape().empty() ? domain_->sample_shape(data) : model->sample_shape());
   if (o.initial.defined()) {
     if (o.initial.dim() != 2 || o.initial.size(1) != dim) {
       throw std::runtime_error("--initial has shape " + c10::str(o.initial.sizes()) + " but the run's model takes (n, " +
@@ -340,7 +335,7 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
     data_label = domain_->held_out_label(data, x.size(0));
     if (data.contains("autoencoder")) data_label += ", as latents of the autoencoder " + data["autoencoder"].value("dir", std::string());
   }
-  const int64_t dim = model->sample_shape().empty() ? x.size(1) : flat_size(model->sample_shape());
+  const int64_t dim = model->sample_shape().empty() ? x.size(1) : c10::multiply_integers(model->sample_shape());
   if (x.dim() != 2 || x.size(1) != dim) {
     throw std::runtime_error("the data has dimension " + std::to_string(x.dim() == 2 ? x.size(1) : x.numel()) +
                              " but the run's model has " + std::to_string(dim));

@@ -10,7 +10,6 @@
 // pair distances (model against data).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <limits>
 

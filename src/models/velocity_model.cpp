@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <c10/util/accumulate.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -102,12 +103,6 @@ namespace {
 // User options: keys as the train flags (dashes or underscores); an unknown key is an error naming
 // the type's options.
 
-int64_t flat_size(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 detail::Registry<ModelRegistration>& model_registry() {
   static auto* registry = [] {
     auto* r = new detail::Registry<ModelRegistration>;
@@ -116,7 +111,7 @@ detail::Registry<ModelRegistration>& model_registry() {
          {[mlp_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
             if (classes > 0) throw std::invalid_argument("model mlp is not class-conditional; this data has " + std::to_string(classes) + " classes");
             const nlohmann::json o = normalized_options("mlp", given, mlp_keys);
-            MLPOptions mlp(flat_size(shape));
+            MLPOptions mlp(c10::multiply_integers(shape));
             try {
               mlp.width(o.value("width", mlp.width()))
                   .depth(o.value("depth", mlp.depth()))
