@@ -5,7 +5,8 @@
 # usage: bench/manifold_earth.sh STEPS [DATA_DIR] [SETS...]   (prints one JSON line per run, then a table)
 # TRAIN_FLAGS: more `flowmatch train` flags (e.g. "--width 256 --fourier-features 128 --fourier-scale 2");
 # SEEDS: the seeds (default "0 1 2 3 4"); OUT: the folder of the runs; RESULTS: the JSON lines file
-# (default OUT/results-STEPS.jsonl); FLOWMATCH: the binary.
+# (default OUT/results-STEPS.jsonl); FLOWMATCH: the binary; VALIDATION=1: also the NLL of the validation
+# split ("val_nll", by `flowmatch likelihood --split validation`), for choosing settings without the test split.
 set -euo pipefail
 steps=${1:-20000}
 data_dir=${2:-../shared/data}
@@ -30,7 +31,10 @@ for set in "${sets[@]}"; do
     start=$(date +%s)
     "$fm" likelihood --run "$run" --atol "$tol" --rtol "$tol" --threads 1 > /dev/null
     eval_s=$(( $(date +%s) - start ))
-    /usr/bin/python3 -c "import json,sys; m=json.load(open('$run/likelihood.json')); print(json.dumps({'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n'], 'tol': $tol}))"
+    if [ "${VALIDATION:-0}" = 1 ]; then
+      "$fm" likelihood --run "$run" --split validation --atol "$tol" --rtol "$tol" --threads 1 --out "$run/likelihood-validation.json" > /dev/null
+    fi
+    /usr/bin/python3 -c "import json,os; m=json.load(open('$run/likelihood.json')); v='$run/likelihood-validation.json'; r={'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n'], 'tol': $tol}; r.update({'val_nll': json.load(open(v))['nll']} if os.path.exists(v) else {}); print(json.dumps(r))"
   done
 done | tee "$results"
 /usr/bin/python3 - "$results" <<'PY'

@@ -77,6 +77,11 @@ std::function<nlohmann::json(const SampleResult&)> Domain::sample_quality(const 
   throw std::invalid_argument("the " + name() + " domain has no sample-quality measure for comparisons (points and images have)");
 }
 
+at::Tensor Domain::validation_split(const nlohmann::json& data) const {
+  throw std::invalid_argument("the " + name() + " data '" + data.value("name", data.value("target", std::string("?"))) +
+                              "' have no validation split (finite data sets split 80/10/10 have one: Earth data, proteins, molecules)");
+}
+
 void Domain::complete_sample_options(const nlohmann::json&, SampleOptions& options) const {
   if (options.n <= 0 && !options.initial.defined()) options.n = 10000;
   if (options.solver.empty()) options.solver = "euler";

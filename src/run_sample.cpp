@@ -259,8 +259,11 @@ LikelihoodSummary discrete_likelihood(const Run& run, const Domain& domain, cons
       x = x.to(at::kLong);
     }
   } else {
-    x = domain.held_out(data, q.n, gen);
-    label = data.value("name", std::string("held-out data")) + " (" + std::to_string(x.size(0)) + " sequences)";
+    const bool validation = q.split == "validation";
+    x = validation ? domain.validation_split(data) : domain.held_out(data, q.n, gen);
+    x = x.slice(0, 0, std::min(q.n, x.size(0)));
+    label = data.value("name", std::string("held-out data")) + (validation ? " validation split" : "") + " (" +
+            std::to_string(x.size(0)) + " sequences)";
   }
   const int64_t length = model->sample_shape().empty() ? x.size(1) : model->sample_shape()[0];
   if (x.dim() != 2 || x.size(1) != length || x.scalar_type() != at::kLong) {
@@ -296,6 +299,10 @@ LikelihoodSummary discrete_likelihood(const Run& run, const Domain& domain, cons
 
 LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
   const json& data = config_["data"];
+  if (q.split != "test" && q.split != "validation") throw std::invalid_argument("--split " + q.split + ": expected test or validation");
+  if (q.split == "validation" && (q.points.defined() || !q.target.empty())) {
+    throw std::invalid_argument("--split validation names the run's own data; it does not go with given points or a --target");
+  }
   if (config_["path"].value("type", std::string()) == "mixture-discrete") {
     return discrete_likelihood(*this, *domain_, q, std::dynamic_pointer_cast<MixtureDiscretePath>(make_path(config_["path"])));
   }
@@ -331,8 +338,14 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
     data_label = q.target + " (" + std::to_string(q.n) + " fresh samples)";
   } else {
     if (is_model_file() && !data.contains("target")) throw std::invalid_argument("with --model-file, give --data or --target");
-    x = domain_->held_out(data, q.n, gen);
-    data_label = domain_->held_out_label(data, x.size(0));
+    if (q.split == "validation") {
+      x = domain_->validation_split(data);
+      x = x.slice(0, 0, std::min(q.n, x.size(0)));
+      data_label = data.value("name", std::string("data")) + " validation split (" + std::to_string(x.size(0)) + " points)";
+    } else {
+      x = domain_->held_out(data, q.n, gen);
+      data_label = domain_->held_out_label(data, x.size(0));
+    }
     if (data.contains("autoencoder")) data_label += ", as latents of the autoencoder " + data["autoencoder"].value("dir", std::string());
   }
   const int64_t dim = model->sample_shape().empty() ? x.size(1) : c10::multiply_integers(model->sample_shape());

@@ -1157,6 +1157,18 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
   const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "e/likelihood.json"));
   EXPECT_LT(lk["nll"].get<double>(), 1.5) << lk.dump();
   EXPECT_EQ(lk["data"], "earth:fire test split (200 points)");
+  // The validation split (Fire's 1280 of 12 809 rows) for choosing settings without the test split.
+  Result val = cli(dir, "likelihood --run e --split validation --n 150 --atol 1e-4 --rtol 1e-4 --threads 1 --out ev.json");
+  ASSERT_EQ(val.code, 0) << val.err;
+  const auto lv = nlohmann::json::parse(fm::io::read_file(dir / "ev.json"));
+  EXPECT_EQ(lv["data"], "earth:fire validation split (150 points)");
+  EXPECT_LT(lv["nll"].get<double>(), 1.5) << lv.dump();
+  EXPECT_GT(std::abs(lv["nll"].get<double>() - lk["nll"].get<double>()), 1e-9);  // other points
+  Result val_data = cli(dir, "likelihood --run e --split validation --data es.npy");
+  EXPECT_EQ(val_data.code, 2) << val_data.err;
+  Result no_split = cli(dir, "likelihood --run t --split validation --threads 1");  // the checkerboard is drawn, not split
+  EXPECT_EQ(no_split.code, 2);
+  EXPECT_NE(no_split.err.find("'torus-checkerboard' have no validation split"), std::string::npos) << no_split.err;
   Result sphere_sample = cli(dir, "sample --run e --n 300 --out es.npy --solver rk4 --steps 20 --threads 1");
   ASSERT_EQ(sphere_sample.code, 0) << sphere_sample.err;
   at::Tensor es = fm::io::load_npy(dir / "es.npy").to(at::kDouble);

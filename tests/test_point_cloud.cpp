@@ -39,3 +39,20 @@ TEST(PointCloud, LoadsValidatesAndDrawsRows) {
   EXPECT_EQ(z.size(1), 5);
   EXPECT_NEAR(z.var().item<double>(), 1.0, 0.03);
 }
+
+// The seeded 80/10/10 split of finite data sets: train, validation and test are disjoint, together
+// every row once, of sizes floor(0.8 n), floor(0.1 n) and the rest; the same seed gives the same split.
+TEST(PointCloud, SplitRowsPartitionsTheRowsEightyTenTen) {
+  const int64_t n = 12809;  // Fire's rows
+  at::Tensor rows = at::arange(n, at::kLong).unsqueeze(1);
+  at::Tensor train = fm::data::split_rows(rows, 3, 0), validation = fm::data::split_rows(rows, 3, 1),
+             test = fm::data::split_rows(rows, 3, 2);
+  EXPECT_EQ(train.size(0), 10247);
+  EXPECT_EQ(validation.size(0), 1280);
+  EXPECT_EQ(test.size(0), 1282);
+  at::Tensor all = std::get<0>(at::cat({train, validation, test}).flatten().sort());
+  EXPECT_TRUE(at::equal(all, rows.flatten()));
+  EXPECT_TRUE(at::equal(validation, fm::data::split_rows(rows, 3, 1)));
+  EXPECT_FALSE(at::equal(validation, fm::data::split_rows(rows, 4, 1)));
+  EXPECT_THROW(fm::data::split_rows(rows, 3, 3), std::invalid_argument);
+}

@@ -80,6 +80,13 @@ Command register_likelihood(CLI::App& root) {
   app->get_option("--target")->description("draw --n fresh points from this data set (default: the run's target)");
   auto* data = app->add_option("--data", f.data, "points (n, D) as .npy or .pt");
   data->excludes(app->get_option("--target"));
+  app->add_option("--split", q.split,
+                  "finite data sets split 80/10/10 (Earth data, proteins, molecules): the points are the test split's or the "
+                  "validation split's (to choose settings without the test split)")
+      ->check(CLI::IsMember({"test", "validation"}))
+      ->excludes(data)
+      ->excludes(app->get_option("--target"))
+      ->capture_default_str();
   app->add_option("--n", q.n, "points to draw from the run's target or --target")->check(positive_number())->capture_default_str();
   app->add_option("--solver", q.solver, "an ODE solver")->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
   app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0; token runs: times of the -ELBO's stratified grid")->check(positive_number())->capture_default_str();

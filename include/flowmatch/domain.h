@@ -81,6 +81,10 @@ class Domain {
   /// Held-out data for likelihoods and evaluations (n rows; for finite data sets the first n of the
   /// test split, else fresh samples from `generator`).
   virtual at::Tensor held_out(const nlohmann::json& data, int64_t n, at::Generator& generator) const = 0;
+  /// The validation split of a finite data set (the middle 10 % of its seeded 80/10/10 split), so that
+  /// settings are chosen without looking at the test split (`likelihood --split validation`). The
+  /// default throws std::invalid_argument: this domain's data have no validation split.
+  virtual at::Tensor validation_split(const nlohmann::json& data) const;
   /// How results name those n rows (default: "TARGET (n fresh samples)").
   virtual std::string held_out_label(const nlohmann::json& data, int64_t n) const {
     return data.value("target", std::string("held-out data")) + " (" + std::to_string(n) + " fresh samples)";

@@ -136,6 +136,7 @@ struct LikelihoodRequest {
   at::Tensor points;
   std::string data_label;  ///< how the points are named in the result
   std::string target;      ///< draw the points from this toy data set instead of the run's
+  std::string split = "test";  ///< the run's own finite data: "test" or "validation" (Domain::validation_split)
   int64_t n = 2000;
   std::string solver = "dopri5";
   int64_t steps = 100;

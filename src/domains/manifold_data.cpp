@@ -292,6 +292,10 @@ class ManifoldDomain : public Domain {
     at::Tensor test = split(data, 2);
     return test.slice(0, 0, std::min(n, test.size(0))).to(at::kFloat);
   }
+  at::Tensor validation_split(const json& data) const override {
+    if (data.value("kind", std::string()) == "checkerboard") return Domain::validation_split(data);
+    return split(data, 1).to(at::kFloat);
+  }
   std::string held_out_label(const json& data, int64_t n) const override {
     if (data.value("kind", std::string()) == "checkerboard") return Domain::held_out_label(data, n);
     return data.value("name", std::string()) + " test split (" + std::to_string(n) + " points)";
