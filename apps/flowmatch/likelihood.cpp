@@ -78,15 +78,9 @@ Command register_likelihood(CLI::App& root) {
               "bpd = NLL / (D ln 2) for continuous data.");
   add_run_flags(app, f.run, true);
   app->get_option("--target")->description("draw --n fresh points from this data set (default: the run's target)");
-  auto* data = app->add_option("--data", f.data, "points (n, D) as .npy or .pt");
-  data->excludes(app->get_option("--target"));
-  app->add_option("--split", q.split,
-                  "finite data sets split 80/10/10 (Earth data, proteins, molecules): the points are the test split's or the "
-                  "validation split's (to choose settings without the test split)")
-      ->check(CLI::IsMember({"test", "validation"}))
-      ->excludes(data)
-      ->excludes(app->get_option("--target"))
-      ->capture_default_str();
+  auto* data = app->add_option("--data", f.data, "points (n, D) as .npy or .pt")->excludes(app->get_option("--target"));
+  app->add_option("--split", q.split, "finite data split 80/10/10 (Earth, proteins, molecules): test or validation points (choose settings on the latter)")
+      ->check(CLI::IsMember({"test", "validation"}))->excludes(data)->excludes(app->get_option("--target"))->capture_default_str();
   app->add_option("--n", q.n, "points to draw from the run's target or --target")->check(positive_number())->capture_default_str();
   app->add_option("--solver", q.solver, "an ODE solver")->check(CLI::IsMember(fm::solver_names(false)))->capture_default_str();
   app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0; token runs: times of the -ELBO's stratified grid")->check(positive_number())->capture_default_str();
@@ -97,8 +91,7 @@ Command register_likelihood(CLI::App& root) {
   app->add_option("--probe-distribution", q.probe_distribution, "hutchinson: rademacher or gaussian")
       ->check(CLI::IsMember({"rademacher", "gaussian"}))->capture_default_str();
   app->add_option("--batch", q.batch, "points per solve")->check(positive_number())->capture_default_str();
-  app->add_option("--grid", q.grid, "2-D data with a known target: density map resolution (cells per side; 0: no map)")
-      ->check(non_negative_number())->capture_default_str();
+  app->add_option("--grid", q.grid, "2-D data with a known target: density map resolution (cells per side; 0: no map)")->check(non_negative_number())->capture_default_str();
   app->add_option("--density-map", q.density_map, "2-D data: density map PNG (default RUN/density.png)");
   app->add_option("--out", f.out,
                   "result JSON (default RUN/likelihood.json; also printed), or FILE.npy: log p per point (float64; token runs: the "
