@@ -381,10 +381,12 @@ PYBIND11_MODULE(_core, m) {
           "The data domain's evaluation (points: W2 at 1..100 Euler steps, MMD, straightness): a dict, also written to metrics.json.")
       .def(
           "log_likelihood",
-          [](const fm::Run& run, const at::Tensor& points, const std::string& solver, int64_t steps, double atol, double rtol,
-             uint64_t seed) {
+          [](const fm::Run& run, const py::object& points, const std::string& split, int64_t n, const std::string& solver,
+             int64_t steps, double atol, double rtol, uint64_t seed) {
             fm::LikelihoodRequest q;
-            q.points = points;
+            if (!points.is_none()) q.points = points.cast<at::Tensor>();
+            q.split = split;
+            q.n = n;
             q.solver = solver;
             q.steps = steps;
             q.atol = atol;
@@ -398,8 +400,10 @@ PYBIND11_MODULE(_core, m) {
             }
             return py::make_tuple(s.log_prob, from_json(s.result));
           },
-          py::arg("points"), py::arg("solver") = "dopri5", py::arg("steps") = 100, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5,
-          py::arg("seed") = 0, "Per-point log p (float64) and the summary dict ('flowmatch likelihood').");
+          py::arg("points") = py::none(), py::arg("split") = "test", py::arg("n") = 2000, py::arg("solver") = "dopri5",
+          py::arg("steps") = 100, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5, py::arg("seed") = 0,
+          "Per-point log p (float64) and the summary dict ('flowmatch likelihood'): of `points`, or (None) of the first n\n"
+          "rows of the run's own test or validation split (split='test' or 'validation').");
   m.def(
       "train",
       [](const py::object& config, const std::string& out, bool resume, const std::string& device) {

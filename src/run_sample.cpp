@@ -240,6 +240,14 @@ json Run::evaluate(const EvaluationOptions& options, const std::string& out, con
 
 namespace {
 
+// The run's own rows a likelihood is measured on: the first q.n of the test split (held_out) or of
+// the validation split.
+at::Tensor split_rows(const Domain& domain, const json& data, const LikelihoodRequest& q, at::Generator& gen) {
+  if (q.split != "validation") return domain.held_out(data, q.n, gen);
+  at::Tensor x = domain.validation_split(data);
+  return x.slice(0, 0, std::min(q.n, x.size(0)));
+}
+
 // Token runs: the likelihood bound −ELBO (discrete_path.h) on a stratified random time grid of
 // `q.steps` times, per sequence, in nats (and per token, in bits per token).
 LikelihoodSummary discrete_likelihood(const Run& run, const Domain& domain, const LikelihoodRequest& q,
@@ -259,10 +267,8 @@ LikelihoodSummary discrete_likelihood(const Run& run, const Domain& domain, cons
       x = x.to(at::kLong);
     }
   } else {
-    const bool validation = q.split == "validation";
-    x = validation ? domain.validation_split(data) : domain.held_out(data, q.n, gen);
-    x = x.slice(0, 0, std::min(q.n, x.size(0)));
-    label = data.value("name", std::string("held-out data")) + (validation ? " validation split" : "") + " (" +
+    x = split_rows(domain, data, q, gen);
+    label = data.value("name", std::string("held-out data")) + (q.split == "validation" ? " validation split" : "") + " (" +
             std::to_string(x.size(0)) + " sequences)";
   }
   const int64_t length = model->sample_shape().empty() ? x.size(1) : model->sample_shape()[0];
@@ -338,14 +344,8 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
     data_label = q.target + " (" + std::to_string(q.n) + " fresh samples)";
   } else {
     if (is_model_file() && !data.contains("target")) throw std::invalid_argument("with --model-file, give --data or --target");
-    if (q.split == "validation") {
-      x = domain_->validation_split(data);
-      x = x.slice(0, 0, std::min(q.n, x.size(0)));
-      data_label = data.value("name", std::string("data")) + " validation split (" + std::to_string(x.size(0)) + " points)";
-    } else {
-      x = domain_->held_out(data, q.n, gen);
-      data_label = domain_->held_out_label(data, x.size(0));
-    }
+    x = split_rows(*domain_, data, q, gen);
+    data_label = domain_->held_out_label(data, x.size(0), q.split);
     if (data.contains("autoencoder")) data_label += ", as latents of the autoencoder " + data["autoencoder"].value("dir", std::string());
   }
   const int64_t dim = model->sample_shape().empty() ? x.size(1) : c10::multiply_integers(model->sample_shape());

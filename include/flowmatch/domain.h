@@ -85,8 +85,9 @@ class Domain {
   /// settings are chosen without looking at the test split (`likelihood --split validation`). The
   /// default throws std::invalid_argument: this domain's data have no validation split.
   virtual at::Tensor validation_split(const nlohmann::json& data) const;
-  /// How results name those n rows (default: "TARGET (n fresh samples)").
-  virtual std::string held_out_label(const nlohmann::json& data, int64_t n) const {
+  /// How results name n rows of a split ("test" from held_out, "validation" from validation_split;
+  /// default: "TARGET (n fresh samples)").
+  virtual std::string held_out_label(const nlohmann::json& data, int64_t n, const std::string& /*split*/ = "test") const {
     return data.value("target", std::string("held-out data")) + " (" + std::to_string(n) + " fresh samples)";
   }
   /// Sampling defaults for options left unset (n, solver, steps).

@@ -88,3 +88,26 @@ def test_manifold_runs_from_python_stay_on_the_torus_and_beat_the_uniform_densit
     assert summary["nll"] < 2 * np.log(2 * np.pi) - 0.3
     assert {"manifold-mlp"} <= set(fm.model_names())
     assert {"manifold"} <= set(fm.domain_names())
+
+
+DATA_DIR = os.environ.get("FLOWMATCH_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
+
+
+@pytest.mark.skipif("FLOWMATCH_CLI" not in os.environ or not os.path.isdir(os.path.join(DATA_DIR, "earth")),
+                    reason="needs the command line and the Earth data")
+def test_likelihood_of_the_runs_own_splits_is_the_command_lines(tmp_path):
+    torch.set_num_threads(1)  # as the command line below: the same arithmetic
+    out = str(tmp_path / "volcano")
+    run = fm.train({"data": "earth:volcano", "data-dir": DATA_DIR, "steps": 40, "width": 16, "depth": 2, "seed": 3}, out)
+    log_p, summary = run.log_likelihood(split="validation", atol=1e-6, rtol=1e-6)
+    assert summary["data"] == "earth:volcano validation split (%d points)" % log_p.shape[0]
+    assert summary["n"] == log_p.shape[0] and 60 < log_p.shape[0] < 100  # 10 % of 827 rows
+    npy = str(tmp_path / "val.npy")
+    subprocess.run([os.environ["FLOWMATCH_CLI"], "likelihood", "--run", out, "--split", "validation", "--atol", "1e-6", "--rtol", "1e-6",
+                    "--threads", "1", "--out", npy], check=True, capture_output=True)
+    assert np.allclose(np.load(npy), log_p.numpy(), rtol=0, atol=1e-9)
+    test_log_p, test_summary = run.log_likelihood(n=30)
+    assert test_summary["data"] == "earth:volcano test split (30 points)" and test_log_p.shape == (30,)
+    assert not np.allclose(test_log_p[:30].numpy(), log_p[:30].numpy())  # other rows
+    with pytest.raises(ValueError, match="--split train: expected test or validation"):
+        run.log_likelihood(split="train")

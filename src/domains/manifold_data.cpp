@@ -296,9 +296,9 @@ class ManifoldDomain : public Domain {
     if (data.value("kind", std::string()) == "checkerboard") return Domain::validation_split(data);
     return split(data, 1).to(at::kFloat);
   }
-  std::string held_out_label(const json& data, int64_t n) const override {
-    if (data.value("kind", std::string()) == "checkerboard") return Domain::held_out_label(data, n);
-    return data.value("name", std::string()) + " test split (" + std::to_string(n) + " points)";
+  std::string held_out_label(const json& data, int64_t n, const std::string& split) const override {
+    if (data.value("kind", std::string()) == "checkerboard") return Domain::held_out_label(data, n, split);
+    return data.value("name", std::string()) + " " + split + " split (" + std::to_string(n) + " points)";
   }
 
   std::vector<std::string> picture_samples(const Run& run, const SampleResult& samples, const SampleOptions&,

@@ -150,8 +150,8 @@ class MoleculesDomain : public Domain {
     return test.slice(0, 0, std::min(n, test.size(0))).to(at::kFloat);
   }
   at::Tensor validation_split(const json& data) const override { return split(data, 1).to(at::kFloat); }
-  std::string held_out_label(const json& data, int64_t n) const override {
-    return data.value("name", std::string("molecules")) + " test split (" + std::to_string(n) + " configurations)";
+  std::string held_out_label(const json& data, int64_t n, const std::string& split) const override {
+    return data.value("name", std::string("molecules")) + " " + split + " split (" + std::to_string(n) + " configurations)";
   }
 
   void complete_sample_options(const json&, SampleOptions& options) const override {
