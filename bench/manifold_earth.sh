@@ -7,6 +7,7 @@
 # SEEDS: the seeds (default "0 1 2 3 4"); OUT: the folder of the runs; RESULTS: the JSON lines file
 # (default OUT/results-STEPS.jsonl); FLOWMATCH: the binary; VALIDATION=1: also the NLL of the validation
 # split ("val_nll", by `flowmatch likelihood --split validation`), for choosing settings without the test split.
+# LIKELIHOOD_FLAGS: more `flowmatch likelihood` flags (e.g. "--error-norm batch": Dopri5's RMS over the batch).
 set -euo pipefail
 steps=${1:-20000}
 data_dir=${2:-../shared/data}
@@ -17,6 +18,7 @@ fm=${FLOWMATCH:-build/apps/flowmatch/flowmatch}
 out=${OUT:-runs/bench-earth}
 read -r -a train_flags <<< "${TRAIN_FLAGS:-}"
 read -r -a seeds <<< "${SEEDS:-0 1 2 3 4}"
+read -r -a likelihood_flags <<< "${LIKELIHOOD_FLAGS:-}"
 tol=${TOL:-1e-4}
 mkdir -p "$out"
 results=${RESULTS:-$out/results-$steps.jsonl}
@@ -29,12 +31,14 @@ for set in "${sets[@]}"; do
       ${train_flags[@]+"${train_flags[@]}"} > /dev/null
     train_s=$(( $(date +%s) - start ))
     start=$(date +%s)
-    "$fm" likelihood --run "$run" --atol "$tol" --rtol "$tol" --threads 1 > /dev/null
+    "$fm" likelihood --run "$run" --atol "$tol" --rtol "$tol" --threads 1 \
+      ${likelihood_flags[@]+"${likelihood_flags[@]}"} > /dev/null
     eval_s=$(( $(date +%s) - start ))
     if [ "${VALIDATION:-0}" = 1 ]; then
-      "$fm" likelihood --run "$run" --split validation --atol "$tol" --rtol "$tol" --threads 1 --out "$run/likelihood-validation.json" > /dev/null
+      "$fm" likelihood --run "$run" --split validation --atol "$tol" --rtol "$tol" --threads 1 --out "$run/likelihood-validation.json" \
+        ${likelihood_flags[@]+"${likelihood_flags[@]}"} > /dev/null
     fi
-    /usr/bin/python3 -c "import json,os; m=json.load(open('$run/likelihood.json')); v='$run/likelihood-validation.json'; r={'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n'], 'tol': $tol}; r.update({'val_nll': json.load(open(v))['nll']} if os.path.exists(v) else {}); print(json.dumps(r))"
+    /usr/bin/python3 -c "import json,os; m=json.load(open('$run/likelihood.json')); v='$run/likelihood-validation.json'; r={'set': '$set', 'seed': $seed, 'steps': $steps, 'train_s': $train_s, 'eval_s': $eval_s, 'nll': m['nll'], 'nll_stderr': m['nll_stderr'], 'nfe': m['nfe'], 'n': m['n'], 'tol': $tol, 'error_norm': m.get('error_norm', 'sample')}; r.update({'val_nll': json.load(open(v))['nll']} if os.path.exists(v) else {}); print(json.dumps(r))"
   done
 done | tee "$results"
 /usr/bin/python3 - "$results" <<'PY'

@@ -382,7 +382,7 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "log_likelihood",
           [](const fm::Run& run, const py::object& points, const std::string& split, int64_t n, const std::string& solver,
-             int64_t steps, double atol, double rtol, uint64_t seed) {
+             int64_t steps, double atol, double rtol, const std::string& error_norm, uint64_t seed) {
             fm::LikelihoodRequest q;
             if (!points.is_none()) q.points = points.cast<at::Tensor>();
             q.split = split;
@@ -391,6 +391,7 @@ PYBIND11_MODULE(_core, m) {
             q.steps = steps;
             q.atol = atol;
             q.rtol = rtol;
+            q.error_norm = error_norm;
             q.seed = seed;
             q.grid = 0;
             fm::LikelihoodSummary s;
@@ -401,9 +402,9 @@ PYBIND11_MODULE(_core, m) {
             return py::make_tuple(s.log_prob, from_json(s.result));
           },
           py::arg("points") = py::none(), py::arg("split") = "test", py::arg("n") = 2000, py::arg("solver") = "dopri5",
-          py::arg("steps") = 100, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5, py::arg("seed") = 0,
+          py::arg("steps") = 100, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5, py::arg("error_norm") = "sample", py::arg("seed") = 0,
           "Per-point log p (float64) and the summary dict ('flowmatch likelihood'): of `points`, or (None) of the first n\n"
-          "rows of the run's own test or validation split (split='test' or 'validation').");
+          "rows of the run's own test or validation split (split='test' or 'validation'). error_norm: dopri5's 'sample' or 'batch'.");
   m.def(
       "train",
       [](const py::object& config, const std::string& out, bool resume, const std::string& device) {

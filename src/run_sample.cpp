@@ -358,6 +358,7 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
                     .steps(q.steps)
                     .atol(q.atol)
                     .rtol(q.rtol)
+                    .error_norm(error_norm_from_string(q.error_norm))
                     .manifold(flow.path->manifold());
   auto options = LikelihoodOptions()
                      .solver(solver)
@@ -406,6 +407,7 @@ LikelihoodSummary Run::likelihood(const LikelihoodRequest& q) const {
   if (info.adaptive) {
     result["atol"] = q.atol;
     result["rtol"] = q.rtol;
+    result["error_norm"] = q.error_norm;
   } else {
     result["steps"] = q.steps;
   }

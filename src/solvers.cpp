@@ -261,8 +261,11 @@ static SolveResult solve_dopri5(const VelocityField& field, const at::Tensor& x0
     }
     for (int j = 0; j < 7; ++j)
       if (kE[j] != 0.0) err.add_(k[j], hs * kE[j]);
-    const double e = space ? space->error_ratio(err, x, x_new, atol, rtol).max().item<double>()
-                           : error_norm(err, x, x_new, atol, rtol, batch_norm);
+    // On a manifold its error ratio per sample; the batch norm is their RMS (each sample has the same
+    // number of coordinates, so it is the RMS over all of them, as in flat space).
+    const double e = !space     ? error_norm(err, x, x_new, atol, rtol, batch_norm)
+                     : batch_norm ? space->error_ratio(err, x, x_new, atol, rtol).square().mean().sqrt().item<double>()
+                                  : space->error_ratio(err, x, x_new, atol, rtol).max().item<double>();
     if (!std::isfinite(e)) {
       throw std::runtime_error("dopri5: non-finite error estimate at t=" + std::to_string(t) +
                                " (does the velocity field return NaN or Inf?)");

@@ -1157,6 +1157,15 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
   const auto lk = nlohmann::json::parse(fm::io::read_file(dir / "e/likelihood.json"));
   EXPECT_LT(lk["nll"].get<double>(), 1.5) << lk.dump();
   EXPECT_EQ(lk["data"], "earth:fire test split (200 points)");
+  // Dopri5's batch error norm: no more evaluations; any one point's error may reach sqrt(200) = 14 times the
+  // tolerance per step, so the mean NLL may move by about 1e-3 (measured 1.1e-3): under 5e-3, a twentieth of its standard error.
+  Result batch_norm = cli(dir, "likelihood --run e --n 200 --atol 1e-4 --rtol 1e-4 --error-norm batch --threads 1 --out eb.json");
+  ASSERT_EQ(batch_norm.code, 0) << batch_norm.err;
+  const auto lb = nlohmann::json::parse(fm::io::read_file(dir / "eb.json"));
+  EXPECT_EQ(lb["error_norm"], "batch");
+  EXPECT_LE(lb["nfe"].get<int64_t>(), lk["nfe"].get<int64_t>());
+  EXPECT_LT(std::abs(lb["nll"].get<double>() - lk["nll"].get<double>()), 5e-3) << lb.dump();
+  EXPECT_EQ(cli(dir, "likelihood --run e --solver rk4 --error-norm batch").code, 2);
   // The validation split (Fire's 1280 of 12 809 rows) for choosing settings without the test split.
   Result val = cli(dir, "likelihood --run e --split validation --n 150 --atol 1e-4 --rtol 1e-4 --threads 1 --out ev.json");
   ASSERT_EQ(val.code, 0) << val.err;

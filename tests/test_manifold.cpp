@@ -2,6 +2,7 @@
 // sphere and the torus (issue "Flow matching on manifolds"). Tolerances: float64 rounding unless said.
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -139,6 +140,24 @@ TEST(Manifold, ProjectedSolversStayOnTheSphereAndIntegrateARotationExactly) {
   EXPECT_LT(max_abs(rk4.x - expected), 1e-7);  // RK4, h = 0.02: error ~ h⁴ ω⁵ ≈ 6e-7 / 5! scale
   auto dopri = fm::solve("dopri5", rotation, p, fm::SolverOptions().atol(1e-10).rtol(1e-10).manifold(sphere));
   EXPECT_LT(max_abs(dopri.x - expected), 1e-8);
+  // Dopri5's batch error norm on the sphere: one point turning 16 times faster than the other 99 sets
+  // every step under the per-point norm; in the batch RMS its error ratio weighs 1/100, so the steps are
+  // longer and that point's error may grow to about sqrt(100) = 10 times the per-point norm's: the bounds
+  // at a tolerance of 1e-7 are 10 times it per point (1e-6) and 10 times that in the batch (1e-5), on the sphere.
+  at::Tensor speed = at::full({100, 1}, 0.5, at::kDouble);
+  speed[0] = 8.0;
+  fm::VelocityField uneven = [&](const at::Tensor& x, const at::Tensor&) { return speed * rotation(x, at::Tensor()) / omega; };
+  at::Tensor c = at::cos(speed.squeeze(1)), s = at::sin(speed.squeeze(1));
+  at::Tensor turned = at::stack({c * p.select(1, 0) - s * p.select(1, 1), s * p.select(1, 0) + c * p.select(1, 1), p.select(1, 2)}, 1);
+  const auto tight = fm::SolverOptions().atol(1e-7).rtol(1e-7).manifold(sphere);
+  auto per_point = fm::solve("dopri5", uneven, p, tight);
+  auto batch = fm::solve("dopri5", uneven, p, fm::SolverOptions(tight).error_norm(fm::ErrorNorm::Batch));
+  EXPECT_LT(batch.nfe, per_point.nfe);
+  EXPECT_LT(max_abs(per_point.x - turned), 1e-6);
+  EXPECT_LT(max_abs(batch.x - turned), 1e-5);
+  EXPECT_LT(max_abs(batch.x.norm(2, 1) - 1), 1e-12);
+  std::cout << "[ info ] uneven rotation at 1e-7: NFE " << per_point.nfe << " (per point) / " << batch.nfe << " (batch); largest error "
+            << max_abs(per_point.x - turned) << " / " << max_abs(batch.x - turned) << "\n";
 }
 
 TEST(Manifold, LikelihoodsOnTheSphereAndTorusMatchClosedForms) {
@@ -175,6 +194,19 @@ TEST(Manifold, LikelihoodsOnTheSphereAndTorusMatchClosedForms) {
   auto opts = fm::LikelihoodOptions().solver(fm::SolverOptions(exact).manifold(sphere)).source_log_density(uniform(sphere->log_volume()));
   auto lr = fm::log_likelihood(lift, pts, opts);
   EXPECT_LT(max_abs(lr.log_prob - expected), 1e-7);
+  // Dopri5's batch error norm on the sphere (the RMS of the points' error ratios) takes no more steps than
+  // the per-point norm at the same tolerance. Its error stays at the tolerance's scale: the RMS bounds any
+  // one point's ratio by sqrt(B) (about 7.4 here), and the flow's stretch e^(2a) (about 5) bounds the growth of
+  // an error over [0, 1], so 1e-6 allows about 4e-5 per point, 1e-4 below which both must stay.
+  const auto loose = fm::SolverOptions().method(fm::SolverMethod::Dopri5).atol(1e-6).rtol(1e-6).manifold(sphere);
+  auto per_point = fm::log_likelihood(lift, pts, fm::LikelihoodOptions(opts).solver(loose));
+  auto batch = fm::log_likelihood(lift, pts, fm::LikelihoodOptions(opts).solver(fm::SolverOptions(loose).error_norm(fm::ErrorNorm::Batch)));
+  EXPECT_LE(batch.nfe, per_point.nfe);
+  EXPECT_LT(max_abs(per_point.log_prob - expected), 1e-4);
+  EXPECT_LT(max_abs(batch.log_prob - expected), 1e-4);
+  EXPECT_LT(sphere->distance_from_manifold(batch.x0).max().item<double>(), 1e-12);
+  std::cout << "[ info ] lift field at 1e-6: NFE " << per_point.nfe << " (per point) / " << batch.nfe << " (batch); largest error "
+            << max_abs(per_point.log_prob - expected) << " / " << max_abs(batch.log_prob - expected) << "\n";
   // Hutchinson with tangent probes is unbiased: 4000 Gaussian probes, mean error within 5 standard errors.
   at::Generator g = at::make_generator<at::CPUGeneratorImpl>(13);
   auto hr = fm::log_likelihood(lift, pts.slice(0, 0, 10),

@@ -192,7 +192,8 @@ void add_pair_flags(CLI::App* app, fm::PairGenerationOptions& g) {
 
 void check_solver_flags(const std::string& solver, CLI::App* app, bool steps_are_fixed_step_only) {
   const bool adaptive = fm::solver_info(solver).adaptive;
-  if (!adaptive && (app->count("--atol") || app->count("--rtol"))) throw UsageError("--atol/--rtol apply to --solver dopri5, not " + solver);
+  const bool norm = app->get_option_no_throw("--error-norm") && app->count("--error-norm");
+  if (!adaptive && (app->count("--atol") || app->count("--rtol") || norm)) throw UsageError("--atol/--rtol/--error-norm apply to --solver dopri5, not " + solver);
   if (steps_are_fixed_step_only && adaptive && app->count("--steps")) {
     throw UsageError("--steps applies to fixed-step solvers, not " + solver);
   }
@@ -212,12 +213,9 @@ void ensure_new_output_folder(const std::string& out, const std::string& hint) {
 std::string format_duration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e7) return "?";
   const auto s = static_cast<long>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  } else {
-    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  }
+  char buf[32];  // h:mm:ss from an hour on, else m:ss
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  if (s < 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   return buf;
 }
 

@@ -30,7 +30,7 @@ int run_likelihood(LikelihoodFlags& f, CLI::App* app) {
   fm::Run run = open_run(f.run);
   const bool tokens = run.config()["path"].value("type", std::string()) == "mixture-discrete";
   if (tokens) {
-    for (const char* flag : {"--solver", "--atol", "--rtol", "--divergence", "--probes", "--probe-distribution", "--grid"}) {
+    for (const char* flag : {"--solver", "--atol", "--rtol", "--error-norm", "--divergence", "--probes", "--probe-distribution", "--grid"}) {
       if (app->count(flag)) throw UsageError(std::string(flag) + " does not apply to a token run: its bound is -ELBO over --steps times");
     }
   } else {
@@ -86,6 +86,8 @@ Command register_likelihood(CLI::App& root) {
   app->add_option("--steps", q.steps, "fixed-step solvers: steps from t=1 to t=0; token runs: times of the -ELBO's stratified grid")->check(positive_number())->capture_default_str();
   app->add_option("--atol", q.atol, "dopri5 absolute tolerance")->check(positive_number())->capture_default_str();
   app->add_option("--rtol", q.rtol, "dopri5 relative tolerance")->check(non_negative_number())->capture_default_str();
+  app->add_option("--error-norm", q.error_norm, "dopri5: sample (each point's error within the tolerances) or batch (their RMS over a --batch: fewer steps)")
+      ->check(CLI::IsMember({"sample", "batch"}))->capture_default_str();
   app->add_option("--divergence", q.divergence, "exact or hutchinson")->check(CLI::IsMember({"exact", "hutchinson"}))->capture_default_str();
   app->add_option("--probes", q.probes, "hutchinson: probes per point, fixed within a solve")->check(positive_number())->capture_default_str();
   app->add_option("--probe-distribution", q.probe_distribution, "hutchinson: rademacher or gaussian")

@@ -141,6 +141,7 @@ struct LikelihoodRequest {
   std::string solver = "dopri5";
   int64_t steps = 100;
   double atol = 1e-5, rtol = 1e-5;
+  std::string error_norm = "sample";  ///< dopri5: sample (every point's error) or batch (the RMS over a batch)
   std::string divergence = "exact";  ///< or hutchinson
   int64_t probes = 1;
   std::string probe_distribution = "rademacher";

@@ -65,8 +65,8 @@ struct SolverOptions {
   TORCH_ARG(std::vector<double>, output_times) = {};
   /// Dopri5: absolute and relative tolerances. A step is accepted when, for every sample b,
   /// sqrt(mean_d (err_bd / (atol + rtol·max(|x_bd|, |x_new,bd|)))²) ≤ 1 (ErrorNorm::Sample), or when
-  /// that mean taken over the whole batch is (ErrorNorm::Batch: torchdiffeq's RMS norm; in flat space
-  /// only: on a manifold every sample's error ratio is the manifold's).
+  /// that mean taken over the whole batch is (ErrorNorm::Batch: torchdiffeq's RMS norm; on a manifold
+  /// each sample's ratio is the manifold's `error_ratio`, and Batch takes their RMS).
   TORCH_ARG(double, atol) = 1e-5;
   TORCH_ARG(double, rtol) = 1e-5;
   TORCH_ARG(ErrorNorm, error_norm) = ErrorNorm::Sample;

@@ -183,9 +183,9 @@ class Run:
     def evaluate(self: Run, n: int = ..., seed: int = ..., solver_sweep: bool = ..., out: str = ..., device: str = ...) -> Any:
         """The data domain's evaluation (points: W2 at 1..100 Euler steps, MMD, straightness): a dict, also written to metrics.json."""
         ...
-    def log_likelihood(self: Run, points: Any = ..., split: str = ..., n: int = ..., solver: str = ..., steps: int = ..., atol: float = ..., rtol: float = ..., seed: int = ...) -> tuple:
+    def log_likelihood(self: Run, points: Any = ..., split: str = ..., n: int = ..., solver: str = ..., steps: int = ..., atol: float = ..., rtol: float = ..., error_norm: str = ..., seed: int = ...) -> tuple:
         """Per-point log p (float64) and the summary dict ('flowmatch likelihood'): of `points`, or (None) of the first n
-        rows of the run's own test or validation split (split='test' or 'validation')."""
+        rows of the run's own test or validation split (split='test' or 'validation'). error_norm: dopri5's 'sample' or 'batch'."""
         ...
 
 
