@@ -193,7 +193,7 @@ void add_pair_flags(CLI::App* app, fm::PairGenerationOptions& g) {
 void check_solver_flags(const std::string& solver, CLI::App* app, bool steps_are_fixed_step_only) {
   const bool adaptive = fm::solver_info(solver).adaptive;
   const bool norm = app->get_option_no_throw("--error-norm") && app->count("--error-norm");
-  if (!adaptive && (app->count("--atol") || app->count("--rtol") || norm)) throw UsageError("--atol/--rtol/--error-norm apply to --solver dopri5, not " + solver);
+  if (!adaptive && (app->count("--atol") || app->count("--rtol") || norm)) throw UsageError((norm ? "--error-norm applies" : "--atol/--rtol apply") + std::string(" to --solver dopri5, not ") + solver);
   if (steps_are_fixed_step_only && adaptive && app->count("--steps")) {
     throw UsageError("--steps applies to fixed-step solvers, not " + solver);
   }
