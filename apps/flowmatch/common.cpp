@@ -215,7 +215,7 @@ std::string format_duration(double seconds) {
   const auto s = static_cast<long>(seconds + 0.5);
   char buf[32];  // h:mm:ss from an hour on, else m:ss
   if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-  if (s < 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
   return buf;
 }
 
