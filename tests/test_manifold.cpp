@@ -133,9 +133,12 @@ TEST(Manifold, ProjectedSolversStayOnTheSphereAndIntegrateARotationExactly) {
     return omega * at::stack({-x.select(1, 1), x.select(1, 0), at::zeros_like(x.select(1, 2))}, 1);
   };
   at::Tensor p = unit_rows(100, 9);
-  at::Tensor expected = at::stack({std::cos(omega) * p.select(1, 0) - std::sin(omega) * p.select(1, 1),
-                                   std::sin(omega) * p.select(1, 0) + std::cos(omega) * p.select(1, 1), p.select(1, 2)},
-                                  1);
+  // p turned about the z axis by `angle` (one per row, or one for all).
+  auto turned_by = [&](const at::Tensor& angle) {
+    at::Tensor c = at::cos(angle), s = at::sin(angle);
+    return at::stack({c * p.select(1, 0) - s * p.select(1, 1), s * p.select(1, 0) + c * p.select(1, 1), p.select(1, 2)}, 1);
+  };
+  at::Tensor expected = turned_by(at::scalar_tensor(omega, at::kDouble));
   auto rk4 = fm::solve("rk4", rotation, p, fm::SolverOptions().steps(50).manifold(sphere));
   EXPECT_LT(max_abs(rk4.x - expected), 1e-7);  // RK4, h = 0.02: error ~ h⁴ ω⁵ ≈ 6e-7 / 5! scale
   auto dopri = fm::solve("dopri5", rotation, p, fm::SolverOptions().atol(1e-10).rtol(1e-10).manifold(sphere));
@@ -147,8 +150,7 @@ TEST(Manifold, ProjectedSolversStayOnTheSphereAndIntegrateARotationExactly) {
   at::Tensor speed = at::full({100, 1}, 0.5, at::kDouble);
   speed[0] = 8.0;
   fm::VelocityField uneven = [&](const at::Tensor& x, const at::Tensor&) { return speed * rotation(x, at::Tensor()) / omega; };
-  at::Tensor c = at::cos(speed.squeeze(1)), s = at::sin(speed.squeeze(1));
-  at::Tensor turned = at::stack({c * p.select(1, 0) - s * p.select(1, 1), s * p.select(1, 0) + c * p.select(1, 1), p.select(1, 2)}, 1);
+  at::Tensor turned = turned_by(speed.squeeze(1));
   const auto tight = fm::SolverOptions().atol(1e-7).rtol(1e-7).manifold(sphere);
   auto per_point = fm::solve("dopri5", uneven, p, tight);
   auto batch = fm::solve("dopri5", uneven, p, fm::SolverOptions(tight).error_norm(fm::ErrorNorm::Batch));
