@@ -17,6 +17,7 @@
 #include "flowmatch/schedulers.h"
 #include "flowmatch/solvers.h"
 #include "flowmatch/transport.h"
+#include "flowmatch/von_mises_fisher_mixture.h"
 #include "flowmatch/wrapped_normal.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -209,6 +210,39 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("x"), py::arg("scale") = 0.0, "Its exact log-density per row against the volume measure.")
       .def("__repr__", [](const fm::Manifold& mf) { return "flowmatch.Manifold(" + mf.spec().dump() + ")"; });
+  py::class_<fm::VonMisesFisherMixture>(m, "VonMisesFisherMixture",
+                                        "A mixture of von Mises-Fisher distributions on the sphere S^2 (the library's\n"
+                                        "flowmatch::VonMisesFisherMixture; the source of --source vmf-mixture:K)")
+      .def(py::init([](const at::Tensor& weights, const at::Tensor& means, const at::Tensor& kappas) {
+             fm::VonMisesFisherMixture v{weights.to(at::kDouble), means.to(at::kDouble), kappas.to(at::kDouble)};
+             v.check();
+             return v;
+           }),
+           py::arg("weights"), py::arg("means"), py::arg("kappas"), "weights (K) summing to 1, unit means (K, 3), concentrations (K) > 0.")
+      .def_static(
+          "fit",
+          [](const at::Tensor& x, int64_t components, int64_t iterations, uint64_t seed, double max_kappa) {
+            at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+            py::gil_scoped_release release;
+            return fm::fit_von_mises_fisher_mixture(x, components, iterations, g, max_kappa);
+          },
+          py::arg("x"), py::arg("components"), py::arg("iterations") = 200, py::arg("seed") = 0, py::arg("max_kappa") = 1e4,
+          "EM on unit vectors (N, 3) from k-means++ starts; each kappa the exact maximum-likelihood one, capped at max_kappa.")
+      .def_readonly("weights", &fm::VonMisesFisherMixture::weights)
+      .def_readonly("means", &fm::VonMisesFisherMixture::means)
+      .def_readonly("kappas", &fm::VonMisesFisherMixture::kappas)
+      .def("log_density", &fm::VonMisesFisherMixture::log_density, py::arg("x"), "log p per row against the area measure (float64).")
+      .def(
+          "sample",
+          [](const fm::VonMisesFisherMixture& v, int64_t n, uint64_t seed) {
+            at::Generator g = at::make_generator<at::CPUGeneratorImpl>(seed);
+            return v.sample(n, g, at::TensorOptions().dtype(at::kDouble));
+          },
+          py::arg("n"), py::arg("seed") = 0, "n exact draws (float64).")
+      .def("to_dict", [](const fm::VonMisesFisherMixture& v) { return from_json(v.to_json()); },
+           "{'weights', 'means', 'kappas'} as in a run's config.json (data.source_mixture).")
+      .def_static("from_dict", [](const py::object& d) { return fm::VonMisesFisherMixture::from_json(to_json(d)); }, py::arg("d"),
+                  "From to_dict's form or a run's config.json['data']['source_mixture'].");
   m.def(
       "geodesic_path_sample",
       [](const ManifoldPtr& manifold, const at::Tensor& x0, const at::Tensor& x1, const at::Tensor& t, const std::string& scheduler) {

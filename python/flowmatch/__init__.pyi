@@ -281,6 +281,40 @@ class VPScheduler(Scheduler):
         ...
 
 
+class VonMisesFisherMixture:
+    """A mixture of von Mises-Fisher distributions on the sphere S^2 (the library's
+    flowmatch::VonMisesFisherMixture; the source of --source vmf-mixture:K)"""
+    def __init__(self: VonMisesFisherMixture, weights: torch.Tensor, means: torch.Tensor, kappas: torch.Tensor) -> None:
+        """weights (K) summing to 1, unit means (K, 3), concentrations (K) > 0."""
+        ...
+    @staticmethod
+    def fit(x: torch.Tensor, components: int, iterations: int = ..., seed: int = ..., max_kappa: float = ...) -> VonMisesFisherMixture:
+        """EM on unit vectors (N, 3) from k-means++ starts; each kappa the exact maximum-likelihood one, capped at max_kappa."""
+        ...
+    @property
+    def weights(self) -> torch.Tensor:
+        ...
+    @property
+    def means(self) -> torch.Tensor:
+        ...
+    @property
+    def kappas(self) -> torch.Tensor:
+        ...
+    def log_density(self: VonMisesFisherMixture, x: torch.Tensor) -> torch.Tensor:
+        """log p per row against the area measure (float64)."""
+        ...
+    def sample(self: VonMisesFisherMixture, n: int, seed: int = ...) -> torch.Tensor:
+        """n exact draws (float64)."""
+        ...
+    def to_dict(self: VonMisesFisherMixture) -> Any:
+        """{'weights', 'means', 'kappas'} as in a run's config.json (data.source_mixture)."""
+        ...
+    @staticmethod
+    def from_dict(d: Any) -> VonMisesFisherMixture:
+        """From to_dict's form or a run's config.json['data']['source_mixture']."""
+        ...
+
+
 def assignment(cost: torch.Tensor) -> tuple:
     """Exact linear assignment of a (n, m) cost, n <= m: (column of each row, total cost)."""
     ...

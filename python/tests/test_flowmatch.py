@@ -161,6 +161,22 @@ def test_manifolds_geodesics_and_projected_solves():
     c, s_ = math.cos(-w), math.sin(-w)
     back = torch.stack([c * wn[:, 0] - s_ * wn[:, 1], s_ * wn[:, 0] + c * wn[:, 1], wn[:, 2]], 1)
     assert torch.allclose(logp, sphere.wrapped_normal_log_density(back), atol=1e-6)
+    # A von Mises-Fisher mixture: EM finds two far-apart components, and as a flow's source a rotation
+    # carries its density along exactly as it does the wrapped normal's.
+    truth = fm.VonMisesFisherMixture(torch.tensor([0.3, 0.7]), torch.tensor([[1.0, 0, 0], [0, 0, -1.0]]), torch.tensor([30.0, 80.0]))
+    pts = truth.sample(20000, seed=3)
+    fit = fm.VonMisesFisherMixture.fit(pts, 2, iterations=50, seed=4)
+    heavy = int(fit.weights.argmax())
+    assert abs(float(fit.weights[heavy]) - 0.7) < 5 * math.sqrt(0.21 / 20000)
+    assert abs(float(fit.kappas[heavy]) - 80.0) < 5 * 80.0 / math.sqrt(14000)
+    assert float(fit.log_density(pts).mean()) >= float(truth.log_density(pts).mean()) - 1e-9
+    again = fm.VonMisesFisherMixture.from_dict(fit.to_dict())
+    assert torch.equal(again.means, fit.means) and torch.equal(again.kappas, fit.kappas)
+    logp, _ = fm.log_likelihood(rot, pts[:50], manifold=sphere, atol=1e-9, rtol=1e-9, source_log_density=lambda p, s: truth.log_density(p))
+    back = torch.stack([c * pts[:50, 0] - s_ * pts[:50, 1], s_ * pts[:50, 0] + c * pts[:50, 1], pts[:50, 2]], 1)
+    assert torch.allclose(logp, truth.log_density(back), atol=1e-6)
+    with pytest.raises(ValueError, match="sum to 1"):
+        fm.VonMisesFisherMixture(torch.tensor([0.5, 0.6]), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]), torch.tensor([1.0, 1.0]))
     # Uniform samples on the torus stay in [-pi, pi); bad specs are named.
     u = torus.sample_uniform(1000, seed=2)
     assert u.shape == (1000, 3) and u.abs().max() <= math.pi

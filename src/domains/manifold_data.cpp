@@ -24,6 +24,7 @@
 #include "flowmatch/io/plot.h"
 #include "flowmatch/run.h"
 #include "flowmatch/train.h"
+#include "flowmatch/von_mises_fisher_mixture.h"
 #include "flowmatch/von_mises_mixture.h"
 #include "flowmatch/wrapped_normal.h"
 
@@ -243,14 +244,16 @@ class ManifoldDomain : public Domain {
     }
     const bool source_given = std::find(given.begin(), given.end(), "source") != given.end();
     const std::string source = source_given ? settings["source"].get<std::string>() : "uniform";
-    if (source != "uniform" && source != "wrapped-normal") {
-      throw std::invalid_argument("--source '" + source + "': data on a manifold starts from uniform or wrapped-normal");
+    const bool mixture = source.rfind("vmf-mixture:", 0) == 0;
+    if (source != "uniform" && source != "wrapped-normal" && !mixture) {
+      throw std::invalid_argument("--source '" + source + "': data on a manifold starts from uniform, wrapped-normal or vmf-mixture:K");
     }
     d["source"] = source;
     if (d.contains("rows") && d["rows"].get<int64_t>() < 10) {
       throw std::invalid_argument("'" + d["file"].get<std::string>() + "' has " + std::to_string(d["rows"].get<int64_t>()) +
                                   " points; an 80/10/10 split needs at least 10");
     }
+    if (mixture) fit_source_mixture(d, source);
     return d;
   }
 
@@ -260,6 +263,10 @@ class ManifoldDomain : public Domain {
 
   data::PointSampler source(const json& data) const override {
     auto m = manifold_of(data);
+    if (data.contains("source_mixture")) {
+      auto v = std::make_shared<VonMisesFisherMixture>(VonMisesFisherMixture::from_json(data["source_mixture"]));
+      return [v](int64_t n, at::Generator& gen) { return v->sample(n, gen, at::TensorOptions().dtype(at::kFloat)); };
+    }
     if (data.value("source", std::string("uniform")) == "wrapped-normal") {
       auto w = std::make_shared<WrappedNormal>(m, WrappedNormal::notebook_scale(*m));
       return [w](int64_t n, at::Generator& gen) { return w->sample(n, gen, at::TensorOptions().dtype(at::kFloat)); };
@@ -268,6 +275,10 @@ class ManifoldDomain : public Domain {
   }
   std::function<at::Tensor(const at::Tensor&)> source_log_density(const json& data) const override {
     auto m = manifold_of(data);
+    if (data.contains("source_mixture")) {
+      auto v = std::make_shared<VonMisesFisherMixture>(VonMisesFisherMixture::from_json(data["source_mixture"]));
+      return [v](const at::Tensor& x) { return v->log_density(x).to(x.scalar_type()); };
+    }
     if (data.value("source", std::string("uniform")) == "wrapped-normal") {
       auto w = std::make_shared<WrappedNormal>(m, WrappedNormal::notebook_scale(*m));
       return [w](const at::Tensor& x) { return w->log_density(x); };
@@ -354,6 +365,10 @@ class ManifoldDomain : public Domain {
       const VonMisesMixture vm = fit_von_mises_mixture(split(data, 0), 16, 200, fit_gen);
       metrics["nll_von_mises_mixture"] = -vm.log_density(test).mean().item<double>();
     }
+    // A fitted source's own NLL on the same points: what the flow adds to it.
+    if (data.contains("source_mixture")) {
+      metrics["nll_source_mixture"] = -VonMisesFisherMixture::from_json(data["source_mixture"]).log_density(test).mean().item<double>();
+    }
     // Samples stay on the manifold (Euler, 100 steps, projected).
     SampleOptions so;
     so.n = std::min<int64_t>(2000, std::max<int64_t>(o.n, 100));
@@ -404,6 +419,37 @@ class ManifoldDomain : public Domain {
 
  private:
   static constexpr double kTolerance = 1e-4;
+
+  // --source vmf-mixture:K: a mixture of K von Mises-Fisher distributions fitted by EM (200 rounds,
+  // seeded by the split seed) to the training split only, kept in the run's data description so that
+  // sampling and likelihoods rebuild the same source; its own NLL on the validation split is kept
+  // beside it (the figure for choosing K without the test split).
+  static void fit_source_mixture(json& d, const std::string& source) {
+    const std::string count = source.substr(std::string("vmf-mixture:").size());
+    int64_t k = 0;
+    try {
+      size_t used = 0;
+      k = std::stoll(count, &used);
+      if (used != count.size()) k = 0;
+    } catch (const std::exception&) {
+      k = 0;
+    }
+    if (k < 1 || k > 4096) throw std::invalid_argument("--source '" + source + "': expected vmf-mixture:K with K a whole number in [1, 4096]");
+    if (!d.contains("file")) throw std::invalid_argument("--source " + source + " is fitted to a data set's training split; --data " + d["name"].get<std::string>() + " has none");
+    const json& spec = d["manifold"];
+    if (spec.value("type", std::string()) != "sphere" || spec.value("dim", int64_t{0}) != 2) {
+      throw std::invalid_argument("--source " + source + ": the von Mises-Fisher mixture is a source on the sphere S^2, not on " + spec.dump());
+    }
+    at::Tensor train = split(d, 0);
+    if (train.size(0) < k) {
+      throw std::invalid_argument("--source " + source + ": the training split has " + std::to_string(train.size(0)) + " points, fewer than K");
+    }
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(d.value("split_seed", uint64_t{0}));
+    const VonMisesFisherMixture fit = fit_von_mises_fisher_mixture(train, k, 200, gen);
+    d["source_mixture"] = fit.to_json();
+    d["source_mixture"]["train_nll"] = -fit.log_density(train).mean().item<double>();
+    d["source_mixture"]["validation_nll"] = -fit.log_density(split(d, 1)).mean().item<double>();
+  }
 
   static std::shared_ptr<const Manifold> manifold_of(const json& data) {
     if (!data.contains("manifold")) throw std::invalid_argument("the run's data description names no manifold: " + data.dump());

@@ -94,7 +94,7 @@ class PointsDomain : public Domain {
         std::string valid;
         for (const auto& n : data::toy2d_names()) valid += (valid.empty() ? "" : ", ") + n;
         throw std::invalid_argument(std::string("--") + key + " '" + name + "': expected one of " + valid +
-                                    (name == "uniform" || name == "wrapped-normal" ? " (" + name + " is a source for manifold data)" : ""));
+                                    (name == "uniform" || name == "wrapped-normal" || name.rfind("vmf-mixture:", 0) == 0 ? " (" + name + " is a source for manifold data)" : ""));
       }
     }
     if (data.empty()) return {{"source", s["source"]}, {"target", s["target"]}};
