@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -14,9 +15,24 @@ namespace flowmatch {
 namespace {
 constexpr double kMinKappa = 1e-8;  // κ = 0 is the uniform density; the floor keeps log κ finite.
 
-// log(κ / (4π sinh κ)) per component, stable for small and large κ.
+std::string shape(const at::Tensor& t) {
+  std::string s = "(";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + ")";
+}
+
+std::string number(double x) {
+  std::ostringstream o;
+  o.precision(17);
+  o << x;
+  return o.str();
+}
+
+// log(κ / (4π sinh κ)) per component, stable for small and large κ (κ below the floor is the floor:
+// the density is then 1/(4π) to 1e-8).
 at::Tensor log_normaliser(const at::Tensor& kappa) {
-  return at::log(kappa) - std::log(2 * M_PI) - kappa - at::log(-at::expm1(-2 * kappa));
+  const at::Tensor k = kappa.clamp_min(kMinKappa);
+  return at::log(k) - std::log(2 * M_PI) - k - at::log(-at::expm1(-2 * k));
 }
 
 // log w_k + log C(κ_k) + κ_k μ_k·x: (N, K).
@@ -24,28 +40,36 @@ at::Tensor component_log_terms(const VonMisesFisherMixture& m, const at::Tensor&
   return at::matmul(x, m.means.t()) * m.kappas.unsqueeze(0) + (at::log(m.weights) + log_normaliser(m.kappas)).unsqueeze(0);
 }
 
-// A(κ) = coth κ − 1/κ and its derivative 1/κ² − 1/sinh² κ, by their series below 1e-2 (where the
-// differences cancel).
+// A(κ) = coth κ − 1/κ and its derivative 1/κ² − 1/sinh² κ, by their Taylor series below 0.1, where
+// the differences cancel (the first term left out is below 1e-18 relative there; above 0.1 the
+// cancellation costs less than 1e-13).
 double mean_resultant(double k) {
-  if (k < 1e-2) return k / 3 - k * k * k / 45 + 2 * std::pow(k, 5) / 945;
+  if (k < 0.1) {
+    const double k2 = k * k;
+    return k * (1.0 / 3 + k2 * (-1.0 / 45 + k2 * (2.0 / 945 + k2 * (-1.0 / 4725 + k2 * 2.0 / 93555))));
+  }
   return 1 / std::tanh(k) - 1 / k;
 }
 double mean_resultant_derivative(double k) {
-  if (k < 1e-2) return 1.0 / 3 - k * k / 15 + 2 * std::pow(k, 4) / 189;
+  if (k < 0.1) {
+    const double k2 = k * k;
+    return 1.0 / 3 + k2 * (-1.0 / 15 + k2 * (2.0 / 189 + k2 * (-7.0 / 4725 + k2 * 18.0 / 93555)));
+  }
   const double s = std::sinh(k);
   return 1 / (k * k) - (std::isfinite(s) ? 1 / (s * s) : 0.0);
 }
 }  // namespace
 
 double von_mises_fisher_kappa(double r) {
-  if (!(r >= 0) || !(r < 1)) throw std::invalid_argument("mean resultant length " + std::to_string(r) + ": expected a number in [0, 1)");
+  if (!(r >= 0) || !(r < 1)) throw std::invalid_argument("mean resultant length " + number(r) + ": expected a number in [0, 1)");
   if (r == 0) return 0;
   double k = r * (3 - r * r) / (1 - r * r);  // Banerjee et al. (2005), p = 3
   for (int i = 0; i < 50; ++i) {
     const double step = (mean_resultant(k) - r) / mean_resultant_derivative(k);
     double next = k - step;
     if (!(next > 0)) next = k / 2;  // A is increasing and concave: Newton from the right never overshoots below 0 in practice
-    const bool done = std::abs(next - k) <= 1e-12 * k;
+    // Converged when the step is below 1e-12 relative or A(κ) already meets r to rounding.
+    const bool done = std::abs(next - k) <= 1e-12 * k || std::abs(mean_resultant(next) - r) <= 4e-16 * r;
     k = next;
     if (done) break;
   }
@@ -56,23 +80,25 @@ void VonMisesFisherMixture::check() const {
   if (!weights.defined() || !means.defined() || !kappas.defined()) throw std::invalid_argument("von Mises-Fisher mixture: weights, means and kappas are required");
   const int64_t k = weights.numel();
   if (weights.dim() != 1 || k < 1 || means.dim() != 2 || means.size(0) != k || means.size(1) != 3 || kappas.dim() != 1 || kappas.size(0) != k) {
-    throw std::invalid_argument("von Mises-Fisher mixture: expected weights (K), means (K, 3) and kappas (K) for one K on S^2, got " +
-                                std::to_string(weights.numel()) + " weights, means " + std::to_string(means.dim()) + "-D and " +
-                                std::to_string(kappas.numel()) + " kappas");
+    throw std::invalid_argument("von Mises-Fisher mixture: expected weights (K), means (K, 3) and kappas (K) for one K on S^2, got weights " +
+                                shape(weights) + ", means " + shape(means) + " and kappas " + shape(kappas));
   }
   const at::Tensor w = weights.to(at::kDouble), mu = means.to(at::kDouble), kap = kappas.to(at::kDouble);
   if (!(w.min().item<double>() > 0) || std::abs(w.sum().item<double>() - 1) > 1e-6) {
-    throw std::invalid_argument("von Mises-Fisher mixture: the weights must be positive and sum to 1 (sum " + std::to_string(w.sum().item<double>()) + ")");
+    throw std::invalid_argument("von Mises-Fisher mixture: the weights must be positive and sum to 1 (smallest " + number(w.min().item<double>()) +
+                                ", sum " + number(w.sum().item<double>()) + ")");
   }
   const double off = (mu.norm(2, 1) - 1).abs().max().item<double>();
   if (!(off <= 1e-6)) throw std::invalid_argument("von Mises-Fisher mixture: a mean is not a unit vector (|norm - 1| = " + std::to_string(off) + ")");
   if (!(kap.min().item<double>() > 0) || !at::isfinite(kap).all().item<bool>()) {
-    throw std::invalid_argument("von Mises-Fisher mixture: the concentrations must be positive and finite");
+    const int64_t bad = (~(kap > 0) | ~at::isfinite(kap)).to(at::kByte).argmax().item<int64_t>();
+    throw std::invalid_argument("von Mises-Fisher mixture: the concentrations must be positive and finite, got kappa " +
+                                number(kap[bad].item<double>()) + " for component " + std::to_string(bad));
   }
 }
 
 at::Tensor VonMisesFisherMixture::log_density(const at::Tensor& x) const {
-  if (x.dim() != 2 || x.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3)");
+  if (x.dim() != 2 || x.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3), got " + shape(x));
   VonMisesFisherMixture d{weights.to(at::kDouble).to(x.device()), means.to(at::kDouble).to(x.device()), kappas.to(at::kDouble).to(x.device())};
   return at::logsumexp(component_log_terms(d, x.to(at::kDouble)), 1);
 }
@@ -82,7 +108,7 @@ at::Tensor VonMisesFisherMixture::sample(int64_t n, at::Generator& generator, co
   const at::TensorOptions cpu = at::TensorOptions().dtype(at::kDouble);
   const at::Tensor w = weights.to(at::kDouble).cpu(), mu = means.to(at::kDouble).cpu(), kap = kappas.to(at::kDouble).cpu();
   at::Tensor k = at::multinomial(w, n, /*replacement=*/true, generator);
-  at::Tensor m = mu.index_select(0, k), kk = kap.index_select(0, k).unsqueeze(1);
+  at::Tensor m = mu.index_select(0, k), kk = kap.index_select(0, k).unsqueeze(1).clamp_min(kMinKappa);
   at::Tensor u = at::rand({n, 1}, generator, cpu), phi = at::rand({n, 1}, generator, cpu) * (2 * M_PI);
   // Wood (1994) for S²: the height along μ by inversion, log1p/expm1 keep it exact for small and large κ.
   at::Tensor h = (1 + at::log1p((1 - u) * at::expm1(-2 * kk)) / kk).clamp(-1, 1);
@@ -140,13 +166,13 @@ VonMisesFisherMixture VonMisesFisherMixture::from_json(const nlohmann::json& j) 
 
 VonMisesFisherMixture fit_von_mises_fisher_mixture(const at::Tensor& points, int64_t components, int64_t iterations,
                                                    at::Generator& generator, double max_kappa) {
-  if (points.dim() != 2 || points.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3)");
+  if (points.dim() != 2 || points.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3), got " + shape(points));
   if (components < 1 || points.size(0) < components) {
     throw std::invalid_argument("von Mises-Fisher mixture: need 1 <= K <= rows, got K = " + std::to_string(components) + " for " +
                                 std::to_string(points.size(0)) + " rows");
   }
-  if (iterations < 0) throw std::invalid_argument("von Mises-Fisher mixture: iterations must be >= 0");
-  if (!(max_kappa > 0)) throw std::invalid_argument("von Mises-Fisher mixture: max_kappa must be > 0, got " + std::to_string(max_kappa));
+  if (iterations < 0) throw std::invalid_argument("von Mises-Fisher mixture: iterations must be >= 0, got " + std::to_string(iterations));
+  if (!(max_kappa >= kMinKappa)) throw std::invalid_argument("von Mises-Fisher mixture: max_kappa must be >= 1e-8, got " + number(max_kappa));
   const at::Tensor x = points.to(at::kDouble).cpu().contiguous();
   const int64_t n = x.size(0);
   // k-means++ seeding: each next mean is a row drawn with probability ∝ its cosine distance to the
@@ -169,16 +195,16 @@ VonMisesFisherMixture fit_von_mises_fisher_mixture(const at::Tensor& points, int
     at::Tensor nk = r.sum(0);                                   // (K)
     at::Tensor s = at::matmul(r.t(), x);                        // (K, 3)
     at::Tensor len = s.norm(2, 1);
-    // A component that lost its points keeps its mean and κ, with a vanishing weight.
-    at::Tensor alive = len > 1e-12;
-    m.means = at::where(alive.unsqueeze(1), s / len.clamp_min(1e-300).unsqueeze(1), m.means);
+    // A component that lost its points keeps its mean and κ, with a vanishing weight; one whose
+    // points cancel (resultant ≈ 0) keeps its mean and gets κ from r̄ ≈ 0, i.e. the floor.
+    m.means = at::where((len > 1e-12).unsqueeze(1), s / len.clamp_min(1e-300).unsqueeze(1), m.means);
     at::Tensor rbar = (len / nk.clamp_min(1e-300)).clamp(0, 1 - 1e-15);
     std::vector<double> kap(components);
     auto rb = rbar.accessor<double, 1>();
     auto old = m.kappas.accessor<double, 1>();
-    auto live = alive.accessor<bool, 1>();
+    auto mass = nk.accessor<double, 1>();
     for (int64_t k = 0; k < components; ++k) {
-      kap[k] = live[k] ? std::clamp(von_mises_fisher_kappa(rb[k]), kMinKappa, max_kappa) : old[k];
+      kap[k] = mass[k] > 1e-12 ? std::clamp(von_mises_fisher_kappa(rb[k]), kMinKappa, max_kappa) : old[k];
     }
     m.kappas = at::tensor(kap, at::kDouble);
     at::Tensor w = nk.clamp_min(1e-12);

@@ -1205,9 +1205,12 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
     EXPECT_EQ(r.code, 2) << bad;
     EXPECT_NE(r.err.find("expected vmf-mixture:K with K a whole number in [1, 4096]"), std::string::npos) << r.err;
   }
-  Result on_torus = cli(dir, "train --data proteins --source vmf-mixture:4 --out r --steps 2");
+  fm::io::save_npy(dir / "angles.npy", (at::rand({20, 2}, at::kDouble) * 6 - 3).to(at::kFloat));
+  Result on_torus = cli(dir, "train --data angles.npy --manifold torus --source vmf-mixture:4 --out r --steps 2");
+  EXPECT_EQ(on_torus.code, 2) << on_torus.err;
   EXPECT_NE(on_torus.err.find("the von Mises-Fisher mixture is a source on the sphere S^2"), std::string::npos) << on_torus.err;
   Result no_split_source = cli(dir, "train --data sphere-checkerboard --source vmf-mixture:4 --out r --steps 2");
+  EXPECT_EQ(no_split_source.code, 2) << no_split_source.err;
   EXPECT_NE(no_split_source.err.find("is fitted to a data set's training split; --data sphere-checkerboard has none"), std::string::npos) << no_split_source.err;
   EXPECT_FALSE(fs::exists(dir / "r"));
 }
@@ -1397,7 +1400,7 @@ TEST(CLI, ManifoldDataMistakesAreNamedAndWriteNothing) {
   Result predict = cli(dir, "train --data torus-checkerboard --predict data --out r --steps 2");
   EXPECT_NE(predict.err.find("train the velocity only"), std::string::npos) << predict.err;
   Result source = cli(dir, "train --data torus-checkerboard --source moons --out r --steps 2");
-  EXPECT_NE(source.err.find("--source 'moons': data on a manifold starts from uniform or wrapped-normal"), std::string::npos)
+  EXPECT_NE(source.err.find("--source 'moons': data on a manifold starts from uniform, wrapped-normal or vmf-mixture:K"), std::string::npos)
       << source.err;
   Result points = cli(dir, "train --source wrapped-normal --out r --steps 2");
   EXPECT_NE(points.err.find("(wrapped-normal is a source for manifold data)"), std::string::npos) << points.err;

@@ -4,8 +4,8 @@
 /// parametric density for directions (the Kent mixture's isotropic cousin), and a data-fitted source
 /// for flows on the sphere (`--source vmf-mixture:K`, docs/MANIFOLDS.md):
 ///   p(x) = Σ_k w_k κ_k / (4π sinh κ_k) · exp(κ_k μ_k·x)   against the area measure (total 4π).
-/// The normaliser is computed as log κ − log 2π − κ − log(1 − e^(−2κ)), finite for large κ, and
-/// tending to 1/(4π) as κ → 0.
+/// The normaliser is computed as log κ − log 2π − κ − log(1 − e^(−2κ)), finite for large κ; a κ
+/// below 1e-8 (0 included) counts as 1e-8, where the density is 1/(4π) to 1e-8.
 
 #include <cstdint>
 
@@ -36,14 +36,15 @@ struct VonMisesFisherMixture {
 };
 
 /// A's inverse for S²: the κ with coth κ − 1/κ = r̄ (the mean resultant length, 0 ≤ r̄ < 1), from
-/// Banerjee et al.'s r̄(3 − r̄²)/(1 − r̄²) refined by Newton's method (to 1e-12 relative).
+/// Banerjee et al.'s r̄(3 − r̄²)/(1 − r̄²) refined by Newton's method (to 1e-12 relative, or until
+/// A(κ) meets r̄ to rounding).
 double von_mises_fisher_kappa(double mean_resultant_length);
 
 /// EM on unit vectors (N, 3): K initial means by k-means++ seeding on the cosine distance 1 − μ·x
 /// (drawn with `generator`), then `iterations` rounds; each κ is the exact maximum-likelihood one for
 /// its weighted mean resultant length, capped at `max_kappa` (a component on a few coincident points
 /// would otherwise grow without bound). std::invalid_argument for K < 1, fewer rows than K, rows
-/// that are not (N, 3), or max_kappa <= 0.
+/// that are not (N, 3), iterations < 0, or max_kappa < 1e-8.
 VonMisesFisherMixture fit_von_mises_fisher_mixture(const at::Tensor& x, int64_t components, int64_t iterations,
                                                    at::Generator& generator, double max_kappa = 1e4);
 

@@ -263,8 +263,7 @@ class ManifoldDomain : public Domain {
 
   data::PointSampler source(const json& data) const override {
     auto m = manifold_of(data);
-    if (data.contains("source_mixture")) {
-      auto v = std::make_shared<VonMisesFisherMixture>(VonMisesFisherMixture::from_json(data["source_mixture"]));
+    if (auto v = source_mixture_of(data)) {
       return [v](int64_t n, at::Generator& gen) { return v->sample(n, gen, at::TensorOptions().dtype(at::kFloat)); };
     }
     if (data.value("source", std::string("uniform")) == "wrapped-normal") {
@@ -275,8 +274,7 @@ class ManifoldDomain : public Domain {
   }
   std::function<at::Tensor(const at::Tensor&)> source_log_density(const json& data) const override {
     auto m = manifold_of(data);
-    if (data.contains("source_mixture")) {
-      auto v = std::make_shared<VonMisesFisherMixture>(VonMisesFisherMixture::from_json(data["source_mixture"]));
+    if (auto v = source_mixture_of(data)) {
       return [v](const at::Tensor& x) { return v->log_density(x).to(x.scalar_type()); };
     }
     if (data.value("source", std::string("uniform")) == "wrapped-normal") {
@@ -366,9 +364,7 @@ class ManifoldDomain : public Domain {
       metrics["nll_von_mises_mixture"] = -vm.log_density(test).mean().item<double>();
     }
     // A fitted source's own NLL on the same points: what the flow adds to it.
-    if (data.contains("source_mixture")) {
-      metrics["nll_source_mixture"] = -VonMisesFisherMixture::from_json(data["source_mixture"]).log_density(test).mean().item<double>();
-    }
+    if (auto v = source_mixture_of(data)) metrics["nll_source_mixture"] = -v->log_density(test).mean().item<double>();
     // Samples stay on the manifold (Euler, 100 steps, projected).
     SampleOptions so;
     so.n = std::min<int64_t>(2000, std::max<int64_t>(o.n, 100));
@@ -427,12 +423,8 @@ class ManifoldDomain : public Domain {
   static void fit_source_mixture(json& d, const std::string& source) {
     const std::string count = source.substr(std::string("vmf-mixture:").size());
     int64_t k = 0;
-    try {
-      size_t used = 0;
-      k = std::stoll(count, &used);
-      if (used != count.size()) k = 0;
-    } catch (const std::exception&) {
-      k = 0;
+    if (!count.empty() && count.size() <= 4 && std::all_of(count.begin(), count.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      k = std::stoll(count);
     }
     if (k < 1 || k > 4096) throw std::invalid_argument("--source '" + source + "': expected vmf-mixture:K with K a whole number in [1, 4096]");
     if (!d.contains("file")) throw std::invalid_argument("--source " + source + " is fitted to a data set's training split; --data " + d["name"].get<std::string>() + " has none");
@@ -449,6 +441,16 @@ class ManifoldDomain : public Domain {
     d["source_mixture"] = fit.to_json();
     d["source_mixture"]["train_nll"] = -fit.log_density(train).mean().item<double>();
     d["source_mixture"]["validation_nll"] = -fit.log_density(split(d, 1)).mean().item<double>();
+  }
+
+  // The fitted source of a run started with --source vmf-mixture:K (null for the other sources).
+  static std::shared_ptr<const VonMisesFisherMixture> source_mixture_of(const json& data) {
+    if (data.contains("source_mixture")) return std::make_shared<VonMisesFisherMixture>(VonMisesFisherMixture::from_json(data["source_mixture"]));
+    const std::string source = data.value("source", std::string("uniform"));
+    if (source.rfind("vmf-mixture:", 0) == 0) {
+      throw std::invalid_argument("the run's data description names --source " + source + " but holds no fitted 'source_mixture'");
+    }
+    return nullptr;
   }
 
   static std::shared_ptr<const Manifold> manifold_of(const json& data) {
