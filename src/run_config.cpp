@@ -39,7 +39,7 @@ std::vector<RunSetting> make_settings() {
        "defaults (docs/IMAGES.md)", {}},
       {"source", "string", "8gaussians",
        "source distribution (t = 0): a 2-D toy set (as --target) or gaussian; manifold data: uniform (default) or "
-       "wrapped-normal (flow_matching notebooks' source), or on the sphere vmf-mixture:K (K von Mises-Fisher components fitted by EM to the training split; docs/MANIFOLDS.md)", {}},
+       "wrapped-normal (flow_matching notebooks' source), or on a data set on S^2 vmf-mixture:K (K in 1..4096 von Mises-Fisher components fitted by EM to the training split; docs/MANIFOLDS.md)", {}},
       {"target", "string", "moons", "target distribution (t = 1)", data::toy2d_names()},
       {"data-dir", "string", kFashionMnistDefault,
        "images: where the Fashion-MNIST IDX files are; manifold and molecular data: the data folder holding earth/ and molecules/ (default "
