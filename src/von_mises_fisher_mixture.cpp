@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/util/StringUtil.h>
 #include <nlohmann/json.hpp>
 
 namespace flowmatch {
@@ -15,18 +15,8 @@ namespace flowmatch {
 namespace {
 constexpr double kMinKappa = 1e-8;  // κ = 0 is the uniform density; the floor keeps log κ finite.
 
-std::string shape(const at::Tensor& t) {
-  std::string s = "(";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + ")";
-}
-
-std::string number(double x) {
-  std::ostringstream o;
-  o.precision(17);
-  o << x;
-  return o.str();
-}
+// The shortest form that reads back to the same double.
+std::string number(double x) { return nlohmann::json(x).dump(); }
 
 // log(κ / (4π sinh κ)) per component, stable for small and large κ (κ below the floor is the floor:
 // the density is then 1/(4π) to 1e-8).
@@ -64,12 +54,13 @@ double von_mises_fisher_kappa(double r) {
   if (!(r >= 0) || !(r < 1)) throw std::invalid_argument("mean resultant length " + number(r) + ": expected a number in [0, 1)");
   if (r == 0) return 0;
   double k = r * (3 - r * r) / (1 - r * r);  // Banerjee et al. (2005), p = 3
+  // Converged when A(κ) meets r to rounding or the step is below 1e-12 relative.
   for (int i = 0; i < 50; ++i) {
-    const double step = (mean_resultant(k) - r) / mean_resultant_derivative(k);
-    double next = k - step;
+    const double a = mean_resultant(k);
+    if (std::abs(a - r) <= 4e-16 * r) break;
+    double next = k - (a - r) / mean_resultant_derivative(k);
     if (!(next > 0)) next = k / 2;  // A is increasing and concave: Newton from the right never overshoots below 0 in practice
-    // Converged when the step is below 1e-12 relative or A(κ) already meets r to rounding.
-    const bool done = std::abs(next - k) <= 1e-12 * k || std::abs(mean_resultant(next) - r) <= 4e-16 * r;
+    const bool done = std::abs(next - k) <= 1e-12 * k;
     k = next;
     if (done) break;
   }
@@ -81,7 +72,7 @@ void VonMisesFisherMixture::check() const {
   const int64_t k = weights.numel();
   if (weights.dim() != 1 || k < 1 || means.dim() != 2 || means.size(0) != k || means.size(1) != 3 || kappas.dim() != 1 || kappas.size(0) != k) {
     throw std::invalid_argument("von Mises-Fisher mixture: expected weights (K), means (K, 3) and kappas (K) for one K on S^2, got weights " +
-                                shape(weights) + ", means " + shape(means) + " and kappas " + shape(kappas));
+                                c10::str(weights.sizes()) + ", means " + c10::str(means.sizes()) + " and kappas " + c10::str(kappas.sizes()));
   }
   const at::Tensor w = weights.to(at::kDouble), mu = means.to(at::kDouble), kap = kappas.to(at::kDouble);
   if (!(w.min().item<double>() > 0) || std::abs(w.sum().item<double>() - 1) > 1e-6) {
@@ -98,7 +89,7 @@ void VonMisesFisherMixture::check() const {
 }
 
 at::Tensor VonMisesFisherMixture::log_density(const at::Tensor& x) const {
-  if (x.dim() != 2 || x.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3), got " + shape(x));
+  if (x.dim() != 2 || x.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3), got " + c10::str(x.sizes()));
   VonMisesFisherMixture d{weights.to(at::kDouble).to(x.device()), means.to(at::kDouble).to(x.device()), kappas.to(at::kDouble).to(x.device())};
   return at::logsumexp(component_log_terms(d, x.to(at::kDouble)), 1);
 }
@@ -166,7 +157,7 @@ VonMisesFisherMixture VonMisesFisherMixture::from_json(const nlohmann::json& j) 
 
 VonMisesFisherMixture fit_von_mises_fisher_mixture(const at::Tensor& points, int64_t components, int64_t iterations,
                                                    at::Generator& generator, double max_kappa) {
-  if (points.dim() != 2 || points.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3), got " + shape(points));
+  if (points.dim() != 2 || points.size(1) != 3) throw std::invalid_argument("von Mises-Fisher mixture: expected unit vectors (N, 3), got " + c10::str(points.sizes()));
   if (components < 1 || points.size(0) < components) {
     throw std::invalid_argument("von Mises-Fisher mixture: need 1 <= K <= rows, got K = " + std::to_string(components) + " for " +
                                 std::to_string(points.size(0)) + " rows");
