@@ -133,6 +133,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--autocast", default="off", choices=["off", "bf16"],
+                   help="training: the forward pass and loss under torch.autocast to bfloat16 (flowmatch bench --autocast-bf16)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (flowmatch bench --device cuda --case unet-train --case unet-sample)")
     a = p.parse_args()
     device = torch.device(a.device)
@@ -171,7 +173,8 @@ def main():
         t = torch.rand(batch)
         xt = t[:, None] * x1 + (1 - t[:, None]) * x0
         xt, t, labels, target = xt.to(device), t.to(device), labels.to(device), (x1 - x0).to(device)
-        loss = (net(xt, t, labels) - target).square().mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.autocast == "bf16"):
+            loss = (net(xt, t, labels) - target).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -220,7 +223,7 @@ def main():
         "device": str(device),
         "max_abs_output_difference": difference,
         "parameters": sum(q.numel() for q in net.parameters()),
-        "train_batch": batch, "train_steps": a.train_steps,
+        "train_batch": batch, "train_steps": a.train_steps, "autocast": a.autocast,
         "train_images_per_s": a.train_steps * batch / train_seconds,
         "sample_batch": n, "solver": "midpoint", "steps": steps, "nfe": 2 * steps, "guidance": w,
         "sample_images_per_s": n / best,

@@ -10,12 +10,14 @@
 #                                         under /tmp/gpu-deps, configures against PyTorch's LibTorch
 #                                         (torch.utils.cmake_prefix_path), builds, runs the CUDA tests
 #                                         (tests/test_cuda.cpp, skipped on machines without CUDA), the test
-#                                         suite, the timings, and Dopri5 against torchdiffeq (there, not in
-#                                         Debian) on one field; everything lands in OUT (default $OUT, else
-#                                         runs/gpu-check): device.txt, build.log, ctest-cuda.log, ctest.log,
-#                                         bench-unet-*.json, twin-unet-*.json, dopri5-*.json.
+#                                         suite, the timings (bench/gpu_eager.py and bench/unet_twin.py beside
+#                                         flowmatch bench, eager and CUDA graphs, float32 and bf16 autocast),
+#                                         and Dopri5 against torchdiffeq (there, not in Debian) on one field;
+#                                         everything lands in OUT (default $OUT, else runs/gpu-check):
+#                                         device.txt, build.log, ctest-cuda.log, bench-launch-cuda.json,
+#                                         eager-launch-cuda.json, unet.json, dopri5-*.json, ctest.log, c10d.log.
 #
-# With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu-deps"], timeout_s=600).
+# With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu-deps"], timeout_s=560).
 # The work is ordered so that a run stopped at its limit has already written the most useful files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,45 +60,82 @@ EOF
   local torch_prefix
   torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
   {
-    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI); print(torch.cuda.get_device_name(0))'
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI); print(torch.cuda.get_device_name(0))' || true
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     nproc
   } | tee "$out/device.txt"
 
   local jobs
   jobs=$(nproc)
+  local t0=$SECONDS
+  stage() { echo "== $1 ($((SECONDS - t0)) s)"; }
+  # One build, the targets the check needs; -k 0 so that one run shows every compile error. c10d stays
+  # off here: step 6 compiles it alone, so that a c10d API change cannot stop the rest.
+  stage build
   {
     cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$lib/cmake;$deps/usr/share/cmake" \
       -DCMAKE_INCLUDE_PATH="$deps/usr/include" -DCMAKE_LIBRARY_PATH="$lib" \
       -DLEMON_INCLUDE_DIR="$deps/usr/include" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
-      -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF
-    cmake --build build-gpu -j "$jobs"
-  } > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; echo "gpu-check: the build failed (build.log)"; exit 1; }
+      -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF -DFLOWMATCH_DISTRIBUTED=OFF
+    cmake --build build-gpu -j "$jobs" --target flowmatch_cli flowmatch_tests flowmatch_test_worker -- -k 0
+  } > "$out/build.log" 2>&1 || { grep -E "error|Error" "$out/build.log" | head -60 || true; tail -5 "$out/build.log"; echo "gpu-check: the build failed (build.log)"; exit 1; }
+  grep -E "flowmatch: (c10d|CUDA)" "$out/build.log" || true
   local fm=build-gpu/apps/flowmatch/flowmatch
 
-  # 1. The CUDA tests: the same solves, likelihoods, training steps and runs on the GPU as on the CPU.
-  (cd build-gpu && ctest -R '^Cuda\.' --output-on-failure) > "$out/ctest-cuda.log" 2>&1 || true
-  tail -5 "$out/ctest-cuda.log"
+  # 1. The CUDA tests: the same solves, likelihoods, training steps and runs on the GPU as on the CPU;
+  #    the captured solve against the eager one; bf16 autocast training against float32.
+  stage "CUDA tests"
+  (cd build-gpu && timeout 180 ctest -R '^Cuda\.' --output-on-failure) > "$out/ctest-cuda.log" 2>&1 || true
+  grep -E "tests passed|Failed|\*\*\*|Passed|Skipped" "$out/ctest-cuda.log" | head -20 || true
 
-  # 2. The U-Net side by side: flowmatch and its PyTorch twin (bench/unet_twin.py) on the same weights.
-  "$fm" bench --case unet-twin --save-weights "$out/unet.pt" > /dev/null
-  for device in cuda cpu; do
-    local threads=$jobs
-    "$fm" bench --device "$device" --case unet-train --case unet-sample --threads "$threads" --train-steps 2000 > "$out/bench-unet-$device.json"
-    python3 bench/unet_twin.py --weights "$out/unet.pt" --device "$device" --threads "$threads" --train-steps 40 > "$out/twin-unet-$device.json"
-  done
-  cat "$out"/bench-unet-*.json "$out"/twin-unet-*.json
+  # 2. Launch-bound work: Euler sampling and the batch-1 policy, eager and replayed as a CUDA graph, in
+  #    flowmatch and in PyTorch on the same GPU.
+  stage "sampling and policy latency"
+  timeout 120 "$fm" bench --device cuda --case sample-euler100 --case policy-latency > "$out/bench-launch-cuda.json" 2>&1 || true
+  timeout 120 python3 bench/gpu_eager.py > "$out/eager-launch-cuda.json" 2>&1 || true
+  cat "$out/bench-launch-cuda.json" "$out/eager-launch-cuda.json"
 
-  # 3. Dopri5 at equal achieved error: torchdiffeq's and ours on the same field and points (CPU).
-  python3 bench/dopri5_torchdiffeq.py --weights .gpu-deps/field.pt > "$out/dopri5-torchdiffeq.json" || true
-  "$fm" bench --case dopri5-norms --weights .gpu-deps/field.pt > "$out/dopri5-flowmatch.json" || true
+  # 3. The U-Net side by side: flowmatch and its PyTorch twin (bench/unet_twin.py) on the same weights,
+  #    float32 and bf16 autocast, on the GPU and then on the machine's CPU cores.
+  stage "U-Net"
+  "$fm" bench --case unet-twin --save-weights "$out/unet.pt" > /dev/null || true
+  {
+    for device in cuda cpu; do
+      local steps=2000 twin_steps=40
+      [ "$device" = cpu ] && steps=500 twin_steps=10
+      timeout 120 "$fm" bench --device "$device" --case unet-train --case unet-sample --threads "$jobs" --train-steps $steps || true
+      timeout 120 "$fm" bench --device "$device" --case unet-train --threads "$jobs" --train-steps $steps --autocast-bf16 || true
+      timeout 120 python3 bench/unet_twin.py --weights "$out/unet.pt" --device "$device" --threads "$jobs" --train-steps $twin_steps || true
+      timeout 120 python3 bench/unet_twin.py --weights "$out/unet.pt" --device "$device" --threads "$jobs" --train-steps $twin_steps --autocast bf16 || true
+    done
+  } > "$out/unet.json" 2>&1
+  cat "$out/unet.json"
+
+  # 4. Dopri5 at equal achieved error: torchdiffeq's and ours on the same field and points (CPU).
+  stage "Dopri5 against torchdiffeq"
+  timeout 120 python3 bench/dopri5_torchdiffeq.py --weights .gpu-deps/field.pt > "$out/dopri5-torchdiffeq.json" 2>&1 || true
+  timeout 120 "$fm" bench --case dopri5-norms --weights .gpu-deps/field.pt > "$out/dopri5-flowmatch.json" 2>&1 || true
   cat "$out/dopri5-torchdiffeq.json" "$out/dopri5-flowmatch.json"
 
-  # 4. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
-  #    Debian data sets) and the install test.
-  (cd build-gpu && ctest -j "$jobs" -E 'Docs\.|Install\.' --timeout 300) > "$out/ctest.log" 2>&1 || true
-  tail -15 "$out/ctest.log"
+  # 5. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
+  #    Debian data sets), the install test and the distributed ones (c10d is off in this build).
+  stage "test suite"
+  (cd build-gpu && timeout "${GPU_CHECK_SUITE_S:-200}" ctest -j "$jobs" -E 'Docs\.|Install\.|Distributed' --timeout 150) > "$out/ctest.log" 2>&1 || true
+  grep -E "tests passed|\(Failed\)|\(Timeout\)|Total Test" "$out/ctest.log" | head -30 || true
+
+  # 6. c10d (Gloo, NCCL) against this LibTorch: its one source compiled alone.
+  stage "c10d compile"
+  {
+    cmake -S . -B build-gpu-c10d -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLOWMATCH_UNITY_BUILD=OFF -DFLOWMATCH_USE_PCH=OFF \
+      -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$lib/cmake;$deps/usr/share/cmake" \
+      -DCMAKE_INCLUDE_PATH="$deps/usr/include" -DCMAKE_LIBRARY_PATH="$lib" \
+      -DLEMON_INCLUDE_DIR="$deps/usr/include" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
+      -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF -DFLOWMATCH_BUILD_TESTS=OFF -DFLOWMATCH_BUILD_APPS=OFF
+    timeout 120 cmake --build build-gpu-c10d --target CMakeFiles/flowmatch.dir/src/distributed.cpp.o
+  } > "$out/c10d.log" 2>&1 && echo "c10d: distributed.cpp compiles" || { grep -E "error" "$out/c10d.log" | head -10 || true; echo "c10d: see c10d.log"; }
+  grep -E "flowmatch: c10d" "$out/c10d.log" || true
+  stage done
 }
 
 case "${1:-}" in

@@ -17,6 +17,7 @@
 #include "flowmatch/benchmarks.h"
 #include "flowmatch/data/toy2d.h"
 #include "flowmatch/coupling.h"
+#include "flowmatch/cuda_graph.h"
 #include "flowmatch/likelihood.h"
 #include "flowmatch/data/point_cloud.h"
 #include "flowmatch/guidance.h"
@@ -111,6 +112,45 @@ json bench_sample(const std::string& method, std::shared_ptr<fm::models::Velocit
             {"model", "train-independent's"}});
   if (method != "euler100") j["atol"] = 1e-5, j["rtol"] = 1e-5;
   return j;
+}
+
+// On a GPU: Euler, 100 steps, of the reference's 3x64 SELU MLP (untrained: the time does not depend on
+// the weights) from 8gaussians at batch 10 000 and 1 000 000, launched step by step (eager) and
+// replayed as one CUDA graph (cuda_graph.h); the best of `repeats`, each ending with the samples on the
+// CPU.
+json bench_sample_on_device(const c10::Device& device, int64_t repeats) {
+  c10::InferenceMode guard;
+  auto model = reference_model();
+  model->to(device);
+  model->eval();
+  auto field = fm::as_velocity_field(model);
+  const auto options = fm::SolverOptions().method(fm::SolverMethod::Euler).steps(100);
+  json rows = json::array();
+  for (int64_t n : {int64_t{10000}, int64_t{1000000}}) {
+    auto g = at::make_generator<at::CPUGeneratorImpl>(1);
+    at::Tensor x0 = fm::data::toy2d_sampler("8gaussians")(n, g).to(device);
+    fm::solve_ode(field, x0, options);  // warm-up
+    int64_t nfe = 0;
+    const double eager = best_solve_seconds(field, x0, options, repeats, nfe);
+    json j = base("sample-euler100");
+    j.update({{"device", device.str()}, {"batch", n}, {"nfe", nfe}, {"seconds", eager},
+              {"samples_per_s", static_cast<double>(n) / eager}, {"model", "untrained 3x64 SELU MLP"}});
+    if (fm::CapturedSolve::available() && device.is_cuda()) {
+      fm::CapturedSolve solve(field, x0, options);
+      double best = 1e300;
+      at::Tensor out;
+      for (int64_t r = 0; r < repeats + 1; ++r) {  // the first replay is a warm-up
+        const auto start = Clock::now();
+        out = solve(x0).to(at::kCPU);
+        if (r > 0) best = std::min(best, seconds_since(start));
+      }
+      const at::Tensor reference = fm::solve_ode(field, x0, options).x.to(at::kCPU);
+      j.update({{"seconds_cuda_graph", best}, {"samples_per_s_cuda_graph", static_cast<double>(n) / best},
+                {"cuda_graph_max_abs_difference", (out - reference).abs().max().item<double>()}});
+    }
+    rows.push_back(j);
+  }
+  return rows;
 }
 
 // Exact likelihood on the trained demo model, adaptive (Dopri5 1e-5, float32 as trained): the network's
@@ -226,6 +266,61 @@ json bench_policy_latency() {
   j.update({{"horizon", horizon}, {"action_dim", action_dim}, {"obs_dim", observation}, {"width", width}, {"depth", depth},
             {"steps", steps}, {"repeats", repeats}, {"latency_us_batch1", fused}, {"latency_us_batch1_libtorch_ops", eager},
             {"max_abs_difference", difference}});
+  return j;
+}
+
+// policy-latency's setting on a GPU: each sample takes the observation from the CPU and brings the
+// 16 x 2 actions back, the 10 Euler steps launched op by op (eager) or replayed as one CUDA graph.
+json bench_policy_latency_on_device(const c10::Device& device) {
+  const int64_t horizon = 16, action_dim = 2, observation = 20, width = 256, depth = 3, steps = 10, repeats = 2000;
+  const int64_t action = horizon * action_dim;
+  at::manual_seed(0);
+  std::vector<std::pair<at::Tensor, at::Tensor>> layers;
+  int64_t in = action + observation + 1;
+  for (int64_t d = 0; d <= depth; ++d) {
+    torch::nn::Linear layer(in, d == depth ? action : width);
+    layers.emplace_back(layer->weight.detach().to(device), layer->bias.detach().to(device));
+    in = width;
+  }
+  c10::InferenceMode guard;
+  const at::Tensor obs_cpu = at::randn({1, observation}), noise = at::randn({1, action}).to(device);
+  at::Tensor obs = obs_cpu.to(device);  // the field reads it where it lies: copied into at each tick
+  fm::VelocityField field = [&layers, &obs](const at::Tensor& x, const at::Tensor& t) {
+    at::Tensor a = at::cat({x, obs, t.reshape({1, 1}).expand({x.size(0), 1})}, 1);
+    for (size_t l = 0; l < layers.size(); ++l) {
+      a = at::addmm(layers[l].second, a, layers[l].first.t());
+      if (l + 1 < layers.size()) a = at::silu(a);
+    }
+    return a;
+  };
+  const auto options = fm::SolverOptions().method(fm::SolverMethod::Euler).steps(steps);
+  auto median_us = [&](const std::function<at::Tensor()>& sample) {
+    for (int r = 0; r < 200; ++r) sample();
+    std::vector<double> us(repeats);
+    for (auto& u : us) {
+      const auto start = Clock::now();
+      sample();
+      u = 1e6 * seconds_since(start);
+    }
+    std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
+    return us[repeats / 2];
+  };
+  at::Tensor eager_out, graph_out;
+  const double eager = median_us([&] {
+    obs.copy_(obs_cpu);
+    return eager_out = fm::solve_ode(field, noise, options).x.to(at::kCPU);
+  });
+  json j = base("policy-latency");
+  j.update({{"device", device.str()}, {"horizon", horizon}, {"action_dim", action_dim}, {"obs_dim", observation}, {"width", width},
+            {"depth", depth}, {"steps", steps}, {"repeats", repeats}, {"latency_us_batch1_libtorch_ops", eager}});
+  if (fm::CapturedSolve::available() && device.is_cuda()) {
+    fm::CapturedSolve solve(field, noise, options);
+    const double graph = median_us([&] {
+      obs.copy_(obs_cpu);
+      return graph_out = solve(noise).to(at::kCPU);
+    });
+    j.update({{"latency_us_batch1_cuda_graph", graph}, {"cuda_graph_max_abs_difference", (graph_out - eager_out).abs().max().item<double>()}});
+  }
   return j;
 }
 
@@ -382,7 +477,7 @@ fm::models::UNetOptions default_unet() {
   return fm::models::UNetOptions(1, 28).base_channels(32).channel_multipliers({1, 2, 2}).num_classes(10);
 }
 
-json bench_unet_train(int64_t steps, const c10::Device& device) {
+json bench_unet_train(int64_t steps, const c10::Device& device, bool autocast_bf16) {
   at::manual_seed(0);
   auto net = std::make_shared<fm::models::UNetImpl>(default_unet());
   net->to(device);  // the trainer moves its batches to the network's device
@@ -395,13 +490,14 @@ json bench_unet_train(int64_t steps, const c10::Device& device) {
   problem.coupling = fm::make_coupling("independent");
   problem.path = std::make_shared<fm::CondOTPath>();
   const int64_t batch = 64;
-  fm::Trainer trainer(net, problem, fm::TrainerOptions().steps(steps + 3).batch_size(batch).lr(5e-4).ema_decay(0.999).seed(1));
+  fm::Trainer trainer(net, problem, fm::TrainerOptions().steps(steps + 3).batch_size(batch).lr(5e-4).ema_decay(0.999).seed(1).autocast_bf16(autocast_bf16));
   for (int k = 0; k < 3; ++k) trainer.train_step();
   const auto start = Clock::now();
   for (int64_t k = 0; k < steps; ++k) trainer.train_step();  // each step reads its loss back: no work is left queued
   const double seconds = seconds_since(start);
   json j = base("unet-train");
   j["device"] = device.str();
+  j["autocast"] = autocast_bf16 ? "bf16" : "off";
   j["parameters"] = fm::models::parameter_count(*net);
   j["batch"] = batch;
   j["steps"] = steps;
@@ -479,8 +575,9 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
   const std::vector<std::string> cases = wanted.empty() ? kCases : wanted;
   if (!f.device.is_cpu()) {
     for (const auto& name : cases) {
-      if (name != "unet-train" && name != "unet-sample") {
-        throw std::invalid_argument("bench case '" + name + "' runs on the CPU only; on " + f.device.str() + " run unet-train and unet-sample");
+      if (name != "unet-train" && name != "unet-sample" && name != "sample-euler100" && name != "policy-latency") {
+        throw std::invalid_argument("bench case '" + name + "' runs on the CPU only; on " + f.device.str() +
+                                    " run unet-train, unet-sample, sample-euler100 and policy-latency");
       }
     }
   }
@@ -493,7 +590,8 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
   };
   auto wants = [&](const std::string& name) { return std::find(cases.begin(), cases.end(), name) != cases.end(); };
   std::shared_ptr<fm::models::VelocityModel> trained;
-  if (wants("train-independent") || wants("sample-euler100") || wants("sample-dopri5") || wants("likelihood-exact")) {
+  const bool on_cpu = f.device.is_cpu();
+  if (wants("train-independent") || (on_cpu && wants("sample-euler100")) || wants("sample-dopri5") || wants("likelihood-exact")) {
     json j = bench_train("independent", f.train_steps, trained);
     if (wants("train-independent")) emit(j);
   }
@@ -501,7 +599,7 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
     std::shared_ptr<fm::models::VelocityModel> unused;
     emit(bench_train("exact-ot", std::max<int64_t>(1, f.train_steps / 4), unused));
   }
-  if (wants("sample-euler100")) emit(bench_sample("euler100", trained, f.repeats));
+  if (wants("sample-euler100")) emit(on_cpu ? bench_sample("euler100", trained, f.repeats) : bench_sample_on_device(f.device, f.repeats));
   if (wants("sample-dopri5")) emit(bench_sample("dopri5", trained, f.repeats));
   if (wants("likelihood-exact")) emit(bench_likelihood(trained));
   if (wants("coupling")) emit(bench_coupling(f.repeats));
@@ -517,9 +615,9 @@ json run(const std::vector<std::string>& wanted, const BenchmarkOptions& f, cons
         for (const char* path : {"autograd", "trainer"}) emit(bench_mlp_step(width, batch, peak, f.repeats, path));
       }
   }
-  if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50), f.device));
+  if (wants("unet-train")) emit(bench_unet_train(std::max<int64_t>(5, f.train_steps / 50), f.device, f.autocast_bf16));
   if (wants("unet-sample")) emit(bench_unet_sample(f.repeats, f.device));
-  if (wants("policy-latency")) emit(bench_policy_latency());
+  if (wants("policy-latency")) emit(on_cpu ? bench_policy_latency() : bench_policy_latency_on_device(f.device));
   if (wants("dopri5-norms")) emit(bench_dopri5_norms(f.weights));
   // Needs the reference's weights: run when asked for, or with --weights.
   if ((!wanted.empty() && wants("likelihood-fixed")) || !f.weights.empty()) emit(bench_likelihood_fixed(f.weights, f.repeats));

@@ -55,6 +55,7 @@ TrainerOptions trainer_options(const json& t, const std::string& checkpoint_dir,
         .optimizer(optimizer_kind_from_string(t.at("optimizer").get<std::string>()))
         .weight_decay(t.at("weight_decay").get<double>())
         .grad_clip(t.at("grad_clip").get<double>())
+        .autocast_bf16(t.value("autocast", std::string("off")) == "bf16")  // absent in runs made before it
         .ema_decay(t.at("ema").get<double>())
         .lr_schedule(lr_schedule_from_string(t.at("lr_schedule").get<std::string>()))
         .warmup_steps(t.at("warmup").get<int64_t>())

@@ -115,6 +115,9 @@ std::vector<RunSetting> make_settings() {
       {"optimizer", "string", "adam", "adam or adamw", {"adam", "adamw"}},
       {"weight-decay", "float", 0.0, "weight decay", {}},
       {"grad-clip", "float", 0.0, "clip the gradient norm to this (0: off)", {}},
+      {"autocast", "string", "off",
+       "mixed precision: off, or bf16 (the forward pass and loss under autocast to bfloat16: matrix products and convolutions "
+       "in bf16, reductions in float32; weights, gradients and optimizer state stay float32)", {"off", "bf16"}},
       {"ema", "float", 0.0, "EMA decay of the weights used for sampling (0: off)", {}},
       {"lr-schedule", "string", "constant", "constant or cosine", {"constant", "cosine"}},
       {"warmup", "int", 0, "linear warm-up steps", {}},
@@ -405,6 +408,7 @@ json make_run_config(const json& given_settings) {
                    {"optimizer", s["optimizer"]},
                    {"weight_decay", s["weight-decay"]},
                    {"grad_clip", s["grad-clip"]},
+                   {"autocast", s["autocast"]},
                    {"ema", s["ema"]},
                    {"lr_schedule", s["lr-schedule"]},
                    {"warmup", s["warmup"]},

@@ -14,6 +14,7 @@
 #include <torch/cuda.h>
 
 #include "flowmatch/autoencoder.h"
+#include "flowmatch/cuda_graph.h"
 #include "flowmatch/coupling.h"
 #include "flowmatch/guidance.h"
 #include "flowmatch/likelihood.h"
@@ -66,6 +67,52 @@ TEST(Cuda, EverySolverGivesTheCpusSamples) {
   fm::SolveResult b = fm::solve_ode(fm::as_velocity_field(gpu), x0.to(at::kCUDA), adaptive);
   EXPECT_TRUE(fmtest::AllClose(b.x.to(at::kCPU), a.x, 1e-4, 1e-4));
   EXPECT_NEAR(static_cast<double>(b.nfe), static_cast<double>(a.nfe), 0.2 * static_cast<double>(a.nfe));
+}
+
+TEST(Cuda, ACapturedSolveReplaysTheEagerSolveForEachNewStart) {
+  REQUIRE_CUDA();
+  ASSERT_TRUE(fm::CapturedSolve::available()) << "a CUDA device, but this build found no CUDA LibTorch at configure time";
+  auto [cpu, gpu] = twin_networks(mlp);
+  c10::InferenceMode guard;
+  auto field = fm::as_velocity_field(gpu);
+  for (auto method : {fm::SolverMethod::Euler, fm::SolverMethod::RK4}) {
+    const auto options = fm::SolverOptions().method(method).steps(20);
+    fm::CapturedSolve solve(field, at::zeros({512, 2}, at::kCUDA), options);
+    EXPECT_EQ(solve.nfe(), method == fm::SolverMethod::Euler ? 20 : 80);
+    for (uint64_t seed : {11, 12}) {  // a second start: the graph reads the new input, not the captured one
+      at::Tensor x0 = at::randn({512, 2}, fmtest::generator(seed)).to(at::kCUDA);
+      at::Tensor eager = fm::solve_ode(field, x0, options).x;
+      at::Tensor replayed = solve(x0);
+      EXPECT_TRUE(replayed.is_cuda());
+      // The same kernels in the same order: equal up to cuBLAS's choice of algorithm per stream.
+      EXPECT_TRUE(fmtest::AllClose(replayed.to(at::kCPU), eager.to(at::kCPU), 1e-5, 1e-5)) << static_cast<int>(method) << " seed " << seed;
+    }
+  }
+  at::Tensor wrong = at::zeros({3, 2}, at::kCUDA);
+  fm::CapturedSolve solve(field, at::zeros({512, 2}, at::kCUDA), fm::SolverOptions().method(fm::SolverMethod::Euler).steps(2));
+  EXPECT_THROW(solve(wrong), c10::Error);
+}
+
+TEST(Cuda, Bf16AutocastTrainingFollowsFloat32) {
+  REQUIRE_CUDA();
+  auto problem = [] {
+    return fm::FlowMatchingProblem{fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"), std::make_shared<fm::CondOTPath>(),
+                                   fm::make_coupling("exact-ot"), {}};
+  };
+  auto [full, mixed] = twin_networks(mlp);
+  full->to(at::kCUDA);
+  fm::Trainer a(full, problem(), fm::TrainerOptions().steps(400).batch_size(256).lr(3e-3).seed(9));
+  fm::Trainer b(mixed, problem(), fm::TrainerOptions().steps(400).batch_size(256).lr(3e-3).seed(9).autocast_bf16(true));
+  double first = 0, last_a = 0, last_b = 0;
+  for (int k = 0; k < 400; ++k) {
+    const double la = a.train_step(), lb = b.train_step();
+    if (k == 0) EXPECT_NEAR(lb, la, 2e-2 * la);  // the same batch and weights: bf16's rounding apart
+    if (k < 20) first += lb / 20;
+    if (k >= 300) last_a += la / 100, last_b += lb / 100;
+  }
+  EXPECT_LT(last_b, 0.5 * first);
+  EXPECT_NEAR(last_b, last_a, 0.1 * last_a);
+  EXPECT_EQ(mixed->parameters().front().scalar_type(), at::kFloat);
 }
 
 TEST(Cuda, GuidedUNetSamplingGivesTheCpusImages) {

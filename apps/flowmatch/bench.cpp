@@ -40,7 +40,8 @@ Command register_bench(CLI::App& root) {
               "policy-latency (ref_policy_latency.py's action-chunk policy at batch 1, 10 Euler steps: median microseconds),\n"
               "dopri5-norms (NFE and error of Dopri5 with the per-sample and the batch RMS error norm, random 3x64 MLP field),\n"
               "unet-twin (writes unet-sample's U-Net and a probe to --save-weights for bench/unet_twin.py, the PyTorch twin).\n"
-              "Threads default to 1 here (--threads N to change). --device cuda runs unet-train and unet-sample (name them with --case).");
+              "Threads default to 1 here (--threads N to change). --device cuda runs unet-train, unet-sample, sample-euler100 and\n"
+              "policy-latency (name them with --case); the last two also time the solve replayed as one CUDA graph.");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(fm::benchmarks::case_names()));
   app->add_option("--train-steps", f.options.train_steps, "timed training steps (exact-ot: a quarter)")
@@ -52,6 +53,7 @@ Command register_bench(CLI::App& root) {
                   "(runs likelihood-fixed too; dopri5-norms solves that field, as bench/dopri5_torchdiffeq.py gives it to torchdiffeq)");
   app->add_option("--save-weights", f.options.save_weights,
                   "unet-twin: write the U-Net's weights and a probe for bench/unet_twin.py to this .pt file (runs that case too)");
+  app->add_flag("--autocast-bf16", f.options.autocast_bf16, "unet-train: the forward pass and loss under autocast to bfloat16");
   f.common.threads = 1;  // before add_common_flags, so that --help shows it
   add_common_flags(app, f.common);
   return {app, [flags] { return run_bench(*flags); }};

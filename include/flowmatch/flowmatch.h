@@ -4,9 +4,11 @@
 /// flowmatch/distributed.h, flowmatch/benchmarks.h).
 
 #include "flowmatch/assignment.h"
+#include "flowmatch/autocast.h"
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/classifier.h"
 #include "flowmatch/coupling.h"
+#include "flowmatch/cuda_graph.h"
 #include "flowmatch/data/idx.h"
 #include "flowmatch/data/images.h"
 #include "flowmatch/data/toy2d.h"

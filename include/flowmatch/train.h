@@ -50,6 +50,10 @@ struct TrainerOptions {
   TORCH_ARG(double, weight_decay) = 0.0;
   /// Largest global gradient norm (0: no clipping).
   TORCH_ARG(double, grad_clip) = 0.0;
+  /// Mixed precision: the forward pass and the loss run under autocast to bfloat16 on the parameters'
+  /// device (autocast.h); weights, gradients and optimizer state stay float32. The model's fused
+  /// gradients (`fused_mlp`) are not used then: autograd computes them.
+  TORCH_ARG(bool, autocast_bf16) = false;
   /// Decay of the exponential moving average of the weights (0: no EMA).
   TORCH_ARG(double, ema_decay) = 0.0;
   /// Constant, or cosine decay from lr to lr·min_lr_ratio over the steps after warm-up.

@@ -96,6 +96,16 @@ UNetOptions unet_options_from_json(const nlohmann::json& j) {
   }
 }
 
+namespace {
+// Group norm in its weights' precision: under autocast the input may be bf16 (a convolution's output).
+// CUDA's autocast runs group norm in float32 itself; LibTorch 1.13's CPU group norm refuses a bf16
+// input with float32 weights, so the cast is made here (a no-op without autocast).
+at::Tensor group_norm(torch::nn::GroupNorm& norm, const at::Tensor& x) {
+  const auto dtype = norm->weight.scalar_type();
+  return norm->forward(x.scalar_type() == dtype ? x : x.to(dtype));
+}
+}  // namespace
+
 ResidualBlockImpl::ResidualBlockImpl(int64_t in, int64_t out, int64_t embedding_dim, int64_t groups, double dropout)
     : dropout_(dropout) {
   norm1_ = register_module("norm1", torch::nn::GroupNorm(groups, in));
@@ -108,9 +118,9 @@ ResidualBlockImpl::ResidualBlockImpl(int64_t in, int64_t out, int64_t embedding_
 }
 
 at::Tensor ResidualBlockImpl::forward(const at::Tensor& x, const at::Tensor& embedding) {
-  at::Tensor h = conv1_->forward(at::silu(norm1_->forward(x)));
+  at::Tensor h = conv1_->forward(at::silu(group_norm(norm1_, x)));
   h = h + embedding_projection_->forward(at::silu(embedding)).unsqueeze(-1).unsqueeze(-1);
-  h = at::silu(norm2_->forward(h));
+  h = at::silu(group_norm(norm2_, h));
   if (dropout_ > 0 && is_training()) h = at::dropout(h, dropout_, true);
   h = conv2_->forward(h);
   return (skip_ ? skip_->forward(x) : x) + h;
@@ -126,7 +136,7 @@ SelfAttentionImpl::SelfAttentionImpl(int64_t channels, int64_t heads, int64_t gr
 at::Tensor SelfAttentionImpl::forward(const at::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), d = c / heads_;
   // (B, 3, heads, d, HW) → q, k, v of shape (B·heads, HW, d).
-  at::Tensor qkv = qkv_->forward(norm_->forward(x)).reshape({b, 3, heads_, d, h * w});
+  at::Tensor qkv = qkv_->forward(group_norm(norm_, x)).reshape({b, 3, heads_, d, h * w});
   auto split = [&](int64_t k) { return qkv.select(1, k).reshape({b * heads_, d, h * w}).transpose(1, 2); };
   at::Tensor q = split(0), k = split(1), v = split(2);
   at::Tensor attention = at::softmax(at::bmm(q, k.transpose(1, 2)) * (1.0 / std::sqrt(static_cast<double>(d))), -1);
@@ -249,7 +259,7 @@ at::Tensor UNetImpl::run(const at::Tensor& x, const at::Tensor& t, const at::Ten
       h = upsamples_[upsample++]->as<torch::nn::Conv2dImpl>()->forward(h);
     }
   }
-  h = output_->forward(at::silu(output_norm_->forward(h)));
+  h = output_->forward(at::silu(group_norm(output_norm_, h)));
   return h.reshape(x.sizes());
 }
 
