@@ -73,11 +73,13 @@ at::Tensor CapturedSolve::operator()(const at::Tensor& x0) {
                   x0.device() == impl_->input.device(),
               "CapturedSolve: x0 is ", x0.scalar_type(), " ", x0.sizes(), " on ", x0.device(), "; the solve was captured for ",
               impl_->input.scalar_type(), " ", impl_->input.sizes(), " on ", impl_->input.device());
-  c10::InferenceMode inference;
   c10::cuda::CUDAGuard device_guard(impl_->input.device());
-  impl_->input.copy_(x0);
-  impl_->graph.replay();  // on the current stream, after the copy
-  return impl_->output.clone();
+  {
+    c10::InferenceMode inference;  // the captured buffers are inference tensors
+    impl_->input.copy_(x0);
+    impl_->graph.replay();  // on the current stream, after the copy
+  }
+  return impl_->output.clone();  // outside inference mode: an ordinary tensor for the caller
 }
 
 bool CapturedSolve::available() { return true; }
