@@ -212,6 +212,31 @@ json bench_dopri5_norms(const std::string& weights) {
   return rows;
 }
 
+// The median of `repeats` timed calls of `sample`, after 200 untimed ones, in microseconds.
+double median_microseconds(const std::function<void()>& sample, int64_t repeats) {
+  for (int r = 0; r < 200; ++r) sample();
+  std::vector<double> us(static_cast<size_t>(repeats));
+  for (auto& u : us) {
+    const auto start = Clock::now();
+    sample();
+    u = 1e6 * seconds_since(start);
+  }
+  std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
+  return us[static_cast<size_t>(repeats / 2)];
+}
+
+// The policy network's layers (weight, bias), seeded 0: in -> width (depth times) -> out, on `device`.
+std::vector<std::pair<at::Tensor, at::Tensor>> policy_layers(int64_t in, int64_t width, int64_t depth, int64_t out, const c10::Device& device) {
+  at::manual_seed(0);
+  std::vector<std::pair<at::Tensor, at::Tensor>> layers;
+  for (int64_t d = 0; d <= depth; ++d) {
+    torch::nn::Linear layer(in, d == depth ? out : width);
+    layers.emplace_back(layer->weight.detach().to(device), layer->bias.detach().to(device));
+    in = width;
+  }
+  return layers;
+}
+
 // ../shared/bench/ref_policy_latency.py's setting: an action-chunk policy (horizon 16 × 2 actions,
 // observation 20, MLP 3 × 256 SiLU over [x, observation, t]), 10 Euler steps at batch 1; the median of
 // 2000 samples after 200 untimed ones, by the small-batch sampler (policy.h) and by LibTorch's
@@ -219,27 +244,10 @@ json bench_dopri5_norms(const std::string& weights) {
 json bench_policy_latency() {
   const int64_t horizon = 16, action_dim = 2, observation = 20, width = 256, depth = 3, steps = 10, repeats = 2000;
   const int64_t action = horizon * action_dim;
-  at::manual_seed(0);
-  std::vector<std::pair<at::Tensor, at::Tensor>> layers;
-  int64_t in = action + observation + 1;
-  for (int64_t d = 0; d <= depth; ++d) {
-    torch::nn::Linear layer(in, d == depth ? action : width);
-    layers.emplace_back(layer->weight.detach(), layer->bias.detach());
-    in = width;
-  }
+  const auto layers = policy_layers(action + observation + 1, width, depth, action, c10::kCPU);
   const fm::EulerPolicySampler sampler(fm::SmallBatchMLP(layers, fm::SmallBatchMLP::Activation::SiLU), action, observation, steps);
   const at::Tensor obs = at::randn({1, observation}), noise = at::randn({1, action});
-  auto median_us = [&](const std::function<void()>& sample) {
-    for (int r = 0; r < 200; ++r) sample();
-    std::vector<double> us(repeats);
-    for (auto& u : us) {
-      const auto start = Clock::now();
-      sample();
-      u = 1e6 * seconds_since(start);
-    }
-    std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
-    return us[repeats / 2];
-  };
+  auto median_us = [&](const std::function<void()>& sample) { return median_microseconds(sample, repeats); };
   std::vector<float> x(static_cast<size_t>(action));
   const float* obs_data = obs.data_ptr<float>();
   const double fused = median_us([&] {
@@ -274,14 +282,7 @@ json bench_policy_latency() {
 json bench_policy_latency_on_device(const c10::Device& device) {
   const int64_t horizon = 16, action_dim = 2, observation = 20, width = 256, depth = 3, steps = 10, repeats = 2000;
   const int64_t action = horizon * action_dim;
-  at::manual_seed(0);
-  std::vector<std::pair<at::Tensor, at::Tensor>> layers;
-  int64_t in = action + observation + 1;
-  for (int64_t d = 0; d <= depth; ++d) {
-    torch::nn::Linear layer(in, d == depth ? action : width);
-    layers.emplace_back(layer->weight.detach().to(device), layer->bias.detach().to(device));
-    in = width;
-  }
+  const auto layers = policy_layers(action + observation + 1, width, depth, action, device);
   c10::InferenceMode guard;
   const at::Tensor obs_cpu = at::randn({1, observation}), noise = at::randn({1, action}).to(device);
   at::Tensor obs = obs_cpu.to(device);  // the field reads it where it lies: copied into at each tick
@@ -294,21 +295,11 @@ json bench_policy_latency_on_device(const c10::Device& device) {
     return a;
   };
   const auto options = fm::SolverOptions().method(fm::SolverMethod::Euler).steps(steps);
-  auto median_us = [&](const std::function<at::Tensor()>& sample) {
-    for (int r = 0; r < 200; ++r) sample();
-    std::vector<double> us(repeats);
-    for (auto& u : us) {
-      const auto start = Clock::now();
-      sample();
-      u = 1e6 * seconds_since(start);
-    }
-    std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
-    return us[repeats / 2];
-  };
+  auto median_us = [&](const std::function<void()>& sample) { return median_microseconds(sample, repeats); };
   at::Tensor eager_out, graph_out;
   const double eager = median_us([&] {
     obs.copy_(obs_cpu);
-    return eager_out = fm::solve_ode(field, noise, options).x.to(at::kCPU);
+    eager_out = fm::solve_ode(field, noise, options).x.to(at::kCPU);
   });
   json j = base("policy-latency");
   j.update({{"device", device.str()}, {"horizon", horizon}, {"action_dim", action_dim}, {"obs_dim", observation}, {"width", width},
@@ -317,7 +308,7 @@ json bench_policy_latency_on_device(const c10::Device& device) {
     fm::CapturedSolve solve(field, noise, options);
     const double graph = median_us([&] {
       obs.copy_(obs_cpu);
-      return graph_out = solve(noise).to(at::kCPU);
+      graph_out = solve(noise).to(at::kCPU);
     });
     j.update({{"latency_us_batch1_cuda_graph", graph}, {"cuda_graph_max_abs_difference", (graph_out - eager_out).abs().max().item<double>()}});
   }
