@@ -87,7 +87,7 @@ EOF
     grep -q "cuda_graph" "$out/build.log" && build OFF > "$out/build-no-graphs.log" 2>&1 && echo "gpu-check: built without CUDA graphs (build.log has why)" ||
       { echo "gpu-check: the build failed (build.log)"; exit 1; }
   fi
-  grep -E "flowmatch: (c10d|CUDA)" "$out/build.log" || true
+  grep -hE "flowmatch: (c10d|CUDA)" "$out/build.log" "$out/build-no-graphs.log" 2>/dev/null | tail -2 || true
   local fm=build-gpu/apps/flowmatch/flowmatch
 
   # 1. The CUDA tests: the same solves, likelihoods, training steps and runs on the GPU as on the CPU;

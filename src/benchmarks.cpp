@@ -119,10 +119,10 @@ json bench_sample(const std::string& method, std::shared_ptr<fm::models::Velocit
 // replayed as one CUDA graph (cuda_graph.h); the best of `repeats`, each ending with the samples on the
 // CPU.
 json bench_sample_on_device(const c10::Device& device, int64_t repeats) {
-  c10::InferenceMode guard;
   auto model = reference_model();
   model->to(device);
   model->eval();
+  c10::InferenceMode guard;
   auto field = fm::as_velocity_field(model);
   const auto options = fm::SolverOptions().method(fm::SolverMethod::Euler).steps(100);
   json rows = json::array();
@@ -141,7 +141,7 @@ json bench_sample_on_device(const c10::Device& device, int64_t repeats) {
       at::Tensor out;
       for (int64_t r = 0; r < repeats + 1; ++r) {  // the first replay is a warm-up
         const auto start = Clock::now();
-        out = solve(x0).to(at::kCPU);
+        out = solve.replay(x0).to(at::kCPU);
         if (r > 0) best = std::min(best, seconds_since(start));
       }
       const at::Tensor reference = fm::solve_ode(field, x0, options).x.to(at::kCPU);
@@ -308,7 +308,7 @@ json bench_policy_latency_on_device(const c10::Device& device) {
     fm::CapturedSolve solve(field, noise, options);
     const double graph = median_us([&] {
       obs.copy_(obs_cpu);
-      graph_out = solve(noise).to(at::kCPU);
+      graph_out = solve.replay(noise).to(at::kCPU);
     });
     j.update({{"latency_us_batch1_cuda_graph", graph}, {"cuda_graph_max_abs_difference", (graph_out - eager_out).abs().max().item<double>()}});
   }

@@ -61,25 +61,36 @@ CapturedSolve::CapturedSolve(VelocityField field, const at::Tensor& example, con
     for (int k = 0; k < 2; ++k) impl_->nfe = solve_ode(field, impl_->input, options).nfe;
     side.synchronize();
     impl_->graph.capture_begin();
-    impl_->output = solve_ode(field, impl_->input, options).x;
+    try {
+      impl_->output = solve_ode(field, impl_->input, options).x;
+    } catch (...) {
+      // End the stream's capture before the error leaves: a stream left capturing breaks later work.
+      cudaGraph_t partial = nullptr;
+      if (cudaStreamEndCapture(side.stream(), &partial) == cudaSuccess && partial != nullptr) cudaGraphDestroy(partial);
+      throw;
+    }
     impl_->graph.capture_end();
   }
   side.synchronize();
 }
 
 at::Tensor CapturedSolve::operator()(const at::Tensor& x0) {
+  return replay(x0).clone();  // outside inference mode: an ordinary tensor for the caller
+}
+
+const at::Tensor& CapturedSolve::replay(const at::Tensor& x0) {
   TORCH_CHECK(impl_, "CapturedSolve: used after a move");
   TORCH_CHECK(x0.sizes() == impl_->input.sizes() && x0.scalar_type() == impl_->input.scalar_type() &&
                   x0.device() == impl_->input.device(),
               "CapturedSolve: x0 is ", x0.scalar_type(), " ", x0.sizes(), " on ", x0.device(), "; the solve was captured for ",
               impl_->input.scalar_type(), " ", impl_->input.sizes(), " on ", impl_->input.device());
   c10::cuda::CUDAGuard device_guard(impl_->input.device());
-  {
-    c10::InferenceMode inference;  // the captured buffers are inference tensors
-    impl_->input.copy_(x0);
-    impl_->graph.replay();  // on the current stream, after the copy
-  }
-  return impl_->output.clone();  // outside inference mode: an ordinary tensor for the caller
+  // The captured buffers are inference tensors, and so are the graph's generator seed and offset, which
+  // replay() refills in place in LibTorch 1.13 to 2.3: both need inference mode.
+  c10::InferenceMode inference;
+  impl_->input.copy_(x0);
+  impl_->graph.replay();  // on the current stream, after the copy
+  return impl_->output;
 }
 
 bool CapturedSolve::available() { return true; }
@@ -94,6 +105,10 @@ CapturedSolve::CapturedSolve(VelocityField, const at::Tensor& example, const Sol
 }
 
 at::Tensor CapturedSolve::operator()(const at::Tensor&) {
+  throw std::runtime_error("CapturedSolve: this build of LibTorch has no CUDA");
+}
+
+const at::Tensor& CapturedSolve::replay(const at::Tensor&) {
   throw std::runtime_error("CapturedSolve: this build of LibTorch has no CUDA");
 }
 

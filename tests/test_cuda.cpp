@@ -86,6 +86,7 @@ TEST(Cuda, ACapturedSolveReplaysTheEagerSolveForEachNewStart) {
       EXPECT_TRUE(replayed.is_cuda());
       // The same kernels in the same order: equal up to cuBLAS's choice of algorithm per stream.
       EXPECT_TRUE(fmtest::AllClose(replayed.to(at::kCPU), eager.to(at::kCPU), 1e-5, 1e-5)) << static_cast<int>(method) << " seed " << seed;
+      EXPECT_TRUE(solve.replay(x0).equal(replayed));  // the captured buffer itself, no copy
     }
   }
   at::Tensor wrong = at::zeros({3, 2}, at::kCUDA);

@@ -42,6 +42,9 @@ class CapturedSolve {
   /// The solve from `x0` (the example's shape, dtype and device): x0 is copied into the captured input,
   /// the graph is replayed on the current stream, and a copy of the end state is returned.
   at::Tensor operator()(const at::Tensor& x0);
+  /// The same without the copy out: the captured end state itself (an inference tensor on the device),
+  /// overwritten by the next call. For a loop that reads each result before the next solve.
+  const at::Tensor& replay(const at::Tensor& x0);
   /// Velocity evaluations per replay.
   int64_t nfe() const;
 
