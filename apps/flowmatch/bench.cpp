@@ -44,10 +44,8 @@ Command register_bench(CLI::App& root) {
               "policy-latency (name them with --case); the last two also time the solve replayed as one CUDA graph.");
   app->add_option("--out", f.out, "also write all cases as a JSON array to this file");
   app->add_option("--case", f.cases, "cases to run (repeatable; default: all)")->check(CLI::IsMember(fm::benchmarks::case_names()));
-  app->add_option("--train-steps", f.options.train_steps, "timed training steps (exact-ot: a quarter)")
-      ->check(positive_number())->capture_default_str();
-  app->add_option("--repeats", f.options.repeats, "timed repetitions (the best is kept for sampling)")
-      ->check(positive_number())->capture_default_str();
+  app->add_option("--train-steps", f.options.train_steps, "timed training steps (exact-ot: a quarter)")->check(positive_number())->capture_default_str();
+  app->add_option("--repeats", f.options.repeats, "timed repetitions (the best is kept for sampling)")->check(positive_number())->capture_default_str();
   app->add_option("--weights", f.options.weights,
                   "likelihood-fixed and dopri5-norms: the field and points of ../shared/bench/ref_likelihood_2d.py --save-weights FILE.pt\n"
                   "(runs likelihood-fixed too; dopri5-norms solves that field, as bench/dopri5_torchdiffeq.py gives it to torchdiffeq)");
