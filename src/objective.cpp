@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "flowmatch/autocast.h"
 #include "flowmatch/discrete_path.h"
 #include "flowmatch/loss.h"
 #include "flowmatch/paths.h"
@@ -28,10 +29,20 @@ TrainingBatch TrainingBatch::to(const c10::Device& device) const {
 }
 
 double Objective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool) const {
+  return autograd_loss_and_gradients(model, batch);
+}
+
+double Objective::autograd_loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch,
+                                              std::optional<c10::DeviceType> autocast_bf16_on) const {
   for (auto& p : model.parameters())
     if (p.grad().defined()) p.mutable_grad().zero_();
-  at::Tensor value = loss(model, batch);
-  value.backward();
+  at::Tensor value;
+  {
+    std::optional<AutocastGuard> autocast;
+    if (autocast_bf16_on) autocast.emplace(*autocast_bf16_on, at::kBFloat16);
+    value = loss(model, batch);
+  }
+  value.backward();  // outside autocast, as PyTorch advises: each op's gradient in its forward's dtype
   return value.item<double>();
 }
 

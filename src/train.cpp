@@ -1,6 +1,5 @@
 #include "flowmatch/io/json.h"
 #include "flowmatch/train.h"
-#include "flowmatch/autocast.h"
 
 #include <chrono>
 #include <cmath>
@@ -167,20 +166,8 @@ double Trainer::train_step() {
                                                 : draw_training_batch(problem_, options_.batch_size(), generator_))
                                   .to(device);
   apply_lr(lr_at(step_));
-  double value = 0;
-  if (options_.autocast_bf16()) {
-    for (auto& p : parameters_)
-      if (p.grad().defined()) p.mutable_grad().zero_();
-    at::Tensor loss;
-    {
-      AutocastGuard autocast(device.type(), at::kBFloat16);  // the forward pass and the loss
-      loss = objective_->loss(*model_, batch);
-    }
-    loss.backward();  // outside autocast, as PyTorch advises: each op's gradient in its forward's dtype
-    value = loss.item<double>();
-  } else {
-    value = objective_->loss_and_gradients(*model_, batch, options_.fused_mlp());
-  }
+  double value = options_.autocast_bf16() ? objective_->autograd_loss_and_gradients(*model_, batch, device.type())
+                                          : objective_->loss_and_gradients(*model_, batch, options_.fused_mlp());
   std::string where;
   if (group_) {
     // Every rank must reach the all-reduce, so a non-finite loss is judged on the mean that comes

@@ -8,10 +8,12 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/Tensor.h>
+#include <c10/core/DeviceType.h>
 #include <nlohmann/json.hpp>
 
 #include "flowmatch/models/velocity_model.h"
@@ -42,6 +44,11 @@ class Objective {
   /// The default zeroes them, then loss() and backward(); an objective may use a model capability
   /// instead (the regression uses `supports_fused_regression` when `allow_fused`).
   virtual double loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const;
+  /// The default's work: zero the gradients, loss() (under bf16 autocast on `autocast_bf16_on` when
+  /// given, autocast.h), then backward outside autocast. The trainer calls it directly for mixed
+  /// precision, where no model capability (fused gradients) applies.
+  double autograd_loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch,
+                                     std::optional<c10::DeviceType> autocast_bf16_on = std::nullopt) const;
 };
 
 /// Conditional flow matching's regression (TorchCFM, flow_matching): the weighted mean squared
