@@ -145,7 +145,7 @@ def main():
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    saved = torch.load(a.weights)
+    saved = torch.load(a.weights, weights_only=False)  # a file we wrote; 2.6+ defaults to True
     net = UNet()
     state = {k[len("state_dict."):]: v for k, v in saved.items() if k.startswith("state_dict.")}
     net.load_state_dict(state, strict=True)  # every name and shape as flowmatch's

@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 # Build dependencies by Debian package; cairo's run-time libraries follow it (not glibc or libstdc++,
 # which come with the machine).
-DEPS=(nlohmann-json3-dev liblemon-dev liblemon1.3.1 libcli11-dev libstb-dev libstb0 zlib1g-dev libgtest-dev libgmock-dev
+DEPS=(nlohmann-json3-dev libgloo-dev liblemon-dev liblemon1.3.1 libcli11-dev libstb-dev libstb0 zlib1g-dev libgtest-dev libgmock-dev
       libcairo2-dev libcairo2 libpixman-1-0 libfontconfig1 fontconfig-config libfreetype6 libpng16-16 libbrotli1 libexpat1
       libx11-6 libx11-data libxext6 libxrender1 libxcb1 libxcb-render0 libxcb-shm0 libxau6 libxdmcp6 libbsd0 libmd0
       fonts-dejavu-core)
@@ -69,6 +69,8 @@ EOF
   jobs=$(nproc)
   local t0=$SECONDS
   stage() { echo "== $1 ($((SECONDS - t0)) s)"; }
+  # GPU_CHECK_STAGES picks stages after the build (default all): cuda-tests launch unet unet-cpu dopri5 suite c10d.
+  want() { [[ " ${GPU_CHECK_STAGES:-cuda-tests launch unet unet-cpu dopri5 suite c10d} " == *" $1 "* ]]; }
   # One build, the targets the check needs; -k 0 so that one run shows every compile error. c10d stays
   # off here: step 6 compiles it alone, so that a c10d API change cannot stop the rest.
   stage build
@@ -92,23 +94,30 @@ EOF
 
   # 1. The CUDA tests: the same solves, likelihoods, training steps and runs on the GPU as on the CPU;
   #    the captured solve against the eager one; bf16 autocast training against float32.
-  stage "CUDA tests"
+  want cuda-tests && stage "CUDA tests" && {
   (cd build-gpu && timeout 180 ctest -R '^Cuda\.' --output-on-failure) > "$out/ctest-cuda.log" 2>&1 || true
   grep -E "tests passed|Failed|\*\*\*|Passed|Skipped" "$out/ctest-cuda.log" | head -20 || true
+  # A crashed test: its backtrace, where the machine has gdb.
+  for t in $(grep -oE 'Cuda\.[A-Za-z0-9]+ \.+\*\*\*Exception' "$out/ctest-cuda.log" | cut -d' ' -f1); do
+    command -v gdb > /dev/null && timeout 120 gdb -batch -ex run -ex bt --args build-gpu/tests/flowmatch_tests --gtest_filter="$t" > "$out/backtrace-$t.txt" 2>&1 || true
+  done
+  }
 
   # 2. Launch-bound work: Euler sampling and the batch-1 policy, eager and replayed as a CUDA graph, in
   #    flowmatch and in PyTorch on the same GPU.
-  stage "sampling and policy latency"
+  want launch && stage "sampling and policy latency" && {
   timeout 120 "$fm" bench --device cuda --case sample-euler100 --case policy-latency > "$out/bench-launch-cuda.json" 2>&1 || true
   timeout 120 python3 bench/gpu_eager.py > "$out/eager-launch-cuda.json" 2>&1 || true
   cat "$out/bench-launch-cuda.json" "$out/eager-launch-cuda.json"
+  }
 
   # 3. The U-Net side by side: flowmatch and its PyTorch twin (bench/unet_twin.py) on the same weights,
   #    float32 and bf16 autocast, on the GPU and then on the machine's CPU cores.
-  stage "U-Net"
+  want unet && stage "U-Net" && {
   "$fm" bench --case unet-twin --save-weights "$out/unet.pt" > /dev/null || true
   {
-    for device in cuda cpu; do
+    local devices=cuda; want unet-cpu && devices="cuda cpu"
+    for device in $devices; do
       local steps=2000 twin_steps=40
       [ "$device" = cpu ] && steps=500 twin_steps=10
       timeout 120 "$fm" bench --device "$device" --case unet-train --case unet-sample --threads "$jobs" --train-steps $steps || true
@@ -117,21 +126,26 @@ EOF
       timeout 120 python3 bench/unet_twin.py --weights "$out/unet.pt" --device "$device" --threads "$jobs" --train-steps $twin_steps --autocast bf16 || true
     done
   } > "$out/unet.json" 2>&1
+  rm -f "$out/unet.pt"
   cat "$out/unet.json"
+  }
 
   # 4. Dopri5 at equal achieved error: torchdiffeq's and ours on the same field and points (CPU).
-  stage "Dopri5 against torchdiffeq"
+  want dopri5 && stage "Dopri5 against torchdiffeq" && {
   timeout 120 python3 bench/dopri5_torchdiffeq.py --weights .gpu-deps/field.pt > "$out/dopri5-torchdiffeq.json" 2>&1 || true
   timeout 120 "$fm" bench --case dopri5-norms --weights .gpu-deps/field.pt > "$out/dopri5-flowmatch.json" 2>&1 || true
   cat "$out/dopri5-torchdiffeq.json" "$out/dopri5-flowmatch.json"
+  }
 
   # 5. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
-  #    Debian data sets), the install test and the distributed ones (c10d is off in this build).
-  stage "test suite"
-  (cd build-gpu && timeout "${GPU_CHECK_SUITE_S:-200}" ctest -j "$jobs" -E 'Docs\.|Install\.|Distributed' --timeout 150) > "$out/ctest.log" 2>&1 || true
+  #    Debian data sets), the install test and the distributed ones (c10d is off in this build; they insist on it).
+  want suite && stage "test suite" && {
+  (cd build-gpu && timeout "${GPU_CHECK_SUITE_S:-200}" ctest -j "$jobs" -E 'Docs\.|Install\.|Distributed|DataParallel' --timeout 150) > "$out/ctest.log" 2>&1 || true
   grep -E "tests passed|\(Failed\)|\(Timeout\)|Total Test" "$out/ctest.log" | head -30 || true
+  }
 
   # 6. c10d (Gloo, NCCL) against this LibTorch: its one source compiled alone.
+  if want c10d; then
   stage "c10d compile"
   {
     cmake -S . -B build-gpu-c10d -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLOWMATCH_UNITY_BUILD=OFF -DFLOWMATCH_USE_PCH=OFF \
@@ -140,8 +154,14 @@ EOF
       -DLEMON_INCLUDE_DIR="$deps/usr/include" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
       -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF -DFLOWMATCH_BUILD_TESTS=OFF -DFLOWMATCH_BUILD_APPS=OFF
     timeout 120 cmake --build build-gpu-c10d --target CMakeFiles/flowmatch.dir/src/distributed.cpp.o
-  } > "$out/c10d.log" 2>&1 && echo "c10d: distributed.cpp compiles" || { grep -E "error" "$out/c10d.log" | head -10 || true; echo "c10d: see c10d.log"; }
+  } > "$out/c10d.log" 2>&1 && c10d_built=1 || { grep -E "error" "$out/c10d.log" | head -10 || true; echo "c10d: see c10d.log"; }
   grep -E "flowmatch: c10d" "$out/c10d.log" || true
+  # Without Gloo's headers the file compiles with c10d left out, which checks nothing.
+  if [ -n "${c10d_built:-}" ]; then
+    grep -q "flowmatch: c10d Gloo ON" "$out/c10d.log" && echo "c10d: distributed.cpp compiles with c10d" ||
+      echo "c10d: configure found no c10d Gloo headers, so distributed.cpp compiled without c10d (no check)"
+  fi
+  fi
   stage done
 }
 

@@ -1,6 +1,7 @@
 #include "flowmatch/optimizer.h"
 
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -171,12 +172,114 @@ void fused_adam_step(torch::optim::Optimizer& optimizer, const std::vector<at::T
   }
 }
 
+bool multi_tensor_adam_supported(const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters) {
+  if (optimizer.param_groups().size() != 1 || parameters.empty()) return false;
+  const auto& options = optimizer.param_groups().front().options();
+  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
+    if (adam->amsgrad()) return false;
+  } else if (const auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&options)) {
+    if (adamw->amsgrad()) return false;
+  } else {
+    return false;
+  }
+  const at::Tensor& first = parameters.front();
+  for (const at::Tensor& p : parameters) {
+    if (!p.defined() || p.is_sparse() || !at::isFloatingType(p.scalar_type()) || p.scalar_type() != first.scalar_type() ||
+        p.device() != first.device()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+// LibTorch's Adam::step / AdamW::step (torch/csrc/api/src/optim/adam.cpp, adamw.cpp), each operation
+// applied to every tensor of a group at once.
+template <typename ParamState>
+void multi_tensor_step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, const Hyper& h,
+                           bool decoupled) {
+  auto& state = optimizer.state();
+  struct Group {
+    std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+    std::vector<ParamState*> states;
+  };
+  std::map<int64_t, Group> groups;  // by step count before this step
+  for (const at::Tensor& p : parameters) {
+    const at::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    if (grad.sizes() != p.sizes() || grad.is_sparse()) {
+      throw std::invalid_argument("multi_tensor_adam_step: gradient of shape " + c10::str(grad.sizes()) +
+                                  " is not a dense tensor shaped like its parameter " + c10::str(p.sizes()));
+    }
+    auto key = optimizer_state_key(state, p);
+    auto it = state.find(key);
+    if (it == state.end()) {
+      auto s = std::make_unique<ParamState>();
+      s->step(0);
+      s->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+      s->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+      it = state.emplace(key, std::move(s)).first;
+    }
+    auto& s = static_cast<ParamState&>(*it->second);
+    Group& g = groups[s.step()];
+    g.params.push_back(p);
+    g.grads.push_back(grad);
+    g.exp_avgs.push_back(s.exp_avg());
+    g.exp_avg_sqs.push_back(s.exp_avg_sq());
+    g.states.push_back(&s);
+  }
+  for (auto& [before, g] : groups) {
+    const int64_t step = before + 1;
+    for (ParamState* s : g.states) s->step(step);
+    const double bias1 = 1 - std::pow(h.beta1, static_cast<double>(step));
+    const double bias2 = 1 - std::pow(h.beta2, static_cast<double>(step));
+    std::vector<at::Tensor> grads = g.grads;
+    if (h.weight_decay != 0) {
+      if (decoupled) {
+        at::_foreach_mul_(g.params, 1 - h.lr * h.weight_decay);
+      } else {
+        grads = at::_foreach_add(g.grads, g.params, h.weight_decay);
+      }
+    }
+    at::_foreach_mul_(g.exp_avgs, h.beta1);
+    at::_foreach_add_(g.exp_avgs, grads, 1 - h.beta1);
+    at::_foreach_mul_(g.exp_avg_sqs, h.beta2);
+    at::_foreach_addcmul_(g.exp_avg_sqs, grads, grads, 1 - h.beta2);
+    std::vector<at::Tensor> denom = at::_foreach_sqrt(g.exp_avg_sqs);
+    at::_foreach_div_(denom, std::sqrt(bias2));
+    at::_foreach_add_(denom, h.eps);
+    at::_foreach_addcdiv_(g.params, g.exp_avgs, denom, -h.lr / bias1);
+  }
+}
+
+}  // namespace
+
+void multi_tensor_adam_step(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters) {
+  if (!multi_tensor_adam_supported(optimizer, parameters)) {
+    throw std::invalid_argument(
+        "multi_tensor_adam_step: needs an Adam or AdamW optimizer (one parameter group, no amsgrad) over dense "
+        "floating parameters of one dtype on one device");
+  }
+  at::NoGradGuard no_grad;
+  const auto& options = optimizer.param_groups().front().options();
+  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
+    const Hyper h{adam->lr(), std::get<0>(adam->betas()), std::get<1>(adam->betas()), adam->eps(), adam->weight_decay()};
+    multi_tensor_step_all<torch::optim::AdamParamState>(optimizer, parameters, h, false);
+  } else {
+    const auto& adamw = dynamic_cast<const torch::optim::AdamWOptions&>(options);
+    const Hyper h{adamw.lr(), std::get<0>(adamw.betas()), std::get<1>(adamw.betas()), adamw.eps(), adamw.weight_decay()};
+    multi_tensor_step_all<torch::optim::AdamWParamState>(optimizer, parameters, h, true);
+  }
+}
+
 void exponential_moving_average(const std::vector<at::Tensor>& ema, const std::vector<at::Tensor>& values, double decay) {
   if (ema.size() != values.size()) {
     throw std::invalid_argument("exponential_moving_average: " + std::to_string(ema.size()) + " averages for " +
                                 std::to_string(values.size()) + " tensors");
   }
   at::NoGradGuard no_grad;
+  std::vector<at::Tensor> rest_ema, rest_values;  // averaged together by ATen's multi-tensor operations
   for (size_t i = 0; i < ema.size(); ++i) {
     const at::Tensor& a = ema[i];
     const at::Tensor& x = values[i];
@@ -190,8 +293,13 @@ void exponential_moving_average(const std::vector<at::Tensor>& ema, const std::v
       const float* __restrict in = x.data_ptr<float>();
       for (int64_t k = 0, n = a.numel(); k < n; ++k) out[k] = out[k] * d + rest * in[k];
     } else {
-      a.mul_(decay).add_(x.detach(), 1 - decay);
+      rest_ema.push_back(a);
+      rest_values.push_back(x.detach());
     }
+  }
+  if (!rest_ema.empty()) {
+    at::_foreach_mul_(rest_ema, decay);
+    at::_foreach_add_(rest_ema, rest_values, 1 - decay);
   }
 }
 

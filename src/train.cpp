@@ -185,6 +185,8 @@ double Trainer::train_step() {
   if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
   if (fused_adam_supported(*optimizer_, parameters_)) {
     fused_adam_step(*optimizer_, parameters_);  // one pass per tensor, LibTorch's update and state
+  } else if (!device.is_cpu() && multi_tensor_adam_supported(*optimizer_, parameters_)) {
+    multi_tensor_adam_step(*optimizer_, parameters_);  // about ten launches a step, not ten per tensor
   } else {
     optimizer_->step();
   }

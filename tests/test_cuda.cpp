@@ -7,6 +7,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -179,10 +181,19 @@ TEST(Cuda, AutoencoderEncodesAndDecodesAsOnTheCpu) {
 }
 
 TEST(Cuda, ARunTrainsAndSamplesOnTheDeviceFromTheCommandLine) {
-  REQUIRE_CUDA();
+  // The CLI alone decides whether there is a GPU: this process never touches CUDA. On the H200 (PyTorch 2.11,
+  // 2026-12-04) the version that asked torch::cuda::is_available() here first saw all three commands succeed
+  // and then crashed (SIGSEGV) before the test ended; the cause is not yet confirmed (gpu-check.sh takes a
+  // backtrace when it recurs).
   fmtest::TempDir dir;
   const std::string cli = std::string("cd '") + dir.str() + "' && " + FLOWMATCH_CLI;
-  ASSERT_EQ(std::system((cli + " train --device cuda --steps 200 --out run --quiet").c_str()), 0);
+  const int trained = std::system((cli + " train --device cuda --source gaussian --target moons --steps 200 --out run --quiet > train.log 2>&1").c_str());
+  if (trained != 0) {
+    std::ifstream log(dir / "train.log");
+    const std::string said((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    if (said.find("no CUDA device is available") != std::string::npos) GTEST_SKIP() << "no CUDA device in this build";
+    FAIL() << said;
+  }
   ASSERT_EQ(std::system((cli + " sample --device cuda --run run --n 1000 --out s.npy").c_str()), 0);
   ASSERT_EQ(std::system((cli + " likelihood --device cuda --run run --n 100").c_str()), 0);
   EXPECT_TRUE(std::filesystem::exists(dir / "s.npy"));
