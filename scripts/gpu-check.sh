@@ -18,6 +18,8 @@
 #                                         eager-launch-cuda.json, unet.json, dopri5-*.json, ctest.log, c10d.log.
 #
 # With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu-deps"], timeout_s=560).
+# GPU_CHECK_STAGES="cuda-tests unet" (say) runs only those stages after the build; GPU_CHECK_SUITE_S caps the
+# suite (default 200 s; its processes run one thread each, as many at once as the machine has cores).
 # The work is ordered so that a run stopped at its limit has already written the most useful files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +64,7 @@ EOF
   {
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI); print(torch.cuda.get_device_name(0))' || true
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    nproc
+    nproc; grep -m1 "model name" /proc/cpuinfo || true
   } | tee "$out/device.txt"
 
   local jobs
@@ -140,7 +142,7 @@ EOF
   # 5. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
   #    Debian data sets), the install test and the distributed ones (c10d is off in this build; they insist on it).
   want suite && stage "test suite" && {
-  (cd build-gpu && timeout "${GPU_CHECK_SUITE_S:-200}" ctest -j "$jobs" -E 'Docs\.|Install\.|Distributed|DataParallel' --timeout 150) > "$out/ctest.log" 2>&1 || true
+  (cd build-gpu && OMP_NUM_THREADS=1 timeout "${GPU_CHECK_SUITE_S:-200}" ctest -j "$jobs" -E 'Docs\.|Install\.|Distributed|DataParallel' --timeout 150) > "$out/ctest.log" 2>&1 || true
   grep -E "tests passed|\(Failed\)|\(Timeout\)|Total Test" "$out/ctest.log" | head -30 || true
   }
 
