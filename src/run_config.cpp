@@ -49,6 +49,9 @@ std::vector<RunSetting> make_settings() {
        {"dw4", "lj13"}},
       {"manifold", "string", nullptr, "data on a manifold: --data FILE.npy holds unit vectors (sphere) or angles in radians (torus)",
        {"sphere", "torus"}},
+      {"data-noise", "float", nullptr,
+       "manifold data: move each training point by a tangent Gaussian step of this standard deviation (radians) before the "
+       "path sees it, a regularizer for small data sets (default 0: none)", {}},
       {"discrete-source", "string", "uniform", "token data: source tokens uniform over the vocabulary, or a mask token",
        {"uniform", "mask"}},
       {"kappa", "string", "poly:2", "token data: the mixture path's kappa_t, linear (t) or poly:n (t^n)", {}},
@@ -123,6 +126,9 @@ std::vector<RunSetting> make_settings() {
       {"warmup", "int", 0, "linear warm-up steps", {}},
       {"min-lr-ratio", "float", 0.0, "final lr / lr for the cosine schedule", {}},
       {"seed", "int", 0, "random seed (weights, data, times, noise)", {}},
+      {"split-seed", "int", nullptr,
+       "finite data sets split 80/10/10 (Earth, proteins, files on a manifold, molecules): the split's seed (default: --seed); "
+       "runs that share it and differ in --seed have the same test points, so their densities can be averaged (an ensemble)", {}},
       {"log-every", "int", 100, "write a metrics.jsonl line every N steps", {}, false},
       {"checkpoint-every", "int", 1000, "checkpoint every N steps (0: only at the end)", {}, false},
       {"keep", "int", 3, "newest checkpoints to keep", {}, false},
@@ -372,11 +378,16 @@ json make_run_config(const json& given_settings) {
     s["path-noise"] = "brownian-bridge";
   }
 
+  if (!s["split-seed"].is_null()) require(s["split-seed"].get<int64_t>() >= 0, "split-seed", s["split-seed"], ">= 0");
   json data = domain->describe_data(s, [&] {
     std::vector<std::string> names;
     for (const auto& [key, value] : given.items()) names.push_back(key);
     return names;
   }());
+  if (is_given("split-seed") && !data.contains("split_seed")) {
+    const std::string what = s["data"].get<std::string>().empty() ? "--target " + s["target"].get<std::string>() : "--data " + s["data"].get<std::string>();
+    throw std::invalid_argument("--split-seed applies to finite data sets split 80/10/10 (Earth, proteins, molecules), not to " + what);
+  }
   data["domain"] = domain->name();
   const std::shared_ptr<const Manifold> space = domain->manifold(data);
   if (space) {

@@ -1543,3 +1543,24 @@ TEST(CLI, CompareTrainsEveryVariantAndScoresEverySamplerAtEveryBudget) {
   EXPECT_NE(r.err.find("--classifier 'missing' not found"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(dir / "other"));
 }
+
+// bench/ensemble_nll.py: the NLL of the mixture (1/K) Σ p_k of runs that share a split, from their
+// per-point log p (`flowmatch likelihood --out logp.npy`); refuses files of different lengths.
+TEST(CLI, EnsembleNllIsTheMixtureOfTheMembersDensities) {
+  fmtest::TempDir dir;
+  fm::io::save_npy(dir / "a.npy", at::tensor({0.2, 0.5, 1.0}, at::kDouble).log());
+  fm::io::save_npy(dir / "b.npy", at::tensor({0.6, 0.5, 0.1}, at::kDouble).log());
+  fm::io::save_npy(dir / "short.npy", at::tensor({0.6, 0.5}, at::kDouble).log());
+  const std::string script = std::string("/usr/bin/python3 '") + FLOWMATCH_SOURCE_DIR + "/bench/ensemble_nll.py' ";
+  ASSERT_EQ(std::system((script + "'" + (dir / "a.npy") + "' '" + (dir / "b.npy") + "' > '" + (dir / "e.json") + "'").c_str()), 0);
+  const auto e = nlohmann::json::parse(fm::io::read_file(dir / "e.json"));
+  const double mixture = -(std::log(0.4) + std::log(0.5) + std::log(0.55)) / 3;
+  EXPECT_NEAR(e["nll"].get<double>(), mixture, 1e-12);
+  EXPECT_EQ(e["members"], 2);
+  EXPECT_EQ(e["n"], 3);
+  EXPECT_NEAR(e["member_nll"][0].get<double>(), -(std::log(0.2) + std::log(0.5)) / 3, 1e-12);
+  EXPECT_NEAR(e["member_nll"][1].get<double>(), -(std::log(0.6) + std::log(0.5) + std::log(0.1)) / 3, 1e-12);
+  const int refused = std::system((script + "'" + (dir / "a.npy") + "' '" + (dir / "short.npy") + "' 2> '" + (dir / "err.txt") + "'").c_str());
+  EXPECT_NE(refused, 0);
+  EXPECT_NE(fm::io::read_file(dir / "err.txt").find("do not share a split"), std::string::npos) << fm::io::read_file(dir / "err.txt");
+}

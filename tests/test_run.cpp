@@ -6,13 +6,16 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
 
 #include "flowmatch/domain.h"
 #include "flowmatch/io/atomic_file.h"
+#include "flowmatch/io/npy.h"
 #include "flowmatch/metrics.h"
 #include "flowmatch/objective.h"
 #include "flowmatch/run.h"
@@ -276,4 +279,72 @@ TEST(Run, RunsWrittenBeforeDomainsStillOpenAndSample) {
     EXPECT_NE(std::string(e.what()).find("before its settings were stored"), std::string::npos) << e.what();
   }
   EXPECT_EQ(fm::Run::prepare(out, {{"steps", 30}}, true).train().step, 30);
+}
+
+// --split-seed: runs of other seeds that share it hold out the same points (so their densities can be
+// averaged point by point, bench/ensemble_nll.py); without it the split follows --seed, as before.
+TEST(Run, ASplitSeedSharesTheHeldOutPointsBetweenRunsOfOtherSeeds) {
+  const std::string data_dir = std::string(FLOWMATCH_SOURCE_DIR) + "/../shared/data";
+  ASSERT_TRUE(std::filesystem::exists(data_dir + "/earth/flood.csv")) << "no " << data_dir << "/earth (docs/MANIFOLDS.md)";
+  auto config = [&](int seed, std::optional<int> split_seed) {
+    json s = {{"data", "earth:flood"}, {"data-dir", data_dir}, {"seed", seed}};
+    if (split_seed) s["split-seed"] = *split_seed;
+    return fm::make_run_config(s);
+  };
+  auto held_out = [](const json& c) {
+    auto domain = fm::domain_named(c["data"]["domain"]);
+    auto g = at::make_generator<at::CPUGeneratorImpl>(0);
+    return std::make_pair(domain->validation_split(c["data"]), domain->held_out(c["data"], 1 << 30, g));
+  };
+  const json a = config(3, 7), b = config(4, 7), own = config(7, std::nullopt), other = config(3, std::nullopt);
+  EXPECT_EQ(a["data"]["split_seed"], 7);
+  EXPECT_EQ(other["data"]["split_seed"], 3);
+  const auto [val_a, test_a] = held_out(a);
+  const auto [val_b, test_b] = held_out(b);
+  const auto [val_own, test_own] = held_out(own);
+  const auto [val_other, test_other] = held_out(other);
+  ASSERT_EQ(test_a.size(0), 4875 - 3900 - 487);  // Flood's rows less 80 % and a tenth, each rounded down
+  ASSERT_EQ(val_a.size(0), 487);
+  EXPECT_TRUE(at::equal(test_a, test_b));
+  EXPECT_TRUE(at::equal(val_a, val_b));
+  EXPECT_TRUE(at::equal(test_a, test_own));  // the split of --seed 7 itself
+  EXPECT_FALSE(at::equal(test_a, test_other));
+  try {
+    fm::make_run_config({{"split-seed", 2}});
+    ADD_FAILURE() << "--split-seed on 2-D toy data was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--split-seed applies to finite data sets"), std::string::npos) << e.what();
+  }
+}
+
+// --data-noise σ on a manifold: each training draw moves along a tangent Gaussian step (σ per tangent
+// direction), so on S² a point's geodesic distance from where it was is Rayleigh: mean σ√(π/2), mean
+// square 2σ². Checked on data that are all the north pole; without the setting the draws stay put.
+TEST(Run, DataNoiseMovesTrainingPointsByATangentGaussianStep) {
+  fmtest::TempDir dir;
+  at::Tensor pole = at::zeros({100, 3}, at::kFloat);
+  pole.select(1, 2).fill_(1);
+  fm::io::save_npy(dir / "pole.npy", pole);
+  auto draws = [&](const json& settings) {
+    const json c = fm::make_run_config(settings);
+    fm::FlowMatchingProblem problem;
+    fm::domain_named(c["data"]["domain"])->add_training_data(c["data"], dir.str(), problem);
+    auto g = at::make_generator<at::CPUGeneratorImpl>(5);
+    return problem.target(20000, g).to(at::kDouble);
+  };
+  const json base = {{"data", dir / "pole.npy"}, {"manifold", "sphere"}};
+  json noisy = base;
+  noisy["data-noise"] = 0.05;
+  at::Tensor x = draws(noisy);
+  EXPECT_LT((x.norm(2, 1) - 1).abs().max().item<double>(), 1e-6);
+  const at::Tensor d = x.select(1, 2).clamp(-1, 1).acos();  // the angle from the pole
+  // Rayleigh(σ): standard deviation σ√((4 − π)/2) = 0.033, so the mean of 20 000 is within 2.3e-4 (1σ).
+  EXPECT_NEAR(d.mean().item<double>(), 0.05 * std::sqrt(M_PI / 2), 1e-3);
+  EXPECT_NEAR(d.square().mean().item<double>(), 2 * 0.05 * 0.05, 1.5e-4);
+  EXPECT_TRUE(at::allclose(draws(base), pole.to(at::kDouble).index({at::indexing::Slice(0, 1)}).expand({20000, 3})));
+  json bad = base;
+  bad["data-noise"] = -0.1;
+  EXPECT_THROW(fm::make_run_config(bad), std::invalid_argument);
+  EXPECT_THROW(fm::make_run_config({{"data-noise", 0.1}}), std::invalid_argument);  // 2-D toy data
+  EXPECT_THROW(fm::make_run_config({{"data", "sphere-checkerboard"}, {"data-noise", 0.1}}), std::invalid_argument);
 }

@@ -177,7 +177,7 @@ at::Tensor protein_angles(const std::string& dir, const std::string& cls, int64_
 class ManifoldDomain : public Domain {
  public:
   std::string name() const override { return "manifold"; }
-  std::vector<std::string> own_settings() const override { return {"manifold"}; }
+  std::vector<std::string> own_settings() const override { return {"manifold", "data-noise"}; }
   bool claims(const json& given) const override { return given.contains("manifold"); }
   std::string default_model(const json&) const override { return "manifold-mlp"; }
   json model_options(const json& data, const std::string& model) const override {
@@ -191,7 +191,7 @@ class ManifoldDomain : public Domain {
     const bool manifold_given = std::find(given.begin(), given.end(), "manifold") != given.end();
     json d;
     d["name"] = data;
-    d["split_seed"] = settings.at("seed");
+    d["split_seed"] = settings.value("split-seed", json()).is_null() ? settings.at("seed") : settings.at("split-seed");
     if (data.rfind("earth:", 0) == 0) {
       if (manifold_given && settings["manifold"] != "sphere") throw std::invalid_argument("--data " + data + " lies on the sphere, not --manifold " + settings["manifold"].get<std::string>());
       const std::string which = data.substr(6);
@@ -249,6 +249,14 @@ class ManifoldDomain : public Domain {
       throw std::invalid_argument("--source '" + source + "': data on a manifold starts from uniform, wrapped-normal or vmf-mixture:K");
     }
     d["source"] = source;
+    if (settings.contains("data-noise") && !settings["data-noise"].is_null()) {
+      const double noise = settings["data-noise"].get<double>();
+      if (!(noise >= 0 && noise < 1)) throw std::invalid_argument("--data-noise " + std::to_string(noise) + ": expected a standard deviation in [0, 1) radians");
+      if (noise > 0 && d.value("kind", std::string()) == "checkerboard") {
+        throw std::invalid_argument("--data-noise applies to data sets of points, not to " + data + " (drawn afresh each batch)");
+      }
+      if (noise > 0) d["training_noise"] = noise;
+    }
     if (d.contains("rows") && d["rows"].get<int64_t>() < 10) {
       throw std::invalid_argument("'" + d["file"].get<std::string>() + "' has " + std::to_string(d["rows"].get<int64_t>()) +
                                   " points; an 80/10/10 split needs at least 10");
@@ -291,7 +299,16 @@ class ManifoldDomain : public Domain {
       problem.target = data["name"] == "sphere-checkerboard" ? data::PointSampler(sphere_checkerboard) : data::PointSampler(torus_checkerboard);
       return;
     }
-    problem.target = data::point_cloud_sampler(split(data, 0).to(at::kFloat));
+    data::PointSampler points = data::point_cloud_sampler(split(data, 0).to(at::kFloat));
+    const double noise = data.value("training_noise", 0.0);
+    if (noise > 0) {  // each draw moved along a tangent Gaussian step: the data smoothed by a heat-like kernel
+      auto m = manifold_of(data);
+      points = [points, m, noise](int64_t n, at::Generator& gen) {
+        at::Tensor x = points(n, gen);
+        return m->project(m->expmap(x, m->project_tangent(x, at::randn(x.sizes(), gen, x.options()) * noise)));
+      };
+    }
+    problem.target = points;
   }
 
   at::Tensor held_out(const json& data, int64_t n, at::Generator& generator) const override {
