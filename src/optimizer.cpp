@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -83,13 +85,28 @@ void adam_loop(float* w, const float* g, float* m, float* v, int64_t n, const Ad
   adam_loop_portable(w, g, m, v, 0, n, a);
 }
 
+// `parameter`'s Adam state in LibTorch's own map, made (step 0, zero moments) on its first step.
+template <typename ParamState>
+ParamState& adam_state(torch::optim::Optimizer& optimizer, const at::Tensor& parameter, at::MemoryFormat format) {
+  auto& state = optimizer.state();
+  auto key = optimizer_state_key(state, parameter);
+  auto it = state.find(key);
+  if (it == state.end()) {
+    auto fresh = std::make_unique<ParamState>();
+    fresh->step(0);
+    fresh->exp_avg(at::zeros_like(parameter, format));
+    fresh->exp_avg_sq(at::zeros_like(parameter, format));
+    it = state.emplace(key, std::move(fresh)).first;
+  }
+  return static_cast<ParamState&>(*it->second);
+}
+
 // Adam (decoupled = false) adds weight_decay·p to the gradient; AdamW (decoupled = true) shrinks p by
 // (1 − lr·weight_decay) first. The arithmetic follows LibTorch's Adam::step / AdamW::step in float,
 // with the scalars rounded to float where ATen rounds them.
 template <typename ParamState>
 void step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, const Hyper& h,
               bool decoupled) {
-  auto& state = optimizer.state();
   for (const at::Tensor& p : parameters) {
     const at::Tensor& grad = p.grad();
     if (!grad.defined()) continue;
@@ -98,16 +115,7 @@ void step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>&
                                   " is not a contiguous float32 CPU tensor shaped like its parameter " +
                                   c10::str(p.sizes()));
     }
-    auto key = optimizer_state_key(state, p);
-    auto it = state.find(key);
-    if (it == state.end()) {
-      auto s = std::make_unique<ParamState>();
-      s->step(0);
-      s->exp_avg(at::zeros_like(p, at::MemoryFormat::Contiguous));
-      s->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Contiguous));
-      it = state.emplace(key, std::move(s)).first;
-    }
-    auto& s = static_cast<ParamState&>(*it->second);
+    auto& s = adam_state<ParamState>(optimizer, p, at::MemoryFormat::Contiguous);
     if (!plain_float_cpu(s.exp_avg()) || !plain_float_cpu(s.exp_avg_sq()) || s.exp_avg().numel() != p.numel() ||
         s.exp_avg_sq().numel() != p.numel()) {
       throw std::invalid_argument("fused_adam_step: optimizer state is not float32 CPU contiguous like its parameter");
@@ -136,18 +144,26 @@ void step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>&
   }
 }
 
+// An Adam or AdamW optimizer without amsgrad over one parameter group: its hyperparameters, and whether
+// its weight decay is decoupled (AdamW). Nothing for any other optimizer.
+std::optional<std::pair<Hyper, bool>> plain_adam(const torch::optim::Optimizer& optimizer) {
+  if (optimizer.param_groups().size() != 1) return std::nullopt;
+  const auto& options = optimizer.param_groups().front().options();
+  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
+    if (adam->amsgrad()) return std::nullopt;
+    return std::make_pair(Hyper{adam->lr(), std::get<0>(adam->betas()), std::get<1>(adam->betas()), adam->eps(), adam->weight_decay()}, false);
+  }
+  if (const auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&options)) {
+    if (adamw->amsgrad()) return std::nullopt;
+    return std::make_pair(Hyper{adamw->lr(), std::get<0>(adamw->betas()), std::get<1>(adamw->betas()), adamw->eps(), adamw->weight_decay()}, true);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool fused_adam_supported(const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters) {
-  if (optimizer.param_groups().size() != 1) return false;
-  const auto& options = optimizer.param_groups().front().options();
-  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
-    if (adam->amsgrad()) return false;
-  } else if (const auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&options)) {
-    if (adamw->amsgrad()) return false;
-  } else {
-    return false;
-  }
+  if (!plain_adam(optimizer)) return false;
   for (const at::Tensor& p : parameters) {
     if (!plain_float_cpu(p)) return false;
   }
@@ -161,27 +177,16 @@ void fused_adam_step(torch::optim::Optimizer& optimizer, const std::vector<at::T
         "float32 CPU parameters");
   }
   at::NoGradGuard no_grad;
-  const auto& options = optimizer.param_groups().front().options();
-  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
-    const Hyper h{adam->lr(), std::get<0>(adam->betas()), std::get<1>(adam->betas()), adam->eps(), adam->weight_decay()};
-    step_all<torch::optim::AdamParamState>(optimizer, parameters, h, false);
-  } else {
-    const auto& adamw = dynamic_cast<const torch::optim::AdamWOptions&>(options);
-    const Hyper h{adamw.lr(), std::get<0>(adamw.betas()), std::get<1>(adamw.betas()), adamw.eps(), adamw.weight_decay()};
+  const auto [h, decoupled] = *plain_adam(optimizer);
+  if (decoupled) {
     step_all<torch::optim::AdamWParamState>(optimizer, parameters, h, true);
+  } else {
+    step_all<torch::optim::AdamParamState>(optimizer, parameters, h, false);
   }
 }
 
 bool multi_tensor_adam_supported(const torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters) {
-  if (optimizer.param_groups().size() != 1 || parameters.empty()) return false;
-  const auto& options = optimizer.param_groups().front().options();
-  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
-    if (adam->amsgrad()) return false;
-  } else if (const auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&options)) {
-    if (adamw->amsgrad()) return false;
-  } else {
-    return false;
-  }
+  if (!plain_adam(optimizer) || parameters.empty()) return false;
   const at::Tensor& first = parameters.front();
   for (const at::Tensor& p : parameters) {
     if (!p.defined() || p.is_sparse() || !at::isFloatingType(p.scalar_type()) || p.scalar_type() != first.scalar_type() ||
@@ -199,7 +204,6 @@ namespace {
 template <typename ParamState>
 void multi_tensor_step_all(torch::optim::Optimizer& optimizer, const std::vector<at::Tensor>& parameters, const Hyper& h,
                            bool decoupled) {
-  auto& state = optimizer.state();
   struct Group {
     std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
     std::vector<ParamState*> states;
@@ -212,16 +216,7 @@ void multi_tensor_step_all(torch::optim::Optimizer& optimizer, const std::vector
       throw std::invalid_argument("multi_tensor_adam_step: gradient of shape " + c10::str(grad.sizes()) +
                                   " is not a dense tensor shaped like its parameter " + c10::str(p.sizes()));
     }
-    auto key = optimizer_state_key(state, p);
-    auto it = state.find(key);
-    if (it == state.end()) {
-      auto s = std::make_unique<ParamState>();
-      s->step(0);
-      s->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
-      s->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
-      it = state.emplace(key, std::move(s)).first;
-    }
-    auto& s = static_cast<ParamState&>(*it->second);
+    auto& s = adam_state<ParamState>(optimizer, p, at::MemoryFormat::Preserve);
     Group& g = groups[s.step()];
     g.params.push_back(p);
     g.grads.push_back(grad);
@@ -262,14 +257,11 @@ void multi_tensor_adam_step(torch::optim::Optimizer& optimizer, const std::vecto
         "floating parameters of one dtype on one device");
   }
   at::NoGradGuard no_grad;
-  const auto& options = optimizer.param_groups().front().options();
-  if (const auto* adam = dynamic_cast<const torch::optim::AdamOptions*>(&options)) {
-    const Hyper h{adam->lr(), std::get<0>(adam->betas()), std::get<1>(adam->betas()), adam->eps(), adam->weight_decay()};
-    multi_tensor_step_all<torch::optim::AdamParamState>(optimizer, parameters, h, false);
-  } else {
-    const auto& adamw = dynamic_cast<const torch::optim::AdamWOptions&>(options);
-    const Hyper h{adamw.lr(), std::get<0>(adamw.betas()), std::get<1>(adamw.betas()), adamw.eps(), adamw.weight_decay()};
+  const auto [h, decoupled] = *plain_adam(optimizer);
+  if (decoupled) {
     multi_tensor_step_all<torch::optim::AdamWParamState>(optimizer, parameters, h, true);
+  } else {
+    multi_tensor_step_all<torch::optim::AdamParamState>(optimizer, parameters, h, false);
   }
 }
 
