@@ -14,8 +14,9 @@
 #                                         flowmatch bench, eager and CUDA graphs, float32 and bf16 autocast),
 #                                         and Dopri5 against torchdiffeq (there, not in Debian) on one field;
 #                                         everything lands in OUT (default $OUT, else runs/gpu-check):
-#                                         device.txt, build.log, ctest-cuda.log, bench-launch-cuda.json,
-#                                         eager-launch-cuda.json, unet.json, dopri5-*.json, ctest.log, c10d.log.
+#                                         device.txt, build.log, ctest-cuda.log (backtrace-TEST.txt for a crash),
+#                                         bench.jsonl (every timing, flowmatch's and PyTorch's, one JSON line each),
+#                                         ctest.log, c10d.log: few files, since the device tool returns only 8.
 #
 # With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu-deps"], timeout_s=560).
 # GPU_CHECK_STAGES="cuda-tests unet" (say) runs only those stages after the build; GPU_CHECK_SUITE_S caps the
@@ -108,15 +109,16 @@ EOF
   # 2. Launch-bound work: Euler sampling and the batch-1 policy, eager and replayed as a CUDA graph, in
   #    flowmatch and in PyTorch on the same GPU.
   want launch && stage "sampling and policy latency" && {
-  timeout 120 "$fm" bench --device cuda --case sample-euler100 --case policy-latency > "$out/bench-launch-cuda.json" 2>&1 || true
-  timeout 120 python3 bench/gpu_eager.py > "$out/eager-launch-cuda.json" 2>&1 || true
-  cat "$out/bench-launch-cuda.json" "$out/eager-launch-cuda.json"
+  {
+    timeout 120 "$fm" bench --device cuda --case sample-euler100 --case policy-latency || true
+    timeout 120 python3 bench/gpu_eager.py || true
+  } 2>&1 | tee -a "$out/bench.jsonl"
   }
 
   # 3. The U-Net side by side: flowmatch and its PyTorch twin (bench/unet_twin.py) on the same weights,
   #    float32 and bf16 autocast, on the GPU and then on the machine's CPU cores.
   want unet && stage "U-Net" && {
-  "$fm" bench --case unet-twin --save-weights "$out/unet.pt" > /dev/null || true
+  "$fm" bench --case unet-twin --save-weights /tmp/gpu-check-unet.pt > /dev/null || true
   {
     local devices=cuda; want unet-cpu && devices="cuda cpu"
     for device in $devices; do
@@ -124,19 +126,18 @@ EOF
       [ "$device" = cpu ] && steps=500 twin_steps=10
       timeout 120 "$fm" bench --device "$device" --case unet-train --case unet-sample --threads "$jobs" --train-steps $steps || true
       timeout 120 "$fm" bench --device "$device" --case unet-train --threads "$jobs" --train-steps $steps --autocast-bf16 || true
-      timeout 120 python3 bench/unet_twin.py --weights "$out/unet.pt" --device "$device" --threads "$jobs" --train-steps $twin_steps || true
-      timeout 120 python3 bench/unet_twin.py --weights "$out/unet.pt" --device "$device" --threads "$jobs" --train-steps $twin_steps --autocast bf16 || true
+      timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device "$device" --threads "$jobs" --train-steps $twin_steps || true
+      timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device "$device" --threads "$jobs" --train-steps $twin_steps --autocast bf16 || true
     done
-  } > "$out/unet.json" 2>&1
-  rm -f "$out/unet.pt"
-  cat "$out/unet.json"
+  } 2>&1 | tee -a "$out/bench.jsonl"
   }
 
   # 4. Dopri5 at equal achieved error: torchdiffeq's and ours on the same field and points (CPU).
   want dopri5 && stage "Dopri5 against torchdiffeq" && {
-  timeout 120 python3 bench/dopri5_torchdiffeq.py --weights .gpu-deps/field.pt > "$out/dopri5-torchdiffeq.json" 2>&1 || true
-  timeout 120 "$fm" bench --case dopri5-norms --weights .gpu-deps/field.pt > "$out/dopri5-flowmatch.json" 2>&1 || true
-  cat "$out/dopri5-torchdiffeq.json" "$out/dopri5-flowmatch.json"
+  {
+    timeout 120 python3 bench/dopri5_torchdiffeq.py --weights .gpu-deps/field.pt || true
+    timeout 120 "$fm" bench --case dopri5-norms --weights .gpu-deps/field.pt || true
+  } 2>&1 | tee -a "$out/bench.jsonl"
   }
 
   # 5. The test suite (CPU and CUDA tests alike), without the documentation examples (they need the
