@@ -315,6 +315,7 @@ TEST(Run, ASplitSeedSharesTheHeldOutPointsBetweenRunsOfOtherSeeds) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("--split-seed applies to finite data sets"), std::string::npos) << e.what();
   }
+  EXPECT_THROW(fm::make_run_config({{"data", "sphere-checkerboard"}, {"split-seed", 2}}), std::invalid_argument);
 }
 
 // --data-noise σ on a manifold: each training draw moves along a tangent Gaussian step (σ per tangent

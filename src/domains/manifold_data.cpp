@@ -222,6 +222,9 @@ class ManifoldDomain : public Domain {
       d["manifold"] = FlatTorus(2).spec();
     } else if (data == "sphere-checkerboard" || data == "torus-checkerboard") {
       d["kind"] = "checkerboard";
+      if (std::find(given.begin(), given.end(), "split-seed") != given.end()) {
+        throw std::invalid_argument("--split-seed applies to finite data sets split 80/10/10, not to " + data + " (drawn afresh each batch)");
+      }
       d["manifold"] = data == "sphere-checkerboard" ? Sphere(2).spec() : FlatTorus(2).spec();
       if (manifold_given && settings["manifold"] != d["manifold"]["type"]) {
         throw std::invalid_argument("--data " + data + " lies on the " + d["manifold"]["type"].get<std::string>() + ", not --manifold " +
