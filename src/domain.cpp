@@ -49,6 +49,11 @@ void register_domain(const std::string& name, std::function<bool(const std::stri
 
 std::vector<std::string> domain_names() { return registry().names(); }
 
+nlohmann::json split_seed_setting(const nlohmann::json& settings) {
+  const nlohmann::json given = settings.value("split-seed", nlohmann::json());
+  return given.is_null() ? settings.at("seed") : given;
+}
+
 std::shared_ptr<Domain> domain_named(const std::string& name) {
   const auto entry = registry().find(name);
   if (!entry) throw std::invalid_argument("unknown data domain '" + name + "' (expected one of: " + registry().known() + ")");

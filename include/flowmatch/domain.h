@@ -125,6 +125,9 @@ std::vector<std::string> domain_names();
 std::shared_ptr<Domain> domain_named(const std::string& name);
 /// The domain that accepts a data setting; std::invalid_argument naming the setting when none does.
 std::shared_ptr<Domain> domain_for_data(const std::string& data);
+/// The seed of a finite data set's 80/10/10 split, from resolved run settings: --split-seed when given,
+/// else --seed. Domains that split store it as the data description's "split_seed".
+nlohmann::json split_seed_setting(const nlohmann::json& settings);
 /// The domain of a stored data description (its "domain" key; runs written before domains existed:
 /// "images" when it has an image shape, else "points").
 std::shared_ptr<Domain> domain_of(const nlohmann::json& data);

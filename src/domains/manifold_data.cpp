@@ -191,7 +191,8 @@ class ManifoldDomain : public Domain {
     const bool manifold_given = std::find(given.begin(), given.end(), "manifold") != given.end();
     json d;
     d["name"] = data;
-    d["split_seed"] = settings.value("split-seed", json()).is_null() ? settings.at("seed") : settings.at("split-seed");
+    const bool drawn = data == "sphere-checkerboard" || data == "torus-checkerboard";  // no split to seed
+    if (!drawn) d["split_seed"] = split_seed_setting(settings);
     if (data.rfind("earth:", 0) == 0) {
       if (manifold_given && settings["manifold"] != "sphere") throw std::invalid_argument("--data " + data + " lies on the sphere, not --manifold " + settings["manifold"].get<std::string>());
       const std::string which = data.substr(6);
@@ -222,9 +223,6 @@ class ManifoldDomain : public Domain {
       d["manifold"] = FlatTorus(2).spec();
     } else if (data == "sphere-checkerboard" || data == "torus-checkerboard") {
       d["kind"] = "checkerboard";
-      if (std::find(given.begin(), given.end(), "split-seed") != given.end()) {
-        throw std::invalid_argument("--split-seed applies to finite data sets split 80/10/10, not to " + data + " (drawn afresh each batch)");
-      }
       d["manifold"] = data == "sphere-checkerboard" ? Sphere(2).spec() : FlatTorus(2).spec();
       if (manifold_given && settings["manifold"] != d["manifold"]["type"]) {
         throw std::invalid_argument("--data " + data + " lies on the " + d["manifold"]["type"].get<std::string>() + ", not --manifold " +

@@ -113,7 +113,7 @@ class MoleculesDomain : public Domain {
       d["system"] = which;
       d["file"] = file;
       d["rows"] = read_configurations(file, system).size(0);
-      d["split_seed"] = settings.value("split-seed", json()).is_null() ? settings.at("seed") : settings.at("split-seed");
+      d["split_seed"] = split_seed_setting(settings);
     }
     const MolecularSystem system = molecular_system(d["system"]);
     d["particles"] = system.particles;
