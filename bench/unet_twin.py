@@ -135,6 +135,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--autocast", default="off", choices=["off", "bf16"],
                    help="training: the forward pass and loss under torch.autocast to bfloat16 (flowmatch bench --autocast-bf16)")
+    p.add_argument("--read-loss", action="store_true",
+                   help="training: read each step's loss back to the host (loss.item()), as flowmatch's trainer does")
     p.add_argument("--device", default="cpu", help="cpu or cuda (flowmatch bench --device cuda --case unet-train --case unet-sample)")
     a = p.parse_args()
     device = torch.device(a.device)
@@ -177,6 +179,8 @@ def main():
             loss = (net(xt, t, labels) - target).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if a.read_loss:
+            loss.item()  # a sync with the device, as flowmatch's trainer checks every step's loss
         optimizer.step()
         with torch.no_grad():
             params = [q.detach() for q in net.parameters()]
@@ -223,7 +227,7 @@ def main():
         "device": str(device),
         "max_abs_output_difference": difference,
         "parameters": sum(q.numel() for q in net.parameters()),
-        "train_batch": batch, "train_steps": a.train_steps, "autocast": a.autocast,
+        "train_batch": batch, "train_steps": a.train_steps, "autocast": a.autocast, "read_loss": a.read_loss,
         "train_images_per_s": a.train_steps * batch / train_seconds,
         "sample_batch": n, "solver": "midpoint", "steps": steps, "nfe": 2 * steps, "guidance": w,
         "sample_images_per_s": n / best,

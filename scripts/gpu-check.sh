@@ -122,12 +122,14 @@ EOF
   {
     local devices=cuda; want unet-cpu && devices="cuda cpu"
     for device in $devices; do
-      local steps=2000 twin_steps=40
+      local steps=5000 twin_steps=100
       [ "$device" = cpu ] && steps=500 twin_steps=10
       timeout 120 "$fm" bench --device "$device" --case unet-train --case unet-sample --threads "$jobs" --train-steps $steps || true
       timeout 120 "$fm" bench --device "$device" --case unet-train --threads "$jobs" --train-steps $steps --autocast-bf16 || true
       timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device "$device" --threads "$jobs" --train-steps $twin_steps || true
       timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device "$device" --threads "$jobs" --train-steps $twin_steps --autocast bf16 || true
+      # The twin reading each step's loss back, as our trainer does: what that sync costs.
+      [ "$device" = cuda ] && { timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device cuda --threads "$jobs" --train-steps $twin_steps --read-loss || true; }
     done
   } 2>&1 | tee -a "$out/bench.jsonl"
   }
