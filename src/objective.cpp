@@ -28,12 +28,12 @@ TrainingBatch TrainingBatch::to(const c10::Device& device) const {
   return out;
 }
 
-double Objective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool) const {
+at::Tensor Objective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool) const {
   return autograd_loss_and_gradients(model, batch);
 }
 
-double Objective::autograd_loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch,
-                                              std::optional<c10::DeviceType> autocast_bf16_on) const {
+at::Tensor Objective::autograd_loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch,
+                                                  std::optional<c10::DeviceType> autocast_bf16_on) const {
   for (auto& p : model.parameters())
     if (p.grad().defined()) p.mutable_grad().zero_();
   at::Tensor value;
@@ -43,7 +43,7 @@ double Objective::autograd_loss_and_gradients(models::VelocityModel& model, cons
     value = loss(model, batch);
   }
   value.backward();  // outside autocast, as PyTorch advises: each op's gradient in its forward's dtype
-  return value.item<double>();
+  return value.detach();  // not read here: on a GPU, reading waits for the device
 }
 
 at::Tensor RegressionObjective::loss(models::VelocityModel& model, const TrainingBatch& batch) const {
@@ -51,9 +51,10 @@ at::Tensor RegressionObjective::loss(models::VelocityModel& model, const Trainin
   return flow_matching_loss(model.forward_with(batch.x_t, batch.t, batch.condition), batch.target, batch.weight);
 }
 
-double RegressionObjective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const {
+at::Tensor RegressionObjective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const {
   if (allow_fused && batch.condition.empty() && model.supports_fused_regression()) {
-    return model.fused_regression_loss_and_gradients(batch.x_t, batch.t, batch.target, batch.weight);  // replaces .grad()
+    // replaces .grad(); the fused pass runs on the CPU, where its value is already at hand
+    return at::scalar_tensor(model.fused_regression_loss_and_gradients(batch.x_t, batch.t, batch.target, batch.weight), at::kDouble);
   }
   return Objective::loss_and_gradients(model, batch, allow_fused);
 }

@@ -160,27 +160,37 @@ void Trainer::distribute(std::shared_ptr<distributed::DataParallel> group) {
   generator_ = at::make_generator<at::CPUGeneratorImpl>(distributed::rank_seed(options_.seed(), group_->rank()));
 }
 
-double Trainer::train_step() {
+namespace {
+std::string non_finite_loss_message(double value, const std::string& where, int64_t step) {
+  return "training stopped: non-finite loss (" + std::to_string(value) + ")" + where + " at step " + std::to_string(step) +
+         "; the last checkpoint is kept";
+}
+}  // namespace
+
+double Trainer::train_step() { return take_step(true).item<double>(); }
+
+at::Tensor Trainer::take_step(bool read_back) {
   const auto device = parameters_.front().device();
   const TrainingBatch batch = (problem_.batches ? problem_.batches(options_.batch_size(), generator_)
                                                 : draw_training_batch(problem_, options_.batch_size(), generator_))
                                   .to(device);
   apply_lr(lr_at(step_));
-  double value = options_.autocast_bf16() ? objective_->autograd_loss_and_gradients(*model_, batch, device.type())
-                                          : objective_->loss_and_gradients(*model_, batch, options_.fused_mlp());
-  std::string where;
-  if (group_) {
-    // Every rank must reach the all-reduce, so a non-finite loss is judged on the mean that comes
-    // back (non-finite when any rank's is), and all ranks stop together.
-    const bool local_stop = stop_poll_ && stop_poll_();
-    const auto sums = group_->average_gradients(parameters_, {value, local_stop ? 1.0 : 0.0});
-    value = sums[0] / static_cast<double>(group_->world_size());
-    stop_requested_ = sums[1] > 0;
-    where = " (mean over " + std::to_string(group_->world_size()) + " ranks)";
-  }
-  if (!std::isfinite(value)) {
-    throw std::runtime_error("training stopped: non-finite loss (" + std::to_string(value) + ")" + where +
-                             " at step " + std::to_string(step_ + 1) + "; the last checkpoint is kept");
+  at::Tensor loss = options_.autocast_bf16() ? objective_->autograd_loss_and_gradients(*model_, batch, device.type())
+                                             : objective_->loss_and_gradients(*model_, batch, options_.fused_mlp());
+  if (group_ || read_back) {
+    double value = loss.item<double>();
+    std::string where;
+    if (group_) {
+      // Every rank must reach the all-reduce, so a non-finite loss is judged on the mean that comes
+      // back (non-finite when any rank's is), and all ranks stop together.
+      const bool local_stop = stop_poll_ && stop_poll_();
+      const auto sums = group_->average_gradients(parameters_, {value, local_stop ? 1.0 : 0.0});
+      value = sums[0] / static_cast<double>(group_->world_size());
+      stop_requested_ = sums[1] > 0;
+      where = " (mean over " + std::to_string(group_->world_size()) + " ranks)";
+      loss = at::scalar_tensor(value, at::kDouble);
+    }
+    if (!std::isfinite(value)) throw std::runtime_error(non_finite_loss_message(value, where, step_ + 1));
   }
   if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(parameters_, options_.grad_clip());
   if (fused_adam_supported(*optimizer_, parameters_)) {
@@ -192,7 +202,7 @@ double Trainer::train_step() {
   }
   update_ema();
   ++step_;
-  return value;
+  return loss;
 }
 
 int64_t Trainer::train(const TrainCallbacks& callbacks) {
@@ -209,6 +219,22 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   const bool writer = !group_ || group_->rank() == 0;
   stop_poll_ = callbacks.should_stop;
   stop_requested_ = false;
+  // Deferred readback: the losses of the steps since the last read, read together (one wait for the
+  // device instead of one a step) and checked in order, so that a non-finite one is named by its step.
+  const bool defer = !group_ && options_.defer_loss_readback().value_or(!parameters_.front().device().is_cpu());
+  std::vector<at::Tensor> unread;
+  auto read_losses = [&]() {
+    if (unread.empty()) return;
+    const at::Tensor values = at::stack(unread).to(at::kCPU, at::kDouble);
+    const int64_t first = step_ - static_cast<int64_t>(unread.size()) + 1;
+    unread.clear();
+    const double* v = values.data_ptr<double>();
+    for (int64_t k = 0; k < values.numel(); ++k) {
+      if (!std::isfinite(v[k])) throw std::runtime_error(non_finite_loss_message(v[k], "", first + k));
+      loss_sum += v[k];
+      ++loss_count;
+    }
+  };
   // Non-finite weights are never checkpointed: training stops naming the last (finite) checkpoint.
   // Checked at every report and before every checkpoint (the loss is checked at every step).
   auto check_weights = [&]() {
@@ -241,10 +267,17 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
     if (callbacks.checkpoint_saved) callbacks.checkpoint_saved(path, step_);
   };
   while (step_ < options_.steps()) {
-    loss_sum += train_step();
-    ++loss_count;
+    if (defer) {
+      unread.push_back(take_step(false));
+    } else {
+      loss_sum += train_step();
+      ++loss_count;
+    }
     const bool stop = group_ ? stop_requested_ : (callbacks.should_stop && callbacks.should_stop());
-    if (callbacks.progress && (step_ % options_.log_every() == 0 || step_ == options_.steps() || stop)) {
+    const bool report = step_ % options_.log_every() == 0 || step_ == options_.steps() || stop;
+    const bool periodic = options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0;
+    if (report || periodic) read_losses();
+    if (callbacks.progress && report) {
       check_weights();
       const auto now = clock::now();
       TrainProgress p;
@@ -269,7 +302,6 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
       loss_sum = 0;
       loss_count = 0;
     }
-    const bool periodic = options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0;
     if (periodic || step_ == options_.steps() || stop) checkpoint();
     if (stop) break;
   }

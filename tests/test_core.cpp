@@ -173,8 +173,8 @@ TEST(Objective, RegressionEqualsTheLossAndItsFusedGradientsEqualAutograd) {
   batch.target = at::randn({32, 2}, gen, at::kDouble);
   batch.weight = at::rand({32}, gen, at::kDouble);
   fm::RegressionObjective objective;
-  const double fused = objective.loss_and_gradients(*a, batch, /*allow_fused=*/true);
-  const double autograd = objective.loss_and_gradients(*b, batch, /*allow_fused=*/false);
+  const double fused = objective.loss_and_gradients(*a, batch, /*allow_fused=*/true).item<double>();
+  const double autograd = objective.loss_and_gradients(*b, batch, /*allow_fused=*/false).item<double>();
   EXPECT_NEAR(fused, autograd, 1e-12);
   const double direct = (batch.weight.unsqueeze(1) * (b->forward(batch.x_t, batch.t) - batch.target).square()).mean().item<double>();
   EXPECT_NEAR(autograd, direct, 1e-12);

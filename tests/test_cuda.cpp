@@ -160,7 +160,7 @@ TEST(Cuda, TrainingStepsFollowTheCpusLosses) {
     return fm::FlowMatchingProblem{fm::data::toy2d_sampler("8gaussians"), fm::data::toy2d_sampler("moons"), std::make_shared<fm::CondOTPath>(),
                                    fm::make_coupling("exact-ot"), {}};
   };
-  const auto options = fm::TrainerOptions().steps(10).batch_size(256).lr(1e-3).ema_decay(0.9).seed(4);
+  const auto options = fm::TrainerOptions().steps(20).batch_size(256).lr(1e-3).ema_decay(0.9).seed(4).log_every(5);
   auto [cpu, gpu] = twin_networks(mlp);
   fm::Trainer a(cpu, problem(), options), b(gpu, problem(), options);
   for (int k = 0; k < 10; ++k) {
@@ -168,6 +168,13 @@ TEST(Cuda, TrainingStepsFollowTheCpusLosses) {
     EXPECT_NEAR(lb, la, 1e-4 * (1 + std::abs(la))) << "step " << k + 1;
   }
   EXPECT_TRUE(b.model()->parameters().front().is_cuda());
+  // train() on the GPU reads its losses once per report (defer_loss_readback unset): the same reports.
+  std::vector<double> ra, rb;
+  a.train({[&](const fm::TrainProgress& p) { ra.push_back(p.loss); }});
+  b.train({[&](const fm::TrainProgress& p) { rb.push_back(p.loss); }});
+  ASSERT_EQ(ra.size(), 2u);
+  ASSERT_EQ(rb.size(), 2u);
+  for (size_t k = 0; k < 2; ++k) EXPECT_NEAR(rb[k], ra[k], 1e-3 * (1 + std::abs(ra[k]))) << "report " << k + 1;
 }
 
 TEST(Cuda, AutoencoderEncodesAndDecodesAsOnTheCpu) {

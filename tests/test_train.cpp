@@ -97,7 +97,6 @@ TEST(Trainer, CheckpointsAreWrittenAndPruned) {
 }
 
 TEST(Trainer, NonFiniteLossStopsWithTheStepAndKeepsTheLastCheckpoint) {
-  fmtest::TempDir dir;
   auto calls = std::make_shared<int>(0);
   fm::FlowMatchingProblem bad = problem("independent");
   bad.target = [calls](int64_t n, at::Generator& g) {
@@ -105,17 +104,45 @@ TEST(Trainer, NonFiniteLossStopsWithTheStepAndKeepsTheLastCheckpoint) {
     if (++*calls == 7) x[0][0] = NAN;
     return x;
   };
-  fm::Trainer trainer(fresh_model(1), bad, options(20).checkpoint_every(5).checkpoint_dir(dir.str()));
-  try {
-    trainer.train();
-    FAIL() << "no exception";
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("non-finite loss"), std::string::npos);
-    EXPECT_NE(std::string(e.what()).find("step 7"), std::string::npos);
+  // Read every step, and deferred: read at the checkpoint of step 10, which finds step 7 and writes nothing.
+  for (const bool defer : {false, true}) {
+    SCOPED_TRACE(defer ? "deferred readback" : "read every step");
+    fmtest::TempDir dir;
+    *calls = 0;
+    fm::Trainer trainer(fresh_model(1), bad,
+                        options(20).checkpoint_every(5).checkpoint_dir(dir.str()).log_every(100).defer_loss_readback(defer));
+    int64_t reached = 0;
+    try {
+      trainer.train({{}, [&] { reached = trainer.step(); return false; }});
+      FAIL() << "no exception";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("non-finite loss (nan) at step 7;"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(reached, defer ? 10 : 6);
+    auto kept = fm::list_checkpoints(dir.str());
+    ASSERT_EQ(kept.size(), 1u);
+    EXPECT_EQ(fm::checkpoint_step(kept[0]), 5);
   }
-  auto kept = fm::list_checkpoints(dir.str());
-  ASSERT_EQ(kept.size(), 1u);
-  EXPECT_EQ(fm::checkpoint_step(kept[0]), 5);
+}
+
+TEST(Trainer, DeferredLossReadbackTrainsTheSameWeightsAndReportsTheSameLosses) {
+  // Reading the losses once per report (what a GPU run does) changes when they are read, not what is
+  // computed: the reports (means over 8 steps, summed in step order) and the weights are bit-identical,
+  // through the fused MLP gradients and through autograd.
+  for (const bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused" : "autograd");
+    std::vector<std::vector<double>> reports(2);
+    std::vector<std::shared_ptr<fm::models::VelocityModel>> models;
+    for (const bool defer : {false, true}) {
+      fm::Trainer trainer(fresh_model(1), problem(), options(36).log_every(8).fused_mlp(fused).defer_loss_readback(defer));
+      trainer.train({[&](const fm::TrainProgress& p) { reports[defer].push_back(p.loss); }});
+      models.push_back(trainer.sampling_model());
+    }
+    ASSERT_EQ(reports[0].size(), 5u);  // steps 8, 16, 24, 32 and the last, 36
+    EXPECT_EQ(reports[0], reports[1]);
+    auto a = models[0]->parameters(), b = models[1]->parameters();
+    for (size_t k = 0; k < a.size(); ++k) EXPECT_TRUE(at::equal(a[k], b[k]));
+  }
 }
 
 TEST(Trainer, RejectsBadOptionsAndForeignCheckpoints) {

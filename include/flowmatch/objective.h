@@ -41,14 +41,16 @@ class Objective {
   /// The (differentiable) loss of `model` on `batch`, a 0-dim tensor.
   virtual at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const = 0;
   /// The loss value, with its gradients in the parameters' .grad() (replacing what was there).
-  /// The default zeroes them, then loss() and backward(); an objective may use a model capability
-  /// instead (the regression uses `supports_fused_regression` when `allow_fused`).
-  virtual double loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const;
+  /// The value is a detached 0-dim tensor, on the model's device: reading it (`.item()`) waits for
+  /// that device, so the caller decides when (the trainer, on a GPU, once per report).
+  /// The default zeroes the gradients, then loss() and backward(); an objective may use a model
+  /// capability instead (the regression uses `supports_fused_regression` when `allow_fused`).
+  virtual at::Tensor loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const;
   /// The default's work: zero the gradients, loss() (under bf16 autocast on `autocast_bf16_on` when
   /// given, autocast.h), then backward outside autocast. The trainer calls it directly for mixed
   /// precision, where no model capability (fused gradients) applies.
-  double autograd_loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch,
-                                     std::optional<c10::DeviceType> autocast_bf16_on = std::nullopt) const;
+  at::Tensor autograd_loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch,
+                                         std::optional<c10::DeviceType> autocast_bf16_on = std::nullopt) const;
 };
 
 /// Conditional flow matching's regression (TorchCFM, flow_matching): the weighted mean squared
@@ -59,7 +61,7 @@ class RegressionObjective : public Objective {
   std::string name() const override { return "regression"; }
   nlohmann::json spec() const override { return {{"type", "regression"}}; }
   at::Tensor loss(models::VelocityModel& model, const TrainingBatch& batch) const override;
-  double loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const override;
+  at::Tensor loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const override;
 };
 
 /// Riemannian flow matching's loss (Chen & Lipman 2024): the metric's squared norm of the error,

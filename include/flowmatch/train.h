@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <ATen/core/Generator.h>
@@ -74,6 +75,13 @@ struct TrainerOptions {
   /// (`VelocityModel::supports_fused_regression`, the MLP: no autograd graph, fewer operator calls);
   /// false: autograd. Same results up to rounding.
   TORCH_ARG(bool, fused_mlp) = true;
+  /// When `train()` reads each step's loss back to the host. true: at each report (log_every), each
+  /// checkpoint and the end, in one read, so that a GPU's queue never drains between steps (a read
+  /// waits for the device). false: every step. Unset: every step on the CPU (a read costs nothing
+  /// there), deferred on other devices. Either way a non-finite loss stops training naming its step
+  /// and no checkpoint after it is written; deferred, the steps after it have run in memory.
+  /// Data-parallel training reads every step (the loss is all-reduced with the gradients).
+  TORCH_ARG(std::optional<bool>, defer_loss_readback) = std::nullopt;
   /// The identity of the run the checkpoints belong to (Run: a hash of its frozen settings), stored in
   /// each checkpoint; load_checkpoint refuses one with another identity. Empty: not checked.
   TORCH_ARG(std::string, run_id) = "";
@@ -159,7 +167,8 @@ class Trainer {
   void distribute(std::shared_ptr<distributed::DataParallel> group);
   std::shared_ptr<distributed::DataParallel> group() const { return group_; }
 
-  /// One optimisation step; returns the loss (in a data-parallel run, the mean over the ranks).
+  /// One optimisation step; returns the loss (in a data-parallel run, the mean over the ranks). It
+  /// reads the loss back, and throws before the optimizer step when it is not finite.
   double train_step();
 
   /// Writes a checkpoint (data-parallel: every rank must call it; rank 0 writes).
@@ -179,6 +188,9 @@ class Trainer {
 
  private:
   double lr_at(int64_t step) const;
+  /// One step; the loss (detached, 0-dim) is read back and checked when `read_back` (always when
+  /// data-parallel), else returned unread and unchecked.
+  at::Tensor take_step(bool read_back);
   void apply_lr(double lr);
   void update_ema();
 
