@@ -614,7 +614,8 @@ TEST(CLI, LaunchTrainsTwoRanksAndOnlyRankZeroWrites) {
 TEST(CLI, InterruptedLaunchResumesToTheSameModel) {
   fmtest::TempDir dir;
   const std::string flags = " --steps 800 --batch 64 --width 16 --depth 2 --log-every 10 --checkpoint-every 100 --quiet";
-  ASSERT_EQ(cli(dir, "launch --nproc 2 --master-port 0 -- train --out runs/straight" + flags).code, 0);
+  const Result straight = cli(dir, "launch --nproc 2 --master-port 0 -- train --out runs/straight" + flags);
+  ASSERT_EQ(straight.code, 0) << straight.err;
   const std::string cmd = "sh -c '" + std::string(FLOWMATCH_CLI) + " launch --nproc 2 --master-port 0 -- train --out runs/cut" +
                           flags + " & pid=$!; i=0; while [ ! -s runs/cut/metrics.jsonl ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done;"
                           " kill -INT $pid; wait $pid; echo $? > code'";
