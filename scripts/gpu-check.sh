@@ -21,6 +21,8 @@
 # With the device tool: run(command="bash scripts/gpu-check.sh run", carry=[".gpu-deps"], timeout_s=560).
 # GPU_CHECK_STAGES="cuda-tests unet" (say) runs only those stages after the build; GPU_CHECK_SUITE_S caps the
 # suite (default 200 s; its processes run one thread each, as many at once as the machine has cores).
+# GPU_CHECK_C10D=ON builds c10d into the main build too (off by default: distributed.cpp compiles against
+# LibTorch 2.11, stage c10d, but has not been linked there), so that the launch tests can run.
 # The work is ordered so that a run stopped at its limit has already written the most useful files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +84,7 @@ EOF
       -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$lib/cmake;$deps/usr/share/cmake" \
       -DCMAKE_INCLUDE_PATH="$deps/usr/include" -DCMAKE_LIBRARY_PATH="$lib" \
       -DLEMON_INCLUDE_DIR="$deps/usr/include" -DCMAKE_CXX_FLAGS="-isystem $deps/usr/include" \
-      -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF -DFLOWMATCH_DISTRIBUTED=OFF -DFLOWMATCH_CUDA_GRAPHS="$1" &&
+      -DFLOWMATCH_BUILD_PYTHON=OFF -DFLOWMATCH_BUILD_EXAMPLES=OFF -DFLOWMATCH_DISTRIBUTED="${GPU_CHECK_C10D:-OFF}" -DFLOWMATCH_CUDA_GRAPHS="$1" &&
     cmake --build build-gpu -j "$jobs" --target flowmatch_cli flowmatch_tests flowmatch_test_worker -- -k 0
   }
   if ! build ON > "$out/build.log" 2>&1; then
