@@ -23,7 +23,11 @@ MISSING = [
 def main():
     log = open(sys.argv[1], errors="replace").read()
     printed = open(sys.argv[2], errors="replace").read()
-    failed = re.findall(r"^\s*\d+ - (\S+) \((?:Failed|SEGFAULT|Timeout|Subprocess aborted|Exception)\)", printed, re.M)
+    # ctest's closing list: "  12 - Suite.Name (Failed)", or (SEGFAULT), (Timeout), (Not Run), (Child aborted), ...
+    failed = re.findall(r"^\s*\d+ - (\S+) \(([^)]+)\)\s*$", printed, re.M)
+    failed = [name for name, status in failed if status != "Skipped" and status != "Disabled"]
+    if "Total Test" not in printed:
+        print("ctest did not finish (stopped at its time limit?): its list of failures is missing or partial")
     # LastTest.log: one block per test, from its "Test: NAME" line to the next.
     blocks = {}
     for m in re.finditer(r"^\d+/\d+ Test: (\S+)\n(.*?)(?=^\d+/\d+ Testing: |\Z)", log, re.M | re.S):

@@ -131,7 +131,9 @@ EOF
       timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device "$device" --threads "$jobs" --train-steps $twin_steps || true
       timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device "$device" --threads "$jobs" --train-steps $twin_steps --autocast bf16 || true
       # The twin reading each step's loss back, as our trainer does: what that sync costs.
-      [ "$device" = cuda ] && { timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device cuda --threads "$jobs" --train-steps $twin_steps --read-loss || true; }
+      if [ "$device" = cuda ]; then
+        timeout 120 python3 bench/unet_twin.py --weights /tmp/gpu-check-unet.pt --device cuda --threads "$jobs" --train-steps $twin_steps --read-loss || true
+      fi
     done
   } 2>&1 | tee -a "$out/bench.jsonl"
   }

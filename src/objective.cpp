@@ -53,8 +53,7 @@ at::Tensor RegressionObjective::loss(models::VelocityModel& model, const Trainin
 
 at::Tensor RegressionObjective::loss_and_gradients(models::VelocityModel& model, const TrainingBatch& batch, bool allow_fused) const {
   if (allow_fused && batch.condition.empty() && model.supports_fused_regression()) {
-    // replaces .grad(); the fused pass runs on the CPU, where its value is already at hand
-    return at::scalar_tensor(model.fused_regression_loss_and_gradients(batch.x_t, batch.t, batch.target, batch.weight), at::kDouble);
+    return model.fused_regression_loss_and_gradients(batch.x_t, batch.t, batch.target, batch.weight);  // replaces .grad()
   }
   return Objective::loss_and_gradients(model, batch, allow_fused);
 }

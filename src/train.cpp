@@ -1,6 +1,7 @@
 #include "flowmatch/io/json.h"
 #include "flowmatch/train.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -225,23 +226,34 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   std::vector<at::Tensor> unread;
   auto read_losses = [&]() {
     if (unread.empty()) return;
-    const at::Tensor values = at::stack(unread).to(at::kCPU, at::kDouble);
     const int64_t first = step_ - static_cast<int64_t>(unread.size()) + 1;
+    std::vector<double> values;
+    values.reserve(unread.size());
+    const bool alike = std::all_of(unread.begin(), unread.end(), [&](const at::Tensor& loss) {
+      return loss.device() == unread.front().device() && loss.scalar_type() == unread.front().scalar_type();
+    });
+    if (alike) {  // one copy back
+      const at::Tensor all = at::stack(unread).to(at::kCPU, at::kDouble);
+      values.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
+    } else {  // a batch source that mixes paths: one read each (the first waits, the rest are ready)
+      for (const auto& loss : unread) values.push_back(loss.item<double>());
+    }
     unread.clear();
-    const double* v = values.data_ptr<double>();
-    for (int64_t k = 0; k < values.numel(); ++k) {
-      if (!std::isfinite(v[k])) throw std::runtime_error(non_finite_loss_message(v[k], "", first + k));
-      loss_sum += v[k];
+    for (size_t k = 0; k < values.size(); ++k) {
+      if (!std::isfinite(values[k])) throw std::runtime_error(non_finite_loss_message(values[k], "", first + static_cast<int64_t>(k)));
+      loss_sum += values[k];
       ++loss_count;
     }
   };
   // Non-finite weights are never checkpointed: training stops naming the last (finite) checkpoint.
-  // Checked at every report and before every checkpoint (the loss is checked at every step).
+  // Checked at every report and before every checkpoint (the loss at every step, or at each read when deferred).
   auto check_weights = [&]() {
-    auto finite = [](const std::vector<at::Tensor>& tensors) {
-      for (const auto& p : tensors)
-        if (!at::isfinite(p).all().item<bool>()) return false;
-      return true;
+    auto finite = [](const std::vector<at::Tensor>& tensors) {  // one read back for all of them
+      if (tensors.empty()) return true;
+      std::vector<at::Tensor> each;
+      each.reserve(tensors.size());
+      for (const auto& p : tensors) each.push_back(at::isfinite(p).all());
+      return at::stack(each).all().item<bool>();
     };
     if (finite(parameters_) && finite(ema_parameters_)) return;
     const auto kept = dir.empty() ? std::vector<std::string>{} : list_checkpoints(dir);
@@ -276,7 +288,7 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
     const bool stop = group_ ? stop_requested_ : (callbacks.should_stop && callbacks.should_stop());
     const bool report = step_ % options_.log_every() == 0 || step_ == options_.steps() || stop;
     const bool periodic = options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0;
-    if (report || periodic) read_losses();
+    if (report || periodic || unread.size() >= 1000) read_losses();
     if (callbacks.progress && report) {
       check_weights();
       const auto now = clock::now();

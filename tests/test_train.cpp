@@ -116,7 +116,8 @@ TEST(Trainer, NonFiniteLossStopsWithTheStepAndKeepsTheLastCheckpoint) {
       trainer.train({{}, [&] { reached = trainer.step(); return false; }});
       FAIL() << "no exception";
     } catch (const std::runtime_error& e) {
-      EXPECT_NE(std::string(e.what()).find("non-finite loss (nan) at step 7;"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("non-finite loss ("), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(") at step 7;"), std::string::npos) << e.what();
     }
     EXPECT_EQ(reached, defer ? 10 : 6);
     auto kept = fm::list_checkpoints(dir.str());

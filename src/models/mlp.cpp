@@ -207,8 +207,8 @@ at::Tensor MLPImpl::activation_backward(const at::Tensor& grad, const at::Tensor
   return grad;
 }
 
-double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
-                                   const at::Tensor& weight) {
+at::Tensor MLPImpl::fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
+                                                        const at::Tensor& weight) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == options.in_dim(), "MLP expects x of shape (B, ", options.in_dim(), "), got ", x.sizes());
   TORCH_CHECK(target.dim() == 2 && target.size(0) == x.size(0) && target.size(1) == options.dim(), "MLP loss: target ",
               target.sizes(), " must have shape (", x.size(0), ", ", options.dim(), ")");
@@ -229,14 +229,14 @@ double MLPImpl::loss_and_gradients(const at::Tensor& x, const at::Tensor& t, con
   at::Tensor diff = out - target;
   const double count = static_cast<double>(diff.numel());
   at::Tensor grad;  // dL/d out
-  double loss = 0;
+  at::Tensor loss;  // the sum in the parameters' dtype, divided in float64 (not read back here)
   if (!weight.defined()) {
-    loss = diff.square().sum().item<double>() / count;
+    loss = diff.square().sum().to(at::kDouble).div_(count);
     grad = diff.mul(2.0 / count);
   } else {
     TORCH_CHECK(weight.dim() == 1 && weight.size(0) == x.size(0), "MLP loss: weight must have shape (", x.size(0), ")");
     at::Tensor w = weight.to(diff.options()).unsqueeze(1);
-    loss = (diff.square() * w).sum().item<double>() / count;
+    loss = (diff.square() * w).sum().to(at::kDouble).div_(count);
     grad = diff.mul(w).mul_(2.0 / count);
   }
   for (size_t k = n; k-- > 0;) {

@@ -58,8 +58,8 @@ at::Tensor VelocityModel::forward_with(const at::Tensor& x, const at::Tensor& t,
   return c.labels.defined() ? forward_conditional(x, t, c.labels) : forward(x, t);
 }
 
-double VelocityModel::fused_regression_loss_and_gradients(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                          const at::Tensor&) {
+at::Tensor VelocityModel::fused_regression_loss_and_gradients(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                              const at::Tensor&) {
   throw std::invalid_argument("this " + spec().value("type", std::string("model")) +
                               " network has no fused regression loss (supports_fused_regression() is false)");
 }

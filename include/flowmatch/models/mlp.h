@@ -61,17 +61,17 @@ class MLPImpl : public VelocityModel {
   nlohmann::json spec() const override;
   std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
   bool supports_fused_regression() const override { return true; }
-  double fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
-                                             const at::Tensor& weight) override {
-    return loss_and_gradients(x, t, target, weight);
-  }
-
   /// The flow-matching loss mean(w_b · (v(x, t) − target)²) and its gradients, computed by hand
   /// (forward with the activations kept, then the backward pass layer by layer: no autograd graph).
   /// The gradients are written into each parameter's .grad() (replacing it). Same value and
   /// gradients as autograd on flow_matching_loss up to rounding (tests/test_mlp.cpp). `weight` may be
-  /// undefined (unweighted).
-  double loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target, const at::Tensor& weight);
+  /// undefined (unweighted). The loss: a 0-dim float64 tensor on the network's device.
+  at::Tensor fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
+                                                 const at::Tensor& weight) override;
+  /// The same, with the loss read back.
+  double loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target, const at::Tensor& weight) {
+    return fused_regression_loss_and_gradients(x, t, target, weight).item<double>();
+  }
 
   /// v(x, t) and its divergence in one forward pass carrying the D tangent directions ∂h/∂x_i through
   /// the layers (forward-mode differentiation): D + 1 products per hidden layer, the output layer's

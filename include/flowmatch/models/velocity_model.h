@@ -59,10 +59,11 @@ class VelocityModel : public torch::nn::Module {
   /// Optional capability: the regression loss mean_b(w_b·mean_d (v(x, t) − target)²) with its
   /// gradients written into each parameter's .grad(), computed without an autograd graph
   /// (`supports_fused_regression` says whether it is there; the MLP has it). Same value and
-  /// gradients as autograd up to rounding.
+  /// gradients as autograd up to rounding. The loss is a 0-dim float64 tensor on the model's device,
+  /// not read back (on a GPU, reading waits for the device).
   virtual bool supports_fused_regression() const { return false; }
-  virtual double fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
-                                                     const at::Tensor& weight);
+  virtual at::Tensor fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
+                                                         const at::Tensor& weight);
   /// Optional capability: v(x, t) and its exact divergence Σ_i ∂v_i/∂x_i per sample (B) in one
   /// pass without autograd (`supports_divergence` says whether it is there; the MLP has it, by
   /// forward-mode propagation of the D input directions). Exact likelihoods use it.
