@@ -189,9 +189,8 @@ TEST(Cuda, AutoencoderEncodesAndDecodesAsOnTheCpu) {
 
 TEST(Cuda, ARunTrainsAndSamplesOnTheDeviceFromTheCommandLine) {
   // The CLI alone decides whether there is a GPU: this process never touches CUDA. On the H200 (PyTorch 2.11,
-  // 2026-12-04) the version that asked torch::cuda::is_available() here first saw all three commands succeed
-  // and then crashed (SIGSEGV) before the test ended; the cause is not yet confirmed (gpu-check.sh takes a
-  // backtrace when it recurs).
+  // 2026-12-04) this test once crashed (SIGSEGV) after all three commands succeeded: TempDir's
+  // std::filesystem calls bound to pip LibTorch's own copy of it (CMakeLists.txt now links libstdc++ first).
   fmtest::TempDir dir;
   const std::string cli = std::string("cd '") + dir.str() + "' && " + FLOWMATCH_CLI;
   const int trained = std::system((cli + " train --device cuda --source gaussian --target moons --steps 200 --out run --quiet > train.log 2>&1").c_str());
