@@ -231,6 +231,16 @@ TEST(Manifold, NetworksGiveTangentVelocitiesAndOTUsesTheGeodesicCost) {
   EXPECT_LT(max_abs((v * x).sum(1)), 1e-6);
   auto rebuilt = fm::models::make_model(net.spec());
   EXPECT_EQ(rebuilt->spec(), net.spec());
+  // With dropout (training mode) each draw is another field, and every one of them is tangent.
+  auto dropping = fm::models::make_model(fm::models::model_registration("manifold-mlp")
+                                             .describe({3}, 0, {{"manifold", sphere->spec()}, {"width", 16}, {"dropout", 0.2}}));
+  EXPECT_DOUBLE_EQ(dropping->spec()["options"]["dropout"].get<double>(), 0.2);
+  const at::Tensor t64 = at::rand({64});
+  const at::Tensor v1 = dropping->forward(x, t64), v2 = dropping->forward(x, t64);
+  EXPECT_FALSE(at::allclose(v1, v2));
+  EXPECT_LT(max_abs((v1 * x).sum(1)), 1e-6);
+  dropping->eval();
+  EXPECT_TRUE(at::equal(dropping->forward(x, t64), dropping->forward(x, t64)));
   auto torus_net = fm::models::make_model(
       {{"type", "manifold-mlp"}, {"manifold", fm::FlatTorus(2).spec()}, {"options", {{"width", 16}, {"depth", 2}}}});
   EXPECT_EQ(torus_net->forward(angles(5, 2, 1).to(at::kFloat), at::rand({5})).sizes(), (std::vector<int64_t>{5, 2}));

@@ -106,6 +106,131 @@ TEST(MLP, HandWrittenLossGradientsEqualAutograd) {
   }
 }
 
+// Dropout (MLPOptions::dropout): the hand-written backward draws its masks as forward() does (the same
+// draws from the default generator, layer by layer), so under the same seed it is the gradient of the
+// same masked network: equal to autograd's to rounding, for every activation, weighted or not.
+TEST(MLP, DropoutHandWrittenGradientsEqualAutogradUnderTheSameMasks) {
+  auto g = fmtest::generator(8);
+  for (auto activation : {fm::models::Activation::SELU, fm::models::Activation::SiLU, fm::models::Activation::ReLU,
+                          fm::models::Activation::GELU}) {
+    for (bool weighted : {false, true}) {
+      at::manual_seed(4);
+      fm::models::MLPImpl mlp(fm::models::MLPOptions(3).width(16).depth(3).activation(activation).dropout(0.3));
+      mlp.to(at::kDouble);
+      at::Tensor x = at::randn({32, 3}, g, at::kDouble), t = at::rand({32}, g, at::kDouble);
+      at::Tensor target = at::randn({32, 3}, g, at::kDouble);
+      at::Tensor w = weighted ? at::rand({32}, g, at::kDouble) + 0.5 : at::Tensor();
+      mlp.zero_grad();
+      at::manual_seed(11);
+      at::Tensor loss = fm::flow_matching_loss(mlp.forward(x, t), target, w);
+      loss.backward();
+      std::vector<at::Tensor> expected;
+      for (auto& p : mlp.parameters()) expected.push_back(p.grad().clone());
+      at::manual_seed(11);
+      const double value = mlp.loss_and_gradients(x, t, target, w);
+      EXPECT_NEAR(value, loss.item<double>(), 1e-12 * std::abs(loss.item<double>()));
+      auto params = mlp.parameters();
+      for (size_t k = 0; k < params.size(); ++k) {
+        EXPECT_TRUE(fmtest::AllClose(params[k].grad(), expected[k], 1e-10, 1e-13))
+            << fm::models::to_string(activation) << " weighted " << weighted << " parameter " << k;
+      }
+      // Another draw of the masks is another network: another loss.
+      at::manual_seed(12);
+      EXPECT_GT(std::abs(mlp.loss_and_gradients(x, t, target, w) - value), 1e-6 * value);
+      // Without dropout in eval mode the loss is the whole network's.
+      mlp.eval();
+      mlp.zero_grad();
+      const double whole = fm::flow_matching_loss(mlp.forward(x, t), target, w).item<double>();
+      EXPECT_NEAR(mlp.loss_and_gradients(x, t, target, w), whole, 1e-12 * whole);
+    }
+  }
+}
+
+// In eval mode a network with dropout computes what the same weights without it compute; in training
+// mode, with one hidden layer, the output is linear in the mask, so its mean over draws is the eval
+// output (inverted dropout is unbiased). Each output's variance over draws is Σ_k W_jk² a_k² p/(1 − p),
+// which sets the tolerance: 6 standard errors of the mean of N draws.
+TEST(MLP, DropoutActsInTrainingOnlyAndIsUnbiased) {
+  at::manual_seed(5);
+  const double p = 0.25;
+  MLP net(MLPOptions(2).width(32).depth(1).activation(fm::models::Activation::SiLU).dropout(p));
+  net->to(at::kDouble);
+  auto plain = fm::models::make_model({{"type", "mlp"}, {"options", {{"dim", 2}, {"width", 32}, {"depth", 1}, {"activation", "silu"}}}});
+  plain->to(at::kDouble);
+  fm::models::copy_parameters(*net, *plain);
+  at::Tensor x = at::randn({5, 2}, at::kDouble), t = at::rand({5}, at::kDouble);
+  at::NoGradGuard no_grad;
+  net->eval();
+  const at::Tensor whole = net->forward(x, t);
+  EXPECT_TRUE(at::equal(whole, plain->forward(x, t)));
+  net->train();
+  EXPECT_FALSE(at::allclose(net->forward(x, t), whole));
+  const int64_t draws = 4000;
+  at::Tensor mean = at::zeros_like(whole);
+  for (int64_t k = 0; k < draws; ++k) mean += net->forward(x, t);
+  mean /= static_cast<double>(draws);
+  // a_k: the hidden activations, from the whole network's first layer.
+  const at::Tensor w1 = net->named_parameters()["layers.0.weight"], b1 = net->named_parameters()["layers.0.bias"];
+  const at::Tensor w2 = net->named_parameters()["layers.1.weight"];
+  const at::Tensor a = at::silu(at::addmm(b1, at::cat({x, t.unsqueeze(1)}, 1), w1.t()));     // (5, 32)
+  const at::Tensor variance = at::mm(a.square(), w2.square().t()) * (p / (1 - p));           // (5, 2)
+  EXPECT_TRUE(at::allclose(a.mm(w2.t()) + net->named_parameters()["layers.1.bias"], whole, 1e-12, 1e-12));
+  const at::Tensor bound = (variance / static_cast<double>(draws)).sqrt() * 6;
+  EXPECT_TRUE(((mean - whole).abs() <= bound).all().item<bool>()) << (mean - whole).abs() / bound;
+}
+
+// The mask drops each unit with probability p (rounded to 2^-16) and scales the rest by 1/(1 − p): over
+// n units the dropped count is binomial, within 6 of its standard deviations sqrt(n p (1 − p)). Odd
+// sizes, float64 and p = 0.99 included.
+TEST(MLP, DropoutMaskDropsTheFractionPAndScalesTheRest) {
+  at::manual_seed(9);
+  for (double p : {0.1, 0.5, 0.99}) {
+    for (auto dtype : {at::kFloat, at::kDouble}) {
+      MLP net(MLPOptions(2).dropout(p));
+      const at::Tensor mask = net->dropout_mask(at::empty({999, 301}, dtype));
+      ASSERT_EQ(mask.sizes(), (std::vector<int64_t>{999, 301}));
+      ASSERT_EQ(mask.scalar_type(), dtype);
+      const double n = static_cast<double>(mask.numel());
+      const double rounded = std::round(p * 65536) / 65536;
+      const double dropped = mask.eq(0).sum().item<double>();
+      EXPECT_NEAR(dropped, n * rounded, 6 * std::sqrt(n * rounded * (1 - rounded))) << "p " << p;
+      const at::Tensor kept = mask.masked_select(mask.ne(0));
+      EXPECT_TRUE(at::allclose(kept, at::full_like(kept, 1 / (1 - rounded)), 1e-6, 0)) << "p " << p;
+      // The units are independent: neighbours (the two halves of one 32-bit draw among them) are both
+      // dropped with probability p². The m overlapping pairs' count has variance m p²(1 − p²) +
+      // 2(m − 1)(p³ − p⁴) (adjacent pairs share a unit); within 6 of its standard deviations.
+      const at::Tensor flat = mask.reshape({-1}).eq(0);
+      const at::Tensor pairs = flat.narrow(0, 0, flat.numel() - 1).logical_and(flat.narrow(0, 1, flat.numel() - 1));
+      const double both = pairs.sum().item<double>(), m = static_cast<double>(pairs.numel()), r = rounded;
+      const double variance = m * r * r * (1 - r * r) + 2 * (m - 1) * (r * r * r - r * r * r * r);
+      EXPECT_NEAR(both, m * r * r, 6 * std::sqrt(variance)) << "p " << p;
+    }
+  }
+}
+
+TEST(MLP, DropoutIsPartOfTheDescriptionAndItsRangeIsChecked) {
+  MLP net(MLPOptions(2).width(8).dropout(0.1));
+  EXPECT_DOUBLE_EQ(net->spec()["options"]["dropout"].get<double>(), 0.1);
+  EXPECT_DOUBLE_EQ(fm::models::make_model(net->spec())->spec()["options"]["dropout"].get<double>(), 0.1);
+  // Without dropout the description is as before (older runs' descriptions compare equal).
+  EXPECT_FALSE(MLP(MLPOptions(2))->spec()["options"].contains("dropout"));
+  EXPECT_DOUBLE_EQ(fm::models::model_registration("mlp").describe({2}, 0, {{"dropout", 0.2}})["options"]["dropout"].get<double>(), 0.2);
+  for (double bad : {-0.1, 0.995, 1.0, 2.0}) {
+    try {
+      fm::models::model_registration("mlp").describe({2}, 0, {{"dropout", bad}});
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("dropout"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(MLP(MLPOptions(2).dropout(bad)), c10::Error);
+  }
+  // The divergence is the whole network's: refused in training mode with dropout, given in eval mode.
+  MLP square(MLPOptions(2).width(8).dropout(0.5));
+  EXPECT_THROW(square->forward_with_divergence(at::randn({3, 2}), at::rand({3})), c10::Error);
+  square->eval();
+  EXPECT_EQ(square->forward_with_divergence(at::randn({3, 2}), at::rand({3})).second.sizes(), (std::vector<int64_t>{3}));
+}
+
 TEST(SELU, InPlaceKernelAgreesWithATen) {
   // The kernel's exp is within a few float ulps (2^-24 relative each) of ATen's, and the negative
   // branch multiplies (e^x − 1) by λα ≈ 1.76: at most about 1.76 · 3 · 2^-24 ≈ 3.2e-7 apart there;

@@ -83,8 +83,8 @@ nlohmann::json ManifoldMLPImpl::spec() const {
 }
 
 ModelRegistration manifold_mlp_registration() {
-  const std::vector<std::string> keys = {"width",         "depth",         "activation",  "time_encoding",
-                                         "time_features", "fourier_features", "fourier_scale", "fourier_seed"};
+  const std::vector<std::string> keys = {"width",         "depth",            "activation",    "time_encoding", "time_features",
+                                         "dropout",       "fourier_features", "fourier_scale", "fourier_seed"};
   ModelRegistration r;
   r.describe = [keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
     if (classes > 0) throw std::invalid_argument("model manifold-mlp is not class-conditional");
@@ -117,7 +117,7 @@ ModelRegistration manifold_mlp_registration() {
                                              fourier_options_from_json(ManifoldMLPOptions(mlp_options_from_json(options)), options));
   };
   r.help = "MLP for data on a sphere or torus: sees the manifold's features (and fourier-features random frequencies of them, "
-           "N(0, fourier-scale^2)), gives tangent velocities (width, depth, activation, time-encoding)";
+           "N(0, fourier-scale^2)), gives tangent velocities (width, depth, activation, time-encoding, dropout)";
   r.options = keys;
   return r;
 }

@@ -106,7 +106,7 @@ namespace {
 detail::Registry<ModelRegistration>& model_registry() {
   static auto* registry = [] {
     auto* r = new detail::Registry<ModelRegistration>;
-    const std::vector<std::string> mlp_keys = {"width", "depth", "activation", "time_encoding", "time_features"};
+    const std::vector<std::string> mlp_keys = {"width", "depth", "activation", "time_encoding", "time_features", "dropout"};
     r->add("mlp",
          {[mlp_keys](const std::vector<int64_t>& shape, int64_t classes, const nlohmann::json& given) {
             if (classes > 0) throw std::invalid_argument("model mlp is not class-conditional; this data has " + std::to_string(classes) + " classes");
@@ -117,16 +117,20 @@ detail::Registry<ModelRegistration>& model_registry() {
                   .depth(o.value("depth", mlp.depth()))
                   .activation(activation_from_string(o.value("activation", to_string(mlp.activation()))))
                   .time_encoding(time_encoding_from_string(o.value("time_encoding", to_string(mlp.time_encoding()))))
-                  .time_features(o.value("time_features", mlp.time_features()));
+                  .time_features(o.value("time_features", mlp.time_features()))
+                  .dropout(o.value("dropout", mlp.dropout()));
             } catch (const nlohmann::json::exception& e) {
               throw std::invalid_argument("model mlp options " + o.dump() + ": " + e.what());
+            }
+            if (!(mlp.dropout() >= 0 && mlp.dropout() <= 0.99)) {
+              throw std::invalid_argument("model mlp dropout " + std::to_string(mlp.dropout()) + ": expected a number in [0, 0.99]");
             }
             return nlohmann::json{{"type", "mlp"}, {"options", to_json(mlp)}};
           },
           [](const nlohmann::json& spec) -> std::shared_ptr<VelocityModel> {
             return std::make_shared<MLPImpl>(mlp_options_from_json(spec.value("options", nlohmann::json::object())));
           },
-          "multilayer perceptron on flattened samples, t as an input (width, depth, activation, time-encoding)",
+          "multilayer perceptron on flattened samples, t as an input (width, depth, activation, time-encoding, dropout)",
           mlp_keys});
     r->add("manifold-mlp", manifold_mlp_registration());
     r->add("discrete-mlp", discrete_mlp_registration());

@@ -44,6 +44,10 @@ struct MLPOptions {
   /// Width of the input x when it is not the output's (features of the data, as the manifold MLP's
   /// Fourier features; 0: dim). Such a network has no forward-mode divergence (its Jacobian is not square).
   TORCH_ARG(int64_t, input_dim) = 0;
+  /// Dropout probability p in [0, 0.99] after each hidden activation (inverted: kept units scaled by
+  /// 1/(1 − p)), in training mode only (`train()`); eval() and loaded models use the whole network.
+  /// p is rounded to a multiple of 2^-16 (the mask is drawn from 16 random bits per unit). 0: none.
+  TORCH_ARG(double, dropout) = 0.0;
 
  public:
   int64_t in_dim() const { return input_dim_ > 0 ? input_dim_ : dim_; }
@@ -65,7 +69,9 @@ class MLPImpl : public VelocityModel {
   /// (forward with the activations kept, then the backward pass layer by layer: no autograd graph).
   /// The gradients are written into each parameter's .grad() (replacing it). Same value and
   /// gradients as autograd on flow_matching_loss up to rounding (tests/test_mlp.cpp). `weight` may be
-  /// undefined (unweighted). The loss: a 0-dim float64 tensor on the network's device.
+  /// undefined (unweighted). The loss: a 0-dim float64 tensor on the network's device. In training
+  /// mode with dropout, each hidden activation is masked as forward() masks it (the same draws from
+  /// the default generator, layer by layer), and the gradients are the masked network's.
   at::Tensor fused_regression_loss_and_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& target,
                                                  const at::Tensor& weight) override;
   /// The same, with the loss read back.
@@ -79,6 +85,11 @@ class MLPImpl : public VelocityModel {
   /// (tests/test_mlp.cpp).
   bool supports_divergence() const override { return options.in_dim() == options.dim(); }
   std::pair<at::Tensor, at::Tensor> forward_with_divergence(const at::Tensor& x, const at::Tensor& t) override;
+
+  /// Whether forward passes drop units now: dropout > 0 and training mode.
+  bool dropping() const { return options.dropout() > 0 && is_training(); }
+  /// A dropout mask in `like`'s shape, dtype and device: 0 with probability p, else 1/(1 − p).
+  at::Tensor dropout_mask(const at::Tensor& like) const;
 
   MLPOptions options;
 
