@@ -4,7 +4,8 @@
     python3 scripts/ctest_failures.py build/Testing/Temporary/LastTest.log ctest-output.log
 
 The first file is ctest's LastTest.log (every test's output), the second what ctest printed (its list of
-failed tests). gpu-check.sh runs it after the suite on the GPU machine, which has no Debian data packages,
+failed tests). A ctest test of the GoogleTest binary runs a group of tests (tests/ctest_groups.cmake): each
+failed GoogleTest test in it is sorted on its own output, named as GROUP: Suite.Test. gpu-check.sh runs it after the suite on the GPU machine, which has no Debian data packages,
 no ../shared/data, no numpy in its python3 and (in that build) no c10d: those failures say so in one
 line each and are counted apart from the rest, which are listed with their first failure line.
 """
@@ -20,6 +21,21 @@ MISSING = [
 ]
 
 
+def gtest_failures(name, text):
+    """The GoogleTest tests that failed in one ctest test's output, each with its own part of it: those gtest
+    marks FAILED, or the one that was running when the process died. Other tests: the whole output."""
+    sections = {}
+    for m in re.finditer(r"^\[ RUN      \] (\S+)\n(.*?)(?=^\[ RUN      \] |\Z)", text, re.M | re.S):
+        sections[m.group(1)] = m.group(2)
+    failed = [(f"{name}: {test}", part) for test, part in sections.items()
+              if re.search(r"^\[  FAILED  \] " + re.escape(test) + r" \(", part, re.M)]
+    if not failed and sections:
+        last = list(sections)[-1]
+        if not re.search(r"^\[       OK \] " + re.escape(last) + r" \(", sections[last], re.M):
+            failed = [(f"{name}: {last} (died while it ran)", sections[last])]
+    return failed or [(name, text)]
+
+
 def main():
     log = open(sys.argv[1], errors="replace").read()
     printed = open(sys.argv[2], errors="replace").read()
@@ -33,8 +49,8 @@ def main():
     for m in re.finditer(r"^\d+/\d+ Test: (\S+)\n(.*?)(?=^\d+/\d+ Testing: |\Z)", log, re.M | re.S):
         blocks[m.group(1)] = m.group(2)
     lacking, faults = {}, []
-    for name in failed:
-        text = blocks.get(name, "")
+    failed = [each for group in failed for each in gtest_failures(group, blocks.get(group, ""))]
+    for name, text in failed:
         cause = next((what for what, pattern in MISSING if pattern.search(text)), None)
         if cause:
             lacking.setdefault(cause, []).append(name)
