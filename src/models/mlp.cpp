@@ -60,7 +60,8 @@ void MLPImpl::reset() {
   TORCH_CHECK(options.depth() >= 1, "MLP depth must be >= 1, got ", options.depth());
   TORCH_CHECK(options.input_dim() >= 0 && options.input_dim() <= (int64_t{1} << 20), "MLP input_dim must be in [0, 2^20], got ",
               options.input_dim());
-  TORCH_CHECK(options.dropout() >= 0 && options.dropout() <= 0.99, "MLP dropout must be in [0, 0.99], got ", options.dropout());
+  TORCH_CHECK(options.dropout() >= 0 && options.dropout() <= MLPOptions::kMaxDropout, "MLP dropout must be in [0, ",
+              MLPOptions::kMaxDropout, "], got ", options.dropout());
   const bool sinusoidal = options.time_encoding() == TimeEncoding::Sinusoidal;
   TORCH_CHECK(!sinusoidal || (options.time_features() >= 2 && options.time_features() % 2 == 0),
               "MLP time_features must be even and >= 2, got ", options.time_features());

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/accumulate.h>
 #include <c10/util/Exception.h>
+#include <c10/util/StringUtil.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "flowmatch/models/discrete_mlp.h"
@@ -122,8 +123,9 @@ detail::Registry<ModelRegistration>& model_registry() {
             } catch (const nlohmann::json::exception& e) {
               throw std::invalid_argument("model mlp options " + o.dump() + ": " + e.what());
             }
-            if (!(mlp.dropout() >= 0 && mlp.dropout() <= 0.99)) {
-              throw std::invalid_argument("model mlp dropout " + std::to_string(mlp.dropout()) + ": expected a number in [0, 0.99]");
+            if (!(mlp.dropout() >= 0 && mlp.dropout() <= MLPOptions::kMaxDropout)) {
+              throw std::invalid_argument("model mlp dropout " + std::to_string(mlp.dropout()) + ": expected a number in [0, " +
+                                          c10::str(MLPOptions::kMaxDropout) + "]");
             }
             return nlohmann::json{{"type", "mlp"}, {"options", to_json(mlp)}};
           },

@@ -31,6 +31,8 @@ std::string to_string(TimeEncoding encoding);
 /// ```
 struct MLPOptions {
   explicit MLPOptions(int64_t dim = 2) : dim_(dim) {}
+  /// The largest dropout accepted (the mask's scale 1/(1 − p) stays finite after rounding p to 2^-16).
+  static constexpr double kMaxDropout = 0.99;
   /// Data dimension D (input and output width).
   TORCH_ARG(int64_t, dim);
   /// Width of each hidden layer.
