@@ -366,6 +366,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("config", [](const fm::Run& run) { return from_json(run.config()); })
       .def_property_readonly("domain", [](const fm::Run& run) { return run.domain()->name(); })
       .def("latest_checkpoint", &fm::Run::latest_checkpoint)
+      .def("best_checkpoint", &fm::Run::best_checkpoint,
+           "checkpoints/best.ckpt: the lowest validation NLL of a run trained with validate='nll' (checkpoint='best' picks it)")
       .def(
           "sample",
           [](const fm::Run& run, int64_t n, const std::string& solver, int64_t steps, uint64_t seed, double atol, double rtol,
@@ -416,8 +418,9 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "log_likelihood",
           [](const fm::Run& run, const py::object& points, const std::string& split, int64_t n, const std::string& solver,
-             int64_t steps, double atol, double rtol, const std::string& error_norm, uint64_t seed) {
+             int64_t steps, double atol, double rtol, const std::string& error_norm, uint64_t seed, const std::string& checkpoint) {
             fm::LikelihoodRequest q;
+            q.checkpoint = checkpoint;
             if (!points.is_none()) q.points = points.cast<at::Tensor>();
             q.split = split;
             q.n = n;
@@ -437,8 +440,10 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("points") = py::none(), py::arg("split") = "test", py::arg("n") = 2000, py::arg("solver") = "dopri5",
           py::arg("steps") = 100, py::arg("atol") = 1e-5, py::arg("rtol") = 1e-5, py::arg("error_norm") = "sample", py::arg("seed") = 0,
+          py::arg("checkpoint") = "",
           "Per-point log p (float64) and the summary dict ('flowmatch likelihood'): of `points`, or (None) of the first n\n"
-          "rows of the run's own test or validation split (split='test' or 'validation'). error_norm: dopri5's 'sample' or 'batch'.");
+          "rows of the run's own test or validation split (split='test' or 'validation'). error_norm: dopri5's 'sample' or 'batch'.\n"
+          "checkpoint: a file, 'best' (validate='nll' runs), or '' for the newest.");
   m.def(
       "train",
       [](const py::object& config, const std::string& out, bool resume, const std::string& device) {

@@ -4,6 +4,7 @@
 #include "flowmatch/io/json.h"
 #include "flowmatch/run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -87,19 +88,28 @@ std::vector<json> read_metrics(const std::string& path, int64_t up_to_step) {
 }
 
 void write_loss_curve(const Run& run) {
-  std::vector<double> x, y;
+  std::vector<double> x, y, vx, vy;
   for (const auto& j : read_metrics(run.metrics_jsonl(), INT64_MAX)) {
     if (j.contains("loss") && j["loss"].is_number()) {
       x.push_back(j["step"].get<double>());
       y.push_back(j["loss"].get<double>());
     }
+    if (j.contains("validation_nll") && j["validation_nll"].is_number()) {
+      vx.push_back(j["step"].get<double>());
+      vy.push_back(j["validation_nll"].get<double>());
+    }
   }
-  if (x.empty()) return;
   io::PlotStyle style;
   style.width = 720;
   style.height = 420;
-  style.title = "training loss (log scale) vs step";
-  io::write_line_png(run.dir() + "/loss.png", {{x, y, {31, 119, 180}, "loss"}}, style, /*log_y=*/true);
+  if (!x.empty()) {
+    style.title = "training loss (log scale) vs step";
+    io::write_line_png(run.dir() + "/loss.png", {{x, y, {31, 119, 180}, "loss"}}, style, /*log_y=*/true);
+  }
+  if (!vx.empty()) {  // --validate nll
+    style.title = "validation NLL (nats per point) vs step";
+    io::write_line_png(run.dir() + "/validation.png", {{vx, vy, {214, 39, 40}, "validation NLL"}}, style, /*log_y=*/false);
+  }
 }
 
 // The newest checkpoint that verifies (magic, length, CRC-32, readable payload). A damaged newest one
@@ -142,7 +152,7 @@ std::string pick_resume_checkpoint(const Run& run, bool fallback, const ReportFu
 // logging and checkpoint intervals) or does not change the model (the version that wrote it).
 std::string run_identity(const json& config) {
   json frozen = config;
-  for (const char* key : {"flowmatch_version", "distributed", "stand_in"}) frozen.erase(key);
+  for (const char* key : {"flowmatch_version", "distributed", "stand_in", "validation"}) frozen.erase(key);
   if (frozen.contains("training") && frozen["training"].is_object()) {
     for (const char* key : {"steps", "log_every", "checkpoint_every", "keep"}) frozen["training"].erase(key);
   }
@@ -250,7 +260,18 @@ Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool
     std::string error;
     char kind = 'U';
     try {
-      json fresh = make_run_config(settings);
+      // On resume --validate and --validate-tol apply to the stored run (below), not to a fresh config.
+      json given = settings;
+      json validate_given;
+      if (resume) {
+        for (const auto& [key, flag] : std::vector<std::pair<std::string, std::string>>{
+                 {"validate", "validate"}, {"validate-tol", "validate-tol"}, {"validate_tol", "validate-tol"}}) {
+          if (!given.contains(key)) continue;
+          validate_given[flag] = given[key];
+          given.erase(key);
+        }
+      }
+      json fresh = make_run_config(given);
       {
         // Nothing is created here: the folder must be (or sit in) a folder this process can write.
         std::error_code ec;
@@ -292,6 +313,30 @@ Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool
           if (settings.contains(flag) || settings.contains(key)) {
             config["training"][key] = fresh["training"][key];
             if (config.contains("settings") && config["settings"].is_object()) config["settings"][flag] = fresh["settings"][flag];
+          }
+        }
+        // --validate may be switched on or off, or its tolerance changed, on resume.
+        if (!validate_given.is_null()) {
+          const RunSetting* validate_setting = nullptr;
+          for (const auto& s : run_settings())
+            if (s.name == "validate") validate_setting = &s;
+          const json& stored_settings_now = config.value("settings", json::object());
+          const std::string metric = validate_given.value("validate", stored_settings_now.value("validate", std::string("off")));
+          if (validate_setting && std::find(validate_setting->choices.begin(), validate_setting->choices.end(), metric) ==
+                                      validate_setting->choices.end()) {
+            throw std::invalid_argument("--validate " + metric + ": expected off or nll");
+          }
+          const json tol_value = validate_given.contains("validate-tol") ? validate_given["validate-tol"]
+                                                                          : stored_settings_now.value("validate-tol", json(1e-4));
+          if (!tol_value.is_number()) throw std::invalid_argument("--validate-tol " + tol_value.dump() + ": expected a number");
+          if (metric == "nll") {
+            config["validation"] = make_validation_spec(config, tol_value.get<double>());
+          } else {
+            config.erase("validation");
+          }
+          if (config.contains("settings") && config["settings"].is_object()) {
+            config["settings"]["validate"] = metric;
+            config["settings"]["validate-tol"] = tol_value;
           }
         }
         resume_from = pick_resume_checkpoint(probe, fallback, report);
@@ -338,6 +383,16 @@ std::string Run::latest_checkpoint() const {
   return all.back();
 }
 
+std::string Run::best_checkpoint() const {
+  const std::string path = checkpoint_dir() + "/best.ckpt";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    throw std::invalid_argument("--checkpoint best: run '" + dir_ + "' has no " + path +
+                                " (it is kept by training with --validate nll)");
+  }
+  return path;
+}
+
 std::shared_ptr<models::VelocityModel> Run::model(const std::string& checkpoint, const c10::Device& device) const {
   if (is_model_file()) {  // a TorchScript model file: the scripted model as saved
     if (!checkpoint.empty()) throw std::invalid_argument("--checkpoint applies to runs, not to --model-file");
@@ -345,7 +400,7 @@ std::shared_ptr<models::VelocityModel> Run::model(const std::string& checkpoint,
     model->to(device);
     return model;
   }
-  std::string path = checkpoint.empty() ? latest_checkpoint() : checkpoint;
+  std::string path = checkpoint.empty() ? latest_checkpoint() : checkpoint == "best" ? best_checkpoint() : checkpoint;
   json meta;
   std::shared_ptr<models::VelocityModel> model;
   for (int attempt = 0;; ++attempt) {
@@ -436,6 +491,11 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   FlowMatchingProblem problem = this->problem();
   const TrainerOptions options = trainer_options(config_.at("training"), checkpoint_dir(), config_path()).run_id(run_identity(config_));
   validate(options);
+  if (config_.contains("validation") && how.group) {
+    // Rank 0 would hold the other ranks in their next all-reduce for the whole solve, past --dist-timeout.
+    throw std::invalid_argument("--validate nll does not go with data-parallel training yet; score checkpoints afterwards with "
+                                "'flowmatch likelihood --split validation --checkpoint FILE'");
+  }
   at::manual_seed(options.seed());
   auto model = models::make_model(config_["model"]);
   model->to(how.device);
@@ -491,7 +551,61 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
     };
   }
   callbacks.should_stop = how.should_stop;
-  callbacks.checkpoint_saved = [&](const std::string& path, int64_t) { outcome.last_checkpoint = path; };
+  // --validate nll: every checkpoint's sampling weights are scored on the validation split, and the best
+  // so far is copied to checkpoints/best.ckpt (best.json beside it), both written atomically. A resumed
+  // run keeps its best unless it comes from steps after the resumed checkpoint (they are trained again).
+  const json validation = config_.value("validation", json());
+  if (writer && !validation.is_null()) {
+    std::error_code ignored;
+    if (fs::exists(best_json(), ignored)) {
+      try {
+        outcome.best = io::parse_json(io::read_file(best_json()), best_json());
+        if (!outcome.best.is_object() || !outcome.best.contains("step") || !outcome.best["step"].is_number_integer() ||
+            !outcome.best.contains("validation_nll") || !outcome.best["validation_nll"].is_number()) {
+          throw std::runtime_error("not a best-checkpoint record");
+        }
+      } catch (const std::exception& e) {
+        throw std::runtime_error("'" + best_json() + "': " + e.what() + "; move it away to resume (the best checkpoint is then chosen anew)");
+      }
+      if (outcome.best["step"].get<int64_t>() > trainer.step()) {
+        outcome.best = nullptr;
+        fs::remove(best_json(), ignored);
+        fs::remove(checkpoint_dir() + "/best.ckpt", ignored);
+      }
+    }
+  }
+  callbacks.checkpoint_saved = [&](const std::string& path, int64_t step) {
+    outcome.last_checkpoint = path;
+    if (validation.is_null() || (how.should_stop && how.should_stop())) return;  // interrupted: exit now
+    LikelihoodRequest q;
+    q.split = validation.value("split", std::string("validation"));
+    q.solver = validation.value("solver", std::string("dopri5"));
+    q.atol = validation.value("atol", 1e-4);
+    q.rtol = validation.value("rtol", 1e-4);
+    q.error_norm = validation.value("error_norm", std::string("batch"));
+    q.grid = 0;
+    q.checkpoint = path;
+    q.device = how.device;
+    const json r = likelihood(q).result;
+    json line = {{"step", step},
+                 {"validation_nll", r["nll"]},
+                 {"validation_nll_stderr", r["nll_stderr"]},
+                 {"validation_nfe", r["nfe"]},
+                 {"validation_seconds", r["seconds"]}};
+    metrics << line.dump() << "\n";
+    metrics.flush();
+    const bool best = outcome.best.is_null() || r["nll"].get<double>() < outcome.best["validation_nll"].get<double>();
+    if (best) {
+      const std::string kept = checkpoint_dir() + "/best.ckpt";
+      io::write_file_atomic(kept, io::read_file(path));
+      outcome.best = line;
+      outcome.best["checkpoint"] = fs::path(path).filename().string();
+      outcome.best["split"] = q.split;
+      outcome.best["n"] = r["n"];
+      write_json_file(best_json(), outcome.best);
+    }
+    if (how.validated) how.validated(step, line, best);
+  };
   const auto start = std::chrono::steady_clock::now();
   try {
     trainer.train(callbacks);

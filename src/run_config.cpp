@@ -133,6 +133,12 @@ std::vector<RunSetting> make_settings() {
       {"log-every", "int", 100, "write a metrics.jsonl line every N steps", {}, false},
       {"checkpoint-every", "int", 1000, "checkpoint every N steps (0: only at the end)", {}, false},
       {"keep", "int", 3, "newest checkpoints to keep", {}, false},
+      {"validate", "string", "off",
+       "nll: at every checkpoint, the NLL of the validation split (the likelihood of the sampling weights, Dopri5, exact "
+       "divergence) goes into metrics.jsonl, and the best checkpoint so far is kept as checkpoints/best.ckpt (use it with "
+       "--checkpoint best); data sets with a validation split (Earth, proteins, point files on a manifold, ...)",
+       {"off", "nll"}, false},
+      {"validate-tol", "float", 1e-4, "--validate nll: Dopri5's atol and rtol (the RMS error over the batch)", {}, false},
   };
   return s;
 }
@@ -202,6 +208,7 @@ void check_ranges(const json& s) {
   require(s["min-lr-ratio"].get<double>() >= 0 && s["min-lr-ratio"].get<double>() <= 1, "min-lr-ratio", s["min-lr-ratio"], "in [0, 1]");
   require(s["label-dropout"].get<double>() >= 0 && s["label-dropout"].get<double>() <= 1, "label-dropout", s["label-dropout"], "in [0, 1]");
   require(s["seed"].get<int64_t>() >= 0, "seed", s["seed"], "an integer >= 0");
+  require(s["validate-tol"].get<double>() > 0 && s["validate-tol"].get<double>() < 1, "validate-tol", s["validate-tol"], "in (0, 1)");
   if (!s["sigma"].is_null()) require(s["sigma"].get<double>() >= 0, "sigma", s["sigma"], ">= 0");
   if (!s["ot-reg"].is_null()) require(s["ot-reg"].get<double>() > 0, "ot-reg", s["ot-reg"], "> 0");
   const int64_t channels = s["image-channels"].get<int64_t>();
@@ -430,12 +437,29 @@ json make_run_config(const json& given_settings) {
                    {"checkpoint_every", s["checkpoint-every"]},
                    {"keep", s["keep"]}}},
                  {"settings", s}};
+  if (s["validate"] == "nll") config["validation"] = make_validation_spec(config, s["validate-tol"].get<double>());
   try {
     check_prediction_target(*make_path(config["path"]), prediction_target_from_string(s["predict"].get<std::string>()));
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string(e.what()) + ": pass --sigma 0 (or --path-noise none)");
   }
   return config;
+}
+
+json make_validation_spec(const json& config, double tol) {
+  if (!(tol > 0 && tol < 1)) throw std::invalid_argument("--validate-tol " + std::to_string(tol) + ": expected in (0, 1)");
+  const json& data = config.at("data");
+  const auto domain = domain_of(data);
+  try {
+    (void)domain->validation_split(data);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--validate nll: " + std::string(e.what()));
+  }
+  if (config.at("path").value("type", std::string()) != "mixture-discrete" && !domain->source_log_density(data)) {
+    throw std::invalid_argument("--validate nll needs a source with a known density; this run's is '" +
+                                data.value("source", std::string("?")) + "'");
+  }
+  return {{"metric", "nll"}, {"split", "validation"}, {"solver", "dopri5"}, {"atol", tol}, {"rtol", tol}, {"error_norm", "batch"}};
 }
 
 }  // namespace flowmatch

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
 
+#include "flowmatch/checkpoint.h"
 #include "flowmatch/domain.h"
 #include "flowmatch/io/atomic_file.h"
 #include "flowmatch/io/npy.h"
@@ -348,4 +349,77 @@ TEST(Run, DataNoiseMovesTrainingPointsByATangentGaussianStep) {
   EXPECT_THROW(fm::make_run_config(bad), std::invalid_argument);
   EXPECT_THROW(fm::make_run_config({{"data-noise", 0.1}}), std::invalid_argument);  // 2-D toy data
   EXPECT_THROW(fm::make_run_config({{"data", "sphere-checkerboard"}, {"data-noise", 0.1}}), std::invalid_argument);
+}
+
+// --validate nll: every checkpoint's sampling weights are scored on the validation split (RFM's
+// protocol: the best validation checkpoint is the one tested). The kept checkpoints/best.ckpt is the
+// argmin of the logged NLLs, survives the pruning of old checkpoints, and scores exactly that NLL
+// again through `--checkpoint best`; resuming (with validation switched on later) keeps the best.
+TEST(Run, ValidationKeepsTheCheckpointWithTheLowestValidationNLL) {
+  const std::string data_dir = std::string(FLOWMATCH_SOURCE_DIR) + "/../shared/data";
+  ASSERT_TRUE(std::filesystem::exists(data_dir + "/earth/flood.csv")) << "no " << data_dir << "/earth (docs/MANIFOLDS.md)";
+  fmtest::TempDir dir;
+  const std::string out = dir / "flood";
+  const json base = {{"data", "earth:flood"}, {"data-dir", data_dir}, {"width", 16}, {"depth", 2}, {"fourier-features", 8},
+                     {"batch", 64}, {"lr", 3e-3}, {"checkpoint-every", 20}, {"keep", 1}};
+  // Trained 20 steps without validation, then resumed with it: the run's identity does not include it.
+  json first = base;
+  first["steps"] = 20;
+  fm::Run::prepare(out, first).train();
+  EXPECT_THROW(fm::Run::open(out).best_checkpoint(), std::invalid_argument);
+  json more = {{"steps", 100}, {"validate", "nll"}, {"validate-tol", 1e-3}};
+  fm::Run run = fm::Run::prepare(out, more, /*resume=*/true);
+  std::vector<std::pair<int64_t, bool>> told;
+  fm::TrainRunOptions how;
+  how.validated = [&](int64_t step, const json& line, bool best) {
+    EXPECT_TRUE(line.contains("validation_nll"));
+    told.emplace_back(step, best);
+  };
+  const fm::TrainOutcome outcome = run.train(how);
+  ASSERT_EQ(told.size(), 4u);  // steps 40, 60, 80, 100
+  std::vector<std::pair<int64_t, double>> logged;
+  {
+    std::ifstream in(out + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      const json j = json::parse(line);
+      if (j.contains("validation_nll")) logged.emplace_back(j["step"].get<int64_t>(), j["validation_nll"].get<double>());
+    }
+  }
+  ASSERT_EQ(logged.size(), 4u);
+  auto best = std::min_element(logged.begin(), logged.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  double so_far = INFINITY;
+  for (size_t k = 0; k < logged.size(); ++k) {
+    EXPECT_EQ(logged[k].first, 40 + 20 * static_cast<int64_t>(k));
+    EXPECT_EQ(told[k].second, logged[k].second < so_far) << "step " << logged[k].first;
+    so_far = std::min(so_far, logged[k].second);
+    EXPECT_TRUE(std::isfinite(logged[k].second) && logged[k].second < 2.531 + 1) << logged[k].second;
+  }
+  const json kept = json::parse(fm::io::read_file(run.best_json()));
+  EXPECT_EQ(kept["step"], best->first);
+  EXPECT_EQ(kept["validation_nll"].get<double>(), best->second);
+  EXPECT_EQ(kept["checkpoint"], "step-" + std::to_string(best->first) + ".ckpt");
+  EXPECT_EQ(outcome.best["step"], best->first);
+  EXPECT_EQ(fm::list_checkpoints(run.checkpoint_dir()).size(), 1u);  // --keep 1 pruned the others, not best.ckpt
+  EXPECT_TRUE(std::filesystem::exists(dir / "flood/validation.png"));
+  // The kept weights give the same NLL again.
+  fm::LikelihoodRequest q;
+  q.split = "validation";
+  q.atol = q.rtol = 1e-3;
+  q.error_norm = "batch";
+  q.checkpoint = "best";
+  EXPECT_DOUBLE_EQ(run.likelihood(q).result["nll"].get<double>(), best->second);
+  // Resumed further with validation off: no new lines, the best stays.
+  fm::Run::prepare(out, {{"steps", 120}, {"validate", "off"}}, true).train();
+  EXPECT_FALSE(fm::Run::open(out).config().contains("validation"));
+  EXPECT_EQ(json::parse(fm::io::read_file(run.best_json()))["step"], best->first);
+  // Where there is nothing to validate on, or no checkpoint kept, the message says so.
+  try {
+    fm::make_run_config({{"validate", "nll"}});
+    ADD_FAILURE() << "--validate nll on 2-D toy data was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--validate nll: "), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no validation split"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(fm::make_run_config({{"data", "earth:flood"}, {"data-dir", data_dir}, {"validate-tol", 0.0}}), std::invalid_argument);
 }

@@ -58,6 +58,11 @@ nlohmann::json setting_value_from_text(const RunSetting& setting, const std::vec
 /// user gave (a JSON object; keys with dashes or underscores).
 nlohmann::json make_run_config(const nlohmann::json& settings);
 
+/// config.json's "validation" for --validate nll (what every checkpoint is scored by: the validation
+/// split's NLL, Dopri5 at atol = rtol = `tol` with the batch error norm). std::invalid_argument when the
+/// config's data have no validation split or its source no density.
+nlohmann::json make_validation_spec(const nlohmann::json& config, double tol);
+
 /// How `Run::train` runs beyond the config.
 struct TrainRunOptions {
   c10::Device device = c10::kCPU;
@@ -72,6 +77,9 @@ struct TrainRunOptions {
   std::function<void(const TrainProgress&)> progress;
   /// Polled after every step; true stops training with a checkpoint.
   std::function<bool()> should_stop;
+  /// Called after each validation (--validate nll; rank 0) with its step, its metrics.jsonl line
+  /// (validation_nll, ...) and whether it is the best so far (then kept as checkpoints/best.ckpt).
+  std::function<void(int64_t step, const nlohmann::json& line, bool best)> validated;
 };
 
 struct TrainOutcome {
@@ -80,6 +88,8 @@ struct TrainOutcome {
   int64_t total_steps = 0;
   double seconds = 0;
   std::string last_checkpoint;
+  /// --validate nll: the best validation so far ({"step", "validation_nll", ...}, as checkpoints/best.json); null otherwise.
+  nlohmann::json best = nullptr;
   bool interrupted() const { return step < total_steps; }
 };
 
@@ -208,7 +218,12 @@ class Run {
 
   /// The newest checkpoint; std::runtime_error when there is none.
   std::string latest_checkpoint() const;
-  /// The trained network (EMA weights when kept) from `checkpoint` (default: the newest) on `device`;
+  /// checkpoints/best.ckpt: the checkpoint with the lowest validation NLL so far (kept by training with
+  /// --validate nll; checkpoints/best.json says its step and NLL); std::invalid_argument when there is none.
+  std::string best_checkpoint() const;
+  std::string best_json() const { return checkpoint_dir() + "/best.json"; }
+  /// The trained network (EMA weights when kept) from `checkpoint` (a file; "best": best_checkpoint();
+  /// default: the newest) on `device`;
   /// for a model file, the scripted model.
   std::shared_ptr<models::VelocityModel> model(const std::string& checkpoint = "", const c10::Device& device = c10::kCPU) const;
   /// The velocity field sampling integrates. `scheduler`: another scheduler name to sample under;

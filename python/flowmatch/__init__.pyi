@@ -176,6 +176,9 @@ class Run:
         ...
     def latest_checkpoint(self: Run) -> str:
         ...
+    def best_checkpoint(self: Run) -> str:
+        """checkpoints/best.ckpt: the lowest validation NLL of a run trained with validate='nll' (checkpoint='best' picks it)"""
+        ...
     def sample(self: Run, n: int = ..., solver: str = ..., steps: int = ..., seed: int = ..., atol: float = ..., rtol: float = ..., scheduler: str = ..., sde_noise: float = ..., class_: str = ..., guidance: float = ..., checkpoint: str = ..., device: str = ...) -> tuple:
         """Samples as 'flowmatch sample' draws them (same seed, same samples): (x (n, D) float32, info dict with the NFE).
         Unset n/solver/steps take the data's defaults (points: 10000, euler, 100)."""
@@ -183,9 +186,10 @@ class Run:
     def evaluate(self: Run, n: int = ..., seed: int = ..., solver_sweep: bool = ..., out: str = ..., device: str = ...) -> Any:
         """The data domain's evaluation (points: W2 at 1..100 Euler steps, MMD, straightness): a dict, also written to metrics.json."""
         ...
-    def log_likelihood(self: Run, points: Any = ..., split: str = ..., n: int = ..., solver: str = ..., steps: int = ..., atol: float = ..., rtol: float = ..., error_norm: str = ..., seed: int = ...) -> tuple:
+    def log_likelihood(self: Run, points: Any = ..., split: str = ..., n: int = ..., solver: str = ..., steps: int = ..., atol: float = ..., rtol: float = ..., error_norm: str = ..., seed: int = ..., checkpoint: str = ...) -> tuple:
         """Per-point log p (float64) and the summary dict ('flowmatch likelihood'): of `points`, or (None) of the first n
-        rows of the run's own test or validation split (split='test' or 'validation'). error_norm: dopri5's 'sample' or 'batch'."""
+        rows of the run's own test or validation split (split='test' or 'validation'). error_norm: dopri5's 'sample' or 'batch'.
+        checkpoint: a file, 'best' (validate='nll' runs), or '' for the newest."""
         ...
 
 

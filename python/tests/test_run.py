@@ -111,3 +111,21 @@ def test_likelihood_of_the_runs_own_splits_is_the_command_lines(tmp_path):
     assert not np.allclose(test_log_p[:30].numpy(), log_p[:30].numpy())  # other rows
     with pytest.raises(ValueError, match="--split train: expected test or validation"):
         run.log_likelihood(split="train")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(DATA_DIR, "earth")), reason="needs the Earth data")
+def test_validation_keeps_the_best_checkpoint_and_scores_it_again(tmp_path):
+    torch.set_num_threads(1)
+    out = str(tmp_path / "volcano")
+    run = fm.train({"data": "earth:volcano", "data-dir": DATA_DIR, "steps": 60, "width": 16, "depth": 2, "seed": 3,
+                    "checkpoint-every": 20, "validate": "nll", "validate_tol": 1e-3}, out)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        scores = [json.loads(line) for line in f]
+    scores = [(s["step"], s["validation_nll"]) for s in scores if "validation_nll" in s]
+    assert [step for step, _ in scores] == [20, 40, 60]
+    step, nll = min(scores, key=lambda s: s[1])
+    assert run.best_checkpoint().endswith("checkpoints/best.ckpt")
+    with open(os.path.join(out, "checkpoints", "best.json")) as f:
+        assert json.load(f)["step"] == step
+    _, summary = run.log_likelihood(split="validation", atol=1e-3, rtol=1e-3, error_norm="batch", checkpoint="best")
+    assert summary["nll"] == nll
