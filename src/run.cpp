@@ -9,6 +9,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <mutex>
 #include <stdexcept>
 
 #include <fcntl.h>
@@ -110,6 +112,47 @@ void write_loss_curve(const Run& run) {
     style.title = "validation NLL (nats per point) vs step";
     io::write_line_png(run.dir() + "/validation.png", {{vx, vy, {214, 39, 40}, "validation NLL"}}, style, /*log_y=*/false);
   }
+}
+
+// checkpoints/best.json, checked: an object with an integer step and a numeric validation_nll that agree
+// with best.ckpt (a process killed between writing the two leaves them disagreeing). Null when absent.
+json read_best(const Run& run) {
+  std::error_code ec;
+  if (!fs::exists(run.best_json(), ec)) return nullptr;
+  json best;
+  try {
+    best = io::parse_json(io::read_file(run.best_json()), run.best_json());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(e.what()) + "; remove checkpoints/best.json and best.ckpt to choose the best anew");
+  }
+  if (!best.is_object() || !best.contains("step") || !best["step"].is_number_integer() || !best.contains("validation_nll") ||
+      !best["validation_nll"].is_number()) {
+    throw std::runtime_error("'" + run.best_json() + "' is not a best-checkpoint record (step, validation_nll); remove it and best.ckpt "
+                             "to choose the best anew");
+  }
+  const std::string kept = run.checkpoint_dir() + "/best.ckpt";
+  const int64_t held = fs::exists(kept, ec) ? run.checkpoint_step_of(kept) : -1;
+  if (held != best["step"].get<int64_t>()) {
+    throw std::runtime_error("'" + kept + "' " + (held < 0 ? std::string("is missing") : "holds step " + std::to_string(held)) +
+                             " but '" + run.best_json() + "' says step " + best["step"].dump() +
+                             " (a validation was cut off); remove both to choose the best anew");
+  }
+  return best;
+}
+
+// Resuming from an earlier checkpoint than the best one (--resume-fallback): the steps after it are
+// trained again, so a best from them is forgotten.
+void forget_stale_best(const Run& run, int64_t step) {
+  std::error_code ec;
+  if (!fs::exists(run.best_json(), ec)) return;
+  try {
+    const json best = io::parse_json(io::read_file(run.best_json()), run.best_json());
+    if (!best.is_object() || !best.contains("step") || !best["step"].is_number_integer() || best["step"].get<int64_t>() <= step) return;
+  } catch (const std::exception&) {
+    return;  // read_best names it when it matters
+  }
+  fs::remove(run.best_json(), ec);
+  fs::remove(run.checkpoint_dir() + "/best.ckpt", ec);
 }
 
 // The newest checkpoint that verifies (magic, length, CRC-32, readable payload). A damaged newest one
@@ -320,15 +363,20 @@ Run Run::prepare(const std::string& dir, const json& settings, bool resume, bool
           const RunSetting* validate_setting = nullptr;
           for (const auto& s : run_settings())
             if (s.name == "validate") validate_setting = &s;
-          const json& stored_settings_now = config.value("settings", json::object());
-          const std::string metric = validate_given.value("validate", stored_settings_now.value("validate", std::string("off")));
-          if (validate_setting && std::find(validate_setting->choices.begin(), validate_setting->choices.end(), metric) ==
-                                      validate_setting->choices.end()) {
-            throw std::invalid_argument("--validate " + metric + ": expected off or nll");
+          const json stored_settings_now = config.value("settings", json::object());
+          const json metric_value = validate_given.contains("validate") ? validate_given["validate"]
+                                                                       : json(config.contains("validation") ? "nll" : "off");
+          if (!metric_value.is_string() || !validate_setting ||
+              std::find(validate_setting->choices.begin(), validate_setting->choices.end(), metric_value.get<std::string>()) ==
+                  validate_setting->choices.end()) {
+            throw std::invalid_argument("--validate " + metric_value.dump() + ": expected \"off\" or \"nll\"");
           }
+          const std::string metric = metric_value.get<std::string>();
           const json tol_value = validate_given.contains("validate-tol") ? validate_given["validate-tol"]
                                                                           : stored_settings_now.value("validate-tol", json(1e-4));
-          if (!tol_value.is_number()) throw std::invalid_argument("--validate-tol " + tol_value.dump() + ": expected a number");
+          if (!tol_value.is_number() || !(tol_value.get<double>() > 0 && tol_value.get<double>() < 1)) {
+            throw std::invalid_argument("--validate-tol " + tol_value.dump() + ": expected a number in (0, 1)");
+          }
           if (metric == "nll") {
             config["validation"] = make_validation_spec(config, tol_value.get<double>());
           } else {
@@ -386,11 +434,19 @@ std::string Run::latest_checkpoint() const {
 std::string Run::best_checkpoint() const {
   const std::string path = checkpoint_dir() + "/best.ckpt";
   std::error_code ec;
-  if (!fs::exists(path, ec)) {
+  if (!fs::exists(path, ec) && !fs::exists(best_json(), ec)) {
     throw std::invalid_argument("--checkpoint best: run '" + dir_ + "' has no " + path +
                                 " (it is kept by training with --validate nll)");
   }
+  (void)read_best(*this);  // the two agree
   return path;
+}
+
+int64_t Run::checkpoint_step_of(const std::string& checkpoint) const {
+  const int64_t named = checkpoint_step(checkpoint);
+  if (named >= 0) return named;
+  const json meta = read_checkpoint(checkpoint).meta;
+  return meta.contains("step") && meta["step"].is_number_integer() ? meta["step"].get<int64_t>() : -1;
 }
 
 std::shared_ptr<models::VelocityModel> Run::model(const std::string& checkpoint, const c10::Device& device) const {
@@ -493,8 +549,8 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   validate(options);
   if (config_.contains("validation") && how.group) {
     // Rank 0 would hold the other ranks in their next all-reduce for the whole solve, past --dist-timeout.
-    throw std::invalid_argument("--validate nll does not go with data-parallel training yet; score checkpoints afterwards with "
-                                "'flowmatch likelihood --split validation --checkpoint FILE'");
+    throw std::invalid_argument("--validate nll does not go with data-parallel training yet (resume with --validate off); score "
+                                "checkpoints afterwards with 'flowmatch likelihood --split validation --checkpoint FILE'");
   }
   at::manual_seed(options.seed());
   auto model = models::make_model(config_["model"]);
@@ -518,6 +574,7 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   if (how.started && writer) how.started(*this, *model, trainer.step());
 
   std::ofstream metrics;
+  std::set<int64_t> validated_steps;  // steps with a validation line in metrics.jsonl
   std::shared_ptr<RunLock> lock;
   std::error_code ec;
   const bool created_folder = writer && !fs::exists(dir_, ec);
@@ -534,7 +591,10 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
     write_json_file(config_path(), config_);
     // Keep the loss history up to the resumed step only.
     std::string kept;
-    for (const auto& j : read_metrics(metrics_jsonl(), trainer.step())) kept += j.dump() + "\n";
+    for (const auto& j : read_metrics(metrics_jsonl(), trainer.step())) {
+      kept += j.dump() + "\n";
+      if (j.contains("validation_nll")) validated_steps.insert(j["step"].get<int64_t>());
+    }
     io::write_file_atomic(metrics_jsonl(), kept);
     metrics.open(metrics_jsonl(), std::ios::app);
   }
@@ -555,56 +615,68 @@ TrainOutcome Run::train(const TrainRunOptions& how) {
   // so far is copied to checkpoints/best.ckpt (best.json beside it), both written atomically. A resumed
   // run keeps its best unless it comes from steps after the resumed checkpoint (they are trained again).
   const json validation = config_.value("validation", json());
-  if (writer && !validation.is_null()) {
-    std::error_code ignored;
-    if (fs::exists(best_json(), ignored)) {
-      try {
-        outcome.best = io::parse_json(io::read_file(best_json()), best_json());
-        if (!outcome.best.is_object() || !outcome.best.contains("step") || !outcome.best["step"].is_number_integer() ||
-            !outcome.best.contains("validation_nll") || !outcome.best["validation_nll"].is_number()) {
-          throw std::runtime_error("not a best-checkpoint record");
-        }
-      } catch (const std::exception& e) {
-        throw std::runtime_error("'" + best_json() + "': " + e.what() + "; move it away to resume (the best checkpoint is then chosen anew)");
-      }
-      if (outcome.best["step"].get<int64_t>() > trainer.step()) {
-        outcome.best = nullptr;
-        fs::remove(best_json(), ignored);
-        fs::remove(checkpoint_dir() + "/best.ckpt", ignored);
-      }
-    }
-  }
-  callbacks.checkpoint_saved = [&](const std::string& path, int64_t step) {
-    outcome.last_checkpoint = path;
-    if (validation.is_null() || (how.should_stop && how.should_stop())) return;  // interrupted: exit now
+  if (writer) forget_stale_best(*this, trainer.step());
+  if (writer && !validation.is_null()) outcome.best = read_best(*this);
+  // --validate nll: a checkpoint's sampling weights scored on the validation split; the best so far is
+  // copied to checkpoints/best.ckpt, then best.json written (each atomically; read_best checks that the
+  // two agree). The global generator (weight initialisation, dropout) is put back afterwards, so that
+  // validating leaves the training bit-identical to a run without it.
+  auto validate_checkpoint = [&](const std::string& path, int64_t step) {
     LikelihoodRequest q;
     q.split = validation.value("split", std::string("validation"));
     q.solver = validation.value("solver", std::string("dopri5"));
     q.atol = validation.value("atol", 1e-4);
     q.rtol = validation.value("rtol", 1e-4);
     q.error_norm = validation.value("error_norm", std::string("batch"));
+    q.n = 10000000;  // the whole split
     q.grid = 0;
     q.checkpoint = path;
     q.device = how.device;
-    const json r = likelihood(q).result;
+    auto global = at::detail::getDefaultCPUGenerator();
+    at::Tensor generator_state;
+    {
+      std::lock_guard<std::mutex> lock(global.mutex());
+      generator_state = global.get_state();
+    }
+    json r;
+    try {
+      r = likelihood(q).result;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("--validate nll at step " + std::to_string(step) + " (" + path + "): " + e.what() +
+                               "; the checkpoint is kept: resume with --validate off, or another --validate-tol");
+    }
+    {
+      std::lock_guard<std::mutex> lock(global.mutex());
+      global.set_state(generator_state);
+    }
     json line = {{"step", step},
                  {"validation_nll", r["nll"]},
                  {"validation_nll_stderr", r["nll_stderr"]},
+                 {"validation_n", r["n"]},
                  {"validation_nfe", r["nfe"]},
                  {"validation_seconds", r["seconds"]}};
     metrics << line.dump() << "\n";
     metrics.flush();
     const bool best = outcome.best.is_null() || r["nll"].get<double>() < outcome.best["validation_nll"].get<double>();
     if (best) {
-      const std::string kept = checkpoint_dir() + "/best.ckpt";
-      io::write_file_atomic(kept, io::read_file(path));
+      io::write_file_atomic(checkpoint_dir() + "/best.ckpt", io::read_file(path));
       outcome.best = line;
       outcome.best["checkpoint"] = fs::path(path).filename().string();
       outcome.best["split"] = q.split;
-      outcome.best["n"] = r["n"];
       write_json_file(best_json(), outcome.best);
     }
     if (how.validated) how.validated(step, line, best);
+  };
+  // A resumed checkpoint not scored yet (validation switched on now, or the run was interrupted as it was
+  // written) is scored first.
+  if (writer && !validation.is_null() && !resume_from_.empty() && !validated_steps.count(trainer.step())) {
+    validate_checkpoint(resume_from_, trainer.step());
+  }
+  callbacks.checkpoint_saved = [&](const std::string& path, int64_t step) {
+    outcome.last_checkpoint = path;
+    // Interrupted: exit now; the checkpoint is scored when the run resumes.
+    if (validation.is_null() || (how.should_stop && how.should_stop())) return;
+    validate_checkpoint(path, step);
   };
   const auto start = std::chrono::steady_clock::now();
   try {

@@ -232,7 +232,9 @@ std::vector<std::string> Run::write_samples(const std::string& path, const Sampl
 json Run::evaluate(const EvaluationOptions& options, const std::string& out, const ReportFunction& report) const {
   const std::string path = out.empty() ? metrics_json() : out;
   ensure_parent(path);
-  json metrics = domain_->evaluate(*this, options, report);
+  EvaluationOptions resolved = options;
+  if (resolved.checkpoint == "best") resolved.checkpoint = best_checkpoint();  // metrics name the file and its step
+  json metrics = domain_->evaluate(*this, resolved, report);
   write_json_file(path, metrics);
   try_write_run_index(*this);
   return metrics;

@@ -222,6 +222,8 @@ class Run {
   /// --validate nll; checkpoints/best.json says its step and NLL); std::invalid_argument when there is none.
   std::string best_checkpoint() const;
   std::string best_json() const { return checkpoint_dir() + "/best.json"; }
+  /// The step a checkpoint holds: from its name (step-N.ckpt), else from its contents (best.ckpt).
+  int64_t checkpoint_step_of(const std::string& checkpoint) const;
   /// The trained network (EMA weights when kept) from `checkpoint` (a file; "best": best_checkpoint();
   /// default: the newest) on `device`;
   /// for a model file, the scripted model.

@@ -248,7 +248,7 @@ class DiscreteDomain : public Domain {
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 0x5eed0000ULL);
     VelocityField posterior = as_velocity_field(model);
     c10::InferenceMode guard;
-    json metrics = {{"checkpoint", checkpoint}, {"step", checkpoint_step(checkpoint)}, {"n", n}, {"entropy", data["entropy"]}};
+    json metrics = {{"checkpoint", checkpoint}, {"step", run.checkpoint_step_of(checkpoint)}, {"n", n}, {"entropy", data["entropy"]}};
     // Samples on the checkerboard against the number of posterior calls.
     at::Tensor shown;
     json share = json::object();
@@ -325,7 +325,7 @@ class DiscreteDomain : public Domain {
                                     : discrete_negative_elbo(posterior, x1, *path, DiscreteELBOOptions().time_points(64).chunk(256), gen);
     const double per_char = nll.mean().item<double>() / static_cast<double>(length);
     json metrics = {{"checkpoint", checkpoint},
-                    {"step", checkpoint_step(checkpoint)},
+                    {"step", run.checkpoint_step_of(checkpoint)},
                     {"n", x1.size(0)},
                     {"nll", nll.mean().item<double>()},
                     {"nll_per_token", per_char},

@@ -393,7 +393,7 @@ class ImagesDomain : public Domain {
     }
     const data::ImageDataset test = load_images(data, "test");
     json metrics = {{"checkpoint", checkpoint},
-                    {"step", checkpoint_step(checkpoint)},
+                    {"step", run.checkpoint_step_of(checkpoint)},
                     {"classifier", classifier_file(f.classifier)},
                     {"classifier_test_accuracy", classifier_meta.value("test_accuracy", json())},
                     {"sample_solver", f.sample_solver},

@@ -197,7 +197,7 @@ class PointsDomain : public Domain {
 
     c10::InferenceMode guard;
     json metrics = {{"checkpoint", run.is_model_file() ? run.config()["model"]["file"].get<std::string>() : checkpoint},
-                    {"step", run.is_model_file() ? int64_t{-1} : checkpoint_step(checkpoint)},
+                    {"step", run.is_model_file() ? int64_t{-1} : run.checkpoint_step_of(checkpoint)},
                     {"n", n},
                     {"prediction", flow.prediction},
                     {"scheduler", flow.scheduler}};
