@@ -99,8 +99,7 @@ void add_run_flags(CLI::App* app, RunFlags& f, bool with_target) {
   if (with_target) {
     app->add_option("--target", f.target, "with --model-file: the data set to compare with")->check(CLI::IsMember(fm::data::toy2d_names()));
   }
-  app->add_option("--checkpoint", f.checkpoint,
-                  "checkpoint file, or best (checkpoints/best.ckpt, kept by train --validate nll) (default: the run's newest; EMA weights when kept)");
+  app->add_option("--checkpoint", f.checkpoint, "checkpoint file, or best (kept by train --validate nll) (default: the run's newest; EMA weights when kept)");
 }
 
 fm::Run open_run(const RunFlags& f) {
@@ -159,12 +158,10 @@ fm::TrainRunOptions training_callbacks(const fm::Run& run, bool quiet, const c10
       std::fflush(stderr);
       *last = now;
     };
-    how.validated = [](int64_t step, const json& line, bool best) {
+    how.validated = [](int64_t step, const json& v, bool best) {
       end_progress_line();
-      std::fprintf(stderr, "validation NLL %.4f ± %.4f at step %lld (NFE %lld, %.1f s)%s\n", line.value("validation_nll", 0.0),
-                   line.value("validation_nll_stderr", 0.0), static_cast<long long>(step), static_cast<long long>(line.value("validation_nfe", int64_t{0})),
-                   line.value("validation_seconds", 0.0), best ? ": the best so far, kept as checkpoints/best.ckpt" : "");
-      std::fflush(stderr);
+      std::fprintf(stderr, "validation NLL %.4f ± %.4f at step %lld (NFE %lld, %.1f s)%s\n", v.value("validation_nll", 0.0), v.value("validation_nll_stderr", 0.0),
+                   static_cast<long long>(step), v.value("validation_nfe", 0LL), v.value("validation_seconds", 0.0), best ? ": the best so far, kept as checkpoints/best.ckpt" : "");
     };
   }
   return how;
@@ -183,12 +180,7 @@ int report_training(const fm::Run& run, const fm::TrainOutcome& o, const std::st
   const double rate = o.seconds > 0 ? static_cast<double>(o.step - o.first_step) / o.seconds : 0;
   std::cout << "trained " << (o.step - o.first_step) << " steps in " << format_duration(o.seconds) << " (" << static_cast<long>(rate)
             << " it/s); checkpoint " << o.last_checkpoint << "; loss curve " << run.dir() << "/loss.png";
-  if (o.best.is_object()) {
-    char best[160];
-    std::snprintf(best, sizeof best, "; best validation NLL %.4f at step %lld: %s/best.ckpt (--checkpoint best)",
-                  o.best.value("validation_nll", 0.0), static_cast<long long>(o.best.value("step", int64_t{0})), run.checkpoint_dir().c_str());
-    std::cout << best;
-  }
+  if (o.best.is_object()) std::cout << "; best validation NLL " << std::to_string(o.best["validation_nll"].get<double>()) << " at step " << o.best["step"] << ": " << run.checkpoint_dir() << "/best.ckpt";
   if (std::filesystem::exists(run.dir() + "/index.html")) std::cout << "; page " << run.dir() << "/index.html";
   std::cout << "\n";
   return kExitOk;

@@ -19,11 +19,7 @@ std::ostream& null_stream() {
   return sink;
 }
 
-std::string one_line(std::string message) {
-  const auto nl = message.find('\n');
-  if (nl != std::string::npos) message = message.substr(0, nl);
-  return message;
-}
+std::string one_line(const std::string& message) { return message.substr(0, message.find('\n')); }  // npos: all of it
 
 }  // namespace
 
@@ -55,11 +51,7 @@ int main(int argc, char** argv) {
     std::vector<const char*> cargs;
     for (const auto& a : args) cargs.push_back(a.c_str());
     app.parse(static_cast<int>(cargs.size()), cargs.data());
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
+  } catch (const CLI::Success& e) {  // --help, --help-all, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     usage_err << "flowmatch: error: " << one_line(e.what()) << " (see 'flowmatch "

@@ -72,8 +72,7 @@ Command register_train(CLI::App& root) {
   for (const auto& name : fm::models::model_names()) models += (models.empty() ? "" : ", ") + name;
   app->footer("Flags may also come from --config FILE (TOML/INI: `steps = 5000`, top level or under [train]; [model] for the\n"
               "network: `type = \"mlp\"`, `width = 128`); the command line wins. Models: " + models + ".\n"
-              "The run folder gets config.json, checkpoints/step-N.ckpt, metrics.jsonl and loss.png (with --validate nll also\n"
-              "checkpoints/best.ckpt, best.json and validation.png).\n"
+              "The run folder gets config.json, checkpoints/step-N.ckpt, metrics.jsonl, loss.png (--validate nll: best.ckpt, validation.png).\n"
               "Ctrl-C saves a checkpoint and exits 130; --resume continues.");
   app->add_option("--out", f.out, "run folder to create (e.g. runs/NAME)")->required();
   auto* resume = app->add_flag("--resume", f.resume, "continue the run in --out from its newest checkpoint");
