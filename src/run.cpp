@@ -4,13 +4,12 @@
 #include "flowmatch/io/json.h"
 #include "flowmatch/run.h"
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include <fcntl.h>
@@ -114,9 +113,9 @@ void write_loss_curve(const Run& run) {
   }
 }
 
-// checkpoints/best.json, checked: an object with an integer step and a numeric validation_nll that agree
-// with best.ckpt (a process killed between writing the two leaves them disagreeing). Null when absent.
-json read_best(const Run& run) {
+// checkpoints/best.json's record: an object with an integer step and a numeric validation_nll
+// (std::runtime_error naming the file otherwise). Null when absent.
+json parse_best(const Run& run) {
   std::error_code ec;
   if (!fs::exists(run.best_json(), ec)) return nullptr;
   json best;
@@ -130,6 +129,15 @@ json read_best(const Run& run) {
     throw std::runtime_error("'" + run.best_json() + "' is not a best-checkpoint record (step, validation_nll); remove it and best.ckpt "
                              "to choose the best anew");
   }
+  return best;
+}
+
+// The record, checked to agree with best.ckpt (a process killed between writing the two leaves them
+// disagreeing). Null when absent.
+json read_best(const Run& run) {
+  const json best = parse_best(run);
+  if (best.is_null()) return best;
+  std::error_code ec;
   const std::string kept = run.checkpoint_dir() + "/best.ckpt";
   const int64_t held = fs::exists(kept, ec) ? run.checkpoint_step_of(kept) : -1;
   if (held != best["step"].get<int64_t>()) {
@@ -143,14 +151,14 @@ json read_best(const Run& run) {
 // Resuming from an earlier checkpoint than the best one (--resume-fallback): the steps after it are
 // trained again, so a best from them is forgotten.
 void forget_stale_best(const Run& run, int64_t step) {
-  std::error_code ec;
-  if (!fs::exists(run.best_json(), ec)) return;
+  json best;
   try {
-    const json best = io::parse_json(io::read_file(run.best_json()), run.best_json());
-    if (!best.is_object() || !best.contains("step") || !best["step"].is_number_integer() || best["step"].get<int64_t>() <= step) return;
-  } catch (const std::exception&) {
+    best = parse_best(run);
+  } catch (const std::runtime_error&) {
     return;  // read_best names it when it matters
   }
+  if (best.is_null() || best["step"].get<int64_t>() <= step) return;
+  std::error_code ec;
   fs::remove(run.best_json(), ec);
   fs::remove(run.checkpoint_dir() + "/best.ckpt", ec);
 }
