@@ -233,8 +233,12 @@ json Run::evaluate(const EvaluationOptions& options, const std::string& out, con
   const std::string path = out.empty() ? metrics_json() : out;
   ensure_parent(path);
   EvaluationOptions resolved = options;
-  if (resolved.checkpoint == "best") resolved.checkpoint = best_checkpoint();  // metrics name the file and its step
+  // Every domain's metrics name the checkpoint scored and its step ("best" and the latest resolved here).
+  if (resolved.checkpoint == "best") resolved.checkpoint = best_checkpoint();
+  if (resolved.checkpoint.empty() && !is_model_file()) resolved.checkpoint = latest_checkpoint();
   json metrics = domain_->evaluate(*this, resolved, report);
+  metrics["checkpoint"] = is_model_file() ? config_["model"]["file"].get<std::string>() : resolved.checkpoint;
+  metrics["step"] = is_model_file() ? int64_t{-1} : checkpoint_step_of(resolved.checkpoint);
   write_json_file(path, metrics);
   try_write_run_index(*this);
   return metrics;

@@ -216,6 +216,10 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
   double loss_sum = 0;
   int64_t loss_count = 0;
   double last_communication_s = group_ ? group_->communication_seconds() : 0;
+  // Time in checkpoint_saved callbacks (a validation can take seconds): left out of it/s, and counted in
+  // the time left at its mean per checkpoint so far.
+  double callback_s = 0, last_callback_s = 0;
+  int64_t callbacks_run = 0;
   const std::string dir = options_.checkpoint_dir();
   const bool writer = !group_ || group_->rank() == 0;
   stop_poll_ = callbacks.should_stop;
@@ -276,7 +280,11 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
       std::error_code ec;
       fs::remove(all[k], ec);
     }
-    if (callbacks.checkpoint_saved) callbacks.checkpoint_saved(path, step_);
+    if (!callbacks.checkpoint_saved) return;
+    const auto called = clock::now();
+    callbacks.checkpoint_saved(path, step_);
+    callback_s += std::chrono::duration<double>(clock::now() - called).count();
+    ++callbacks_run;
   };
   while (step_ < options_.steps()) {
     if (defer) {
@@ -297,11 +305,17 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
       p.total_steps = options_.steps();
       p.loss = loss_sum / static_cast<double>(loss_count);
       p.lr = lr_at(step_ - 1);
-      const double dt = std::chrono::duration<double>(now - last).count();
+      const double dt = std::chrono::duration<double>(now - last).count() - (callback_s - last_callback_s);
       p.it_per_s = dt > 0 ? static_cast<double>(step_ - last_step) / dt : 0;
       p.elapsed_s = std::chrono::duration<double>(now - start).count();
-      const double rate = p.elapsed_s > 0 ? static_cast<double>(step_ - first_step) / p.elapsed_s : 0;
+      const double stepping_s = p.elapsed_s - callback_s;
+      const double rate = stepping_s > 0 ? static_cast<double>(step_ - first_step) / stepping_s : 0;
       p.eta_s = rate > 0 ? static_cast<double>(options_.steps() - step_) / rate : 0;
+      if (callbacks_run > 0) {  // the checkpoints still to come, this step's included: every multiple of checkpoint_every, and the last step
+        const int64_t every = options_.checkpoint_every(), total = options_.steps();
+        const int64_t to_come = (every > 0 ? total / every - (step_ - 1) / every : 0) + (every > 0 && total % every == 0 ? 0 : 1);
+        p.eta_s += static_cast<double>(to_come) * callback_s / static_cast<double>(callbacks_run);
+      }
       if (group_) {
         p.world_size = group_->world_size();
         const double now_s = group_->communication_seconds();
@@ -310,6 +324,7 @@ int64_t Trainer::train(const TrainCallbacks& callbacks) {
       }
       callbacks.progress(p);
       last = now;
+      last_callback_s = callback_s;
       last_step = step_;
       loss_sum = 0;
       loss_count = 0;

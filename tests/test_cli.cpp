@@ -99,6 +99,7 @@ TEST(CLI, UsageErrorsAreOneLineExitTwoAndWriteNothing) {
       {"train --out runs/a --coupling greedy", "exact-ot"},
       {"train --out blocker/run", "blocker"},
       {"train", "--out"},
+      {"train --bogus", "not expected: --bogus"},  // an unknown flag is named before a missing one
       {"train --out runs/a --config missing.toml", "missing.toml"},
       {"sample --run runs/none", "does not exist"},
       {"eval --run runs/none", "does not exist"},
@@ -1142,6 +1143,8 @@ TEST(CLI, ManifoldRunsTrainSampleOnTheSphereAndTorusAndBeatTheUniformDensity) {
   const auto metrics = nlohmann::json::parse(fm::io::read_file(dir / "t/metrics.json"));
   EXPECT_NEAR(metrics["nll_uniform"].get<double>(), 2 * std::log(2 * M_PI), 1e-12);
   EXPECT_LT(metrics["nll"].get<double>(), metrics["nll_uniform"].get<double>() - 0.2) << metrics.dump();
+  EXPECT_EQ(metrics["step"], 3000);
+  EXPECT_EQ(fs::path(metrics["checkpoint"].get<std::string>()).filename(), "step-3000.ckpt");
   EXPECT_LT(metrics["samples_max_off_manifold"].get<double>(), 1e-6);
   EXPECT_TRUE(fs::exists(dir / "t/density.png"));
 
@@ -1453,6 +1456,8 @@ TEST(CLI, MoleculeRunsTrainWithEquivariantOTSampleEvaluateAndGiveLikelihoods) {
   EXPECT_GT(m["ess"].get<double>(), 0.0);
   EXPECT_LE(m["ess"].get<double>(), 1.0);
   EXPECT_GT(m["path_length"].get<double>(), 0.0);
+  EXPECT_EQ(m["step"], 30);  // every domain's metrics name the checkpoint scored
+  EXPECT_EQ(fs::path(m["checkpoint"].get<std::string>()).filename(), "step-30.ckpt");
   for (const char* f : {"eval.png", "eval-energy.png", "eval-distances.png"}) EXPECT_TRUE(fs::exists(dir / (std::string("m/") + f))) << f;
   Result likelihood = cli(dir, "likelihood --run m --n 10 --threads 1 --out lp.npy");
   ASSERT_EQ(likelihood.code, 0) << likelihood.err;

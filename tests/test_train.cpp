@@ -1,6 +1,8 @@
 // The trainer: it learns, it resumes bit-identically, and it stops on a non-finite loss.
+#include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include "flowmatch/checkpoint.h"
 #include "flowmatch/coupling.h"
@@ -94,6 +96,29 @@ TEST(Trainer, CheckpointsAreWrittenAndPruned) {
   auto params = trainer.model()->parameters();
   auto loaded = model->parameters();
   for (size_t k = 0; k < params.size(); ++k) EXPECT_TRUE(at::equal(params[k], loaded[k]));
+}
+
+TEST(Trainer, TimeInCheckpointCallbacksIsLeftOutOfTheRateAndCountedInTheTimeLeft) {
+  // Each checkpoint's callback (a validation, in Run) sleeps 0.3 s. Counted in the rate, 10 steps
+  // would show at most 10 / 0.3 = 33 it/s; left out, they run far faster than twice that (a 32-wide
+  // MLP at batch 64 takes about a millisecond a step). The time left then counts the callbacks to come
+  // at 0.3 s or more each: at step 20 of 22, those at 20 and 22; at step 22, the one at 22.
+  fmtest::TempDir dir;
+  fm::Trainer trainer(fresh_model(1), problem("independent"), options(22).log_every(10).checkpoint_every(10).checkpoint_dir(dir.str()));
+  const double sleep_s = 0.3;
+  std::vector<fm::TrainProgress> told;
+  fm::TrainCallbacks cb;
+  cb.progress = [&](const fm::TrainProgress& p) { told.push_back(p); };
+  cb.checkpoint_saved = [&](const std::string&, int64_t) { std::this_thread::sleep_for(std::chrono::duration<double>(sleep_s)); };
+  trainer.train(cb);
+  ASSERT_EQ(told.size(), 3u);
+  EXPECT_EQ(told[1].step, 20);
+  EXPECT_GT(told[1].it_per_s, 2 * 10 / sleep_s) << "the callback's time is in the rate";
+  EXPECT_GE(told[1].elapsed_s, sleep_s);  // elapsed is all of the time
+  EXPECT_GE(told[1].eta_s, 2 * sleep_s);
+  EXPECT_EQ(told[2].step, 22);
+  EXPECT_GE(told[2].eta_s, sleep_s);
+  EXPECT_LT(told[0].eta_s, sleep_s);  // at step 10 no callback has run yet: nothing to count
 }
 
 TEST(Trainer, NonFiniteLossStopsWithTheStepAndKeepsTheLastCheckpoint) {

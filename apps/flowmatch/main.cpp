@@ -54,7 +54,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help, --help-all, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    usage_err << "flowmatch: error: " << one_line(e.what()) << " (see 'flowmatch "
+    // CLI11 checks required flags before unknown ones: name an unknown flag first ("--bogus", not "--out is required").
+    const auto extras = dynamic_cast<const CLI::RequiredError*>(&e) ? app.remaining(true) : std::vector<std::string>{};
+    usage_err << "flowmatch: error: " << one_line(extras.empty() ? e.what() : CLI::ExtrasError(extras).what()) << " (see 'flowmatch "
               << (args.size() > 1 ? args[1] + " " : std::string()) << "--help')\n";
     return kExitUsage;
   } catch (const UsageError& e) {

@@ -103,7 +103,8 @@ class Domain {
   virtual std::vector<std::string> picture_samples(const Run& run, const SampleResult& samples, const SampleOptions& options,
                                                    const std::string& stem) const = 0;
   /// The domain's evaluation of a run: metrics (also written by the caller to metrics.json) and
-  /// pictures in the run folder.
+  /// pictures in the run folder. `Run::evaluate` resolves options.checkpoint (the latest, or "best")
+  /// to a file before the call, and adds "checkpoint" and "step" to the metrics after it.
   virtual nlohmann::json evaluate(const Run& run, const EvaluationOptions& options, const ReportFunction& report) const = 0;
   /// A measure of sample quality for comparing samplers and trainings on the same footing
   /// (`compare_flow_and_diffusion`): the returned function scores samples of `run` against reference

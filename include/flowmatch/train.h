@@ -95,9 +95,9 @@ struct TrainProgress {
   int64_t total_steps = 0;
   double loss = 0;           ///< mean loss since the previous report
   double lr = 0;
-  double it_per_s = 0;       ///< since the previous report
-  double elapsed_s = 0;      ///< in this call of train()
-  double eta_s = 0;          ///< estimated time left
+  double it_per_s = 0;       ///< since the previous report, leaving out the time in checkpoint_saved callbacks
+  double elapsed_s = 0;      ///< in this call of train(), all of it
+  double eta_s = 0;          ///< estimated time left: the steps at the rate so far, the callbacks to come at their mean time
   /// Data-parallel runs: ranks, and the mean wall-clock time per step spent in the gradient
   /// all-reduce since the previous report (0 otherwise).
   int64_t world_size = 1;

@@ -240,15 +240,14 @@ class DiscreteDomain : public Domain {
   json evaluate(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const override {
     const json& data = run.config()["data"];
     if (is_text(data)) return evaluate_text(run, o, report);
-    const std::string checkpoint = o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
-    auto model = run.model(checkpoint, o.device);
+    auto model = run.model(o.checkpoint, o.device);
     auto path = path_of(data);
     const int64_t n = o.n;
     if (n < 1 || n > 1000000) throw std::invalid_argument("--n " + std::to_string(n) + ": expected 1 to 1000000 samples");
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 0x5eed0000ULL);
     VelocityField posterior = as_velocity_field(model);
     c10::InferenceMode guard;
-    json metrics = {{"checkpoint", checkpoint}, {"step", run.checkpoint_step_of(checkpoint)}, {"n", n}, {"entropy", data["entropy"]}};
+    json metrics = {{"n", n}, {"entropy", data["entropy"]}};
     // Samples on the checkerboard against the number of posterior calls.
     at::Tensor shown;
     json share = json::object();
@@ -310,8 +309,7 @@ class DiscreteDomain : public Domain {
   // character entropy (a judge is fooled by repetitive text; the entropy shows it).
   json evaluate_text(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const {
     const json& data = run.config()["data"];
-    const std::string checkpoint = o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
-    auto model = run.model(checkpoint, o.device);
+    auto model = run.model(o.checkpoint, o.device);
     auto path = path_of(data);
     const int64_t length = data.at("length").get<int64_t>();
     const bool autoregressive = is_autoregressive(data);
@@ -324,9 +322,7 @@ class DiscreteDomain : public Domain {
     at::Tensor nll = autoregressive ? autoregressive_negative_log_likelihood(posterior, x1, 256)
                                     : discrete_negative_elbo(posterior, x1, *path, DiscreteELBOOptions().time_points(64).chunk(256), gen);
     const double per_char = nll.mean().item<double>() / static_cast<double>(length);
-    json metrics = {{"checkpoint", checkpoint},
-                    {"step", run.checkpoint_step_of(checkpoint)},
-                    {"n", x1.size(0)},
+    json metrics = {{"n", x1.size(0)},
                     {"nll", nll.mean().item<double>()},
                     {"nll_per_token", per_char},
                     {"bits_per_character", per_char / std::log(2.0)},

@@ -375,7 +375,6 @@ class ImagesDomain : public Domain {
     for (double w : f.guidance_scales) {
       if (!(w >= 0) || !std::isfinite(w)) throw std::invalid_argument("--guidance-scales: " + std::to_string(w) + " is not a finite scale >= 0");
     }
-    const std::string checkpoint = f.checkpoint.empty() ? run.latest_checkpoint() : f.checkpoint;
     json classifier_meta;
     auto classifier = load_image_classifier(classifier_file(f.classifier), &classifier_meta);
     const auto shape = data.at("image_shape").get<std::vector<int64_t>>();
@@ -384,7 +383,7 @@ class ImagesDomain : public Domain {
       throw std::invalid_argument("--classifier was trained on other images (" + to_json(classifier->options).dump() + ")");
     }
     classifier->to(f.device);
-    auto model = run.model(checkpoint, f.device);
+    auto model = run.model(f.checkpoint, f.device);
     std::optional<LatentAutoencoder> autoencoder;  // a latent run decodes its samples
     if (is_latent(data)) autoencoder = load_latent_autoencoder(data.at("autoencoder"), f.device);
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(f.seed + 0x5eed0000ULL);
@@ -392,9 +391,7 @@ class ImagesDomain : public Domain {
       throw std::invalid_argument("--sample-solver must be a fixed-step ODE solver, got " + f.sample_solver);
     }
     const data::ImageDataset test = load_images(data, "test");
-    json metrics = {{"checkpoint", checkpoint},
-                    {"step", run.checkpoint_step_of(checkpoint)},
-                    {"classifier", classifier_file(f.classifier)},
+    json metrics = {{"classifier", classifier_file(f.classifier)},
                     {"classifier_test_accuracy", classifier_meta.value("test_accuracy", json())},
                     {"sample_solver", f.sample_solver},
                     {"sample_steps", f.sample_steps}};

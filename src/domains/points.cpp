@@ -179,8 +179,7 @@ class PointsDomain : public Domain {
 
   json evaluate(const Run& run, const EvaluationOptions& o, const ReportFunction& report) const override {
     const json& data = run.config()["data"];
-    const std::string checkpoint = run.is_model_file() ? o.checkpoint : o.checkpoint.empty() ? run.latest_checkpoint() : o.checkpoint;
-    auto model = run.model(checkpoint, o.device);
+    auto model = run.model(o.checkpoint, o.device);
     auto src = source(data);
     auto target = sampler(data, "target");
     // A generator of its own: evaluation draws are fresh, never the training batches.
@@ -196,9 +195,7 @@ class PointsDomain : public Domain {
     const auto& field = flow.field;
 
     c10::InferenceMode guard;
-    json metrics = {{"checkpoint", run.is_model_file() ? run.config()["model"]["file"].get<std::string>() : checkpoint},
-                    {"step", run.is_model_file() ? int64_t{-1} : run.checkpoint_step_of(checkpoint)},
-                    {"n", n},
+    json metrics = {{"n", n},
                     {"prediction", flow.prediction},
                     {"scheduler", flow.scheduler}};
     at::Tensor shown_generated, shown_target;
